@@ -1,0 +1,5 @@
+"""``python -m kubelet_sim`` runs the command line."""
+
+from kubelet_sim.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,161 @@
+"""The whole exception tree of kubelet-sim, drawn once.
+
+::
+
+    KubeletSimError
+    ├── InvalidImageNameError      reason InvalidImageName; carries the offending value
+    ├── InvalidDigestError         a digest string that fails the digest grammar
+    ├── ConfigError                names the file and the field
+    ├── PlatformError              bad platform specifier
+    ├── RegistryError              OCI error code + HTTP status (may be None for transport errors)
+    │   ├── RegistryAuthError      401/403, or a token fetch that failed; never loops
+    │   ├── RegistryNotFoundError  MANIFEST_UNKNOWN, BLOB_UNKNOWN, NAME_UNKNOWN, 404
+    │   ├── RegistryTransportError connection errors, timeouts, stalls (after retries)
+    │   ├── ManifestError          unsupported/unknown media type, schema 1, oversized, unparsable
+    │   ├── NoMatchingPlatformError names the wanted platform and the ones offered
+    │   └── DigestMismatchError    content whose size or digest is not what the descriptor says
+    ├── StoreError                 the local image store
+    │   ├── BlobCorruptError
+    │   └── StoreFullError
+    └── PullError                  carries the kubelet reason (ErrImagePull, ImagePullBackOff, ...)
+
+Messages never contain credentials, tokens or Authorization headers.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class PullReason(StrEnum):
+    """Container waiting reasons and image errors, as in ``pkg/kubelet/images/types.go``."""
+
+    ERR_IMAGE_PULL = "ErrImagePull"
+    IMAGE_PULL_BACKOFF = "ImagePullBackOff"
+    ERR_IMAGE_NEVER_PULL = "ErrImageNeverPull"
+    INVALID_IMAGE_NAME = "InvalidImageName"
+    ERR_IMAGE_INSPECT = "ImageInspectError"
+    REGISTRY_UNAVAILABLE = "RegistryUnavailable"
+    SIGNATURE_VALIDATION_FAILED = "SignatureValidationFailed"
+
+
+class KubeletSimError(Exception):
+    """Root of every error raised by kubelet-sim."""
+
+
+class InvalidImageNameError(KubeletSimError):
+    """An image reference that fails the distribution/reference grammar."""
+
+    reason = PullReason.INVALID_IMAGE_NAME
+
+    def __init__(self, value: str, message: str) -> None:
+        self.value = value
+        self.message = message
+        super().__init__(f"{message}: {value!r}")
+
+
+class InvalidDigestError(KubeletSimError):
+    """A digest string that fails the digest grammar (algorithm and exact hex length)."""
+
+    def __init__(self, value: str, message: str = "invalid digest") -> None:
+        self.value = value
+        self.message = message
+        super().__init__(f"{message}: {value!r}")
+
+
+class ConfigError(KubeletSimError):
+    """A configuration file that cannot be accepted; names the file and the field."""
+
+    def __init__(self, file: str | None, field: str | None, message: str) -> None:
+        self.file = file
+        self.field = field
+        self.message = message
+        where = file or "<config>"
+        if field:
+            where = f"{where}: {field}"
+        super().__init__(f"{where}: {message}")
+
+
+class PlatformError(KubeletSimError):
+    """A platform specifier (``os/arch[/variant]``) that cannot be parsed."""
+
+
+class RegistryError(KubeletSimError):
+    """An error answer from a registry, or a failure talking to it.
+
+    ``code`` is the OCI error code (``MANIFEST_UNKNOWN``, ``UNAUTHORIZED``, ...) when the registry
+    sent one; ``status`` the HTTP status when there was an answer at all.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        status: int | None = None,
+        detail: object = None,
+    ) -> None:
+        self.message = message
+        self.code = code
+        self.status = status
+        self.detail = detail
+        extras = [f"code={code}"] if code else []
+        if status is not None:
+            extras.append(f"status={status}")
+        super().__init__(f"{message} ({', '.join(extras)})" if extras else message)
+
+
+class RegistryAuthError(RegistryError):
+    """401/403 after the auth flow ran, or a token endpoint that refused us."""
+
+
+class RegistryNotFoundError(RegistryError):
+    """The repository, manifest or blob does not exist."""
+
+
+class RegistryTransportError(RegistryError):
+    """Connection failures, timeouts and stalls that outlived the retries."""
+
+
+class ManifestError(RegistryError):
+    """A manifest that cannot be used: schema 1, unknown media type, oversized, unparsable."""
+
+
+class NoMatchingPlatformError(RegistryError):
+    """No manifest in an index matches the wanted platform."""
+
+    def __init__(self, wanted: str, offered: list[str]) -> None:
+        self.wanted = wanted
+        self.offered = offered
+        offered_text = ", ".join(offered) if offered else "none"
+        super().__init__(f"no manifest for platform {wanted} in index; offered: {offered_text}")
+
+
+class DigestMismatchError(RegistryError):
+    """Content whose size or digest differs from its descriptor."""
+
+    def __init__(self, expected: str, actual: str, *, what: str = "content") -> None:
+        self.expected = expected
+        self.actual = actual
+        super().__init__(f"{what} failed verification: expected {expected}, got {actual}")
+
+
+class StoreError(KubeletSimError):
+    """The local image store refused or failed an operation."""
+
+
+class BlobCorruptError(StoreError):
+    """A committed blob whose content no longer matches its digest."""
+
+
+class StoreFullError(StoreError):
+    """The store's filesystem ran out of space; nothing partial was left behind."""
+
+
+class PullError(KubeletSimError):
+    """A pull that failed, with the kubelet reason a container would show."""
+
+    def __init__(self, reason: PullReason, message: str) -> None:
+        self.reason = reason
+        self.message = message
+        super().__init__(f"{reason}: {message}")
