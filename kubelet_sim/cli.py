@@ -30,6 +30,10 @@ def default_root() -> Path:
     return Path(base) / "kubelet-sim"
 
 
+def _stderr_logger(*_args: object) -> structlog.PrintLogger:
+    return structlog.PrintLogger(sys.stderr)
+
+
 def configure_logging(level: str = "warning", *, json_lines: bool | None = None) -> None:
     """Configure structlog: JSON lines off a terminal, console output on one."""
     if json_lines is None:
@@ -47,7 +51,8 @@ def configure_logging(level: str = "warning", *, json_lines: bool | None = None)
         wrapper_class=structlog.make_filtering_bound_logger(
             logging.getLevelNamesMapping()[level.upper()]
         ),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        # Looked up per logger: sys.stderr may be replaced (test capture, daemon redirection).
+        logger_factory=_stderr_logger,
         cache_logger_on_first_use=False,
     )
 

@@ -10,16 +10,19 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
+from kubelet_sim.cli import configure_logging
 from kubelet_sim.testing.registry import (
+    HTPASSWD_USERS,
     INSTALL_HINT,
     REGISTRY_BINARY,
     RegistryConfig,
+    RegistryFactory,
     RegistryProcess,
     TLSConfig,
     write_htpasswd,
@@ -28,10 +31,12 @@ from kubelet_sim.testing.tls import TLSMaterial, make_tls_material
 
 SKIP_ENV = "KUBELET_SIM_SKIP_REGISTRY_TESTS"
 
-# Credentials of the htpasswd test registry (test-only values; the leak tests search for them).
-HTPASSWD_USERS = {"alice": "alice-Secret-Pa55", "bob": "bob-Other-Pa55"}
 
-RegistryFactory = Callable[..., RegistryProcess]
+@pytest.fixture(autouse=True)
+def _test_logging() -> None:
+    """Library log lines go to stderr as JSON at debug level, reset before every test: a CLI test
+    that configures a higher level must not hide log lines from the next test's capture_logs()."""
+    configure_logging("debug", json_lines=True)
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import yaml
 
@@ -29,6 +29,10 @@ INSTALL_HINT = (
     "the CNCF distribution registry binary 'docker-registry' is not on PATH; install it with "
     "'sudo apt-get install -y docker-registry' (Debian/Ubuntu), or run scripts/bootstrap.sh"
 )
+
+
+# Users of the htpasswd test registries (test-only values; the leak tests search for them).
+HTPASSWD_USERS = {"alice": "alice-Secret-Pa55", "bob": "bob-Other-Pa55"}
 
 
 class RegistryUnavailableError(KubeletSimError):
@@ -112,6 +116,12 @@ class RegistryConfig:
             }
         config.update(self.extra)
         return config
+
+
+class RegistryFactory(Protocol):
+    """Starts a registry from :class:`RegistryConfig` fields (the ``registry_factory`` fixture)."""
+
+    def __call__(self, **fields: Any) -> RegistryProcess: ...
 
 
 def free_port() -> int:

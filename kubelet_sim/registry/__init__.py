@@ -1,0 +1,1 @@
+"""Async OCI distribution client: transport, auth, manifests, blobs, hosts configuration, push."""

@@ -1,0 +1,399 @@
+"""Registry client edge cases a real registry cannot produce on demand, with httpx.MockTransport."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+
+import anyio
+import httpx
+import pytest
+import trio.testing
+
+from kubelet_sim.digest import Digest
+from kubelet_sim.errors import (
+    DigestMismatchError,
+    ManifestError,
+    RegistryAuthError,
+    RegistryError,
+    RegistryNotFoundError,
+    RegistryTransportError,
+)
+from kubelet_sim.reference import parse_normalized
+from kubelet_sim.registry import mediatypes as mt
+from kubelet_sim.registry.auth import Credentials
+from kubelet_sim.registry.client import RegistryClient
+from kubelet_sim.registry.manifests import Descriptor
+from kubelet_sim.registry.transport import Transport, TransportSettings, parse_retry_after
+from kubelet_sim.sinks import MemorySink
+from kubelet_sim.testing.images import build_image, random_bytes
+
+pytestmark = pytest.mark.anyio
+
+REF = parse_normalized("registry.test/team/app:v1")
+FAST = TransportSettings(backoff_initial=0.001, backoff_max=0.01, max_attempts=4)
+
+Handler = Callable[[httpx.Request], httpx.Response]
+
+
+def client_for(handler: Handler, settings: TransportSettings = FAST) -> RegistryClient:
+    http = httpx.AsyncClient(transport=httpx.MockTransport(handler), follow_redirects=False)
+    return RegistryClient(Transport(settings=settings, http=http))
+
+
+class BrokenStream(httpx.AsyncByteStream):
+    """Yields ``data`` then fails with a read error, like a connection reset mid-body."""
+
+    def __init__(self, data: bytes, *, fail: bool = True) -> None:
+        self.data = data
+        self.fail = fail
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        yield self.data
+        if self.fail:
+            raise httpx.ReadError("connection reset by peer")
+
+
+def blob_descriptor(data: bytes) -> Descriptor:
+    return Descriptor(mt.OCI_LAYER, Digest.from_bytes(data), len(data))
+
+
+async def test_reset_mid_blob_resumes_with_closed_range() -> None:
+    data = random_bytes("resume", 300_000)
+    seen_ranges: list[str | None] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        rng = request.headers.get("range")
+        seen_ranges.append(rng)
+        if rng is None:
+            return httpx.Response(200, stream=BrokenStream(data[:100_000]))
+        start, end = (int(x) for x in rng.removeprefix("bytes=").split("-"))
+        body = data[start : end + 1]
+        return httpx.Response(
+            206,
+            headers={"Content-Range": f"bytes {start}-{end}/{len(data)}"},
+            stream=BrokenStream(body, fail=False),
+        )
+
+    sink = MemorySink()
+    async with client_for(handler) as client:
+        await client.fetch_blob(REF, blob_descriptor(data), sink)
+    assert sink.data == data
+    assert seen_ranges == [None, f"bytes=100000-{len(data) - 1}"]
+
+
+async def test_range_ignored_restarts_cleanly_from_zero() -> None:
+    data = random_bytes("restart", 50_000)
+    calls = 0
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            return httpx.Response(200, stream=BrokenStream(data[:20_000]))
+        # A server that ignores Range and sends the whole body with 200.
+        return httpx.Response(200, stream=BrokenStream(data, fail=False))
+
+    sink = MemorySink()
+    async with client_for(handler) as client:
+        await client.fetch_blob(REF, blob_descriptor(data), sink)
+    assert sink.data == data
+    assert calls == 2
+
+
+async def test_206_starting_elsewhere_is_refused_then_restarted() -> None:
+    data = random_bytes("wrong-range", 40_000)
+    calls = 0
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            return httpx.Response(200, stream=BrokenStream(data[:10_000]))
+        if calls == 2:
+            return httpx.Response(
+                206,
+                headers={"Content-Range": f"bytes 0-999/{len(data)}"},
+                stream=BrokenStream(data[:1000], fail=False),
+            )
+        return httpx.Response(200, stream=BrokenStream(data, fail=False))
+
+    sink = MemorySink()
+    async with client_for(handler) as client:
+        await client.fetch_blob(REF, blob_descriptor(data), sink)
+    assert sink.data == data
+    assert calls == 3
+
+
+async def test_no_progress_three_times_gives_up_and_aborts_sink() -> None:
+    data = random_bytes("stuck", 10_000)
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, stream=BrokenStream(b""))
+
+    sink = MemorySink()
+    async with client_for(handler) as client:
+        with pytest.raises(RegistryTransportError, match="without progress"):
+            await client.fetch_blob(REF, blob_descriptor(data), sink)
+    assert sink.written == 0
+    assert sink.data is None
+
+
+async def test_more_bytes_than_descriptor_is_refused() -> None:
+    data = random_bytes("long", 1000)
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, stream=BrokenStream(data + b"extra", fail=False))
+
+    sink = MemorySink()
+    async with client_for(handler) as client:
+        with pytest.raises(DigestMismatchError, match="more bytes"):
+            await client.fetch_blob(REF, blob_descriptor(data), sink)
+    assert sink.data is None
+
+
+async def test_lying_content_length_larger_than_descriptor_is_refused() -> None:
+    data = random_bytes("liar", 1000)
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(
+            200, headers={"Content-Length": "999999"}, stream=BrokenStream(data, fail=False)
+        )
+
+    async with client_for(handler) as client:
+        with pytest.raises(DigestMismatchError, match="Content-Length 999999"):
+            await client.fetch_blob(REF, blob_descriptor(data), MemorySink())
+
+
+async def test_wrong_content_is_never_committed() -> None:
+    data = random_bytes("good", 1000)
+    evil = random_bytes("evil", 1000)
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, stream=BrokenStream(evil, fail=False))
+
+    sink = MemorySink()
+    async with client_for(handler) as client:
+        with pytest.raises(DigestMismatchError, match=str(Digest.from_bytes(data))):
+            await client.fetch_blob(REF, blob_descriptor(data), sink)
+    assert sink.data is None
+
+
+@pytest.mark.parametrize(
+    ("algorithm"), [pytest.param("sha384", id="sha384"), pytest.param("sha512", id="sha512")]
+)
+async def test_sha384_and_sha512_blobs_are_verified(algorithm: str) -> None:
+    data = random_bytes(algorithm, 5000)
+    digest = Digest.from_bytes(data, algorithm)
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        assert request.url.path.endswith(str(digest))
+        return httpx.Response(200, stream=BrokenStream(data, fail=False))
+
+    sink = MemorySink(algorithm)
+    async with client_for(handler) as client:
+        await client.fetch_blob(REF, Descriptor(mt.OCI_LAYER, digest, len(data)), sink)
+    assert sink.data == data
+
+
+async def test_429_with_retry_after_is_honoured_in_virtual_time() -> None:
+    calls: list[float] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(anyio.current_time())
+        if len(calls) == 1:
+            return httpx.Response(429, headers={"Retry-After": "7"})
+        return httpx.Response(200, stream=BrokenStream(b"ok", fail=False))
+
+    data = b"ok"
+    async with client_for(handler, TransportSettings()) as client:
+        await client.fetch_blob(REF, blob_descriptor(data), MemorySink())
+    assert len(calls) == 2
+    assert calls[1] - calls[0] == pytest.approx(7, abs=0.01)
+
+
+@pytest.mark.parametrize(
+    ("status", "retried"),
+    [
+        pytest.param(500, True, id="500"),
+        pytest.param(502, True, id="502"),
+        pytest.param(503, True, id="503"),
+        pytest.param(504, True, id="504"),
+        pytest.param(408, True, id="408"),
+        pytest.param(404, False, id="404-never"),
+        pytest.param(403, False, id="403-never"),
+        pytest.param(400, False, id="400-never"),
+    ],
+)
+async def test_retry_only_transient_statuses(status: int, retried: bool) -> None:
+    calls = 0
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            return httpx.Response(status, json={"errors": [{"code": "X", "message": "boom"}]})
+        return httpx.Response(200, stream=BrokenStream(b"ok", fail=False))
+
+    async with client_for(handler) as client:
+        if retried:
+            await client.fetch_blob(REF, blob_descriptor(b"ok"), MemorySink())
+            assert calls == 2
+        else:
+            with pytest.raises(RegistryError) as info:
+                await client.fetch_blob(REF, blob_descriptor(b"ok"), MemorySink())
+            assert info.value.status == status
+            assert calls == 1
+
+
+async def test_retries_are_bounded() -> None:
+    calls = 0
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        nonlocal calls
+        calls += 1
+        return httpx.Response(503)
+
+    async with client_for(handler) as client:
+        with pytest.raises(RegistryError) as info:
+            await client.fetch_blob(REF, blob_descriptor(b"ok"), MemorySink())
+    assert info.value.status == 503
+    assert calls == FAST.max_attempts
+
+
+async def test_oci_error_body_becomes_typed_error_and_is_capped() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/huge"):
+            return httpx.Response(404, content=b"x" * (1024 * 1024))
+        return httpx.Response(
+            404,
+            json={"errors": [{"code": "MANIFEST_UNKNOWN", "message": "manifest unknown"}]},
+        )
+
+    async with client_for(handler) as client:
+        with pytest.raises(RegistryNotFoundError) as info:
+            await client.resolve(REF)
+        assert info.value.code == "MANIFEST_UNKNOWN"
+        assert info.value.status == 404
+        with pytest.raises(RegistryNotFoundError):
+            await client.resolve(parse_normalized("registry.test/team/app:huge"))
+
+
+async def test_head_without_content_length_falls_back_to_get_and_hash() -> None:
+    image = build_image("head", "linux/amd64", (64,))
+    raw = image.manifest.data
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        headers = {"Content-Type": mt.OCI_MANIFEST}
+        if request.method == "HEAD":
+            # A digest header without Content-Length must not be trusted.
+            return httpx.Response(
+                200, headers={**headers, "Docker-Content-Digest": "sha256:" + "0" * 64}
+            )
+        assert mt.OCI_INDEX in request.headers["accept"]
+        return httpx.Response(200, headers=headers, content=raw)
+
+    async with client_for(handler) as client:
+        desc = await client.resolve(REF)
+    assert desc.digest == image.manifest.digest
+    assert desc.size == len(raw)
+
+
+async def test_oversized_manifest_is_refused() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        size = mt.MAX_MANIFEST_SIZE + 1
+        return httpx.Response(
+            200,
+            headers={
+                "Content-Type": mt.OCI_MANIFEST,
+                "Content-Length": str(size),
+                "Docker-Content-Digest": "sha256:" + "1" * 64,
+            },
+            content=b"" if request.method == "HEAD" else b"{" * size,
+        )
+
+    async with client_for(handler) as client:
+        with pytest.raises(ManifestError, match="byte manifest"):
+            await client.resolve(REF)
+
+
+async def test_content_type_and_body_media_type_must_agree() -> None:
+    image = build_image("mismatch", "linux/amd64", (64,))
+    raw = image.manifest.data
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, headers={"Content-Type": mt.OCI_INDEX}, content=raw)
+
+    desc = Descriptor(mt.OCI_MANIFEST, image.manifest.digest, len(raw))
+    async with client_for(handler) as client:
+        with pytest.raises(ManifestError, match="does not match Content-Type"):
+            await client.fetch_manifest(REF, desc)
+
+
+async def test_manifest_by_digest_with_wrong_bytes_is_refused() -> None:
+    image = build_image("tamper", "linux/amd64", (64,))
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(
+            200, headers={"Content-Type": mt.OCI_MANIFEST}, content=image.manifest.data + b" "
+        )
+
+    desc = Descriptor(mt.OCI_MANIFEST, image.manifest.digest, image.manifest.size + 1)
+    async with client_for(handler) as client:
+        with pytest.raises(DigestMismatchError):
+            await client.fetch_manifest(REF, desc)
+
+
+async def test_redirect_to_other_origin_drops_authorization_keeps_range() -> None:
+    data = random_bytes("redirect", 20_000)
+    creds = Credentials(username="u", password="redirect-secret")
+    storage_headers: list[httpx.Headers] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.host == "storage.test":
+            storage_headers.append(request.headers)
+            return httpx.Response(200, stream=BrokenStream(data, fail=False))
+        if "authorization" not in request.headers:
+            return httpx.Response(401, headers={"WWW-Authenticate": 'Basic realm="r"'})
+        return httpx.Response(307, headers={"Location": "https://storage.test/blob?sig=abc"})
+
+    async with client_for(handler) as client:
+        await client.fetch_blob(REF, blob_descriptor(data), MemorySink(), creds)
+    assert storage_headers
+    assert all("authorization" not in h for h in storage_headers)
+    assert all(h.get("accept-encoding") == "identity" for h in storage_headers)
+
+
+async def test_second_401_fails_with_auth_error_instead_of_looping() -> None:
+    calls = 0
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        nonlocal calls
+        calls += 1
+        return httpx.Response(401, headers={"WWW-Authenticate": 'Basic realm="r"'})
+
+    async with client_for(handler) as client:
+        with pytest.raises(RegistryAuthError):
+            await client.fetch_blob(
+                REF, blob_descriptor(b"x"), MemorySink(), Credentials(username="u", password="p")
+            )
+    assert calls == 2
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        pytest.param("5", 5.0, id="seconds"),
+        pytest.param("", None, id="empty"),
+        pytest.param("soon", None, id="garbage"),
+        pytest.param("Wed, 21 Oct 2015 07:28:00 GMT", 10.0, id="http-date"),
+    ],
+)
+def test_parse_retry_after(value: str, expected: float | None) -> None:
+    now = 1445412470.0  # 10 s before the date above
+    assert parse_retry_after(value, now) == expected
+
+
+@pytest.fixture
+def anyio_backend() -> tuple[str, dict[str, object]]:
+    """Virtual time: backoff and Retry-After sleeps take no real time."""
+    return ("trio", {"clock": trio.testing.MockClock(autojump_threshold=0)})
