@@ -82,3 +82,8 @@ def is_valid(value: str) -> bool:
     except InvalidDigestError:
         return False
     return True
+
+
+def short_digest(value: str, length: int = 12) -> str:
+    """The first ``length`` hex characters of a digest, as ``crictl images`` shows image IDs."""
+    return value.partition(":")[2][:length] if ":" in value else value[:length]

@@ -159,3 +159,15 @@ class PullError(KubeletSimError):
         self.reason = reason
         self.message = message
         super().__init__(f"{reason}: {message}")
+
+
+def first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The first leaf of a task group's exception group: what callers of one operation expect.
+
+    A pull runs its layers in a task group; when one fails the others are cancelled, and the
+    caller wants the failure, not a group of one.
+    """
+    leaf: BaseException = group
+    while isinstance(leaf, BaseExceptionGroup):
+        leaf = leaf.exceptions[0]
+    return leaf

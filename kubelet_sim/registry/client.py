@@ -23,11 +23,13 @@ from kubelet_sim.digest import Digest
 from kubelet_sim.errors import (
     DigestMismatchError,
     InvalidDigestError,
+    KubeletSimError,
     ManifestError,
     RegistryAuthError,
     RegistryError,
     RegistryNotFoundError,
     RegistryTransportError,
+    first_error,
 )
 from kubelet_sim.platforms import Platform, host_platform, select_manifest
 from kubelet_sim.reference import ImageReference
@@ -480,12 +482,14 @@ class RegistryClient:
                     await self.fetch_blob(ref, layer, sink, creds, progress)
 
         seen: set[Digest] = set()
-        async with anyio.create_task_group() as tg:
-            for layer in image.manifest.layers:
-                if layer.digest in seen:
-                    continue
-                seen.add(layer.digest)
-                tg.start_soon(one, layer)
+        try:
+            async with anyio.create_task_group() as tg:
+                for layer in image.manifest.layers:
+                    if layer.digest not in seen:
+                        seen.add(layer.digest)
+                        tg.start_soon(one, layer)
+        except* KubeletSimError as group:
+            raise first_error(group) from None
         return image
 
 

@@ -233,6 +233,13 @@ class RegistryProcess:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
 
+    def kill(self) -> None:
+        """Stop the registry at once (SIGKILL), as a crash or a network cut would."""
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
     def restart(self, timeout: float = 15.0) -> RegistryProcess:
         """Stop and start again on the same port and storage."""
         self.stop()

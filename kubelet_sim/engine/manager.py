@@ -1,0 +1,252 @@
+"""The image manager: ``EnsureImageExists`` step by step (``pkg/kubelet/images/image_manager.go``).
+
+Per request: apply the default tag (``InvalidImageName``), check presence unless the policy is
+``Always`` (``ImageInspectError``), refuse ``Never`` when absent (``ErrImageNeverPull``, no backoff),
+answer "already present" when the policy allows, look up credentials, check the per-(pod, image)
+backoff (``ImagePullBackOff``), then hand the pull to the puller and record the outcome: events,
+backoff, metrics. The pure decisions live in :mod:`kubelet_sim.policy` and :mod:`kubelet_sim.backoff`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import anyio
+import structlog
+
+from kubelet_sim.backoff import Backoff
+from kubelet_sim.errors import (
+    InvalidImageNameError,
+    KubeletSimError,
+    PullError,
+    PullReason,
+    StoreError,
+)
+from kubelet_sim.events import EventReason, EventType, ObjectRef, messages
+from kubelet_sim.goduration import format_go_duration
+from kubelet_sim.policy import PullPolicy, should_pull_image
+from kubelet_sim.reference import ImageReference, apply_default_image_tag, parse_normalized
+from kubelet_sim.registry.auth import Credentials
+
+from .pullers import ImagePuller, PullJob
+from .runtime import RuntimeImageService
+from .types import PulledImage, PullRequest
+
+log = structlog.get_logger(__name__)
+
+
+class EventSink(Protocol):
+    """Where the manager's events go (:class:`kubelet_sim.events.EventRecorder`)."""
+
+    def event(
+        self, obj: ObjectRef, type_: EventType, reason: EventReason, message: str
+    ) -> object: ...
+
+
+class ManagerMetrics(Protocol):
+    """What the manager observes (:class:`kubelet_sim.metrics.PullMetrics`)."""
+
+    def ensure_image_request(
+        self, policy: str, present: bool | None, pull_required: bool
+    ) -> None: ...
+
+    def image_pull_duration(self, seconds: float, size: int) -> None: ...
+
+    def cache_hit(self) -> None: ...
+
+    def set_backoff_entries(self, n: int) -> None: ...
+
+
+CredentialLookup = Callable[[PullRequest, ImageReference], Awaitable[Sequence[Credentials]]]
+"""Returns the credentials to try for a request, in order (the keyring); empty = anonymous."""
+
+AccessCheck = Callable[[PullRequest, ImageReference, str], Awaitable[bool]]
+"""KEP-2535's ``MustAttemptImagePull``: True when the pod must prove access to a present image."""
+
+
+async def anonymous(request: PullRequest, ref: ImageReference) -> Sequence[Credentials]:
+    """The credential lookup of a node without any credentials."""
+    return ()
+
+
+@dataclass(frozen=True, slots=True)
+class EnsureResult:
+    """The answer of ``EnsureImageExists``: an image ref, or a reason and message."""
+
+    image_ref: str = ""
+    repo_digest: str = ""
+    reason: PullReason | None = None
+    message: str = ""
+    pulled: PulledImage | None = None
+    present: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.reason is None
+
+
+class ImageManager:
+    """``EnsureImageExists`` over an image service, a puller, a backoff, events and metrics."""
+
+    def __init__(
+        self,
+        service: RuntimeImageService,
+        puller: ImagePuller,
+        recorder: EventSink,
+        metrics: ManagerMetrics,
+        *,
+        backoff: Backoff | None = None,
+        credentials: CredentialLookup = anonymous,
+        must_attempt_pull: AccessCheck | None = None,
+        clock: Callable[[], float] = anyio.current_time,
+    ) -> None:
+        self.service = service
+        self.puller = puller
+        self.recorder = recorder
+        self.metrics = metrics
+        self.backoff = Backoff() if backoff is None else backoff
+        self.credentials = credentials
+        self.must_attempt_pull = must_attempt_pull
+        self.clock = clock
+        self._prev_error: dict[tuple[str, str], str] = {}
+
+    def _event(self, request: PullRequest, type_: EventType, reason: EventReason, msg: str) -> None:
+        obj = ObjectRef(
+            namespace=request.pod.namespace,
+            name=request.pod.name,
+            uid=request.pod.uid,
+            field_path=request.field_path,
+        )
+        self.recorder.event(obj, type_, reason, msg)
+
+    async def ensure_image(self, request: PullRequest) -> EnsureResult:
+        """Make sure ``request``'s image is present, as the kubelet's ``EnsureImageExists``."""
+        present: bool | None = None
+        pull_required = False
+        try:
+            result = await self._ensure(request)
+            present = result.present if request.policy is not PullPolicy.ALWAYS else None
+            pull_required = result.pulled is not None or result.reason in _PULL_REASONS
+            return result
+        finally:
+            self.metrics.ensure_image_request(str(request.policy), present, pull_required)
+            self.metrics.set_backoff_entries(len(self.backoff))
+
+    async def _ensure(self, request: PullRequest) -> EnsureResult:
+        image = request.image
+        try:
+            defaulted = apply_default_image_tag(image)
+            ref = parse_normalized(defaulted)
+        except InvalidImageNameError as exc:
+            msg = messages.failed_to_apply_default_tag(image, exc)
+            self._event(request, EventType.WARNING, EventReason.INSPECT_FAILED, msg)
+            return EnsureResult(reason=PullReason.INVALID_IMAGE_NAME, message=msg)
+
+        record = None
+        if request.policy is not PullPolicy.ALWAYS:
+            try:
+                record = await self.service.image_status(str(ref), request.runtime_handler)
+            except StoreError as exc:
+                msg = messages.failed_to_inspect_image("", exc)
+                self._event(request, EventType.WARNING, EventReason.INSPECT_FAILED, msg)
+                return EnsureResult(reason=PullReason.ERR_IMAGE_INSPECT, message=msg)
+            if record is None and request.policy is PullPolicy.NEVER:
+                return self._never_pull(request)
+
+        if record is not None and not should_pull_image(request.policy, present=True):
+            must_attempt = False
+            if self.must_attempt_pull is not None:
+                must_attempt = await self.must_attempt_pull(request, ref, record.image_id)
+            if not must_attempt:
+                msg = messages.already_present(image, accessible=self.must_attempt_pull is not None)
+                self._event(request, EventType.NORMAL, EventReason.PULLED, msg)
+                self.metrics.cache_hit()
+                return EnsureResult(
+                    image_ref=record.image_id,
+                    repo_digest=record.repo_digests[0] if record.repo_digests else "",
+                    present=True,
+                )
+            if request.policy is PullPolicy.NEVER:
+                return self._never_pull(request)
+
+        credentials = await self.credentials(request, ref)
+        return await self._pull(request, ref, credentials, present=record is not None)
+
+    def _never_pull(self, request: PullRequest) -> EnsureResult:
+        msg = messages.never_pull(request.image)
+        self._event(request, EventType.WARNING, EventReason.ERR_IMAGE_NEVER_PULL, msg)
+        return EnsureResult(reason=PullReason.ERR_IMAGE_NEVER_PULL, message=msg)
+
+    async def _pull(
+        self,
+        request: PullRequest,
+        ref: ImageReference,
+        credentials: Sequence[Credentials],
+        *,
+        present: bool,
+    ) -> EnsureResult:
+        image = request.image
+        key = (request.pod.uid, image)  # upstream keys on the raw container.Image string
+        if self.backoff.is_in_backoff_since_update(key, self.clock()):
+            msg = messages.back_off(image)
+            log.debug(
+                "pull.backoff", pod=str(request.pod), container=request.container, image=image
+            )
+            self._event(request, EventType.NORMAL, EventReason.BACK_OFF, msg)
+            previous = self._prev_error.get(key)
+            return EnsureResult(
+                reason=PullReason.IMAGE_PULL_BACKOFF,
+                message=f"{msg}: {previous}" if previous else msg,
+                present=present,
+            )
+        self._prev_error.pop(key, None)
+        log.info("pull.start", pod=str(request.pod), container=request.container, image=image)
+        self._event(request, EventType.NORMAL, EventReason.PULLING, messages.pulling(image))
+        enqueued = self.clock()
+        job = PullJob(request=request, ref=ref, credentials=tuple(credentials))
+        outcome = await self.puller.pull(job)
+        if outcome.error is not None:
+            err_text = cri_error_message(ref, outcome.error)
+            self._event(
+                request,
+                EventType.WARNING,
+                EventReason.FAILED,
+                messages.failed_to_pull(image, err_text),
+            )
+            self.backoff.next(key, self.clock())
+            reason = PullReason.ERR_IMAGE_PULL
+            self._prev_error[key] = f"{reason}: {err_text}"
+            log.info("pull.failed", pod=str(request.pod), image=image, error=err_text)
+            return EnsureResult(reason=reason, message=err_text, present=present)
+        assert outcome.pulled is not None
+        total = self.clock() - enqueued
+        msg = messages.successfully_pulled(image, outcome.duration, total, outcome.pulled.size)
+        self._event(request, EventType.NORMAL, EventReason.PULLED, msg)
+        self.metrics.image_pull_duration(total, outcome.pulled.size)
+        self.backoff.gc(self.clock())
+        return EnsureResult(
+            image_ref=outcome.pulled.image_ref,
+            repo_digest=outcome.pulled.repo_digest,
+            pulled=outcome.pulled,
+            present=present,
+        )
+
+
+_PULL_REASONS = frozenset({PullReason.ERR_IMAGE_PULL, PullReason.IMAGE_PULL_BACKOFF})
+
+
+def cri_error_message(ref: ImageReference, error: BaseException) -> str:
+    """The error text a kubelet gets back from containerd's CRI ``PullImage`` for ``error``."""
+    if isinstance(error, PullError):
+        return error.message
+    detail = (
+        str(error) if isinstance(error, KubeletSimError) else f"{type(error).__name__}: {error}"
+    )
+    return f'rpc error: code = Unknown desc = failed to pull and unpack image "{ref}": {detail}'
+
+
+def format_duration(seconds: float) -> str:
+    """A Go ``time.Duration`` truncated to milliseconds, as the Pulled event prints it."""
+    return format_go_duration(int(seconds * 1000) / 1000)

@@ -1,0 +1,239 @@
+"""The container runtime's image service: CRI ``PullImage``/``ImageStatus`` over registry and store.
+
+This is what containerd does below the kubelet: resolve the reference for the node's platform,
+download the blobs the store does not have (once per digest however many pulls want it), and record
+the image in one transaction so it is present only when whole. Identical pulls in flight at the same
+time (same image, runtime handler and credentials) share one registry pull and its result.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import anyio
+import structlog
+
+from kubelet_sim.digest import Digest
+from kubelet_sim.errors import KubeletSimError, PlatformError, RegistryAuthError, first_error
+from kubelet_sim.platforms import Platform, host_platform
+from kubelet_sim.reference import ImageReference
+from kubelet_sim.registry.auth import Credentials
+from kubelet_sim.registry.client import RegistryClient, ResolvedImage
+from kubelet_sim.registry.manifests import Descriptor
+from kubelet_sim.sinks import BlobSink
+from kubelet_sim.store import ImageRecord, Store
+
+from .types import PulledImage
+
+log = structlog.get_logger(__name__)
+
+ProgressFn = Callable[[str, Descriptor, int], None]
+"""Called with the image, a layer's descriptor and the bytes of it received so far."""
+
+DedupKey = tuple[str, str, str]
+
+
+class ImageStatus(Protocol):
+    """What CRI ``ImageStatus`` tells about a present image (:class:`~kubelet_sim.store.ImageRecord`)."""
+
+    @property
+    def image_id(self) -> str: ...
+
+    @property
+    def repo_digests(self) -> tuple[str, ...]: ...
+
+    @property
+    def size(self) -> int: ...
+
+
+class RuntimeImageService(Protocol):
+    """The runtime seam the image manager and pod workers talk to (a fake one in unit tests)."""
+
+    async def image_status(self, image: str, runtime_handler: str = "") -> ImageStatus | None: ...
+
+    async def pull_image(
+        self,
+        ref: ImageReference,
+        *,
+        runtime_handler: str = "",
+        credentials: Sequence[Credentials] = (),
+        progress: ProgressFn | None = None,
+    ) -> PulledImage: ...
+
+    async def mark_in_use(self, image_id: str, runtime_handler: str = "") -> None: ...
+
+    def release(self, image_id: str, runtime_handler: str = "") -> None: ...
+
+
+@dataclass(slots=True)
+class _Shared:
+    done: anyio.Event = field(default_factory=anyio.Event)
+    result: PulledImage | None = None
+    error: BaseException | None = None
+
+
+class ImageService:
+    """Pulls images into a store through a registry client, for one node (one platform)."""
+
+    def __init__(
+        self,
+        client: RegistryClient,
+        store: Store,
+        *,
+        platform: Platform | None = None,
+        bytes_observer: Callable[[int], None] | None = None,
+    ) -> None:
+        self.client = client
+        self.store = store
+        self.platform = platform or host_platform()
+        self._bytes_observer = bytes_observer
+        self._inflight: dict[DedupKey, _Shared] = {}
+        self.registry_pulls = 0
+        self.shared_pulls = 0
+
+    async def image_status(self, image: str, runtime_handler: str = "") -> ImageRecord | None:
+        """CRI ``ImageStatus``: the present image ``image`` names, or None."""
+        return await self.store.lookup(image, runtime_handler)
+
+    async def mark_in_use(self, image_id: str, runtime_handler: str = "") -> None:
+        """A (simulated) container now runs ``image_id``: GC must not remove it."""
+        await self.store.mark_in_use(image_id, runtime_handler)
+
+    def release(self, image_id: str, runtime_handler: str = "") -> None:
+        self.store.release(image_id, runtime_handler)
+
+    async def pull_image(
+        self,
+        ref: ImageReference,
+        *,
+        runtime_handler: str = "",
+        credentials: Sequence[Credentials] = (),
+        progress: ProgressFn | None = None,
+    ) -> PulledImage:
+        """CRI ``PullImage`` with the kubelet's credential loop (``pkg/kubelet/images/puller.go``).
+
+        Each matching credential is tried in turn until one works; with none, the pull is anonymous.
+        Once credentials matched and all failed there is no anonymous fall-back.
+        """
+        if not credentials:
+            return await self._pull_shared(ref, runtime_handler, None, progress)
+        last: RegistryAuthError | None = None
+        for creds in credentials:
+            try:
+                return await self._pull_shared(ref, runtime_handler, creds, progress)
+            except RegistryAuthError as exc:
+                last = exc
+                log.info("pull.credential_rejected", image=str(ref), status=exc.status)
+        assert last is not None
+        raise last
+
+    async def _pull_shared(
+        self,
+        ref: ImageReference,
+        runtime_handler: str,
+        creds: Credentials | None,
+        progress: ProgressFn | None,
+    ) -> PulledImage:
+        key: DedupKey = (str(ref), runtime_handler, creds.fingerprint() if creds else "")
+        shared = self._inflight.get(key)
+        if shared is not None:
+            self.shared_pulls += 1
+            await shared.done.wait()
+            if shared.error is not None:
+                raise shared.error
+            if shared.result is not None:
+                return shared.result
+            # The first pull was cancelled: pull ourselves.
+        shared = _Shared()
+        self._inflight[key] = shared
+        try:
+            shared.result = await self._pull(ref, runtime_handler, creds, progress)
+            return shared.result
+        except Exception as exc:
+            shared.error = exc
+            raise
+        finally:
+            del self._inflight[key]
+            shared.done.set()
+
+    async def _pull(
+        self,
+        ref: ImageReference,
+        runtime_handler: str,
+        creds: Credentials | None,
+        progress: ProgressFn | None,
+    ) -> PulledImage:
+        self.registry_pulls += 1
+        downloaded = 0
+        async with self.store.lease():
+            resolved = await self.client.resolve_image(ref, self.platform, creds)
+            extra: list[Digest] = []
+            if resolved.index is not None:
+                await self.store.put_blob(resolved.index.raw, resolved.index.digest)
+                extra.append(resolved.index.digest)
+            await self.store.put_blob(resolved.manifest.raw, resolved.manifest.digest)
+            await self.store.put_blob(resolved.config, resolved.manifest.config.digest)
+            limiter = anyio.CapacityLimiter(self.client.settings.max_concurrent_downloads)
+
+            async def one(layer: Descriptor) -> None:
+                nonlocal downloaded
+
+                async def fetch(sink: BlobSink) -> None:
+                    nonlocal downloaded
+
+                    def on_progress(desc: Descriptor, received: int) -> None:
+                        if progress is not None:
+                            progress(str(ref), desc, received)
+
+                    await self.client.fetch_blob(ref, layer, sink, creds, on_progress)
+                    downloaded += layer.size
+                    if self._bytes_observer is not None:
+                        self._bytes_observer(layer.size)
+
+                async with limiter:
+                    await self.store.ensure_blob(layer.digest, layer.size, fetch)
+
+            seen: set[Digest] = set()
+            try:
+                async with anyio.create_task_group() as tg:
+                    for layer in resolved.manifest.layers:
+                        if layer.digest not in seen:
+                            seen.add(layer.digest)
+                            tg.start_soon(one, layer)
+            except* KubeletSimError as group:
+                raise first_error(group) from None
+            record = await self.store.commit_image(
+                resolved.manifest.digest,
+                resolved.manifest.config.digest,
+                resolved.manifest.layers,
+                repo_tag=str(ref) if ref.tag else None,
+                repo_digest=resolved.repo_digest,
+                platform=_platform_string(resolved, self.platform),
+                runtime_handler=runtime_handler,
+                extra_blobs=extra,
+            )
+        return PulledImage(
+            image_ref=record.image_id,
+            repo_digest=resolved.repo_digest,
+            manifest_digest=str(resolved.manifest.digest),
+            platform=record.platform,
+            size=record.size,
+            bytes_downloaded=downloaded,
+            credential_fingerprint=creds.fingerprint() if creds else "",
+            layers=tuple(str(layer.digest) for layer in resolved.manifest.layers),
+        )
+
+
+def _platform_string(resolved: ResolvedImage, wanted: Platform) -> str:
+    """The chosen index entry's platform, else the one the image config declares."""
+    if resolved.platform is not None:
+        return str(resolved.platform)
+    try:
+        doc = json.loads(resolved.config)
+        declared = Platform.from_oci(doc) if isinstance(doc, dict) else None
+    except (ValueError, PlatformError):
+        declared = None
+    return str(declared or wanted)

@@ -1,0 +1,220 @@
+"""The engine with the real runtime (registry client + store) against the real registry."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import anyio
+import pytest
+from prometheus_client import CollectorRegistry
+
+from kubelet_sim.backoff import Backoff
+from kubelet_sim.cli import main
+from kubelet_sim.config import KubeletConfiguration
+from kubelet_sim.engine.engine import EngineSettings, PodSpec
+from kubelet_sim.engine.node import Node
+from kubelet_sim.engine.runtime import ImageService
+from kubelet_sim.engine.types import PodRef, PullRequest
+from kubelet_sim.events import EventRecorder
+from kubelet_sim.metrics import PullMetrics
+from kubelet_sim.platforms import parse_platform
+from kubelet_sim.policy import PullPolicy
+from kubelet_sim.reference import parse_normalized
+from kubelet_sim.registry.client import RegistryClient
+from kubelet_sim.registry.transport import Transport, TransportSettings
+from kubelet_sim.store import Store, fsck
+from kubelet_sim.testing.images import build_image, build_multiarch
+from kubelet_sim.testing.registry import RegistryFactory, RegistryProcess
+from kubelet_sim.testing.seed import push_image, push_index
+
+pytestmark = [pytest.mark.anyio, pytest.mark.registry]
+_n = itertools.count()
+
+FAST = TransportSettings(backoff_initial=0.05, backoff_max=0.1, max_attempts=2, stall_timeout=5)
+
+
+@asynccontextmanager
+async def runtime(root: Path, platform: str = "linux/amd64") -> AsyncIterator[ImageService]:
+    async with (
+        await Store.open(root) as store,
+        RegistryClient(Transport(settings=FAST)) as client,
+    ):
+        yield ImageService(client, store, platform=parse_platform(platform))
+
+
+async def seed(ref: str, index_or_image: object) -> None:
+    async with RegistryClient() as client:
+        if hasattr(index_or_image, "index"):
+            await push_index(client, ref, index_or_image)  # type: ignore[arg-type]
+        else:
+            await push_image(client, ref, index_or_image)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("platform", ["linux/amd64", "linux/arm64", "linux/arm/v7", "linux/s390x"])
+async def test_pull_every_platform_of_a_multiarch_image(
+    registry: RegistryProcess, tmp_path: Path, platform: str
+) -> None:
+    index = build_multiarch("engine-multi")
+    ref = f"{registry.host}/engine/multi:v1"
+    await seed(ref, index)
+    async with runtime(tmp_path, platform) as service:
+        pulled = await service.pull_image(parse_normalized(ref))
+        image = index.image_for(platform)
+        assert pulled.image_ref == str(image.config.digest)
+        assert pulled.manifest_digest == str(image.manifest.digest)
+        assert pulled.repo_digest == f"{registry.host}/engine/multi@{index.index.digest}"
+        assert pulled.platform == platform
+        record = await service.image_status(ref)
+        assert record is not None
+        assert record.image_id == str(image.config.digest)
+        report = await fsck(service.store)
+        assert report.clean
+
+
+async def test_always_with_unchanged_tag_downloads_no_blob_and_moved_tag_repulls(
+    registry: RegistryProcess, tmp_path: Path
+) -> None:
+    ref = f"{registry.host}/engine/moving:v{next(_n)}"
+    first = build_image("moving-1", "linux/amd64", (20_000, 30_000))
+    second = build_image("moving-2", "linux/amd64", (25_000,))
+    await seed(ref, first)
+    async with runtime(tmp_path) as service:
+        one = await service.pull_image(parse_normalized(ref))
+        assert one.bytes_downloaded == sum(layer.size for layer in first.layers)
+        again = await service.pull_image(parse_normalized(ref))
+        assert again.bytes_downloaded == 0
+        assert again.image_ref == one.image_ref
+        await seed(ref, second)
+        moved = await service.pull_image(parse_normalized(ref))
+        assert moved.image_ref == str(second.config.digest)
+        assert moved.bytes_downloaded == second.layers[0].size
+        record = await service.image_status(ref)
+        assert record is not None
+        assert record.image_id == str(second.config.digest)
+        old = await service.image_status(one.image_ref)
+        assert old is not None
+        assert ref not in old.repo_tags  # the tag moved to the new image
+
+
+async def test_identical_concurrent_pulls_share_one_registry_pull(
+    registry: RegistryProcess, tmp_path: Path
+) -> None:
+    ref = f"{registry.host}/engine/dedup:v1"
+    await seed(ref, build_image("dedup", "linux/amd64", (200_000, 100_000)))
+    async with runtime(tmp_path) as service:
+        results = []
+
+        async def one() -> None:
+            results.append(await service.pull_image(parse_normalized(ref)))
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(5):
+                tg.start_soon(one)
+        assert service.registry_pulls == 1
+        assert service.shared_pulls == 4
+        assert len({r.image_ref for r in results}) == 1
+
+
+async def test_registry_stopped_mid_pull_then_back_recovers_with_store_intact(
+    registry_factory: RegistryFactory, tmp_path: Path
+) -> None:
+    reg = registry_factory()
+    ref = f"{reg.host}/engine/outage:v1"
+    image = build_image("outage", "linux/amd64", (4_000_000, 4_000_000, 4_000_000), compress=False)
+    await seed(ref, image)
+    stopped = anyio.Event()
+
+    def on_progress(_image: str, _desc: object, received: int) -> None:
+        if not stopped.is_set():
+            reg.kill()  # the registry goes away in the middle of a layer
+            stopped.set()
+
+    recorder = EventRecorder(spam_filter=False)
+    metrics = PullMetrics(CollectorRegistry())
+    async with runtime(tmp_path / "store") as service:
+        node = Node.build(
+            KubeletConfiguration.default(),
+            service,
+            recorder,
+            metrics,
+            settings=EngineSettings(resync_period=0.2),
+            backoff=Backoff(0.5, 2.0),
+            progress=on_progress,
+        )
+        spec = PodSpec(
+            PodRef("default", "outage", "uid-outage"),
+            containers=(
+                PullRequest(
+                    PodRef("default", "outage", "uid-outage"), "app", ref, PullPolicy.IF_NOT_PRESENT
+                ),
+            ),
+        )
+        async with node.running():
+            await node.engine.submit(spec)
+            with anyio.fail_after(30):
+                await stopped.wait()
+                state = node.engine.pod("uid-outage")
+                assert state is not None
+                while state.containers["app"].reason != "ErrImagePull":  # noqa: ASYNC110 - polls state
+                    await anyio.sleep(0.05)
+            assert not list((tmp_path / "store" / "blobs").rglob("*.tmp"))
+            await anyio.to_thread.run_sync(reg.start)
+            with anyio.fail_after(30):
+                state = await node.engine.wait_ready("uid-outage")
+        assert state.containers["app"].image_id == str(image.config.digest)
+        assert state.containers["app"].attempts >= 2
+        reasons = [e.reason for e in recorder.events()]
+        assert "Failed" in reasons
+        assert "Pulled" in reasons
+        report = await fsck(service.store)
+        assert report.clean, report.to_dict()
+
+
+def test_pull_cli_json_then_cache_hit(
+    registry: RegistryProcess, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    index = build_multiarch("cli-pull", platforms=("linux/amd64", "linux/arm64"))
+    ref = f"{registry.host}/engine/cli:1.0"
+    anyio.run(seed, ref, index)
+    argv = ["pull", ref, "--root", str(tmp_path), "--platform", "linux/arm64", "--output", "json"]
+    assert main(argv) == 0
+    doc = json.loads(capsys.readouterr().out)
+    image = index.image_for("linux/arm64")
+    assert doc["pulled"] is True
+    assert doc["ref"] == ref
+    assert doc["image_id"] == str(image.config.digest)
+    assert doc["manifest_digest"] == str(image.manifest.digest)
+    assert doc["repo_digest"] == f"{registry.host}/engine/cli@{index.index.digest}"
+    assert doc["platform"] == "linux/arm64"
+    assert [e["reason"] for e in doc["events"]] == ["Pulling", "Pulled"]
+    assert doc["events"][1]["message"].startswith(f'Successfully pulled image "{ref}" in ')
+    assert main(argv) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["pulled"] is False
+    assert doc["events"][0]["message"] == f'Container image "{ref}" already present on machine'
+    missing = [
+        "pull",
+        f"{registry.host}/engine/nothing:1",
+        "--root",
+        str(tmp_path),
+        "--output",
+        "json",
+    ]
+    assert main(missing) == 1
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["reason"] == "ErrImagePull"
+    assert "not found" in doc["message"].lower() or "unknown" in doc["message"].lower()
+    never = [
+        "pull",
+        f"{registry.host}/engine/nothing:1",
+        "--root",
+        str(tmp_path),
+        "--policy",
+        "Never",
+    ]
+    assert main([*never, "--output", "json"]) == 1
+    assert json.loads(capsys.readouterr().out)["reason"] == "ErrImageNeverPull"
