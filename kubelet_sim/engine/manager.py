@@ -22,10 +22,11 @@ from kubelet_sim.errors import (
     KubeletSimError,
     PullError,
     PullReason,
+    RegistryAuthError,
+    RegistryNotFoundError,
     StoreError,
 )
 from kubelet_sim.events import EventReason, EventType, ObjectRef, messages
-from kubelet_sim.goduration import format_go_duration
 from kubelet_sim.policy import PullPolicy, should_pull_image
 from kubelet_sim.reference import ImageReference, apply_default_image_tag, parse_normalized
 from kubelet_sim.registry.auth import Credentials
@@ -238,15 +239,26 @@ _PULL_REASONS = frozenset({PullReason.ERR_IMAGE_PULL, PullReason.IMAGE_PULL_BACK
 
 
 def cri_error_message(ref: ImageReference, error: BaseException) -> str:
-    """The error text a kubelet gets back from containerd's CRI ``PullImage`` for ``error``."""
+    """The error text a kubelet gets back from containerd's CRI ``PullImage`` for ``error``.
+
+    Missing tags and refused access read as containerd words them
+    (``core/remotes/docker/resolver.go``); everything else keeps our typed error's text.
+    """
     if isinstance(error, PullError):
         return error.message
+    prefix = f'failed to pull and unpack image "{ref}"'
+    if isinstance(error, RegistryNotFoundError):
+        return (
+            f"rpc error: code = NotFound desc = {prefix}: "
+            f'failed to resolve reference "{ref}": {ref}: not found'
+        )
+    if isinstance(error, RegistryAuthError):
+        return (
+            f"rpc error: code = Unknown desc = {prefix}: failed to resolve reference "
+            f'"{ref}": pull access denied, repository does not exist or may require '
+            f"authorization: {error}"
+        )
     detail = (
         str(error) if isinstance(error, KubeletSimError) else f"{type(error).__name__}: {error}"
     )
-    return f'rpc error: code = Unknown desc = failed to pull and unpack image "{ref}": {detail}'
-
-
-def format_duration(seconds: float) -> str:
-    """A Go ``time.Duration`` truncated to milliseconds, as the Pulled event prints it."""
-    return format_go_duration(int(seconds * 1000) / 1000)
+    return f"rpc error: code = Unknown desc = {prefix}: {detail}"

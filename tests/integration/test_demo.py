@@ -1,0 +1,34 @@
+"""The README's first command runs ``kubelet-sim demo``: it must work end to end."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.registry
+
+
+def test_demo_runs_end_to_end() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "kubelet_sim", "demo", "--seconds", "8"],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = result.stdout
+    for expected in (
+        "seeded demo/web:1.0",
+        "Successfully pulled image",
+        "already present on machine",
+        "InvalidImageName",
+        "ErrImageNeverPull",
+        "ImagePullBackOff",
+        "Back-off pulling image",
+        "node images (crictl images)",
+        "Done",
+    ):
+        assert expected in out, expected
