@@ -1,0 +1,46 @@
+"""The node's local image store: content-addressed blobs, a SQLite catalogue, fsck and image GC.
+
+Layout under the root: ``blobs/<alg>/<hex>``, ``tmp/``, ``quarantine/``, ``store.db`` (WAL) and
+``lock`` (one process at a time). See :class:`Store` for the operations.
+"""
+
+from kubelet_sim.store.blobs import FLUSH_BYTES, BlobWriter, FileOpener, WritableFile
+from kubelet_sim.store.fsck import FsckReport, fsck
+from kubelet_sim.store.gc import FreedImage, GCEvent, GCPolicy, GCReason, GCResult, garbage_collect
+from kubelet_sim.store.records import (
+    BlobRef,
+    CredentialIdentity,
+    CredentialKind,
+    ImageKey,
+    ImageRecord,
+    SizedDigest,
+    format_key,
+    hash_credentials,
+)
+from kubelet_sim.store.store import ImageInspection, Removal, Store
+
+__all__ = [
+    "FLUSH_BYTES",
+    "BlobRef",
+    "BlobWriter",
+    "CredentialIdentity",
+    "CredentialKind",
+    "FileOpener",
+    "FreedImage",
+    "FsckReport",
+    "GCEvent",
+    "GCPolicy",
+    "GCReason",
+    "GCResult",
+    "ImageInspection",
+    "ImageKey",
+    "ImageRecord",
+    "Removal",
+    "SizedDigest",
+    "Store",
+    "WritableFile",
+    "format_key",
+    "fsck",
+    "garbage_collect",
+    "hash_credentials",
+]

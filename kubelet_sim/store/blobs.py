@@ -1,0 +1,325 @@
+"""Content-addressed blob files: the on-disk layout, and the writer that makes a blob visible.
+
+Layout under the store root::
+
+    blobs/<alg>/<hex>   committed blobs, named by their validated digest
+    tmp/                temp files of writes in progress (same filesystem, removed on open)
+    quarantine/         corrupt or stray files moved aside by fsck
+
+A :class:`BlobWriter` is a :class:`~kubelet_sim.sinks.BlobSink`. It buffers small writes and hands
+big pieces (:data:`FLUSH_BYTES`) to a worker thread that hashes and writes them, so the event
+loop neither hashes nor waits on the disk. ``commit`` verifies size then digest, fsyncs the temp
+file and asks the store to publish it: the rename into ``blobs/`` and the database row happen in
+one critical section, so a partial or unverified write is never visible as a blob.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import secrets
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Final, Protocol
+
+import anyio
+import anyio.to_thread
+
+from kubelet_sim.digest import Digest, new_hasher
+from kubelet_sim.errors import (
+    DigestMismatchError,
+    InvalidDigestError,
+    StoreError,
+    StoreFullError,
+)
+from kubelet_sim.sinks import verify
+
+FLUSH_BYTES: Final = 4 << 20  # big enough that a thread hop costs nothing next to the hashing
+READ_CHUNK: Final = 1 << 20
+_NO_SPACE: Final = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+
+
+class WritableFile(Protocol):
+    """The part of a binary file a writer uses; the seam for disk-full tests."""
+
+    def write(self, data: bytes | bytearray | memoryview, /) -> int:
+        """Write and return how many bytes were taken (a short write is continued)."""
+        ...
+
+    def flush(self) -> None: ...
+
+    def fileno(self) -> int: ...
+
+    def seek(self, offset: int, whence: int = ..., /) -> int: ...
+
+    def truncate(self, size: int | None = ..., /) -> int: ...
+
+    def close(self) -> None: ...
+
+
+FileOpener = Callable[[Path], WritableFile]
+
+
+def default_opener(path: Path) -> WritableFile:
+    """Create ``path`` exclusively for writing."""
+    return open(path, "xb")
+
+
+def io_error(exc: OSError, what: str) -> StoreError:
+    """Map an OS error to the store's errors; no space becomes :class:`StoreFullError`."""
+    if exc.errno in _NO_SPACE:
+        return StoreFullError(f"{what}: no space left ({exc.strerror or exc})")
+    return StoreError(f"{what}: {exc.strerror or exc}")
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename or create in ``path`` durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def hash_file(path: Path, algorithm: str) -> tuple[str, int]:
+    """``(digest string, size)`` of the file at ``path``; blocking, run it in a thread."""
+    hasher = new_hasher(algorithm)
+    size = 0
+    with open(path, "rb") as f:
+        while chunk := f.read(READ_CHUNK):
+            hasher.update(chunk)
+            size += len(chunk)
+    return f"{algorithm}:{hasher.hexdigest()}", size
+
+
+@dataclass(frozen=True, slots=True)
+class Scan:
+    """What is on disk: committed blob files, misplaced files and temp files."""
+
+    blobs: dict[str, Path]
+    stray: tuple[Path, ...]
+    temps: tuple[Path, ...]
+
+
+class BlobLayout:
+    """Paths under the store root; every digest is re-validated before it becomes a path."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.blobs = root / "blobs"
+        self.tmp = root / "tmp"
+        self.quarantine = root / "quarantine"
+
+    def create(self) -> None:
+        """Create the folders (owner-only); blocking."""
+        for path in (self.root, self.blobs, self.tmp, self.quarantine):
+            path.mkdir(mode=0o700, parents=True, exist_ok=True)
+
+    def path(self, digest: Digest) -> Path:
+        """``blobs/<alg>/<hex>``; the digest goes through the grammar first."""
+        checked = Digest.parse(str(digest))
+        return self.blobs / checked.algorithm / checked.hex
+
+    def temp_path(self, digest: Digest) -> Path:
+        """A fresh temp file name for a write of ``digest``."""
+        checked = Digest.parse(str(digest))
+        return self.tmp / f"{checked.algorithm}-{checked.hex}.{secrets.token_hex(6)}.part"
+
+    def scan(self) -> Scan:
+        """List blob files, stray entries and temp files; blocking."""
+        blobs: dict[str, Path] = {}
+        stray: list[Path] = []
+        for entry in _entries(self.blobs):
+            if not entry.is_dir(follow_symlinks=False):
+                stray.append(Path(entry.path))
+                continue
+            for child in _entries(Path(entry.path)):
+                text = f"{entry.name}:{child.name}"
+                if child.is_file(follow_symlinks=False) and _is_digest(text):
+                    blobs[text] = Path(child.path)
+                else:
+                    stray.append(Path(child.path))
+        temps = tuple(Path(e.path) for e in _entries(self.tmp))
+        return Scan(blobs, tuple(sorted(stray)), tuple(sorted(temps)))
+
+    def quarantine_file(self, path: Path, label: str) -> Path:
+        """Move ``path`` into ``quarantine/``; blocking. Returns the new path."""
+        target = self.quarantine / f"{label}.{secrets.token_hex(4)}"
+        os.replace(path, target)
+        fsync_dir(self.quarantine)
+        return target
+
+
+def _entries(path: Path) -> Iterator[os.DirEntry[str]]:
+    try:
+        with os.scandir(path) as it:
+            yield from sorted(it, key=lambda e: e.name)
+    except FileNotFoundError:
+        return
+
+
+def _is_digest(text: str) -> bool:
+    try:
+        Digest.parse(text)
+    except InvalidDigestError:
+        return False
+    return True
+
+
+class WriterState(StrEnum):
+    """Life cycle of a :class:`BlobWriter`."""
+
+    OPEN = "open"
+    COMMITTED = "committed"
+    ABORTED = "aborted"
+
+
+Publisher = Callable[[Path, Digest, int], Awaitable[None]]
+
+
+class BlobWriter:
+    """A :class:`~kubelet_sim.sinks.BlobSink` that writes one blob into the store."""
+
+    def __init__(
+        self,
+        layout: BlobLayout,
+        digest: Digest,
+        size: int,
+        *,
+        publish: Publisher,
+        opener: FileOpener = default_opener,
+        on_close: Callable[[BlobWriter], None] | None = None,
+    ) -> None:
+        if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+            raise StoreError(f"blob {digest}: size must be a non-negative integer, got {size!r}")
+        self.digest = digest
+        self.size = size
+        self.temp_path = layout.temp_path(digest)
+        self._publish = publish
+        self._opener = opener
+        self._on_close = on_close
+        self._file: WritableFile | None = None
+        self._chunks: list[bytes] = []
+        self._pending = 0
+        self._written = 0
+        self._hasher = digest.hasher()
+        self.state = WriterState.OPEN
+
+    @property
+    def written(self) -> int:
+        """Bytes accepted so far (the resume offset)."""
+        return self._written
+
+    @property
+    def committed(self) -> bool:
+        """True once the blob is visible in the store."""
+        return self.state is WriterState.COMMITTED
+
+    def _check_open(self) -> None:
+        if self.state is not WriterState.OPEN:
+            raise StoreError(f"writer for blob {self.digest} is {self.state}")
+
+    async def write(self, chunk: bytes) -> None:
+        """Append ``chunk``; never more than the declared size."""
+        self._check_open()
+        if self._written + len(chunk) > self.size:
+            raise DigestMismatchError(
+                f"size {self.size}", f"more than {self.size} bytes", what=f"blob {self.digest}"
+            )
+        self._chunks.append(bytes(chunk))
+        self._pending += len(chunk)
+        self._written += len(chunk)
+        if self._pending >= FLUSH_BYTES:
+            await self._flush(final=False)
+
+    async def reset(self) -> None:
+        """Discard everything written; the next write starts at offset 0."""
+        self._check_open()
+        self._chunks, self._pending = [], 0
+        self._written = 0
+        self._hasher = self.digest.hasher()
+        if self._file is not None:
+            file = self._file
+
+            def truncate() -> None:
+                file.seek(0)
+                file.truncate(0)
+
+            await self._io(truncate)
+
+    async def commit(self, digest: Digest, size: int) -> None:
+        """Verify size then digest, fsync, then publish the blob; on any failure keep nothing."""
+        if self.state is WriterState.COMMITTED and digest == self.digest and size == self.size:
+            return
+        self._check_open()
+        published = False
+        try:
+            if digest != self.digest:
+                raise DigestMismatchError(str(self.digest), str(digest), what="blob commit")
+            await self._flush(final=True)
+            verify(digest, size, self._written, self._hasher)
+            await self._publish(self.temp_path, digest, size)
+            published = True
+            self.state = WriterState.COMMITTED
+            self._closed()
+        finally:
+            if not published:
+                await self.abort()
+
+    async def abort(self) -> None:
+        """Discard the temp file; idempotent and safe after commit."""
+        if self.state is not WriterState.OPEN:
+            return
+        self.state = WriterState.ABORTED
+        self._chunks, self._pending = [], 0
+        file, self._file = self._file, None
+        path = self.temp_path
+
+        def discard() -> None:
+            if file is not None:
+                # Closing flushes; a full disk here changes nothing, the file goes anyway.
+                with contextlib.suppress(OSError):
+                    file.close()
+            path.unlink(missing_ok=True)
+
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(discard)
+        self._closed()
+
+    def _closed(self) -> None:
+        if self._on_close is not None:
+            self._on_close(self)
+
+    async def _flush(self, *, final: bool) -> None:
+        chunks, self._chunks, self._pending = self._chunks, [], 0
+        hasher = self._hasher
+
+        def work() -> None:
+            data = b"".join(chunks)  # joined here, off the event loop
+            if self._file is None:
+                self._file = self._opener(self.temp_path)
+            file = self._file
+            if data:
+                hasher.update(data)
+                view = memoryview(data)
+                while view:
+                    n = file.write(view)
+                    view = view[n:]
+            if final:
+                file.flush()
+                os.fsync(file.fileno())
+                self._file = None
+                file.close()
+
+        await self._io(work)
+
+    async def _io(self, fn: Callable[[], None]) -> None:
+        try:
+            await anyio.to_thread.run_sync(fn)
+        except OSError as exc:
+            error = io_error(exc, f"writing blob {self.digest}")
+            await self.abort()
+            raise error from exc
