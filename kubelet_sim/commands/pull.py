@@ -4,6 +4,11 @@ Prints what the kubelet would record (events) and what the runtime now holds; ``
 gives the keys ``image, ref, repo_digest, manifest_digest, image_id, platform, size, pulled,
 events`` (and ``reason``/``message`` with exit status 1 on failure). On a terminal each layer gets a
 progress bar (bytes, rate, ETA).
+
+Node credentials: ``--docker-config PATH`` reads a ``config.json`` (or a ``.dockercfg``, or a folder
+holding one) instead of the kubelet's search paths; ``--image-credential-provider-config`` and
+``--image-credential-provider-bin-dir`` add exec credential provider plugins, as the kubelet's flags.
+Without these the pull is anonymous.
 """
 
 from __future__ import annotations
@@ -31,11 +36,14 @@ from rich.progress import (
 
 from kubelet_sim.cli import default_root
 from kubelet_sim.config import KubeletConfiguration, load_kubelet_config
+from kubelet_sim.credentials import CredentialResolver, DockerConfigSearch, NodeDockerConfig
+from kubelet_sim.credentials.resolver import load_plugins
 from kubelet_sim.digest import short_digest
+from kubelet_sim.engine.manager import anonymous
 from kubelet_sim.engine.node import Node
 from kubelet_sim.engine.runtime import ImageService, ProgressFn
 from kubelet_sim.engine.types import PodRef, PullRequest
-from kubelet_sim.errors import InvalidImageNameError
+from kubelet_sim.errors import ConfigError, InvalidImageNameError
 from kubelet_sim.events import EventRecorder
 from kubelet_sim.metrics import PullMetrics
 from kubelet_sim.platforms import host_platform, parse_platform
@@ -56,15 +64,54 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser.add_argument("--runtime-handler", default="", help="runtime handler (RuntimeClass)")
     parser.add_argument("--output", choices=["json", "text"], default="text")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument(
+        "--docker-config",
+        type=Path,
+        help="node credentials: a docker config.json / .dockercfg file (or a folder holding one)",
+    )
+    parser.add_argument(
+        "--image-credential-provider-config",
+        type=Path,
+        help="CredentialProviderConfig file or folder (exec credential provider plugins)",
+    )
+    parser.add_argument(
+        "--image-credential-provider-bin-dir",
+        type=Path,
+        help="folder holding the credential provider plugin executables",
+    )
     parser.set_defaults(func=_pull)
+
+
+def _resolver(args: argparse.Namespace) -> CredentialResolver | None:
+    """Node credentials from the flags; None (anonymous) when none is given."""
+    provider_config = args.image_credential_provider_config
+    provider_bin_dir = args.image_credential_provider_bin_dir
+    if (provider_config is None) != (provider_bin_dir is None):
+        raise ConfigError(
+            None,
+            "--image-credential-provider-config",
+            "needs --image-credential-provider-bin-dir, and the other way round",
+        )
+    plugins = load_plugins(provider_config, provider_bin_dir) if provider_config else []
+    if args.docker_config is not None and not args.docker_config.exists():
+        raise ConfigError(str(args.docker_config), "--docker-config", "no such file or folder")
+    node = (
+        NodeDockerConfig(DockerConfigSearch.only(args.docker_config))
+        if args.docker_config
+        else None
+    )
+    if node is None and not plugins:
+        return None
+    return CredentialResolver(node=node, plugins=plugins)
 
 
 def _pull(args: argparse.Namespace) -> int:
     config = load_kubelet_config(args.config) if args.config else KubeletConfiguration.default()
+    resolver = _resolver(args)
     policy = parse_pull_policy(args.policy) if args.policy else default_pull_policy(args.image)
     platform = parse_platform(args.platform) if args.platform else host_platform()
     show_progress = sys.stderr.isatty() and not args.no_progress and args.output == "text"
-    result = anyio.run(_run, args, config, policy, platform, show_progress)
+    result = anyio.run(_run, args, config, policy, platform, show_progress, resolver)
     if args.output == "json":
         print(json.dumps(result, indent=2))
     else:
@@ -86,6 +133,7 @@ async def _run(
     policy: Any,
     platform: Any,
     show_progress: bool,
+    resolver: CredentialResolver | None = None,
 ) -> dict[str, Any]:
     recorder = EventRecorder()
     metrics = PullMetrics(CollectorRegistry())
@@ -101,7 +149,14 @@ async def _run(
             service = ImageService(
                 client, store, platform=platform, bytes_observer=metrics.bytes_pulled
             )
-            node = Node.build(config, service, recorder, metrics, progress=progress)
+            node = Node.build(
+                config,
+                service,
+                recorder,
+                metrics,
+                progress=progress,
+                credentials=resolver.lookup if resolver is not None else anonymous,
+            )
             request = PullRequest(
                 pod=PodRef("default", "kubelet-sim-pull", "kubelet-sim-pull"),
                 container="pull",

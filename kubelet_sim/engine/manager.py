@@ -5,6 +5,10 @@ Per request: apply the default tag (``InvalidImageName``), check presence unless
 answer "already present" when the policy allows, look up credentials, check the per-(pod, image)
 backoff (``ImagePullBackOff``), then hand the pull to the puller and record the outcome: events,
 backoff, metrics. The pure decisions live in :mod:`kubelet_sim.policy` and :mod:`kubelet_sim.backoff`.
+
+With a KEP-2535 ``verifier`` (gate ``KubeletEnsureSecretPulledImages`` on), a present image is
+checked before an ``IfNotPresent``/``Never`` container may use it, and every successful pull is
+recorded; the credential lookup runs at most once per call and is shared by both.
 """
 
 from __future__ import annotations
@@ -66,10 +70,53 @@ CredentialLookup = Callable[[PullRequest, ImageReference], Awaitable[Sequence[Cr
 AccessCheck = Callable[[PullRequest, ImageReference, str], Awaitable[bool]]
 """KEP-2535's ``MustAttemptImagePull``: True when the pod must prove access to a present image."""
 
+PodCredentials = Callable[[], Awaitable[Sequence[Credentials]]]
+"""The request's credential lookup, run at most once per ``EnsureImageExists`` (``OnceValues``)."""
+
+
+class PulledImageVerifier(Protocol):
+    """KEP-2535's pull manager (:class:`kubelet_sim.credentials.ImageAccessVerifier`).
+
+    ``must_attempt_pull`` may call ``credentials`` to see the pod's credentials; the manager
+    shares that one lookup with the pull that may follow. ``record_pulled`` runs after every
+    successful pull with the credentials that were tried (``RecordImagePulled``).
+    """
+
+    async def must_attempt_pull(
+        self,
+        request: PullRequest,
+        ref: ImageReference,
+        image_id: str,
+        credentials: PodCredentials,
+    ) -> bool: ...
+
+    async def record_pulled(
+        self,
+        request: PullRequest,
+        ref: ImageReference,
+        pulled: PulledImage,
+        credentials: Sequence[Credentials],
+    ) -> None: ...
+
 
 async def anonymous(request: PullRequest, ref: ImageReference) -> Sequence[Credentials]:
     """The credential lookup of a node without any credentials."""
     return ()
+
+
+class _OnceLookup:
+    """One request's credential lookup, done on first use and shared after (``sync.OnceValues``)."""
+
+    def __init__(self, lookup: CredentialLookup, request: PullRequest, ref: ImageReference) -> None:
+        self._lookup = lookup
+        self._request = request
+        self._ref = ref
+        self._result: Sequence[Credentials] | None = None
+
+    async def __call__(self) -> Sequence[Credentials]:
+        if self._result is None:
+            self._result = tuple(await self._lookup(self._request, self._ref))
+        return self._result
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +148,7 @@ class ImageManager:
         backoff: Backoff | None = None,
         credentials: CredentialLookup = anonymous,
         must_attempt_pull: AccessCheck | None = None,
+        verifier: PulledImageVerifier | None = None,
         clock: Callable[[], float] = anyio.current_time,
     ) -> None:
         self.service = service
@@ -110,6 +158,7 @@ class ImageManager:
         self.backoff = Backoff() if backoff is None else backoff
         self.credentials = credentials
         self.must_attempt_pull = must_attempt_pull
+        self.verifier = verifier
         self.clock = clock
         self._prev_error: dict[tuple[str, str], str] = {}
 
@@ -156,12 +205,18 @@ class ImageManager:
             if record is None and request.policy is PullPolicy.NEVER:
                 return self._never_pull(request)
 
+        lookup = _OnceLookup(self.credentials, request, ref)
         if record is not None and not should_pull_image(request.policy, present=True):
             must_attempt = False
-            if self.must_attempt_pull is not None:
+            if self.verifier is not None:
+                must_attempt = await self.verifier.must_attempt_pull(
+                    request, ref, record.image_id, lookup
+                )
+            elif self.must_attempt_pull is not None:
                 must_attempt = await self.must_attempt_pull(request, ref, record.image_id)
             if not must_attempt:
-                msg = messages.already_present(image, accessible=self.must_attempt_pull is not None)
+                accessible = self.verifier is not None or self.must_attempt_pull is not None
+                msg = messages.already_present(image, accessible=accessible)
                 self._event(request, EventType.NORMAL, EventReason.PULLED, msg)
                 self.metrics.cache_hit()
                 return EnsureResult(
@@ -172,7 +227,7 @@ class ImageManager:
             if request.policy is PullPolicy.NEVER:
                 return self._never_pull(request)
 
-        credentials = await self.credentials(request, ref)
+        credentials = await lookup()
         return await self._pull(request, ref, credentials, present=record is not None)
 
     def _never_pull(self, request: PullRequest) -> EnsureResult:
@@ -227,6 +282,11 @@ class ImageManager:
         self._event(request, EventType.NORMAL, EventReason.PULLED, msg)
         self.metrics.image_pull_duration(total, outcome.pulled.size)
         self.backoff.gc(self.clock())
+        if self.verifier is not None:
+            try:
+                await self.verifier.record_pulled(request, ref, outcome.pulled, credentials)
+            except KubeletSimError as exc:  # upstream logs a failed record write and goes on
+                log.warning("pull.record_failed", pod=str(request.pod), image=image, error=str(exc))
         return EnsureResult(
             image_ref=outcome.pulled.image_ref,
             repo_digest=outcome.pulled.repo_digest,

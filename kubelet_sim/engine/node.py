@@ -20,7 +20,7 @@ from kubelet_sim.config import KubeletConfiguration
 from kubelet_sim.events import EventRecorder
 
 from .engine import EngineSettings, PullEngine
-from .manager import AccessCheck, CredentialLookup, ImageManager, anonymous
+from .manager import AccessCheck, CredentialLookup, ImageManager, PulledImageVerifier, anonymous
 from .pullers import ImagePuller, ParallelPuller, PullObserver, PullRunner, SerialPuller
 from .runtime import ProgressFn, RuntimeImageService
 from .throttle import TokenBucket
@@ -66,6 +66,7 @@ class Node:
         *,
         credentials: CredentialLookup = anonymous,
         must_attempt_pull: AccessCheck | None = None,
+        verifier: PulledImageVerifier | None = None,
         settings: EngineSettings | None = None,
         progress: ProgressFn | None = None,
         backoff: Backoff | None = None,
@@ -91,6 +92,7 @@ class Node:
             else backoff,
             credentials=credentials,
             must_attempt_pull=must_attempt_pull,
+            verifier=verifier,
             clock=clock,
         )
         engine = PullEngine(manager, recorder, settings=settings, clock=clock)

@@ -1,0 +1,94 @@
+"""Prometheus series of credential providers and KEP-2535 checks, under the kubelet's names.
+
+- ``kubelet_credential_provider_plugin_errors_total{plugin_name}`` and
+  ``kubelet_credential_provider_plugin_duration{plugin_name}`` (``DefBuckets``), and
+  ``kubelet_credential_provider_config_info{hash}`` (``pkg/credentialprovider/plugin/metrics.go``);
+- ``kubelet_imagemanager_image_mustpull_checks_total{result}``
+  (``pkg/kubelet/images/pullmanager/metrics.go``).
+
+Registered into an injected registry, without prometheus_client's ``*_created`` samples (as
+:class:`kubelet_sim.metrics.PullMetrics` does). Label values are plugin names from the config and
+the four fixed check results; no image or credential ever becomes a label.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.metrics_core import Metric
+
+__all__ = ["CredentialMetrics"]
+
+_DEF_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class _WithoutCreated:
+    def __init__(self, inner: CollectorRegistry) -> None:
+        self._inner = inner
+
+    def collect(self) -> Iterable[Metric]:
+        for family in self._inner.collect():
+            out = Metric(family.name, family.documentation, family.type, family.unit)
+            out.samples = [s for s in family.samples if not s.name.endswith("_created")]
+            yield out
+
+    def describe(self) -> Iterable[Metric]:
+        return self.collect()
+
+
+class CredentialMetrics:
+    """Plugin errors and durations, the config hash, and must-pull check results.
+
+    Raises:
+        ValueError: at construction, when ``registry`` already holds these series.
+    """
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        inner = CollectorRegistry()
+        alpha = "[ALPHA] "
+        self._errors = Counter(
+            "kubelet_credential_provider_plugin_errors_total",
+            alpha + "Number of errors from credential provider plugin",
+            ["plugin_name"],
+            registry=inner,
+        )
+        self._duration = Histogram(
+            "kubelet_credential_provider_plugin_duration",
+            alpha + "Duration of execution in seconds for credential provider plugin",
+            ["plugin_name"],
+            buckets=_DEF_BUCKETS,
+            registry=inner,
+        )
+        self._config_info = Gauge(
+            "kubelet_credential_provider_config_info",
+            alpha + "Information about the last applied credential provider configuration "
+            "with hash as label",
+            ["hash"],
+            registry=inner,
+        )
+        self._mustpull = Counter(
+            "kubelet_imagemanager_image_mustpull_checks_total",
+            alpha + "Counter for how many times kubelet checked whether credentials need to be "
+            "re-verified to access an image",
+            ["result"],
+            registry=inner,
+        )
+        self._registry = registry
+        self._collector = _WithoutCreated(inner)
+        registry.register(self._collector)
+
+    def unregister(self) -> None:
+        self._registry.unregister(self._collector)
+
+    def plugin_error(self, plugin: str) -> None:
+        self._errors.labels(plugin_name=plugin).inc()
+
+    def plugin_duration(self, plugin: str, seconds: float) -> None:
+        self._duration.labels(plugin_name=plugin).observe(max(seconds, 0.0))
+
+    def config_info(self, config_hash: str) -> None:
+        self._config_info.labels(hash=config_hash).set(1)
+
+    def must_pull_check(self, result: str) -> None:
+        self._mustpull.labels(result=result).inc()

@@ -1,0 +1,261 @@
+"""KEP-2535: may a pod use an image already on the node, or must it prove access first?
+
+Models ``pkg/kubelet/images/pullmanager/image_pull_manager.go`` (``MustAttemptImagePull``,
+``RecordImagePulled``) and ``image_pull_policies.go``. After every successful pull the verifier
+records who pulled the image, per repository (the normalised name without tag or digest): the
+Secret's namespace, name, UID and credential hash, or "node-accessible" for anonymous pulls and
+node credentials (docker config, plugins). Before an ``IfNotPresent``/``Never`` container uses a
+present image:
+
+1. no image ID: pull;
+2. the policy may exempt it: ``NeverVerify`` always, ``NeverVerifyPreloadedImages`` when the
+   kubelet never pulled it (no record), ``NeverVerifyAllowlistedImages`` when the repository is
+   allowlisted (``host/path`` exactly, or a ``host/path/*`` prefix); ``AlwaysVerify`` never;
+3. no record for the image, or none for this repository: pull;
+4. a node-accessible record: use it;
+5. one of the pod's secret credentials matching the image has the recorded hash, or the recorded
+   Secret's coordinates (a rotated Secret): use it, and record the pod's coordinates or hash too
+   (while fewer than 100 Secrets are recorded); otherwise the pod must pull with its own
+   credentials, which the registry checks.
+
+Every check counts in ``kubelet_imagemanager_image_mustpull_checks_total{result}``. The store keeps
+hashes only, never credentials.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from enum import StrEnum
+from typing import Protocol
+
+import structlog
+
+from kubelet_sim.config import ImagePullCredentialsVerificationPolicy, KubeletConfiguration
+from kubelet_sim.engine.types import PulledImage, PullRequest
+from kubelet_sim.errors import StoreError
+from kubelet_sim.reference import ImageReference
+from kubelet_sim.registry.auth import Credentials
+from kubelet_sim.store.records import CredentialIdentity, CredentialKind
+
+from .keyring import SourcedCredentials
+
+__all__ = [
+    "WRITE_RECORD_WHILE_MATCHING_LIMIT",
+    "ImageAccessVerifier",
+    "MustPullMetrics",
+    "MustPullResult",
+    "PullRecordStore",
+    "allowlisted",
+    "identity_of",
+    "requires_verification",
+]
+
+log = structlog.get_logger(__name__)
+
+Policy = ImagePullCredentialsVerificationPolicy
+WRITE_RECORD_WHILE_MATCHING_LIMIT = 100  # image_pull_manager.go writeRecordWhileMatchingLimit
+GATE = "KubeletEnsureSecretPulledImages"
+
+
+class MustPullResult(StrEnum):
+    """The ``result`` label of ``kubelet_imagemanager_image_mustpull_checks_total``."""
+
+    CREDENTIAL_POLICY_ALLOWED = "credentialPolicyAllowed"
+    CREDENTIAL_RECORD_FOUND = "credentialRecordFound"
+    MUST_AUTHENTICATE = "mustAuthenticate"
+    ERROR = "error"
+
+
+class PullRecordStore(Protocol):
+    """Where pull records live (:class:`kubelet_sim.store.Store`)."""
+
+    async def record_pull(
+        self, image_id: str, identity: CredentialIdentity, *, repository: str = ""
+    ) -> bool: ...
+
+    async def pull_records(
+        self, image_id: str, *, repository: str | None = None
+    ) -> list[CredentialIdentity]: ...
+
+
+class MustPullMetrics(Protocol):
+    def must_pull_check(self, result: str) -> None: ...
+
+
+def allowlisted(patterns: Sequence[str], repository: str) -> bool:
+    """``preloadedImagesVerificationAllowlist`` match: ``host/path/*`` by prefix, else exactly."""
+    for pattern in patterns:
+        if pattern.endswith("/*"):
+            if repository.startswith(pattern[:-1]):
+                return True
+        elif repository == pattern:
+            return True
+    return False
+
+
+def requires_verification(
+    policy: Policy, allowlist: Sequence[str], repository: str, pulled_by_kubelet: bool
+) -> bool:
+    """``RequireVerification`` of each policy (``image_pull_policies.go``)."""
+    if policy is Policy.NEVER_VERIFY:
+        return False
+    if policy is Policy.NEVER_VERIFY_PRELOADED_IMAGES:
+        return pulled_by_kubelet
+    if policy is Policy.NEVER_VERIFY_ALLOWLISTED_IMAGES:
+        return not allowlisted(allowlist, repository)
+    return True
+
+
+def identity_of(fingerprint: str, credentials: Sequence[Credentials]) -> CredentialIdentity:
+    """Who a pull was made as (``trackedToImagePullCreds``): the credential whose fingerprint
+    the runtime reports, a Secret if it came from one, else the node; anonymous without one."""
+    if not fingerprint:
+        return CredentialIdentity.anonymous()
+    for creds in credentials:
+        if creds.fingerprint() != fingerprint:
+            continue
+        if isinstance(creds, SourcedCredentials) and creds.source is not None:
+            source = creds.source
+            return CredentialIdentity(
+                CredentialKind.SECRET,
+                source.namespace,
+                source.name,
+                source.uid,
+                creds.credential_hash,
+            )
+        break
+    return CredentialIdentity.node()
+
+
+class ImageAccessVerifier:
+    """The pull manager's ``MustAttemptImagePull`` and ``RecordImagePulled`` over a record store.
+
+    Plugs into :class:`kubelet_sim.engine.manager.ImageManager` as its ``verifier``.
+    """
+
+    def __init__(
+        self,
+        store: PullRecordStore,
+        policy: Policy = Policy.NEVER_VERIFY_PRELOADED_IMAGES,
+        allowlist: Sequence[str] = (),
+        *,
+        metrics: MustPullMetrics | None = None,
+    ) -> None:
+        self.store = store
+        self.policy = policy
+        self.allowlist = tuple(allowlist)
+        self.metrics = metrics
+
+    @classmethod
+    def from_config(
+        cls,
+        config: KubeletConfiguration,
+        store: PullRecordStore,
+        *,
+        metrics: MustPullMetrics | None = None,
+    ) -> ImageAccessVerifier | None:
+        """The verifier the config asks for; None when ``KubeletEnsureSecretPulledImages`` is off."""
+        if not config.feature_enabled(GATE):
+            return None
+        return cls(
+            store,
+            config.effective_verification_policy,
+            config.preloaded_images_verification_allowlist,
+            metrics=metrics,
+        )
+
+    async def must_attempt_pull(
+        self,
+        request: PullRequest,
+        ref: ImageReference,
+        image_id: str,
+        credentials: Callable[[], Awaitable[Sequence[Credentials]]],
+    ) -> bool:
+        """True when the pod must pull (proving access) instead of using the present image."""
+        if not image_id:
+            return True
+        result = await self._check(ref.name, image_id, credentials)
+        if self.metrics is not None:
+            self.metrics.must_pull_check(str(result))
+        must = result in (MustPullResult.MUST_AUTHENTICATE, MustPullResult.ERROR)
+        log.debug(
+            "pull_records.checked",
+            pod=str(request.pod),
+            image=request.image,
+            result=str(result),
+            must_pull=must,
+        )
+        return must
+
+    async def _check(
+        self,
+        repository: str,
+        image_id: str,
+        credentials: Callable[[], Awaitable[Sequence[Credentials]]],
+    ) -> MustPullResult:
+        try:
+            records = await self.store.pull_records(image_id)
+            pulled_by_kubelet = bool(records)
+            if not requires_verification(
+                self.policy, self.allowlist, repository, pulled_by_kubelet
+            ):
+                return MustPullResult.CREDENTIAL_POLICY_ALLOWED
+            if not records:
+                return MustPullResult.MUST_AUTHENTICATE
+            mapped = await self.store.pull_records(image_id, repository=repository)
+        except StoreError as exc:
+            log.warning("pull_records.read_failed", image_id=image_id, error=str(exc))
+            return MustPullResult.ERROR
+        if not mapped:
+            return MustPullResult.MUST_AUTHENTICATE
+        if any(r.kind.node_accessible for r in mapped):
+            return MustPullResult.CREDENTIAL_RECORD_FOUND
+        secrets = [r for r in mapped if r.kind is CredentialKind.SECRET]
+        if not secrets:
+            return MustPullResult.MUST_AUTHENTICATE  # kubelet-sim has no service-account creds
+        writable = len(secrets) < WRITE_RECORD_WHILE_MATCHING_LIMIT
+        for creds in await credentials():
+            if not isinstance(creds, SourcedCredentials) or creds.source is None:
+                continue
+            source, digest = creds.source, creds.credential_hash
+            for record in secrets:
+                same_hash = record.credential_hash == digest
+                same_coords = (record.uid, record.namespace, record.name) == (
+                    source.uid,
+                    source.namespace,
+                    source.name,
+                )
+                if not (same_hash or same_coords):
+                    continue
+                if writable and not (same_hash and same_coords):
+                    identity = CredentialIdentity(
+                        CredentialKind.SECRET, source.namespace, source.name, source.uid, digest
+                    )
+                    try:
+                        await self.store.record_pull(image_id, identity, repository=repository)
+                    except StoreError as exc:
+                        log.warning("pull_records.write_failed", image_id=image_id, error=str(exc))
+                return MustPullResult.CREDENTIAL_RECORD_FOUND
+        return MustPullResult.MUST_AUTHENTICATE
+
+    async def record_pulled(
+        self,
+        request: PullRequest,
+        ref: ImageReference,
+        pulled: PulledImage,
+        credentials: Sequence[Credentials],
+    ) -> None:
+        """Record who pulled ``pulled`` (``RecordImagePulled``); a failed write is only logged."""
+        identity = identity_of(pulled.credential_fingerprint, credentials)
+        try:
+            await self.store.record_pull(pulled.image_ref, identity, repository=ref.name)
+        except StoreError as exc:
+            log.warning("pull_records.write_failed", image_id=pulled.image_ref, error=str(exc))
+            return
+        log.debug(
+            "pull_records.recorded",
+            pod=str(request.pod),
+            image=request.image,
+            kind=str(identity.kind),
+            secret=f"{identity.namespace}/{identity.name}" if identity.name else None,
+        )
