@@ -48,24 +48,23 @@ def run_measured(argv: list[str]) -> tuple[float, int, str]:
     Peak RSS is the child's ``VmHWM`` (its high-water mark since exec), sampled until it exits.
     """
     started = time.perf_counter()
-    out_file = tempfile.TemporaryFile("w+")
-    err_file = tempfile.TemporaryFile("w+")
     # Files, not pipes: a child must never block on a full pipe while we sample its memory.
-    proc = subprocess.Popen(argv, stdout=out_file, stderr=err_file, text=True)
-    peak_kib = 0
-    status_file = Path(f"/proc/{proc.pid}/status")
-    while proc.poll() is None:
-        try:
-            for line in status_file.read_text().splitlines():
-                if line.startswith("VmHWM:"):
-                    peak_kib = max(peak_kib, int(line.split()[1]))
-        except (OSError, ValueError):
-            pass
-        time.sleep(0.01)
-    elapsed = time.perf_counter() - started
-    out_file.seek(0)
-    err_file.seek(0)
-    out, err = out_file.read(), err_file.read()
+    with tempfile.TemporaryFile("w+") as out_file, tempfile.TemporaryFile("w+") as err_file:
+        proc = subprocess.Popen(argv, stdout=out_file, stderr=err_file, text=True)
+        peak_kib = 0
+        status_file = Path(f"/proc/{proc.pid}/status")
+        while proc.poll() is None:
+            try:
+                for line in status_file.read_text().splitlines():
+                    if line.startswith("VmHWM:"):
+                        peak_kib = max(peak_kib, int(line.split()[1]))
+            except (OSError, ValueError):
+                pass
+            time.sleep(0.01)
+        elapsed = time.perf_counter() - started
+        out_file.seek(0)
+        err_file.seek(0)
+        out, err = out_file.read(), err_file.read()
     if proc.returncode != 0:
         raise SystemExit(f"{argv[:4]} failed ({proc.returncode}): {err[-2000:]}")
     return elapsed, peak_kib // 1024, out

@@ -79,8 +79,10 @@ def _truncate(value: str, no_trunc: bool) -> str:
     return value.removeprefix("sha256:")[:TRUNCATED_ID_LEN]
 
 
-def rows(records: list[ImageRecord], *, no_trunc: bool = False) -> list[list[str]]:
-    """crictl's rows: one per repo tag, ``<none>`` where there is none."""
+def rows(
+    records: list[ImageRecord], *, no_trunc: bool = False, status: bool = False
+) -> list[list[str]]:
+    """crictl's rows: one per repo tag, ``<none>`` where there is none; ``status`` adds one."""
     out = []
     for record in records:
         if record.repo_digests:
@@ -102,6 +104,7 @@ def rows(records: list[ImageRecord], *, no_trunc: bool = False) -> list[list[str
                     human_size(record.size),
                     record.platform,
                     record.runtime_handler,
+                    *([("present" if record.present else "damaged")] if status else []),
                 ]
             )
     return out
@@ -147,7 +150,9 @@ def run_images(args: argparse.Namespace) -> int:
         sys.stdout.write("\n")
         return 0
     header = ["IMAGE", "TAG", "DIGEST", "IMAGE ID", "SIZE", "PLATFORM", "RUNTIME HANDLER"]
-    print(_table(header, rows(records, no_trunc=args.no_trunc)))
+    if args.all:
+        header.append("STATUS")
+    print(_table(header, rows(records, no_trunc=args.no_trunc, status=args.all)))
     return 0
 
 

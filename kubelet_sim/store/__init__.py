@@ -5,6 +5,7 @@ Layout under the root: ``blobs/<alg>/<hex>``, ``tmp/``, ``quarantine/``, ``store
 """
 
 from kubelet_sim.store.blobs import FLUSH_BYTES, BlobWriter, FileOpener, WritableFile
+from kubelet_sim.store.content import ContentStore
 from kubelet_sim.store.fsck import FsckReport, fsck
 from kubelet_sim.store.gc import FreedImage, GCEvent, GCPolicy, GCReason, GCResult, garbage_collect
 from kubelet_sim.store.records import (
@@ -23,6 +24,7 @@ __all__ = [
     "FLUSH_BYTES",
     "BlobRef",
     "BlobWriter",
+    "ContentStore",
     "CredentialIdentity",
     "CredentialKind",
     "FileOpener",

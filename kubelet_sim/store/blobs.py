@@ -28,7 +28,7 @@ from typing import Final, Protocol
 import anyio
 import anyio.to_thread
 
-from kubelet_sim.digest import Digest, new_hasher
+from kubelet_sim.digest import HEX_LENGTHS, Digest, new_hasher
 from kubelet_sim.errors import (
     DigestMismatchError,
     InvalidDigestError,
@@ -133,7 +133,7 @@ class BlobLayout:
         blobs: dict[str, Path] = {}
         stray: list[Path] = []
         for entry in _entries(self.blobs):
-            if not entry.is_dir(follow_symlinks=False):
+            if not entry.is_dir(follow_symlinks=False) or entry.name not in HEX_LENGTHS:
                 stray.append(Path(entry.path))
                 continue
             for child in _entries(Path(entry.path)):

@@ -62,7 +62,10 @@ def check_repo_digest(value: str) -> str:
     name, tag, digest = split_reference(value)
     if not name or tag is not None or digest is None:
         raise InvalidImageNameError(value, "a repo digest must have the form name@digest")
-    Digest.parse(digest)
+    try:
+        Digest.parse(digest)
+    except InvalidDigestError as exc:
+        raise InvalidImageNameError(value, exc.message) from None
     return value
 
 

@@ -8,7 +8,8 @@ than ``imageMinimumGCAge`` (``freeSpace``). Images used by a running container a
 
 Differences from upstream, on purpose:
 
-- the capacity is configured and usage is the bytes of committed blobs (a simulated imagefs);
+- the capacity is configured and usage is the bytes of committed blobs (a simulated imagefs),
+  which can exceed the capacity: the excess is then freed as well;
 - freed bytes are the bytes of blobs actually deleted, where upstream credits each image's full
   size, which over-counts shared layers and can stop above the low threshold;
 - blobs no image references (a failed pull's leftovers) are pruned first, when older than the
@@ -208,7 +209,9 @@ async def garbage_collect(
     if capacity == 0:
         raise StoreError("invalid capacity 0 on image filesystem")
     usage = await store.usage()
-    available = min(max(capacity - usage, 0), capacity)
+    # Upstream clamps available to [0, capacity]; a simulated capacity can be exceeded, so below
+    # zero it is kept: then the excess is freed too (identical to upstream while usage fits).
+    available = capacity - usage
     usage_percent = 100 - available * 100 // capacity
     events: list[GCEvent] = []
     to_free = 0

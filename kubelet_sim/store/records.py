@@ -116,7 +116,10 @@ class CredentialIdentity:
     credential_hash: str = field(default="", repr=False)
 
     def __post_init__(self) -> None:
-        kind = CredentialKind(self.kind)
+        try:
+            kind = CredentialKind(self.kind)
+        except ValueError:
+            raise StoreError(f"unknown credential kind {self.kind!r}") from None
         object.__setattr__(self, "kind", kind)
         coords = (self.namespace, self.name, self.uid)
         if kind.node_accessible:

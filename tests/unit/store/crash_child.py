@@ -19,11 +19,12 @@ import anyio
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from store_fakes import blob_bytes, make_image, pull  # noqa: E402
+from store_fakes import blob_bytes, make_image, pull
 
-from kubelet_sim.cli import configure_logging  # noqa: E402
-from kubelet_sim.store import (  # noqa: E402
+from kubelet_sim.cli import configure_logging
+from kubelet_sim.store import (
     CredentialIdentity,
+    CredentialKind,
     GCPolicy,
     Store,
     garbage_collect,
@@ -78,7 +79,7 @@ async def main(root: Path, seed: int) -> None:
                 await store.pin(rng.choice(known), rng.random() < 0.5)
             else:
                 secret = CredentialIdentity(
-                    "secret", "default", f"pull-{i % 3}", f"uid-{i % 3}",
+                    CredentialKind.SECRET, "default", f"pull-{i % 3}", f"uid-{i % 3}",
                     hash_credentials(username="u", password=str(i)),
                 )  # fmt: skip
                 await store.record_pull(

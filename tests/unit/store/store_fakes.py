@@ -80,10 +80,14 @@ def make_image(name: str, layers: Sequence[bytes]) -> FakeImage:
 
 
 def fetch_bytes(
-    data: bytes, *, chunk: int = 64 << 10, calls: list[Digest] | None = None
+    data: bytes,
+    *,
+    chunk: int = 64 << 10,
+    calls: list[Digest] | None = None,
+    digest: Digest | None = None,
 ) -> Callable[[BlobSink], Awaitable[None]]:
-    """A fetch function that streams ``data`` in chunks and commits it."""
-    digest = Digest.from_bytes(data)
+    """A fetch function that streams ``data`` in chunks and commits it (to ``digest`` if given)."""
+    digest = digest or Digest.from_bytes(data)
 
     async def fetch(sink: BlobSink) -> None:
         if calls is not None:

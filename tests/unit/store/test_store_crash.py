@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -23,7 +24,7 @@ import anyio
 import pytest
 from store_fakes import assert_whole
 
-from kubelet_sim.store import Store, fsck
+from kubelet_sim.store import FsckReport, Store, fsck
 
 CHILD = Path(__file__).with_name("crash_child.py")
 KILLS = 100
@@ -87,8 +88,11 @@ def interpret(lines: list[str], before: set[str]) -> tuple[set[str], set[str]]:
     return must, may
 
 
-async def check(root: Path, must: set[str], may: set[str]) -> set[str]:
+async def check(root: Path, must: set[str], may: set[str]) -> tuple[set[str], FsckReport]:
+    """Reopen, fsck, verify; returns the present image IDs and what recovery on open did."""
     async with await Store.open(root) as store:
+        assert store.recovery is not None
+        assert store.recovery.clean, store.recovery
         report = await fsck(store, repair=True, rehash=True)
         assert report.clean, report
         assert not report.changed, report  # recovery on open already cleaned temp files
@@ -107,22 +111,24 @@ async def check(root: Path, must: set[str], may: set[str]) -> set[str]:
         assert not lost, f"committed images lost: {sorted(lost)}"
         unexpected = ids - may
         assert not unexpected, f"images present that were never committed: {sorted(unexpected)}"
-        return ids
+        return ids, store.recovery
 
 
-def kill_loop(root: Path, seed: int, kills: int) -> int:
-    """``kills`` kill points on one store; returns how many operations completed in between."""
+def kill_loop(root: Path, seed: int, kills: int) -> Counter[str]:
+    """``kills`` kill points on one store; counts completed operations and recovery actions."""
     rng = random.Random(seed)
     present: set[str] = set()
-    operations = 0
+    stats: Counter[str] = Counter()
     for kill in range(kills):
         # Mostly runs of a few operations, a third killed in the first milliseconds.
         delay = rng.uniform(0.0, 0.04) if kill % 3 == 0 else rng.uniform(0.02, 0.3)
         lines = run_and_kill(root, rng.randrange(1 << 30), delay)
-        operations += sum(1 for line in lines if line[:1] in "CRG")
+        stats["operations"] += sum(1 for line in lines if line[:1] in "CRG")
         must, may = interpret(lines, present)
-        present = anyio.run(check, root, must, may)
-    return operations
+        present, recovery = anyio.run(check, root, must, may)
+        stats["temp files removed"] += bool(recovery.temp_files)
+        stats["untracked blobs adopted"] += bool(recovery.untracked)
+    return stats
 
 
 @pytest.mark.slow
@@ -135,8 +141,12 @@ def test_kill_at_100_random_points_loses_and_corrupts_nothing(tmp_path: Path) ->
             pool.submit(kill_loop, tmp_path / f"store{lane}", SEED + lane, KILLS // lanes)
             for lane in range(lanes)
         ]
-        operations = sum(f.result() for f in futures)
+        stats = sum((f.result() for f in futures), Counter[str]())
     elapsed = time.monotonic() - started
-    # The kills landed while the child was working: it completed operations between them.
-    assert operations > KILLS, operations
+    # The kills landed while the child was working: operations completed between them, some
+    # kills cut a blob write (temp file left) and some fell between a rename and its commit
+    # or between a removal's commit and its unlinks (untracked blob files left).
+    assert stats["operations"] > KILLS, stats
+    assert stats["temp files removed"] > 0, stats
+    assert stats["untracked blobs adopted"] > 0, stats
     assert elapsed < 120, f"crash test took {elapsed:.0f}s"

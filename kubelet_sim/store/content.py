@@ -1,0 +1,315 @@
+"""The content half of the store: committed blobs, single-flight downloads, leases.
+
+:class:`ContentStore` knows blobs only; :class:`~kubelet_sim.store.store.Store` adds images on
+top. A blob is committed when its verified, fsynced file has been renamed into ``blobs/`` and its
+row recorded, both in one critical section. Downloads of the same digest are single-flight: one
+task fetches, the others wait and share its outcome. A :meth:`ContentStore.lease` protects the
+blobs a pull has fetched from being freed before the image that references them is committed.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import os
+import sqlite3
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO
+
+import anyio
+import anyio.to_thread
+import structlog
+
+from kubelet_sim.digest import Digest
+from kubelet_sim.errors import BlobCorruptError, DigestMismatchError, StoreError
+from kubelet_sim.sinks import BlobSink
+from kubelet_sim.store import catalog
+from kubelet_sim.store.blobs import BlobLayout, BlobWriter, FileOpener, fsync_dir, io_error
+from kubelet_sim.store.db import Database, transaction
+from kubelet_sim.store.records import BlobRef
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(slots=True)
+class _Flight:
+    """One download in progress; waiters share its outcome."""
+
+    done: anyio.Event = field(default_factory=anyio.Event)
+    error: Exception | None = None
+    waiters: int = 0
+
+
+@dataclass(slots=True)
+class _Lease:
+    store: ContentStore
+    digests: set[str] = field(default_factory=set)
+
+
+_LEASE: contextvars.ContextVar[_Lease | None] = contextvars.ContextVar("store_lease", default=None)
+
+
+class ContentStore:
+    """Committed blobs under one root, with their rows in the store's database."""
+
+    def __init__(
+        self, layout: BlobLayout, db: Database, *, clock: Callable[[], float], opener: FileOpener
+    ) -> None:
+        self._layout = layout
+        self._db = db
+        self._clock = clock
+        self._opener = opener
+        self._inflight: dict[str, _Flight] = {}
+        self._holds: Counter[str] = Counter()
+        self._writers: set[BlobWriter] = set()
+
+    @property
+    def root(self) -> Path:
+        """The store root folder."""
+        return self._layout.root
+
+    @property
+    def layout(self) -> BlobLayout:
+        """Paths under the root."""
+        return self._layout
+
+    @property
+    def db(self) -> Database:
+        """The catalogue database (for fsck and GC)."""
+        return self._db
+
+    def now(self) -> float:
+        """The injected wall clock."""
+        return self._clock()
+
+    async def has_blob(self, digest: Digest) -> bool:
+        """True when ``digest`` is committed and its file is there."""
+        return await self.blob_size(digest) is not None
+
+    async def blob_size(self, digest: Digest) -> int | None:
+        """The committed size of ``digest``, or None when it is not in the store."""
+        path = self._layout.path(digest)
+
+        def work(conn: sqlite3.Connection) -> int | None:
+            row = conn.execute("SELECT size FROM blobs WHERE digest = ?", (str(digest),)).fetchone()
+            return int(row[0]) if row is not None and path.exists() else None
+
+        return await self._db.run(work, what=f"looking up blob {digest}")
+
+    async def open_blob(self, digest: Digest) -> BinaryIO:
+        """Open a committed blob for reading; the caller closes it.
+
+        Raises:
+            StoreError: the blob is not in the store.
+        """
+        if not await self.has_blob(digest):
+            raise StoreError(f"blob {digest} is not in the store")
+        path = self._layout.path(digest)
+        try:
+            return await anyio.to_thread.run_sync(path.open, "rb")
+        except OSError as exc:
+            raise io_error(exc, f"opening blob {digest}") from exc
+
+    async def read_blob(self, digest: Digest, *, max_size: int = 16 << 20) -> bytes:
+        """Read a small committed blob whole, verifying its digest.
+
+        Raises:
+            StoreError: not in the store, or larger than ``max_size``.
+            BlobCorruptError: the content no longer matches the digest (run fsck).
+        """
+        size = await self.blob_size(digest)
+        if size is None:
+            raise StoreError(f"blob {digest} is not in the store")
+        if size > max_size:
+            raise StoreError(f"blob {digest} is {size} bytes, more than {max_size} to read whole")
+        path = self._layout.path(digest)
+
+        def read() -> tuple[bytes, bool]:
+            data = path.read_bytes()
+            return data, len(data) == size and Digest.from_bytes(data, digest.algorithm) == digest
+
+        try:
+            data, whole = await anyio.to_thread.run_sync(read)
+        except OSError as exc:
+            raise io_error(exc, f"reading blob {digest}") from exc
+        if not whole:
+            raise BlobCorruptError(f"blob {digest} is corrupt on disk (run fsck)")
+        return data
+
+    def blob_writer(self, digest: Digest, size: int) -> BlobWriter:
+        """A sink for one blob; its temp file lives in ``<root>/tmp/`` until commit or abort."""
+        writer = BlobWriter(
+            self._layout,
+            digest,
+            size,
+            publish=self._publish,
+            opener=self._opener,
+            on_close=self._writers.discard,
+        )
+        self._writers.add(writer)
+        return writer
+
+    async def _publish(self, temp: Path, digest: Digest, size: int) -> None:
+        """Rename a verified, fsynced temp file into place and record it, atomically."""
+        final = self._layout.path(digest)
+        now = self._clock()
+
+        def work(conn: sqlite3.Connection) -> None:
+            existed = conn.execute(
+                "SELECT 1 FROM blobs WHERE digest = ?", (str(digest),)
+            ).fetchone()
+            final.parent.mkdir(mode=0o700, exist_ok=True)
+            renamed = False
+            try:
+                with transaction(conn):
+                    conn.execute(
+                        "INSERT INTO blobs VALUES (?, ?, ?) ON CONFLICT (digest) DO UPDATE "
+                        "SET size = excluded.size, committed_at = excluded.committed_at",
+                        (str(digest), size, now),
+                    )
+                    os.replace(temp, final)
+                    renamed = True
+                    fsync_dir(final.parent)
+            except BaseException:
+                if renamed and existed is None:
+                    final.unlink(missing_ok=True)
+                raise
+
+        try:
+            await self._db.run(work, what=f"committing blob {digest}")
+        except OSError as exc:
+            raise io_error(exc, f"committing blob {digest}") from exc
+        self._hold(str(digest))
+        log.debug("blob committed", digest=str(digest), size=size)
+
+    async def put_blob(self, data: bytes, digest: Digest | None = None) -> BlobRef:
+        """Store in-memory content (a manifest, a config); verified against ``digest`` if given."""
+        digest = digest or Digest.from_bytes(data)
+
+        async def fetch(sink: BlobSink) -> None:
+            await sink.write(data)
+            await sink.commit(digest, len(data))
+
+        await self.ensure_blob(digest, len(data), fetch)
+        return BlobRef(digest, len(data))
+
+    async def ensure_blob(
+        self, digest: Digest, size: int, fetch: Callable[[BlobSink], Awaitable[None]]
+    ) -> None:
+        """Make ``digest`` present, downloading it at most once however many tasks ask.
+
+        Returns at once when the blob is committed. When another task is fetching it, waits and
+        shares the outcome: the same exception is raised here when that fetch failed; if it was
+        cancelled, this task tries itself. Otherwise calls ``fetch(writer)``, which streams into
+        the writer and commits it; the writer is aborted on any error, cancellation included.
+
+        Raises:
+            StoreError: ``fetch`` returned without committing, or the store failed.
+            StoreFullError: the disk is full.
+        """
+        key = str(digest)
+        while True:
+            existing = await self.blob_size(digest)
+            if existing is not None:
+                self._hold(key)
+                if existing != size:
+                    raise DigestMismatchError(
+                        f"size {size}", f"size {existing} in the store", what=f"blob {digest}"
+                    )
+                return
+            flight = self._inflight.get(key)
+            if flight is None:
+                break
+            flight.waiters += 1
+            try:
+                await flight.done.wait()
+            finally:
+                flight.waiters -= 1
+            if flight.error is not None:
+                raise flight.error
+        flight = _Flight()
+        self._inflight[key] = flight
+        writer = self.blob_writer(digest, size)
+        try:
+            await fetch(writer)
+            if not writer.committed:
+                raise StoreError(f"fetching blob {digest} returned without committing it")
+        except Exception as exc:
+            flight.error = exc
+            raise
+        finally:
+            await writer.abort()
+            del self._inflight[key]
+            flight.done.set()
+
+    def inflight(self) -> dict[str, int]:
+        """Digests being downloaded right now, with how many other tasks wait for each."""
+        return {digest: flight.waiters for digest, flight in self._inflight.items()}
+
+    @asynccontextmanager
+    async def lease(self) -> AsyncIterator[None]:
+        """Protect the blobs this task (and its children) commit or ensure until the block ends.
+
+        Wrap a pull (blobs, then :meth:`commit_image`) in it so that a concurrent removal or GC
+        cannot free a shared blob between its download and the image commit.
+        """
+        current = _LEASE.get()
+        if current is not None and current.store is self:
+            yield
+            return
+        lease = _Lease(self)
+        token = _LEASE.set(lease)
+        try:
+            yield
+        finally:
+            _LEASE.reset(token)
+            for digest in lease.digests:
+                self._holds[digest] -= 1
+                if self._holds[digest] <= 0:
+                    del self._holds[digest]
+
+    def _hold(self, digest: str) -> None:
+        lease = _LEASE.get()
+        if lease is not None and lease.store is self and digest not in lease.digests:
+            lease.digests.add(digest)
+            self._holds[digest] += 1
+
+    def protected(self) -> frozenset[str]:
+        """Blobs no removal may free now: held by a lease or being downloaded.
+
+        Called from the catalogue's worker thread too: ``dict.copy`` is atomic under the GIL,
+        iterating a dict the event loop may be changing is not.
+        """
+        return frozenset(dict.copy(self._holds)) | frozenset(dict.copy(self._inflight))
+
+    def active_temp_files(self) -> frozenset[Path]:
+        """Temp files of writers still open (fsck leaves them alone); call it on the loop."""
+        return frozenset(w.temp_path for w in self._writers)
+
+    async def prune_blobs(self, committed_before: float) -> tuple[tuple[str, ...], int]:
+        """Free committed blobs no image references (and no lease holds); ``(digests, bytes)``."""
+
+        def work(conn: sqlite3.Connection) -> list[tuple[str, int]]:
+            candidates = catalog.unreferenced(conn, committed_before)
+            with transaction(conn):
+                freed = catalog.free_unreferenced(conn, candidates, self.protected())
+            catalog.unlink_blobs(self._layout, [d for d, _ in freed])
+            return freed
+
+        freed = await self._db.run(work, what="pruning unreferenced blobs")
+        return tuple(d for d, _ in freed), sum(s for _, s in freed)
+
+    async def usage(self) -> int:
+        """Bytes of committed blobs in the store."""
+        row = await self._db.run(
+            lambda conn: conn.execute("SELECT COALESCE(SUM(size), 0) FROM blobs").fetchone(),
+            what="measuring usage",
+        )
+        return int(row[0])
+
+    async def blob_refcounts(self) -> dict[str, int]:
+        """Every committed blob with the number of images that reference it."""
+        return await self._db.run(catalog.refcounts, what="counting references")
