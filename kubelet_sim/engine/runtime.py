@@ -209,7 +209,7 @@ class ImageService:
                 resolved.manifest.digest,
                 resolved.manifest.config.digest,
                 resolved.manifest.layers,
-                repo_tag=str(ref) if ref.tag else None,
+                repo_tag=f"{ref.name}:{ref.tag}" if ref.tag else None,
                 repo_digest=resolved.repo_digest,
                 platform=_platform_string(resolved, self.platform),
                 runtime_handler=runtime_handler,

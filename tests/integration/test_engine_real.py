@@ -100,6 +100,20 @@ async def test_always_with_unchanged_tag_downloads_no_blob_and_moved_tag_repulls
         assert ref not in old.repo_tags  # the tag moved to the new image
 
 
+async def test_tag_and_digest_together_records_the_tag(
+    registry: RegistryProcess, tmp_path: Path
+) -> None:
+    image = build_image("tag-and-digest", "linux/amd64", (1000,))
+    name = f"{registry.host}/engine/both"
+    await seed(f"{name}:v1", image)
+    async with runtime(tmp_path) as service:
+        pulled = await service.pull_image(parse_normalized(f"{name}:v1@{image.manifest.digest}"))
+        record = await service.image_status(f"{name}:v1")
+        assert record is not None
+        assert record.image_id == pulled.image_ref
+        assert f"{name}:v1" in record.repo_tags
+
+
 async def test_identical_concurrent_pulls_share_one_registry_pull(
     registry: RegistryProcess, tmp_path: Path
 ) -> None:
