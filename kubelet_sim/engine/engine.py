@@ -200,7 +200,10 @@ class PullEngine:
         current = state.containers[request.container]
         if current.ready:
             return True
-        result = await self.manager.ensure_image(request)
+        with structlog.contextvars.bound_contextvars(
+            container=request.container, image=request.image, attempt=current.attempts + 1
+        ):
+            result = await self.manager.ensure_image(request)
         attempts = current.attempts + (1 if result.pulled is not None or _attempted(result) else 0)
         if result.ok:
             state.containers[request.container] = replace(

@@ -1,0 +1,191 @@
+"""A small HTTP/1.1 server on anyio and h11, so the daemon's API shares the engine's event loop.
+
+h11 already comes with httpx, so this adds no dependency, and it runs on asyncio and trio alike.
+Each connection serves requests until the client closes or asks to; request bodies are limited,
+reading a request has a deadline, and a handler that raises answers 500 without taking the server
+down.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import anyio
+import anyio.abc
+import h11
+import structlog
+
+log = structlog.get_logger(__name__)
+
+MAX_BODY = 4 * 1024 * 1024
+READ_TIMEOUT = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    method: str
+    path: str
+    query: dict[str, list[str]]
+    headers: dict[str, str]
+    body: bytes = b""
+
+    def param(self, name: str) -> str | None:
+        values = self.query.get(name)
+        return values[0] if values else None
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    status: int
+    body: bytes = b""
+    content_type: str = "application/json"
+    headers: tuple[tuple[str, str], ...] = field(default=())
+
+    @classmethod
+    def json(cls, status: int, doc: object) -> Response:
+        return cls(status, json.dumps(doc, indent=2).encode() + b"\n")
+
+    @classmethod
+    def error(cls, status: int, message: str, **extra: object) -> Response:
+        return cls.json(status, {"error": message, **extra})
+
+    @classmethod
+    def text(
+        cls, status: int, text: str, content_type: str = "text/plain; charset=utf-8"
+    ) -> Response:
+        return cls(status, text.encode(), content_type)
+
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+class HTTPServer:
+    """Serves ``handler`` on a TCP listener until cancelled."""
+
+    def __init__(self, handler: Handler, *, max_body: int = MAX_BODY) -> None:
+        self.handler = handler
+        self.max_body = max_body
+
+    async def serve(self, listener: anyio.abc.Listener[anyio.abc.SocketStream]) -> None:
+        async with listener:
+            await listener.serve(self._connection)
+
+    async def _connection(self, stream: anyio.abc.SocketStream) -> None:
+        conn = h11.Connection(h11.SERVER, max_incomplete_event_size=64 * 1024)
+        async with stream:
+            while True:
+                try:
+                    request = await self._read_request(conn, stream)
+                except _Reject as reject:
+                    await self._send(conn, stream, reject.response, close=True)
+                    return
+                except (anyio.EndOfStream, anyio.BrokenResourceError, TimeoutError, OSError):
+                    return
+                if request is None:
+                    return
+                try:
+                    response = await self.handler(request)
+                except Exception:  # the API must survive a failing handler
+                    log.exception("api.handler_failed", method=request.method, path=request.path)
+                    response = Response.error(500, "internal error")
+                keep_alive = conn.our_state is h11.SEND_RESPONSE and _keep_alive(request)
+                await self._send(conn, stream, response, close=not keep_alive)
+                if not keep_alive or conn.our_state is not h11.DONE:
+                    return
+                try:
+                    conn.start_next_cycle()
+                except h11.LocalProtocolError:
+                    return
+
+    async def _read_request(
+        self, conn: h11.Connection, stream: anyio.abc.SocketStream
+    ) -> Request | None:
+        head: h11.Request | None = None
+        body = bytearray()
+        with anyio.fail_after(READ_TIMEOUT):
+            while True:
+                try:
+                    event = conn.next_event()
+                except h11.RemoteProtocolError as exc:
+                    raise _Reject(Response.error(400, f"bad request: {exc}")) from exc
+                if event is h11.NEED_DATA:
+                    data = await stream.receive(65536)
+                    conn.receive_data(data)
+                    if not data and head is None:
+                        return None
+                    continue
+                if isinstance(event, h11.Request):
+                    head = event
+                    length = _header(event.headers, b"content-length")
+                    if length is not None and length.isdigit() and int(length) > self.max_body:
+                        raise _Reject(
+                            Response.error(413, f"request body over {self.max_body} bytes")
+                        )
+                elif isinstance(event, h11.Data):
+                    body += event.data
+                    if len(body) > self.max_body:
+                        raise _Reject(
+                            Response.error(413, f"request body over {self.max_body} bytes")
+                        )
+                elif isinstance(event, h11.EndOfMessage):
+                    break
+                elif isinstance(event, h11.ConnectionClosed):
+                    return None
+        assert head is not None
+        target = head.target.decode("latin-1")
+        parts = urlsplit(target)
+        return Request(
+            method=head.method.decode("ascii"),
+            path=unquote(parts.path),
+            query=parse_qs(parts.query),
+            headers={k.decode("latin-1").lower(): v.decode("latin-1") for k, v in head.headers},
+            body=bytes(body),
+        )
+
+    async def _send(
+        self,
+        conn: h11.Connection,
+        stream: anyio.abc.SocketStream,
+        response: Response,
+        *,
+        close: bool,
+    ) -> None:
+        if conn.our_state is not h11.SEND_RESPONSE:
+            if conn.our_state is h11.IDLE and conn.their_state is h11.ERROR:
+                pass  # h11 lets us answer a malformed request
+            else:
+                return
+        headers = [
+            ("Content-Type", response.content_type),
+            ("Content-Length", str(len(response.body))),
+            ("Server", "kubelet-sim"),
+            *response.headers,
+        ]
+        if close:
+            headers.append(("Connection", "close"))
+        try:
+            data = conn.send(h11.Response(status_code=response.status, headers=headers))
+            data += conn.send(h11.Data(data=response.body)) or b""
+            data += conn.send(h11.EndOfMessage()) or b""
+            await stream.send(data)
+        except (h11.LocalProtocolError, anyio.BrokenResourceError, OSError):
+            return
+
+
+class _Reject(Exception):
+    def __init__(self, response: Response) -> None:
+        self.response = response
+
+
+def _header(headers: Iterable[tuple[bytes, bytes]], name: bytes) -> str | None:
+    for key, value in headers:
+        if key.lower() == name:
+            return value.decode("latin-1")
+    return None
+
+
+def _keep_alive(request: Request) -> bool:
+    return request.headers.get("connection", "").lower() != "close"

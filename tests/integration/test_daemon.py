@@ -1,0 +1,378 @@
+"""``kubelet-sim run`` as a subprocess against the real registry: static pods, API, metrics,
+signals, restarts, outages and 1,000 pods."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+
+from kubelet_sim.registry.client import RegistryClient
+from kubelet_sim.testing.images import build_image, build_multiarch
+from kubelet_sim.testing.registry import RegistryFactory, RegistryProcess, free_port
+from kubelet_sim.testing.seed import push_image, push_index
+
+pytestmark = pytest.mark.registry
+
+
+@dataclass
+class DaemonProc:
+    proc: subprocess.Popen[bytes]
+    url: str
+    root: Path
+    log: Path
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=10.0, trust_env=False)
+
+    def get(self, path: str, **params: str) -> Any:
+        with self.client() as c:
+            response = c.get(path, params=params)
+            response.raise_for_status()
+            return response.json()
+
+    def wait_pod_ready(self, ns: str, name: str, timeout: float = 60) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self.client() as c:
+                response = c.get(f"/pods/{ns}/{name}")
+            if response.status_code == 200 and response.json()["imagesReady"]:
+                return response.json()  # type: ignore[no-any-return]
+            time.sleep(0.1)
+        raise AssertionError(
+            f"pod {ns}/{name} not ready: {response.text}\n{self.log.read_text()[-3000:]}"
+        )
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15) -> int:
+        self.proc.send_signal(sig)
+        return self.proc.wait(timeout)
+
+
+def write_config(folder: Path, static: Path, **extra: str) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = [
+        "apiVersion: kubelet.config.k8s.io/v1beta1",
+        "kind: KubeletConfiguration",
+        f"staticPodPath: {static}",
+        "serializeImagePulls: false",
+        "maxParallelImagePulls: 4",
+        "registryPullQPS: 0",
+        *(f"{k}: {v}" for k, v in extra.items()),
+    ]
+    path = folder / "kubelet.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def start_daemon(tmp: Path, config: Path, root: Path | None = None) -> DaemonProc:
+    root = root or tmp / "root"
+    port = free_port()
+    log = tmp / f"daemon-{port}.log"
+    handle = log.open("wb")
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "kubelet_sim",
+            "--log-level",
+            "info",
+            "run",
+            "--config",
+            str(config),
+            "--root",
+            str(root),
+            "--listen",
+            f"127.0.0.1:{port}",
+        ],
+        stdout=handle,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    handle.close()
+    daemon = DaemonProc(proc, f"http://127.0.0.1:{port}", root, log)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"daemon exited {proc.returncode}: {log.read_text()[-3000:]}")
+        try:
+            with daemon.client() as c:
+                if c.get("/readyz").status_code == 200:
+                    return daemon
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.05)
+    proc.kill()
+    raise AssertionError(f"daemon not ready: {log.read_text()[-3000:]}")
+
+
+@pytest.fixture
+def daemons() -> Iterator[list[DaemonProc]]:
+    started: list[DaemonProc] = []
+    yield started
+    for d in started:
+        if d.proc.poll() is None:
+            d.proc.kill()
+            d.proc.wait()
+
+
+def seed(ref: str, image: Any) -> None:
+    async def go() -> None:
+        async with RegistryClient() as client:
+            if hasattr(image, "index"):
+                await push_index(client, ref, image)
+            else:
+                await push_image(client, ref, image)
+
+    anyio.run(go)
+
+
+def pod_yaml(name: str, image: str, namespace: str = "default", policy: str = "") -> str:
+    policy_line = f"\n      imagePullPolicy: {policy}" if policy else ""
+    return (
+        f"apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: {namespace}\n"
+        f"spec:\n  containers:\n    - name: app\n      image: {image}{policy_line}\n"
+    )
+
+
+def test_static_pods_api_metrics_and_clean_sigterm(
+    registry: RegistryProcess, tmp_path: Path, daemons: list[DaemonProc]
+) -> None:
+    web = f"{registry.host}/daemon/web:1.0"
+    api = f"{registry.host}/daemon/api:2.0"
+    seed(web, build_multiarch("daemon-web"))
+    seed(api, build_image("daemon-api", "linux/amd64", (30_000,)))
+    static = tmp_path / "static"
+    static.mkdir()
+    (static / "web.yaml").write_text(pod_yaml("web", web))
+    daemon = start_daemon(tmp_path, write_config(tmp_path / "cfg", static))
+    daemons.append(daemon)
+    pod = daemon.wait_pod_ready("default", "web")
+    assert pod["containers"][0]["state"]["ready"]["imageID"].startswith("sha256:")
+
+    with daemon.client() as c:
+        applied = c.post("/apply", content=pod_yaml("api", api, namespace="team"))
+        assert applied.status_code == 200, applied.text
+        assert applied.json()["items"] == [
+            {"kind": "Pod", "namespace": "team", "name": "api", "result": "created"}
+        ]
+        again = c.post("/apply", content=pod_yaml("api", api, namespace="team"))
+        assert again.json()["items"][0]["result"] == "unchanged"
+        bad = c.post(
+            "/apply",
+            content="apiVersion: v1\nkind: Pod\nmetadata: {name: x}\nspec: {containers: [{name: a}]}\n",
+        )
+        assert bad.status_code == 422
+        assert "image" in bad.json()["field"]
+        assert c.post("/apply", content=b"\x00\xff not yaml").status_code in (400, 422)
+        assert c.post("/apply", content=b"x" * (5 * 1024 * 1024)).status_code == 413
+        assert c.get("/nope").status_code == 404
+        assert c.put("/pods").status_code == 405
+    daemon.wait_pod_ready("team", "api")
+    events = daemon.get("/events", pod="team/api")["items"]
+    assert [e["reason"] for e in events][:2] == ["Pulling", "Pulled"]
+    described = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "kubelet_sim",
+            "describe",
+            "pod",
+            "team/api",
+            "--server",
+            daemon.url,
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert described.returncode == 0, described.stderr
+    for expected in (
+        "Name:             api",
+        "Namespace:        team",
+        "State:              Ready",
+        "Events:",
+        "Pulling",
+        f'Successfully pulled image "{api}"',
+    ):
+        assert expected in described.stdout, expected
+    missing = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "kubelet_sim",
+            "describe",
+            "pod",
+            "team/nope",
+            "--server",
+            daemon.url,
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert missing.returncode == 1
+    assert "team/nope not found" in missing.stderr
+    images = daemon.get("/images")["items"]
+    assert {i["repository"] for i in images} >= {
+        f"{registry.host}/daemon/web",
+        f"{registry.host}/daemon/api",
+    }
+
+    with daemon.client() as c:
+        metrics = c.get("/metrics")
+    assert metrics.status_code == 200
+    text = metrics.text
+    for name in (
+        "kubelet_image_pull_duration_seconds_bucket",
+        "kubelet_image_manager_ensure_image_requests_total",
+        "kubelet_runtime_operations_total",
+        "kubelet_runtime_operations_duration_seconds_bucket",
+        "kubelet_sim_registry_requests_total",
+    ):
+        assert name in text, name
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool missing: apt-get install -y prometheus (scripts/bootstrap.sh does)"
+    checked = subprocess.run(
+        [promtool, "check", "metrics"], input=text, capture_output=True, text=True
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+    # Removing the static file removes its pod; DELETE removes an API pod.
+    (static / "web.yaml").unlink()
+    deadline = time.monotonic() + 10
+    with daemon.client() as c:
+        while c.get("/pods/default/web").status_code != 404:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        assert c.delete("/pods/team/api").status_code == 200
+        assert c.delete("/pods/team/api").status_code == 404
+
+    started = time.monotonic()
+    assert daemon.stop(signal.SIGTERM) == 0
+    assert time.monotonic() - started < 10
+    assert not list((daemon.root / "store" / "tmp").iterdir())
+    log_lines = [
+        json.loads(line) for line in daemon.log.read_text().splitlines() if line.startswith("{")
+    ]
+    pull_lines = [line for line in log_lines if line["event"] == "pull.start"]
+    assert pull_lines
+    assert all({"pod", "container", "image", "attempt"} <= line.keys() for line in pull_lines)
+
+
+def test_restart_keeps_images_and_sigkill_mid_pull_recovers(
+    registry: RegistryProcess, tmp_path: Path, daemons: list[DaemonProc]
+) -> None:
+    big = f"{registry.host}/daemon/big:1.0"
+    small = f"{registry.host}/daemon/small:1.0"
+    seed(big, build_image("daemon-big", "linux/amd64", (40_000_000, 40_000_000), compress=False))
+    seed(small, build_image("daemon-small", "linux/amd64", (10_000,)))
+    static = tmp_path / "static"
+    static.mkdir()
+    (static / "small.yaml").write_text(pod_yaml("small", small))
+    config = write_config(tmp_path / "cfg", static)
+    first = start_daemon(tmp_path, config)
+    daemons.append(first)
+    first.wait_pod_ready("default", "small")
+    # Kill -9 while the big image is being pulled.
+    (static / "big.yaml").write_text(pod_yaml("big", big))
+    deadline = time.monotonic() + 20
+    while not any(
+        e["reason"] == "Pulling" for e in first.get("/events", pod="default/big")["items"]
+    ):
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    first.stop(signal.SIGKILL)
+
+    second = start_daemon(tmp_path, config, root=first.root)
+    daemons.append(second)
+    second.wait_pod_ready("default", "big")
+    second.wait_pod_ready("default", "small")
+    reasons = [e["message"] for e in second.get("/events", pod="default/small")["items"]]
+    assert reasons == [
+        f'Container image "{small}" already present on machine and can be accessed by the pod'
+    ]
+    assert second.stop() == 0
+    fsck = subprocess.run(
+        [sys.executable, "-m", "kubelet_sim", "fsck", "--root", str(first.root / "store")],
+        capture_output=True,
+        text=True,
+    )
+    assert fsck.returncode == 0, fsck.stdout + fsck.stderr
+
+
+def test_registry_down_then_back_while_pods_pending(
+    registry_factory: RegistryFactory, tmp_path: Path, daemons: list[DaemonProc]
+) -> None:
+    reg = registry_factory()
+    image = f"{reg.host}/daemon/late:1.0"
+    seed(image, build_image("daemon-late", "linux/amd64", (20_000,)))
+    reg.kill()
+    static = tmp_path / "static"
+    static.mkdir()
+    (static / "late.yaml").write_text(pod_yaml("late", image))
+    daemon = start_daemon(tmp_path, write_config(tmp_path / "cfg", static))
+    daemons.append(daemon)
+    deadline = time.monotonic() + 20
+    while True:
+        pod = daemon.get("/pods/default/late")
+        reason = pod["containers"][0]["state"].get("waiting", {}).get("reason")
+        if reason in ("ErrImagePull", "ImagePullBackOff"):
+            break
+        assert time.monotonic() < deadline, pod
+        time.sleep(0.1)
+    assert daemon.proc.poll() is None
+    reg.start()
+    pod = daemon.wait_pod_ready("default", "late", timeout=40)
+    assert pod["containers"][0]["pullAttempts"] >= 2
+    assert daemon.stop() == 0
+
+
+def test_thousand_pods_through_the_api_with_bounded_memory(
+    registry: RegistryProcess, tmp_path: Path, daemons: list[DaemonProc]
+) -> None:
+    images = [f"{registry.host}/daemon/many{i}:1.0" for i in range(5)]
+    for i, ref in enumerate(images):
+        seed(ref, build_image(f"daemon-many-{i}", "linux/amd64", (5_000,)))
+    static = tmp_path / "static"
+    static.mkdir()
+    daemon = start_daemon(tmp_path, write_config(tmp_path / "cfg", static))
+    daemons.append(daemon)
+    rss_before = _rss_kib(daemon.proc.pid)
+    docs = "---\n".join(
+        pod_yaml(f"p{i}", images[i % len(images)], namespace="load") for i in range(1000)
+    )
+    with daemon.client() as c:
+        response = c.post("/apply", content=docs, timeout=60)
+    assert response.status_code == 200, response.text[:500]
+    assert len(response.json()["items"]) == 1000
+    deadline = time.monotonic() + 120
+    while True:
+        pods = daemon.get("/pods")["items"]
+        if sum(1 for p in pods if p["status"] == "Ready") == 1000:
+            break
+        assert time.monotonic() < deadline, [p for p in pods if p["status"] != "Ready"][:3]
+        time.sleep(0.5)
+    rss_after = _rss_kib(daemon.proc.pid)
+    growth_mib = (rss_after - rss_before) / 1024
+    print(f"RSS before {rss_before // 1024} MiB, after 1000 pods {rss_after // 1024} MiB")
+    assert growth_mib < 150, f"RSS grew {growth_mib:.0f} MiB for 1000 pods"
+    assert daemon.stop() == 0
+
+
+def _rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
