@@ -1,207 +1,243 @@
 """``kubelet-sim demo``: the main job on a built-in default, end to end on this machine.
 
-Starts the real distribution registry on a loopback port, seeds it with synthetic multi-arch images
-through the project's own push client, then runs a node (the real engine and store) with
-``config/kubelet.yaml`` over a handful of pods that show the interesting cases: a multi-arch image
-with an init container, an ``Always`` image, a bad name, ``Never`` with an absent image, and a
-missing tag that ends in ``ImagePullBackOff``. It prints container states, events, the node's
-images and a few metrics, runs the pods again on the same store to show the cache, and stops
-everything cleanly.
+Starts two real distribution registries on loopback ports (a public one, and a private one with
+htpasswd auth), seeds them with synthetic multi-arch images through the project's own push client,
+and runs the daemon with ``config/kubelet.yaml`` and the example pods of ``config/pods/`` (a
+public multi-arch image with an init container, a private image with a pull secret, a bad name,
+``Never`` with an absent image, a missing tag). The pods name ``localhost:5000`` (public) and
+``localhost:5001`` (private); the demo rewrites those to its registries' real ports. It shows
+progress, then the pods, events, images and a few metrics through the daemon's HTTP API, stops
+the daemon cleanly, and starts it again on the same root to show a restart finding its images.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import anyio
-from prometheus_client import CollectorRegistry
+import httpx
+import yaml
 from rich.console import Console
 from rich.table import Table
 
-from kubelet_sim.config import KubeletConfiguration, load_kubelet_config
+from kubelet_sim.config import load_kubelet_config
+from kubelet_sim.daemon import Daemon, DaemonOptions
 from kubelet_sim.digest import short_digest
-from kubelet_sim.engine.engine import EngineSettings, PodSpec
-from kubelet_sim.engine.node import Node
-from kubelet_sim.engine.runtime import ImageService
-from kubelet_sim.engine.types import ContainerKind, PodRef, PullRequest
-from kubelet_sim.events import EventRecorder
-from kubelet_sim.metrics import PullMetrics
-from kubelet_sim.platforms import Platform, host_platform, parse_platform
-from kubelet_sim.policy import PullPolicy, default_pull_policy
+from kubelet_sim.platforms import host_platform, parse_platform
+from kubelet_sim.registry.auth import Credentials
 from kubelet_sim.registry.client import RegistryClient
-from kubelet_sim.store import ImageRecord, Store
 from kubelet_sim.testing.images import build_image, build_multiarch
-from kubelet_sim.testing.registry import RegistryConfig, RegistryProcess
+from kubelet_sim.testing.registry import RegistryConfig, RegistryProcess, write_htpasswd
 from kubelet_sim.testing.seed import push_image, push_index
 
-DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "config" / "kubelet.yaml"
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "config"
+PUBLIC, PRIVATE = "localhost:5000", "localhost:5001"
+DEMO_USER, DEMO_PASSWORD = "demo", "demo-password"  # the throwaway demo registry's login
+WAIT_FOR = (("demo", "web"), ("demo", "private"))
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = sub.add_parser(
-        "demo", help="run the built-in demo: local registry, synthetic images, a node, pods"
+        "demo", help="run the built-in demo: local registries, synthetic images, the daemon, pods"
     )
+    parser.add_argument("--config", type=Path, default=CONFIG_DIR / "kubelet.yaml")
+    parser.add_argument("--pods", type=Path, default=CONFIG_DIR / "pods", help="pod manifests")
     parser.add_argument(
-        "--config", type=Path, help="KubeletConfiguration (default: config/kubelet.yaml)"
+        "--workdir", type=Path, help="keep registries and state here (default: temp)"
     )
-    parser.add_argument("--workdir", type=Path, help="keep registry and store here (default: temp)")
     parser.add_argument("--platform", help="node platform (default: this host)")
-    parser.add_argument("--seconds", type=float, default=25.0, help="how long pods may sync")
+    parser.add_argument("--seconds", type=float, default=20.0, help="how long to show backoff")
     parser.set_defaults(func=_demo)
 
 
 def _demo(args: argparse.Namespace) -> int:
     console = Console(width=None if sys.stdout.isatty() else 160)
-    config_path = args.config or (DEFAULT_CONFIG if DEFAULT_CONFIG.exists() else None)
-    config = load_kubelet_config(config_path) if config_path else KubeletConfiguration.default()
-    platform = parse_platform(args.platform) if args.platform else host_platform()
     with tempfile.TemporaryDirectory(prefix="kubelet-sim-demo-") as tmp:
-        workdir = args.workdir or Path(tmp)
-        registry = RegistryProcess(RegistryConfig(storage_dir=workdir / "registry"), workdir)
-        console.rule("[bold]1. Registry")
-        registry.start()
+        work = args.workdir or Path(tmp)
+        public = RegistryProcess(RegistryConfig(storage_dir=work / "public"), work / "public-reg")
+        htpasswd = work / "htpasswd"
+        work.mkdir(parents=True, exist_ok=True)
+        write_htpasswd(htpasswd, {DEMO_USER: DEMO_PASSWORD})
+        private = RegistryProcess(
+            RegistryConfig(storage_dir=work / "private", htpasswd=htpasswd), work / "private-reg"
+        )
+        console.rule("[bold]1. Registries")
+        public.start()
+        private.start()
         try:
-            console.print(f"distribution registry on http://{registry.host} (storage {workdir})")
-            anyio.run(_seed, registry.host, console)
-            console.rule(f"[bold]2. Node ({platform}) with {config_path or 'default config'}")
-            anyio.run(_run_node, registry.host, workdir / "store", config, platform, args, console)
+            console.print(f"public registry  http://{public.host}  (pods' {PUBLIC})")
+            console.print(f"private registry http://{private.host} (pods' {PRIVATE}, htpasswd)")
+            anyio.run(_seed, public.host, private.host, console)
+            config = _localize(
+                args.config, args.pods, work, {PUBLIC: public.host, PRIVATE: private.host}
+            )
+            platform = parse_platform(args.platform) if args.platform else host_platform()
+            for round_no in (1, 2):
+                title = "2. Daemon" if round_no == 1 else "3. Daemon restarted on the same root"
+                console.rule(f"[bold]{title} ({platform})")
+                anyio.run(
+                    _run_daemon, config, work / "node", platform, args.seconds, round_no, console
+                )
         finally:
-            registry.stop()
+            public.stop()
+            private.stop()
     console.rule("[bold]Done")
     return 0
 
 
-async def _seed(host: str, console: Console) -> None:
+async def _seed(public: str, private: str, console: Console) -> None:
     started = time.monotonic()
     async with RegistryClient() as client:
         web = build_multiarch("demo-web", layer_sizes=(200_000, 600_000, 1_200_000))
-        await push_index(client, f"{host}/demo/web:1.0", web)
-        init = build_multiarch("demo-init", layer_sizes=(50_000,))
-        await push_index(client, f"{host}/demo/init:1.0", init)
-        api = build_image("demo-api", str(host_platform()), (300_000, 300_000))
-        await push_image(client, f"{host}/demo/api:latest", api)
+        await push_index(client, f"{public}/demo/web:1.0", web)
+        await push_index(
+            client, f"{public}/demo/init:1.0", build_multiarch("demo-init", layer_sizes=(50_000,))
+        )
+        app = build_image("demo-private", str(host_platform()), (300_000, 300_000))
+        await push_image(
+            client, f"{private}/team/app:1.0", app, creds=Credentials(DEMO_USER, DEMO_PASSWORD)
+        )
+    platforms = ", ".join(i.platform_string for i in web.images)
     console.print(
-        f"seeded demo/web:1.0 and demo/init:1.0 ({', '.join(i.platform_string for i in web.images)}) "
-        f"and demo/api:latest in {time.monotonic() - started:.1f}s"
+        f"seeded demo/web:1.0 and demo/init:1.0 ({platforms}) and the private team/app:1.0 "
+        f"in {time.monotonic() - started:.1f}s"
     )
 
 
-def demo_pods(host: str) -> list[PodSpec]:
-    """The demo's pods; each shows one behaviour of the image manager."""
-
-    def pod(name: str, images: list[tuple[str, str, PullPolicy | None]], init: str = "") -> PodSpec:
-        ref = PodRef("demo", name, f"demo-{name}")
-
-        def req(
-            container: str, image: str, policy: PullPolicy | None, kind: ContainerKind
-        ) -> PullRequest:
-            return PullRequest(
-                ref, container, image, policy or default_pull_policy(image), kind=kind
-            )
-
-        return PodSpec(
-            ref,
-            init_containers=(req("init", init, None, ContainerKind.INIT),) if init else (),
-            containers=tuple(req(c, i, p, ContainerKind.APP) for c, i, p in images),
-        )
-
-    return [
-        pod("web", [("web", f"{host}/demo/web:1.0", None)], init=f"{host}/demo/init:1.0"),
-        pod("api", [("api", f"{host}/demo/api:latest", None)]),
-        pod("bad-name", [("app", f"{host}/Demo/UPPER:case", None)]),
-        pod("never", [("app", f"{host}/demo/not-here:1.0", PullPolicy.NEVER)]),
-        pod("missing", [("app", f"{host}/demo/web:does-not-exist", None)]),
-    ]
+def _localize(config: Path, pods: Path, work: Path, hosts: dict[str, str]) -> Path:
+    """Copy the config and the pods into ``work`` with the registries' real addresses."""
+    static = work / "pods"
+    static.mkdir(parents=True, exist_ok=True)
+    for source in sorted(pods.glob("*.yaml")):
+        docs = [_rewrite(doc, hosts) for doc in yaml.safe_load_all(source.read_text()) if doc]
+        (static / source.name).write_text(yaml.safe_dump_all(docs, sort_keys=False))
+    doc = yaml.safe_load(config.read_text())
+    doc["staticPodPath"] = str(static)
+    target = work / "kubelet.yaml"
+    target.write_text(yaml.safe_dump(doc, sort_keys=False))
+    load_kubelet_config(target)  # refuse a broken config before starting anything
+    return target
 
 
-async def _run_node(
-    host: str,
-    root: Path,
-    config: KubeletConfiguration,
-    platform: Platform,
-    args: argparse.Namespace,
-    console: Console,
+def _rewrite(node: Any, hosts: dict[str, str], *, secret: bool = False) -> Any:
+    if isinstance(node, dict):
+        is_secret = node.get("kind") == "Secret"
+        out = {}
+        for key, value in node.items():
+            if is_secret and key == "data" and isinstance(value, dict):
+                out[key] = {
+                    k: base64.b64encode(
+                        _replace(base64.b64decode(v).decode(), hosts).encode()
+                    ).decode()
+                    for k, v in value.items()
+                }
+            else:
+                out[key] = _rewrite(value, hosts)
+        return out
+    if isinstance(node, list):
+        return [_rewrite(item, hosts) for item in node]
+    if isinstance(node, str):
+        return _replace(node, hosts)
+    return node
+
+
+def _replace(text: str, hosts: dict[str, str]) -> str:
+    for placeholder, real in hosts.items():
+        text = text.replace(placeholder, real)
+    return text
+
+
+async def _run_daemon(
+    config: Path, root: Path, platform: Any, seconds: float, round_no: int, console: Console
 ) -> None:
-    for round_no in (1, 2):
-        registry = CollectorRegistry()
-        metrics = PullMetrics(registry)
-        recorder = EventRecorder()
-        async with await Store.open(root) as store, RegistryClient() as client:
-            client.transport.observer = metrics
-            service = ImageService(
-                client, store, platform=platform, bytes_observer=metrics.bytes_pulled
-            )
-            node = Node.build(
-                config, service, recorder, metrics, settings=EngineSettings(resync_period=2.0)
-            )
-            pods = demo_pods(host)
-            started = anyio.current_time()
-            async with node.running():
-                for spec in pods:
-                    await node.engine.submit(spec)
-                with anyio.move_on_after(args.seconds if round_no == 1 else 6):
-                    for spec in pods[:2]:
-                        await node.engine.wait_ready(spec.ref.uid)
-                    await anyio.sleep(6)  # let the failing pods show their backoff
-            elapsed = anyio.current_time() - started
-            console.print(f"[bold]round {round_no}[/bold]: {elapsed:.1f}s")
-            _print_states(console, node)
-            _print_events(console, recorder)
-            if round_no == 1:
-                _print_images(console, await store.list_images())
-            _print_metrics(console, registry)
+    options = DaemonOptions(
+        config=load_kubelet_config(config), root=root, listen_port=0, node_platform=platform
+    )
+    daemon = Daemon(options)
+    async with anyio.create_task_group() as tg:
+        port = await tg.start(daemon.run)
+        url = f"http://127.0.0.1:{port}"
+        console.print(
+            f"daemon API on {url} (try: kubelet-sim describe pod demo/web --server {url})"
+        )
+        async with httpx.AsyncClient(base_url=url, timeout=10, trust_env=False) as api:
+            started = time.monotonic()
+            with console.status("pulling...") as status:
+                while time.monotonic() - started < 60:
+                    pods = (await api.get("/pods")).json()["items"]
+                    status.update("pods: " + ", ".join(f"{p['name']}={p['status']}" for p in pods))
+                    ready = {(p["namespace"], p["name"]) for p in pods if p["status"] == "Ready"}
+                    if all(key in ready for key in WAIT_FOR):
+                        break
+                    await anyio.sleep(0.2)
+                console.print(f"web and private ready after {time.monotonic() - started:.1f}s")
+                if round_no == 1:
+                    status.update(f"letting the failing pods back off for {seconds:.0f}s")
+                    await anyio.sleep(seconds)
+            await _report(api, console, round_no)
+        tg.cancel_scope.cancel()
+    console.print("daemon stopped cleanly")
 
 
-def _print_states(console: Console, node: Node) -> None:
-    table = Table(title="containers", show_lines=False)
-    for column in ("pod", "container", "state", "reason", "attempts", "image id / message"):
+async def _report(api: httpx.AsyncClient, console: Console, round_no: int) -> None:
+    table = Table(title="pods (GET /pods/NS/NAME)")
+    for column in ("pod", "container", "state", "reason / image", "attempts", "message"):
         table.add_column(column, overflow="fold")
-    for state in node.engine.pods():
-        for c in state.containers.values():
-            detail = short_digest(c.image_id) if c.ready else c.message
+    for pod in (await api.get("/pods")).json()["items"]:
+        detail = (await api.get(f"/pods/{pod['namespace']}/{pod['name']}")).json()
+        for c in detail["initContainers"] + detail["containers"]:
+            state = c["state"]
+            if "ready" in state:
+                row = ("ready", short_digest(state["ready"]["imageID"]), "")
+            else:
+                row = ("waiting", state["waiting"]["reason"], state["waiting"]["message"])
             table.add_row(
-                str(state.spec.ref), c.container, str(c.phase), c.reason, str(c.attempts), detail
+                f"{pod['namespace']}/{pod['name']}",
+                c["name"],
+                row[0],
+                row[1],
+                str(c["pullAttempts"]),
+                row[2],
             )
     console.print(table)
-
-
-def _print_events(console: Console, recorder: EventRecorder) -> None:
-    table = Table(title="events (kubectl get events)")
+    events = Table(title="events (GET /events)")
     for column in ("type", "reason", "object", "count", "message"):
-        table.add_column(column, overflow="fold")
-    for e in recorder.events():
-        obj = f"{e.involved_object.name}/{e.involved_object.field_path}"
-        table.add_row(str(e.type), str(e.reason), obj, str(e.count), e.message)
-    console.print(table)
-
-
-def _print_images(console: Console, images: Sequence[ImageRecord]) -> None:
-    table = Table(title="node images (crictl images)")
-    for column in ("repository:tag", "image id", "platform", "size"):
-        table.add_column(column)
-    for image in images:
-        tags = ", ".join(image.repo_tags) or "<none>"
-        table.add_row(tags, short_digest(image.image_id), image.platform, f"{image.size:,}")
-    console.print(table)
-
-
-def _print_metrics(console: Console, registry: CollectorRegistry) -> None:
-    sample = registry.get_sample_value
-    rows = [
-        (
-            "pulls (kubelet_runtime_operations_total)",
-            sample("kubelet_runtime_operations_total", {"operation_type": "pull_image"}),
-        ),
-        (
-            "pull errors",
-            sample("kubelet_runtime_operations_errors_total", {"operation_type": "pull_image"}),
-        ),
-        ("bytes pulled", sample("kubelet_sim_pull_bytes_total")),
-        ("cache hits", sample("kubelet_sim_image_cache_hits_total")),
-    ]
-    console.print("metrics: " + ", ".join(f"{name}={int(value or 0)}" for name, value in rows))
+        events.add_column(column, overflow="fold")
+    for e in (await api.get("/events")).json()["items"]:
+        obj = e["involvedObject"]
+        events.add_row(
+            e["type"],
+            e["reason"],
+            f"{obj['name']}/{obj['fieldPath']}",
+            str(e["count"]),
+            e["message"],
+        )
+    console.print(events)
+    if round_no == 1:
+        images = Table(title="node images (GET /images, like crictl images)")
+        for column in ("repository", "tag", "image id", "platform", "size"):
+            images.add_column(column)
+        for image in (await api.get("/images")).json()["items"]:
+            images.add_row(
+                image["repository"],
+                image["tag"],
+                short_digest(image["imageID"]),
+                image["platform"],
+                f"{image['size']:,}",
+            )
+        console.print(images)
+    metrics = (await api.get("/metrics")).text
+    wanted = (
+        'kubelet_runtime_operations_total{operation_type="pull_image"}',
+        'kubelet_runtime_operations_errors_total{operation_type="pull_image"}',
+        "kubelet_sim_pull_bytes_total",
+        "kubelet_sim_image_cache_hits_total",
+    )
+    lines = [line for line in metrics.splitlines() if line.startswith(wanted)]
+    console.print("metrics (GET /metrics):\n  " + "\n  ".join(lines))

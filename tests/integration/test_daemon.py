@@ -312,6 +312,49 @@ def test_restart_keeps_images_and_sigkill_mid_pull_recovers(
     assert fsck.returncode == 0, fsck.stdout + fsck.stderr
 
 
+def test_sigterm_during_a_large_pull_leaves_a_clean_store(
+    registry: RegistryProcess, tmp_path: Path, daemons: list[DaemonProc]
+) -> None:
+    big = f"{registry.host}/daemon/term:1.0"
+    seed(big, build_image("daemon-term", "linux/amd64", (60_000_000, 60_000_000), compress=False))
+    static = tmp_path / "static"
+    static.mkdir()
+    (static / "big.yaml").write_text(pod_yaml("big", big))
+    daemon = start_daemon(tmp_path, write_config(tmp_path / "cfg", static))
+    daemons.append(daemon)
+    deadline = time.monotonic() + 20
+    while not list((daemon.root / "store" / "tmp").glob("*.part")):
+        assert time.monotonic() < deadline, "no download started"
+        time.sleep(0.005)
+    started = time.monotonic()
+    assert daemon.stop(signal.SIGTERM) == 0
+    assert time.monotonic() - started < 10
+    assert not list((daemon.root / "store" / "tmp").iterdir())
+    fsck = subprocess.run(
+        [sys.executable, "-m", "kubelet_sim", "fsck", "--root", str(daemon.root / "store")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert fsck.returncode == 0, fsck.stdout + fsck.stderr
+    images = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "kubelet_sim",
+            "images",
+            "--root",
+            str(daemon.root / "store"),
+            "--output",
+            "json",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert big not in images.stdout  # never reported present when it is not whole
+
+
 def test_registry_down_then_back_while_pods_pending(
     registry_factory: RegistryFactory, tmp_path: Path, daemons: list[DaemonProc]
 ) -> None:
