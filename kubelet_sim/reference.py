@@ -21,6 +21,7 @@ the upstream error text and whose ``value`` is the string that was parsed.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 from dataclasses import dataclass
 
@@ -278,6 +279,7 @@ def _split_docker_domain(name: str) -> tuple[str, str]:
     return domain, remote
 
 
+@functools.lru_cache(maxsize=4096)
 def parse_normalized(value: str) -> ImageReference:
     """Parse a familiar or full reference into its fully qualified form.
 
@@ -355,6 +357,7 @@ def image_name_error_text(error: InvalidImageNameError) -> str:
     return f"couldn't parse image name {go_quote(error.value)}: {error.message}"
 
 
+@functools.lru_cache(maxsize=4096)
 def apply_default_image_tag(image: str) -> str:
     """The string the kubelet hands to the runtime as ``ImageSpec.Image``.
 
@@ -383,8 +386,14 @@ _GO_ESCAPES = {
 }
 
 
+# Printable ASCII other than '"' and '\\': quoted as is.
+_PLAIN = re.compile(r"[\x20\x21\x23-\x5b\x5d-\x7e]*")
+
+
 def go_quote(value: str) -> str:
     """Quote ``value`` as Go's ``%q`` / ``strconv.Quote`` does, for messages mirroring upstream."""
+    if _PLAIN.fullmatch(value):
+        return f'"{value}"'  # the common case: printable ASCII, nothing to escape
     out = ['"']
     for char in value:
         code = ord(char)

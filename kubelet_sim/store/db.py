@@ -177,6 +177,9 @@ class Database:
         self.path = path
         self._lock = anyio.Lock()
         self._closed = False
+        # Bumped around every call not marked read-only, so in-process caches of read results
+        # know when to drop them (the store's root lock keeps other processes out).
+        self.generation = 0
 
     @classmethod
     async def open(cls, path: Path) -> Database:
@@ -197,15 +200,25 @@ class Database:
             raise translate(exc, f"opening {path}") from exc
         return cls(conn, path)
 
-    async def run(self, fn: Callable[[sqlite3.Connection], T], *, what: str = "store") -> T:
-        """Run ``fn(conn)`` in a worker thread, alone; SQLite errors become store errors."""
+    async def run(
+        self, fn: Callable[[sqlite3.Connection], T], *, what: str = "store", readonly: bool = False
+    ) -> T:
+        """Run ``fn(conn)`` in a worker thread, alone; SQLite errors become store errors.
+
+        Calls that may write bump :attr:`generation` before and after they run.
+        """
         async with self._lock:
             if self._closed:
                 raise StoreError(f"{what}: the store is closed")
+            if not readonly:
+                self.generation += 1
             try:
                 return await anyio.to_thread.run_sync(fn, self._conn)
             except sqlite3.Error as exc:
                 raise translate(exc, what) from exc
+            finally:
+                if not readonly:
+                    self.generation += 1
 
     async def aclose(self) -> None:
         """Close the connection after the calls already queued."""

@@ -46,6 +46,7 @@ log = structlog.get_logger(__name__)
 
 DB_NAME = "store.db"
 LOCK_NAME = "lock"
+LOOKUP_CACHE_SIZE = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +86,7 @@ class Store(ContentStore):
         self.runtime_class_in_image_cri_api = runtime_class_in_image_cri_api
         self._in_use: Counter[ImageKey] = Counter()
         self.recovery: FsckReport | None = None
+        self._lookups: dict[tuple[str, str], tuple[int, ImageRecord | None]] = {}
 
     @classmethod
     async def open(
@@ -226,12 +228,24 @@ class Store(ContentStore):
         """The present image ``ref`` names (``name:tag``, ``name@digest``, ``name:tag@digest``
         where the digest wins, or an image ID) for ``runtime_handler``, or None."""
         handler = self.handler(runtime_handler)
+        # Lookups are the hot path of every cache-hit decision; answers are kept until the next
+        # write (the root lock means every write goes through this process's Database).
+        cache_key = (ref, handler)
+        cached = self._lookups.get(cache_key)
+        if cached is not None and cached[0] == self._db.generation:
+            return cached[1]
 
         def work(conn: sqlite3.Connection) -> ImageRecord | None:
             key = catalog.resolve(conn, ref, handler)
             return None if key is None else catalog.load(conn, key)
 
-        return await self._db.run(work, what=f"looking up {ref}")
+        generation = self._db.generation
+        record = await self._db.run(work, what=f"looking up {ref}", readonly=True)
+        if generation == self._db.generation:
+            if len(self._lookups) >= LOOKUP_CACHE_SIZE:
+                self._lookups.clear()
+            self._lookups[cache_key] = (generation, record)
+        return record
 
     async def list_images(
         self, runtime_handler: str | None = None, *, include_absent: bool = False

@@ -368,3 +368,26 @@ async def test_without_the_gate_the_handler_is_ignored(store: Store) -> None:
 async def test_a_blob_ref_size_must_be_sane() -> None:
     with pytest.raises(StoreError, match="non-negative"):
         BlobRef(Digest.from_bytes(b""), -1)
+
+
+@pytest.mark.anyio
+async def test_cached_lookups_follow_every_write(store: Store) -> None:
+    """Lookups are answered from memory until the next write: a tag that moves, a removal, a
+    pin and a fsck repair must all show at once."""
+    assert await store.lookup("example.com/app:1") is None
+    await pull(store, A, tag="example.com/app:1")
+    first = await store.lookup("example.com/app:1")
+    assert first is not None
+    assert first.image_id == A.image_id
+    assert await store.lookup("example.com/app:1") is first  # served from the cache
+    await pull(store, B, tag="example.com/app:1")
+    moved = await store.lookup("example.com/app:1")
+    assert moved is not None
+    assert moved.image_id == B.image_id
+    assert await store.pin("example.com/app:1")
+    pinned = await store.lookup("example.com/app:1")
+    assert pinned is not None
+    assert pinned.pinned
+    assert await store.pin("example.com/app:1", pinned=False)
+    assert await store.remove("example.com/app:1")
+    assert await store.lookup("example.com/app:1") is None
