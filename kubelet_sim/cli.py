@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import structlog
+import structlog.tracebacks
 
 from kubelet_sim import __version__, commands
 from kubelet_sim.errors import KubeletSimError
@@ -38,16 +39,28 @@ def configure_logging(level: str = "warning", *, json_lines: bool | None = None)
     """Configure structlog: JSON lines off a terminal, console output on one."""
     if json_lines is None:
         json_lines = not sys.stderr.isatty()
+    # Tracebacks never show local variables: a frame's locals can hold request headers or
+    # credentials (structlog's console default shows them).
     renderer: structlog.types.Processor = (
-        structlog.processors.JSONRenderer() if json_lines else structlog.dev.ConsoleRenderer()
+        structlog.processors.JSONRenderer()
+        if json_lines
+        else structlog.dev.ConsoleRenderer(
+            exception_formatter=structlog.dev.RichTracebackFormatter(show_locals=False)
+        )
     )
+    processors: list[structlog.types.Processor] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    if json_lines:
+        processors.append(
+            structlog.processors.ExceptionRenderer(
+                structlog.tracebacks.ExceptionDictTransformer(show_locals=False)
+            )
+        )
     structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            renderer,
-        ],
+        processors=[*processors, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(
             logging.getLevelNamesMapping()[level.upper()]
         ),

@@ -26,7 +26,7 @@ from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Protocol
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import SplitResult, urljoin, urlsplit
 
 import anyio
 import httpx
@@ -142,10 +142,16 @@ def make_http_client(
     )
 
 
+def _port(parts: SplitResult) -> int | None:
+    try:
+        return parts.port or {"http": 80, "https": 443}.get(parts.scheme)
+    except ValueError:
+        return -1  # an invalid port: an origin of its own, refused when the request is built
+
+
 def _origin(url: str | httpx.URL) -> tuple[str, str, int | None]:
     parts = urlsplit(str(url))
-    port = parts.port or {"http": 80, "https": 443}.get(parts.scheme)
-    return (parts.scheme, (parts.hostname or "").lower(), port)
+    return (parts.scheme, (parts.hostname or "").lower(), _port(parts))
 
 
 def _is_permanent(exc: BaseException) -> bool:
@@ -162,8 +168,9 @@ def redact_url(url: str | httpx.URL) -> str:
     """The URL without query string or userinfo (pre-signed storage URLs carry secrets there)."""
     parts = urlsplit(str(url))
     host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
+    port = _port(parts)
+    if port not in (None, -1, {"http": 80, "https": 443}.get(parts.scheme)):
+        host = f"{host}:{port}"
     return f"{parts.scheme}://{host}{parts.path}"
 
 
@@ -284,10 +291,16 @@ class Transport:
             RegistryError: typed by status and OCI error code, after retries.
         """
         limit = self.settings.request_deadline if deadline is None else deadline
-        with anyio.fail_after(limit or None):
-            response = await self._send(
-                method, host, path, scope, creds, dict(headers or {}), content, params, ok
-            )
+        try:
+            with anyio.fail_after(limit or None):
+                response = await self._send(
+                    method, host, path, scope, creds, dict(headers or {}), content, params, ok
+                )
+        except TimeoutError as exc:
+            where = path if "://" in path else self.base_url(host) + path
+            raise RegistryTransportError(
+                f"{method} {redact_url(where)}: no answer within the {limit:g}s request deadline"
+            ) from exc
         try:
             yield response
         finally:
@@ -305,20 +318,19 @@ class Transport:
         params: Mapping[str, str] | None,
         ok: frozenset[int],
     ) -> httpx.Response:
-        for name, value in host.headers:
-            headers.setdefault(name, value)
         auth_header = self.auth.header_for(host.host, scope, creds)
         used_fresh_auth = False
         plain_http = False
         attempt = 0
         while True:
             attempt += 1
-            url = path if "://" in path else self.base_url(host) + path
-            if plain_http and url.startswith("https://"):
-                url = "http://" + url[len("https://") :]
+            base = self.base_url(host)
+            if plain_http and base.startswith("https://"):
+                base = "http://" + base[len("https://") :]
+            url = path if "://" in path else base + path
             try:
                 response = await self._follow(
-                    method, host, url, headers, auth_header, content, params
+                    method, host, url, headers, auth_header, content, params, _origin(base)
                 )
             except (httpx.TransportError, ssl.SSLError) as exc:
                 if not plain_http and self._may_fall_back(host, url, exc):
@@ -349,7 +361,7 @@ class Transport:
                         status=401,
                     )
                 if auth_header is not None:
-                    self.auth.invalidate(host.host, scope, creds)
+                    self.auth.invalidate(host.host, scope, creds, rejected=auth_header)
                 auth_header = await self.auth.authorize(host.host, scope, challenges, creds)
                 used_fresh_auth = True
                 continue
@@ -381,16 +393,26 @@ class Transport:
         auth_header: str | None,
         content: bytes | None,
         params: Mapping[str, str] | None,
+        registry_origin: tuple[str, str, int | None],
     ) -> httpx.Response:
         client = self._pool.for_host(host)
-        registry_origin = _origin(url)
+        # Authorization and hosts.toml headers go to the registry's own origin only: never to
+        # blob storage a redirect points at, nor to an upload Location on another host.
         for _ in range(MAX_REDIRECTS + 1):
             request_headers = dict(headers)
-            if auth_header is not None and _origin(url) == registry_origin:
-                request_headers["Authorization"] = auth_header
-            request = client.build_request(
-                method, url, headers=request_headers, content=content, params=params
-            )
+            if _origin(url) == registry_origin:
+                for name, value in host.headers:
+                    request_headers.setdefault(name, value)
+                if auth_header is not None:
+                    request_headers["Authorization"] = auth_header
+            try:
+                request = client.build_request(
+                    method, url, headers=request_headers, content=content, params=params
+                )
+            except httpx.InvalidURL:
+                raise RegistryTransportError(
+                    f"{method}: the registry sent an unusable URL ({redact_url(url)})"
+                ) from None
             started = anyio.current_time()
             response = await client.send(request, stream=True)
             self.observer.registry_response(

@@ -397,3 +397,76 @@ def test_parse_retry_after(value: str, expected: float | None) -> None:
 def anyio_backend() -> tuple[str, dict[str, object]]:
     """Virtual time: backoff and Retry-After sleeps take no real time."""
     return ("trio", {"clock": trio.testing.MockClock(autojump_threshold=0)})
+
+
+async def test_upload_location_on_another_host_gets_no_authorization() -> None:
+    from kubelet_sim.registry.push import Pusher
+
+    seen: dict[str, httpx.Headers] = {}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen[f"{request.method} {request.url.host}"] = request.headers
+        if request.url.host == "registry.test":
+            if "authorization" not in request.headers:
+                return httpx.Response(401, headers={"WWW-Authenticate": 'Basic realm="r"'})
+            if request.method == "HEAD":
+                return httpx.Response(404)
+            return httpx.Response(202, headers={"Location": "https://uploads.test/session/1"})
+        return httpx.Response(201)
+
+    async with client_for(handler) as client:
+        pusher = Pusher(client, REF, Credentials(username="u", password="upload-secret"))
+        await pusher.push_blob(b"data", Digest.from_bytes(b"data"), 4)
+    assert "authorization" in seen["POST registry.test"]
+    assert "authorization" not in seen["PUT uploads.test"]
+
+
+async def test_hosts_toml_headers_stay_on_the_registry_origin(tmp_path: object) -> None:
+    from pathlib import Path
+
+    hosts = Path(str(tmp_path)) / "certs.d" / "registry.test"
+    hosts.mkdir(parents=True)
+    (hosts / "hosts.toml").write_text(
+        'server = "https://registry.test"\n[header]\n  x-registry-key = "header-secret"\n'
+    )
+    data = b"layer-bytes"
+    seen: list[tuple[str, httpx.Headers]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append((request.url.host, request.headers))
+        if request.url.host == "registry.test":
+            return httpx.Response(307, headers={"Location": "https://storage.test/blob"})
+        return httpx.Response(200, stream=BrokenStream(data, fail=False))
+
+    http = httpx.AsyncClient(transport=httpx.MockTransport(handler))
+    async with RegistryClient(
+        Transport(settings=FAST, http=http), hosts_dir=hosts.parent
+    ) as client:
+        await client.fetch_blob(REF, blob_descriptor(data), MemorySink())
+    assert [h.get("x-registry-key") for host, h in seen if host == "registry.test"] == [
+        "header-secret"
+    ]
+    assert [h.get("x-registry-key") for host, h in seen if host == "storage.test"] == [None]
+
+
+async def test_request_deadline_becomes_a_transport_error() -> None:
+    async def handler(request: httpx.Request) -> httpx.Response:
+        await anyio.sleep(1000)
+        return httpx.Response(200)
+
+    settings = TransportSettings(request_deadline=30, max_attempts=1)
+    async with client_for(handler, settings) as client:  # type: ignore[arg-type]
+        with pytest.raises(RegistryTransportError, match="30s request deadline"):
+            await client.resolve(REF)
+
+
+async def test_unusable_redirect_location_is_a_typed_error() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(
+            307, headers={"Location": "https://[::1/blob?sig=s3cr3t"}
+        )
+
+    async with client_for(handler) as client:
+        with pytest.raises(RegistryTransportError) as info:
+            await client.fetch_blob(REF, blob_descriptor(b"x"), MemorySink())
+    assert "s3cr3t" not in str(info.value)
