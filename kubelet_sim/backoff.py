@@ -200,6 +200,10 @@ class Backoff:
     def __len__(self) -> int:
         return len(self._entries)
 
+    def held_keys(self) -> list[Hashable]:
+        """The keys held now (a copy: safe to reset while iterating)."""
+        return list(self._entries)
+
     def __contains__(self, key: object) -> bool:
         return key in self._entries
 

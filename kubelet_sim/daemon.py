@@ -10,7 +10,9 @@ present and starts every backoff fresh, as a kubelet restart does.
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,23 +28,24 @@ from kubelet_sim.config import KubeletConfiguration
 from kubelet_sim.credentials.dockerconfig import DockerConfigSearch
 from kubelet_sim.credentials.metrics import CredentialMetrics
 from kubelet_sim.credentials.resolver import build_node_credentials
+from kubelet_sim.engine.engine import EngineSettings
 from kubelet_sim.engine.node import Node
 from kubelet_sim.engine.runtime import ImageService
-from kubelet_sim.errors import ConfigError
+from kubelet_sim.errors import ConfigError, KubeletSimError
 from kubelet_sim.events import EventRecorder
 from kubelet_sim.httpserver import HTTPServer
-from kubelet_sim.k8s import ObjectStore, pod_spec
+from kubelet_sim.k8s import ObjectStore, parse_manifests, pod_spec
 from kubelet_sim.k8s.objects import Kind, Pod
 from kubelet_sim.metrics import PullMetrics
 from kubelet_sim.platforms import Platform, host_platform
 from kubelet_sim.registry.client import RegistryClient
-from kubelet_sim.store import Store
+from kubelet_sim.store import GCPolicy, GCResult, Store, garbage_collect
 
 log = structlog.get_logger(__name__)
 
-STATIC_SOURCE = "static"
-API_SOURCE = "api"
 MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
+MAX_MANIFEST_FILE = 4 * 1024 * 1024
+GC_PERIOD = 300.0  # pkg/kubelet/kubelet.go ImageGCPeriod (5 minutes)
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +61,8 @@ class DaemonOptions:
     image_credential_provider_config: Path | None = None
     image_credential_provider_bin_dir: Path | None = None
     static_poll_interval: float = 1.0
+    gc_period: float = GC_PERIOD
+    gc_capacity_bytes: int | None = None  # default: the store filesystem's size
 
 
 @dataclass(slots=True)
@@ -95,10 +100,17 @@ class Daemon:
         return generate_latest(self.registry)
 
     async def apply(self, body: bytes, content_type: str) -> list[dict[str, str]]:
+        # Parsing is pure CPU (and large bodies take a while): off the event loop.
+        manifests = await anyio.to_thread.run_sync(
+            functools.partial(parse_manifests, body, source="request body")
+        )
         async with self._lock:
             before = self._pod_keys()
-            results = self.objects.apply_text(body, source="request body")
-            await self._sync_pods(before)
+            try:
+                results = self.objects.apply_all(manifests)
+            finally:
+                # Admission may refuse a later document after earlier ones were applied.
+                await self._sync_pods(before)
         return [
             {"kind": str(r.kind), "namespace": r.namespace, "name": r.name, "result": str(r.action)}
             for r in results
@@ -178,11 +190,19 @@ class Daemon:
                 if known is not None and known.digest == digest:
                     continue
                 try:
-                    results = self.objects.apply_text(data, source=str(file))
-                except ConfigError as exc:
+                    manifests = await anyio.to_thread.run_sync(
+                        functools.partial(parse_manifests, data, source=str(file))
+                    )
+                except KubeletSimError as exc:
                     log.warning("static.invalid", file=str(file), error=str(exc))
                     self._static[file] = _StaticFile(digest, known.objects if known else set())
                     continue
+                results = []
+                for manifest in manifests:
+                    try:
+                        results.append(self.objects.apply(manifest))
+                    except KubeletSimError as exc:
+                        log.warning("static.refused", file=str(file), error=str(exc))
                 held = {(str(r.kind), r.namespace, r.name) for r in results}
                 if known is not None:
                     for kind, namespace, name in known.objects - held:
@@ -190,6 +210,29 @@ class Daemon:
                 self._static[file] = _StaticFile(digest, held)
                 log.info("static.applied", file=str(file), objects=len(held))
             await self._sync_pods(before)
+
+    # -- image GC ------------------------------------------------------------------------
+
+    async def _image_gc(self) -> None:
+        """Run image GC every 5 minutes against the store filesystem's capacity."""
+        while True:
+            await anyio.sleep(self.options.gc_period)
+            await self.run_image_gc()
+
+    async def run_image_gc(self) -> GCResult | None:
+        """One GC pass (``imageGCHighThresholdPercent`` etc.); failures are logged, never fatal."""
+        assert self.store is not None
+        stat = await anyio.to_thread.run_sync(os.statvfs, str(self.store.root))
+        capacity = self.options.gc_capacity_bytes or stat.f_blocks * stat.f_frsize
+        policy = GCPolicy.from_config(self.config, capacity)
+        try:
+            result = await garbage_collect(self.store, policy)
+        except KubeletSimError as exc:
+            log.warning("image_gc.failed", error=str(exc))
+            return None
+        if result.freed:
+            log.info("image_gc.freed", images=len(result.freed), bytes=result.bytes_freed)
+        return result
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -229,10 +272,13 @@ class Daemon:
                 self.metrics,
                 credentials=creds.resolver.lookup,
                 verifier=creds.verifier,
+                # backOffPeriod 10 s jittered by 0.5, as the kubelet's pod workers requeue
+                settings=EngineSettings(resync_period=10.0, resync_jitter=0.5),
             )
             async with self.node.running(), anyio.create_task_group() as tg:
                 await self.scan_static_pods()
                 tg.start_soon(self._watch_static)
+                tg.start_soon(self._image_gc)
                 tg.start_soon(HTTPServer(API(self)).serve, listener)
                 self._ready = True
                 log.info(
@@ -254,16 +300,25 @@ class Daemon:
 def _read_folder(folder: Path) -> dict[Path, bytes]:
     """The manifest files of ``folder`` (or ``folder`` itself when it is a file) and their bytes;
     unreadable ones are logged and skipped."""
-    if folder.is_file():
-        candidates = [folder]
-    elif folder.is_dir():
-        candidates = list(folder.iterdir())
-    else:
+    try:
+        if folder.is_file():
+            candidates = [folder]
+        elif folder.is_dir():
+            candidates = list(folder.iterdir())
+        else:
+            return {}
+    except OSError as exc:
+        log.warning("static.unreadable", file=str(folder), error=str(exc))
         return {}
     contents: dict[Path, bytes] = {}
     for file in candidates:
-        if file.suffix in MANIFEST_SUFFIXES and file.is_file():
+        if file.suffix in MANIFEST_SUFFIXES:
             try:
+                if not file.is_file():
+                    continue
+                if file.stat().st_size > MAX_MANIFEST_FILE:
+                    log.warning("static.too_large", file=str(file), limit=MAX_MANIFEST_FILE)
+                    continue
                 contents[file] = file.read_bytes()
             except OSError as exc:
                 log.warning("static.unreadable", file=str(file), error=str(exc))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import anyio
@@ -112,6 +113,10 @@ class HTTPServer:
                 except h11.RemoteProtocolError as exc:
                     raise _Reject(Response.error(400, f"bad request: {exc}")) from exc
                 if event is h11.NEED_DATA:
+                    if conn.they_are_waiting_for_100_continue:
+                        await stream.send(
+                            conn.send(h11.InformationalResponse(status_code=100, headers=[])) or b""
+                        )
                     data = await stream.receive(65536)
                     conn.receive_data(data)
                     if not data and head is None:
@@ -167,7 +172,10 @@ class HTTPServer:
         if close:
             headers.append(("Connection", "close"))
         try:
-            data = conn.send(h11.Response(status_code=response.status, headers=headers))
+            reason = _reason(response.status)
+            data = conn.send(
+                h11.Response(status_code=response.status, headers=headers, reason=reason)
+            )
             data += conn.send(h11.Data(data=response.body)) or b""
             data += conn.send(h11.EndOfMessage()) or b""
             await stream.send(data)
@@ -185,6 +193,13 @@ def _header(headers: Iterable[tuple[bytes, bytes]], name: bytes) -> str | None:
         if key.lower() == name:
             return value.decode("latin-1")
     return None
+
+
+def _reason(status: int) -> bytes:
+    try:
+        return HTTPStatus(status).phrase.encode()
+    except ValueError:
+        return b""
 
 
 def _keep_alive(request: Request) -> bool:

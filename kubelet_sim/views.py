@@ -6,6 +6,7 @@ from typing import Any
 
 from kubelet_sim.engine.engine import PodState
 from kubelet_sim.engine.types import ContainerState
+from kubelet_sim.errors import InvalidImageNameError
 from kubelet_sim.events import Event
 from kubelet_sim.k8s.objects import Container, Pod
 from kubelet_sim.reference import parse_normalized
@@ -71,8 +72,11 @@ def image_row(record: ImageRecord) -> dict[str, Any]:
     """An image as ``crictl images`` shows it (``GET /images``)."""
     repository, tag = "<none>", "<none>"
     if record.repo_tags:
-        ref = parse_normalized(record.repo_tags[0])
-        repository, tag = ref.name, ref.tag or "<none>"
+        try:
+            ref = parse_normalized(record.repo_tags[0])
+            repository, tag = ref.name, ref.tag or "<none>"
+        except InvalidImageNameError:
+            repository, _, tag = record.repo_tags[0].rpartition(":")
     elif record.repo_digests:
         repository = record.repo_digests[0].split("@", 1)[0]
     return {

@@ -12,6 +12,7 @@ import structlog
 from kubelet_sim.cli import configure_logging, default_root
 from kubelet_sim.config import load_kubelet_config
 from kubelet_sim.daemon import Daemon, DaemonOptions, parse_listen
+from kubelet_sim.errors import KubeletSimError, first_error
 from kubelet_sim.platforms import parse_platform
 
 log = structlog.get_logger(__name__)
@@ -51,8 +52,22 @@ def _run(args: argparse.Namespace) -> int:
         image_credential_provider_config=args.image_credential_provider_config,
         image_credential_provider_bin_dir=args.image_credential_provider_bin_dir,
     )
-    anyio.run(_serve, options)
+    try:
+        anyio.run(_serve, options)
+    except BaseExceptionGroup as group:
+        _raise_startup_error(first_error(group))
+    except OSError as exc:
+        _raise_startup_error(exc)
     return 0
+
+
+def _raise_startup_error(exc: BaseException) -> None:
+    """Report a failed start (port taken, store locked, bad provider config) in one line."""
+    if isinstance(exc, KubeletSimError):
+        raise exc from None
+    if isinstance(exc, OSError):
+        raise KubeletSimError(f"cannot start the daemon: {exc.strerror or exc}") from None
+    raise exc
 
 
 async def _serve(options: DaemonOptions) -> None:

@@ -19,7 +19,7 @@ import anyio
 import anyio.abc
 import structlog
 
-from kubelet_sim.errors import PullReason
+from kubelet_sim.errors import KubeletSimError, PullReason
 from kubelet_sim.events import EventReason, EventType, ObjectRef
 
 from .manager import EnsureResult, EventSink, ImageManager
@@ -92,7 +92,6 @@ class PullEngine:
         self._send, self._receive = anyio.create_memory_object_stream[PodState](queue_size)
         self._pods: dict[str, PodState] = {}
         self._tg: anyio.abc.TaskGroup | None = None
-        self.settled = anyio.Event()
 
     # -- intake --------------------------------------------------------------------------
 
@@ -113,7 +112,7 @@ class PullEngine:
         if old is not None:
             if old.spec == spec:
                 return old
-            old.scope.cancel()
+            self._retire(old)
         containers = {
             r.container: ContainerState(
                 container=r.container,
@@ -138,10 +137,16 @@ class PullEngine:
         state = self._pods.pop(uid, None)
         if state is None:
             return False
+        self._retire(state)
+        self.manager.forget_pod(uid)
+        return True
+
+    def _retire(self, state: PodState) -> None:
+        """Stop a pod state's worker and release the images its containers held."""
         state.scope.cancel()
         for image_id, handler in state.in_use:
             self.service.release(image_id, handler)
-        return True
+        state.in_use.clear()
 
     async def run(
         self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
@@ -218,7 +223,17 @@ class PullEngine:
             )
             handler = request.runtime_handler
             if (result.image_ref, handler) not in state.in_use:
-                await self.service.mark_in_use(result.image_ref, handler)
+                try:
+                    await self.service.mark_in_use(result.image_ref, handler)
+                except KubeletSimError as exc:
+                    # The image vanished (or the store failed) between the check and now: the
+                    # container cannot start; the next sync tries again.
+                    state.containers[request.container] = replace(
+                        current,
+                        reason=PullReason.ERR_IMAGE_INSPECT,
+                        message=f'Failed to inspect image "{request.image}": {exc}',
+                    )
+                    return False
                 state.in_use.add((result.image_ref, handler))
             return True
         assert result.reason is not None

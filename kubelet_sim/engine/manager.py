@@ -162,6 +162,13 @@ class ImageManager:
         self.clock = clock
         self._prev_error: dict[tuple[str, str], str] = {}
 
+    def forget_pod(self, uid: str) -> None:
+        """Drop the backoff and last-error entries of a deleted pod (they are keyed by its UID)."""
+        for key in [k for k in self._prev_error if k[0] == uid]:
+            del self._prev_error[key]
+        for key in [k for k in self.backoff.held_keys() if isinstance(k, tuple) and k[0] == uid]:
+            self.backoff.reset(key)
+
     def _event(self, request: PullRequest, type_: EventType, reason: EventReason, msg: str) -> None:
         obj = ObjectRef(
             namespace=request.pod.namespace,

@@ -104,7 +104,8 @@ class PullRunner:
         finally:
             self.in_flight -= 1
             duration = self.clock() - start
-            self.observer.pull_finished(duration, pulled.size if pulled else 0, error is not None)
+            # A cancelled pull (pulled is None without an error) counts as a failed operation.
+            self.observer.pull_finished(duration, pulled.size if pulled else 0, pulled is None)
         return PullOutcome(pulled=pulled, error=error, duration=duration)
 
 

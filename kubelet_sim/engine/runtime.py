@@ -17,7 +17,7 @@ import anyio
 import structlog
 
 from kubelet_sim.digest import Digest
-from kubelet_sim.errors import KubeletSimError, PlatformError, RegistryAuthError, first_error
+from kubelet_sim.errors import PlatformError, RegistryError, first_error
 from kubelet_sim.platforms import Platform, host_platform
 from kubelet_sim.reference import ImageReference
 from kubelet_sim.registry.auth import Credentials
@@ -120,13 +120,15 @@ class ImageService:
         """
         if not credentials:
             return await self._pull_shared(ref, runtime_handler, None, progress)
-        last: RegistryAuthError | None = None
+        last: RegistryError | None = None
         for creds in credentials:
             try:
                 return await self._pull_shared(ref, runtime_handler, creds, progress)
-            except RegistryAuthError as exc:
+            except RegistryError as exc:
+                # Upstream tries the next credential whatever the error: a registry may answer
+                # 404/NAME_UNKNOWN instead of 401 to a login without access.
                 last = exc
-                log.info("pull.credential_rejected", image=str(ref), status=exc.status)
+                log.info("pull.credential_failed", image=str(ref), status=exc.status, code=exc.code)
         assert last is not None
         raise last
 
@@ -138,15 +140,18 @@ class ImageService:
         progress: ProgressFn | None,
     ) -> PulledImage:
         key: DedupKey = (str(ref), runtime_handler, creds.fingerprint() if creds else "")
-        shared = self._inflight.get(key)
-        if shared is not None:
-            self.shared_pulls += 1
+        waited = False
+        while (shared := self._inflight.get(key)) is not None:
+            if not waited:
+                self.shared_pulls += 1
+                waited = True
             await shared.done.wait()
             if shared.error is not None:
                 raise shared.error
             if shared.result is not None:
                 return shared.result
-            # The first pull was cancelled: pull ourselves.
+            # The pull we waited for was cancelled: look again (another waiter may have taken
+            # over), else pull ourselves.
         shared = _Shared()
         self._inflight[key] = shared
         try:
@@ -156,7 +161,8 @@ class ImageService:
             shared.error = exc
             raise
         finally:
-            del self._inflight[key]
+            if self._inflight.get(key) is shared:
+                del self._inflight[key]
             shared.done.set()
 
     async def _pull(
@@ -203,7 +209,7 @@ class ImageService:
                         if layer.digest not in seen:
                             seen.add(layer.digest)
                             tg.start_soon(one, layer)
-            except* KubeletSimError as group:
+            except* Exception as group:
                 raise first_error(group) from None
             record = await self.store.commit_image(
                 resolved.manifest.digest,

@@ -23,7 +23,6 @@ from kubelet_sim.digest import Digest
 from kubelet_sim.errors import (
     DigestMismatchError,
     InvalidDigestError,
-    KubeletSimError,
     ManifestError,
     RegistryAuthError,
     RegistryError,
@@ -488,7 +487,7 @@ class RegistryClient:
                     if layer.digest not in seen:
                         seen.add(layer.digest)
                         tg.start_soon(one, layer)
-        except* KubeletSimError as group:
+        except* Exception as group:
             raise first_error(group) from None
         return image
 

@@ -1,0 +1,73 @@
+"""The daemon in-process: a poisonous static file, a partly refused apply, and image GC."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import anyio
+import pytest
+
+from kubelet_sim.config import parse_kubelet_config
+from kubelet_sim.daemon import Daemon, DaemonOptions
+from kubelet_sim.registry.client import RegistryClient
+from kubelet_sim.testing.images import build_image
+from kubelet_sim.testing.registry import RegistryProcess
+from kubelet_sim.testing.seed import push_image
+
+pytestmark = [pytest.mark.anyio, pytest.mark.registry]
+
+
+def pod(name: str, image: str) -> str:
+    return (
+        f"apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: gc}}\n"
+        f"spec: {{containers: [{{name: app, image: '{image}'}}]}}\n"
+    )
+
+
+async def wait_ready(daemon: Daemon, namespace: str, name: str) -> None:
+    with anyio.fail_after(30):
+        while not (daemon.pod(namespace, name) or {}).get("imagesReady"):  # noqa: ASYNC110
+            await anyio.sleep(0.05)
+
+
+async def test_bad_static_file_and_image_gc(registry: RegistryProcess, tmp_path: Path) -> None:
+    images = [f"{registry.host}/gc/app{i}:1.0" for i in range(3)]
+    async with RegistryClient() as client:
+        for i, ref in enumerate(images):
+            await push_image(client, ref, build_image(f"gc-{i}", "linux/amd64", (200_000,)))
+    static = tmp_path / "static"
+    static.mkdir()
+    (static / "poison.yaml").write_text("a: " + "[" * 20_000 + "]" * 20_000 + "\n")
+    (static / "good.yaml").write_text(pod("good", images[0]))
+    config = parse_kubelet_config(
+        "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\n"
+        f"staticPodPath: {static}\nimageMinimumGCAge: 1s\n"
+        "imageGCHighThresholdPercent: 50\nimageGCLowThresholdPercent: 40\n"
+    )
+    daemon = Daemon(
+        DaemonOptions(
+            config=config, root=tmp_path / "root", listen_port=0, gc_capacity_bytes=1_000_000
+        )
+    )
+    async with anyio.create_task_group() as tg:
+        await tg.start(daemon.run)
+        await wait_ready(daemon, "gc", "good")  # the poisonous file did not stop the daemon
+        results = await daemon.apply(
+            (pod("one", images[1]) + "---\n" + pod("two", images[2])).encode(), ""
+        )
+        assert [r["result"] for r in results] == ["created", "created"]
+        await wait_ready(daemon, "gc", "one")
+        await wait_ready(daemon, "gc", "two")
+        assert len(await daemon.images()) == 3
+        assert await daemon.delete_pod("gc", "one")
+        assert await daemon.delete_pod("gc", "two")
+        await anyio.sleep(1.2)  # past imageMinimumGCAge
+        result = await daemon.run_image_gc()
+        assert result is not None
+        left = {i["repository"] for i in await daemon.images()}
+        # ~600 KB used of a 1 MB capacity is over 50 %: unused images go until under 40 %,
+        # the image of the running pod stays.
+        assert f"{registry.host}/gc/app0" in left
+        assert len(left) == 1, left
+        assert result.bytes_freed > 0
+        tg.cancel_scope.cancel()
