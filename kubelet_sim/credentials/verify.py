@@ -31,7 +31,7 @@ from typing import Protocol
 import structlog
 
 from kubelet_sim.config import ImagePullCredentialsVerificationPolicy, KubeletConfiguration
-from kubelet_sim.engine.types import PulledImage, PullRequest
+from kubelet_sim.engine.types import PullRequest
 from kubelet_sim.errors import StoreError
 from kubelet_sim.reference import ImageReference
 from kubelet_sim.registry.auth import Credentials
@@ -242,15 +242,19 @@ class ImageAccessVerifier:
         self,
         request: PullRequest,
         ref: ImageReference,
-        pulled: PulledImage,
+        image_id: str,
+        credential_fingerprint: str,
         credentials: Sequence[Credentials],
     ) -> None:
-        """Record who pulled ``pulled`` (``RecordImagePulled``); a failed write is only logged."""
-        identity = identity_of(pulled.credential_fingerprint, credentials)
+        """Record who pulled ``image_id`` (``RecordImagePulled``); a failed write is only logged.
+
+        Called once the image resolved with these credentials, before it can become present.
+        """
+        identity = identity_of(credential_fingerprint, credentials)
         try:
-            await self.store.record_pull(pulled.image_ref, identity, repository=ref.name)
+            await self.store.record_pull(image_id, identity, repository=ref.name)
         except StoreError as exc:
-            log.warning("pull_records.write_failed", image_id=pulled.image_ref, error=str(exc))
+            log.warning("pull_records.write_failed", image_id=image_id, error=str(exc))
             return
         log.debug(
             "pull_records.recorded",

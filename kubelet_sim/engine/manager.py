@@ -78,8 +78,9 @@ class PulledImageVerifier(Protocol):
     """KEP-2535's pull manager (:class:`kubelet_sim.credentials.ImageAccessVerifier`).
 
     ``must_attempt_pull`` may call ``credentials`` to see the pod's credentials; the manager
-    shares that one lookup with the pull that may follow. ``record_pulled`` runs after every
-    successful pull with the credentials that were tried (``RecordImagePulled``).
+    shares that one lookup with the pull that may follow. ``record_pulled`` runs as soon as a pull
+    has resolved the image with the pod's credentials, before the image can become present
+    (``RecordImagePulled``; upstream closes the same gap with pull intents).
     """
 
     async def must_attempt_pull(
@@ -94,7 +95,8 @@ class PulledImageVerifier(Protocol):
         self,
         request: PullRequest,
         ref: ImageReference,
-        pulled: PulledImage,
+        image_id: str,
+        credential_fingerprint: str,
         credentials: Sequence[Credentials],
     ) -> None: ...
 
@@ -268,7 +270,21 @@ class ImageManager:
         log.info("pull.start", pod=str(request.pod), container=request.container, image=image)
         self._event(request, EventType.NORMAL, EventReason.PULLING, messages.pulling(image))
         enqueued = self.clock()
-        job = PullJob(request=request, ref=ref, credentials=tuple(credentials))
+        on_resolved = None
+        if self.verifier is not None:
+            verifier = self.verifier
+
+            async def on_resolved(image_id: str, fingerprint: str) -> None:
+                try:
+                    await verifier.record_pulled(request, ref, image_id, fingerprint, credentials)
+                except KubeletSimError as exc:  # upstream logs a failed record write, goes on
+                    log.warning(
+                        "pull.record_failed", pod=str(request.pod), image=image, error=str(exc)
+                    )
+
+        job = PullJob(
+            request=request, ref=ref, credentials=tuple(credentials), on_resolved=on_resolved
+        )
         outcome = await self.puller.pull(job)
         if outcome.error is not None:
             err_text = cri_error_message(ref, outcome.error)
@@ -289,11 +305,6 @@ class ImageManager:
         self._event(request, EventType.NORMAL, EventReason.PULLED, msg)
         self.metrics.image_pull_duration(total, outcome.pulled.size)
         self.backoff.gc(self.clock())
-        if self.verifier is not None:
-            try:
-                await self.verifier.record_pulled(request, ref, outcome.pulled, credentials)
-            except KubeletSimError as exc:  # upstream logs a failed record write and goes on
-                log.warning("pull.record_failed", pod=str(request.pod), image=image, error=str(exc))
         return EnsureResult(
             image_ref=outcome.pulled.image_ref,
             repo_digest=outcome.pulled.repo_digest,

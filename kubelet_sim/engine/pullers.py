@@ -24,7 +24,7 @@ from kubelet_sim.errors import KubeletSimError, PullError, PullReason
 from kubelet_sim.reference import ImageReference
 from kubelet_sim.registry.auth import Credentials
 
-from .runtime import ProgressFn, RuntimeImageService
+from .runtime import ProgressFn, ResolvedHook, RuntimeImageService
 from .throttle import QPS_EXCEEDED, TokenBucket
 from .types import PulledImage, PullRequest
 
@@ -40,6 +40,7 @@ class PullJob:
     request: PullRequest
     ref: ImageReference
     credentials: tuple[Credentials, ...] = ()
+    on_resolved: ResolvedHook | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +95,7 @@ class PullRunner:
                 runtime_handler=job.request.runtime_handler,
                 credentials=job.credentials,
                 progress=self.progress,
+                on_resolved=job.on_resolved,
             )
         except (KubeletSimError, OSError) as exc:
             error = exc

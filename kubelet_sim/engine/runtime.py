@@ -9,7 +9,7 @@ time (same image, runtime handler and credentials) share one registry pull and i
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -32,6 +32,10 @@ log = structlog.get_logger(__name__)
 
 ProgressFn = Callable[[str, Descriptor, int], None]
 """Called with the image, a layer's descriptor and the bytes of it received so far."""
+
+ResolvedHook = Callable[[str, str], Awaitable[None]]
+"""Called with the image ID and the fingerprint of the credentials that resolved it, before any
+blob is downloaded and before the image can become present (KEP-2535 pull records)."""
 
 DedupKey = tuple[str, str, str]
 
@@ -61,6 +65,7 @@ class RuntimeImageService(Protocol):
         runtime_handler: str = "",
         credentials: Sequence[Credentials] = (),
         progress: ProgressFn | None = None,
+        on_resolved: ResolvedHook | None = None,
     ) -> PulledImage: ...
 
     async def mark_in_use(self, image_id: str, runtime_handler: str = "") -> None: ...
@@ -112,6 +117,7 @@ class ImageService:
         runtime_handler: str = "",
         credentials: Sequence[Credentials] = (),
         progress: ProgressFn | None = None,
+        on_resolved: ResolvedHook | None = None,
     ) -> PulledImage:
         """CRI ``PullImage`` with the kubelet's credential loop (``pkg/kubelet/images/puller.go``).
 
@@ -119,11 +125,11 @@ class ImageService:
         Once credentials matched and all failed there is no anonymous fall-back.
         """
         if not credentials:
-            return await self._pull_shared(ref, runtime_handler, None, progress)
+            return await self._pull_shared(ref, runtime_handler, None, progress, on_resolved)
         last: RegistryError | None = None
         for creds in credentials:
             try:
-                return await self._pull_shared(ref, runtime_handler, creds, progress)
+                return await self._pull_shared(ref, runtime_handler, creds, progress, on_resolved)
             except RegistryError as exc:
                 # Upstream tries the next credential whatever the error: a registry may answer
                 # 404/NAME_UNKNOWN instead of 401 to a login without access.
@@ -138,6 +144,7 @@ class ImageService:
         runtime_handler: str,
         creds: Credentials | None,
         progress: ProgressFn | None,
+        on_resolved: ResolvedHook | None,
     ) -> PulledImage:
         key: DedupKey = (str(ref), runtime_handler, creds.fingerprint() if creds else "")
         waited = False
@@ -149,13 +156,15 @@ class ImageService:
             if shared.error is not None:
                 raise shared.error
             if shared.result is not None:
+                if on_resolved is not None:  # the same credentials, maybe another pod's secret
+                    await on_resolved(shared.result.image_ref, shared.result.credential_fingerprint)
                 return shared.result
             # The pull we waited for was cancelled: look again (another waiter may have taken
             # over), else pull ourselves.
         shared = _Shared()
         self._inflight[key] = shared
         try:
-            shared.result = await self._pull(ref, runtime_handler, creds, progress)
+            shared.result = await self._pull(ref, runtime_handler, creds, progress, on_resolved)
             return shared.result
         except Exception as exc:
             shared.error = exc
@@ -171,11 +180,16 @@ class ImageService:
         runtime_handler: str,
         creds: Credentials | None,
         progress: ProgressFn | None,
+        on_resolved: ResolvedHook | None = None,
     ) -> PulledImage:
         self.registry_pulls += 1
         downloaded = 0
         async with self.store.lease():
             resolved = await self.client.resolve_image(ref, self.platform, creds)
+            if on_resolved is not None:
+                # Resolving with these credentials proved access: record it before the image
+                # can be present, so it is never present without a record (no "preloaded" gap).
+                await on_resolved(str(resolved.image_id), creds.fingerprint() if creds else "")
             extra: list[Digest] = []
             if resolved.index is not None:
                 await self.store.put_blob(resolved.index.raw, resolved.index.digest)

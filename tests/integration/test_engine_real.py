@@ -232,3 +232,20 @@ def test_pull_cli_json_then_cache_hit(
     ]
     assert main([*never, "--output", "json"]) == 1
     assert json.loads(capsys.readouterr().out)["reason"] == "ErrImageNeverPull"
+
+
+async def test_pull_records_are_written_before_the_image_is_present(
+    registry: RegistryProcess, tmp_path: Path
+) -> None:
+    """KEP-2535: a present image without records counts as preloaded, so records must come first."""
+    ref = f"{registry.host}/engine/records:v1"
+    image = build_image("records", "linux/amd64", (50_000,))
+    await seed(ref, image)
+    calls: list[tuple[str, bool]] = []
+    async with runtime(tmp_path) as service:
+
+        async def on_resolved(image_id: str, fingerprint: str) -> None:
+            calls.append((image_id, await service.image_status(ref) is not None))
+
+        pulled = await service.pull_image(parse_normalized(ref), on_resolved=on_resolved)
+    assert calls == [(pulled.image_ref, False)]

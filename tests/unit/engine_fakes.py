@@ -11,7 +11,7 @@ from prometheus_client import CollectorRegistry
 from kubelet_sim.config import KubeletConfiguration
 from kubelet_sim.engine.engine import EngineSettings, PodSpec
 from kubelet_sim.engine.node import Node
-from kubelet_sim.engine.runtime import ProgressFn
+from kubelet_sim.engine.runtime import ProgressFn, ResolvedHook
 from kubelet_sim.engine.types import ContainerKind, PodRef, PulledImage, PullRequest
 from kubelet_sim.errors import RegistryError
 from kubelet_sim.events import Event, EventRecorder
@@ -57,6 +57,7 @@ class FakeRuntime:
         runtime_handler: str = "",
         credentials: Sequence[Credentials] = (),
         progress: ProgressFn | None = None,
+        on_resolved: ResolvedHook | None = None,
     ) -> PulledImage:
         name = str(ref)
         self.calls.append((anyio.current_time(), name))
@@ -72,6 +73,8 @@ class FakeRuntime:
             self.failing[name] = remaining - 1
             raise RegistryError(f"{name}: not found", code="MANIFEST_UNKNOWN", status=404)
         status = self.add(name, runtime_handler)
+        if on_resolved is not None:
+            await on_resolved(status.image_id, "")
         return PulledImage(
             image_ref=status.image_id,
             repo_digest=status.repo_digests[0],

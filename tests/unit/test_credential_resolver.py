@@ -26,7 +26,7 @@ from kubelet_sim.credentials import (
     requires_verification,
 )
 from kubelet_sim.engine.node import Node
-from kubelet_sim.engine.runtime import ProgressFn
+from kubelet_sim.engine.runtime import ProgressFn, ResolvedHook
 from kubelet_sim.engine.types import PodRef, PulledImage, PullRequest
 from kubelet_sim.errors import PullReason, RegistryAuthError
 from kubelet_sim.events import EventRecorder
@@ -237,14 +237,19 @@ class AuthRuntime(FakeRuntime):
         runtime_handler: str = "",
         credentials: Sequence[Credentials] = (),
         progress: ProgressFn | None = None,
+        on_resolved: ResolvedHook | None = None,
     ) -> PulledImage:
         need = self.required.get(ref.name)
         self.tried.extend(c.username for c in credentials)
         if need is None:
-            return await super().pull_image(ref, runtime_handler=runtime_handler)
+            return await super().pull_image(
+                ref, runtime_handler=runtime_handler, on_resolved=on_resolved
+            )
         for creds in credentials:
             if creds.fingerprint() == need:
                 pulled = await super().pull_image(ref, runtime_handler=runtime_handler)
+                if on_resolved is not None:
+                    await on_resolved(pulled.image_ref, need)
                 return replace(pulled, credential_fingerprint=need)
         raise RegistryAuthError(
             "unauthorized: authentication required", code="UNAUTHORIZED", status=401
