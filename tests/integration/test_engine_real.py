@@ -138,7 +138,10 @@ async def test_registry_stopped_mid_pull_then_back_recovers_with_store_intact(
 ) -> None:
     reg = registry_factory()
     ref = f"{reg.host}/engine/outage:v1"
-    image = build_image("outage", "linux/amd64", (4_000_000, 4_000_000, 4_000_000), compress=False)
+    # Layers much larger than loopback socket buffers, so a kill really cuts the download.
+    image = build_image(
+        "outage", "linux/amd64", (30_000_000, 30_000_000, 30_000_000), compress=False
+    )
     await seed(ref, image)
     stopped = anyio.Event()
 
