@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -30,7 +29,9 @@ from typing import Any, Final
 import structlog
 import yaml
 
-from kubelet_sim.errors import ConfigError
+from kubelet_sim import reference
+from kubelet_sim.config_tables import OTHER_FEATURE_GATES, UPSTREAM_FIELDS
+from kubelet_sim.errors import ConfigError, InvalidImageNameError
 from kubelet_sim.goduration import format_go_duration, parse_go_duration, seconds_to_ns
 
 log = structlog.get_logger(__name__)
@@ -116,127 +117,6 @@ _NULLABLE: Final = frozenset(
     {"max_parallel_image_pulls", "static_pod_path", "image_pull_credentials_verification_policy"}
 )
 
-# Every top-level v1beta1 KubeletConfiguration field (json tags of KL:config/v1beta1/types.go,
-# plus podHousekeepingPeriod and memoryReservationPolicy from trunk). Those not in FIELD_TABLE
-# are accepted, logged once and ignored.
-UPSTREAM_FIELDS: Final = frozenset(
-    """
-    enableServer staticPodPath podLogsDir syncFrequency fileCheckFrequency httpCheckFrequency
-    staticPodURL staticPodURLHeader address port readOnlyPort tlsCertFile tlsPrivateKeyFile
-    tlsCipherSuites tlsCurvePreferences tlsMinVersion rotateCertificates serverTLSBootstrap
-    authentication authorization registryPullQPS registryBurst
-    imagePullCredentialsVerificationPolicy preloadedImagesVerificationAllowlist eventRecordQPS
-    eventBurst enableDebuggingHandlers enableContentionProfiling healthzPort
-    healthzBindAddress oomScoreAdj clusterDomain clusterDNS streamingConnectionIdleTimeout
-    nodeStatusUpdateFrequency nodeStatusReportFrequency nodeLeaseDurationSeconds
-    imageMinimumGCAge imageMaximumGCAge imageGCHighThresholdPercent imageGCLowThresholdPercent
-    volumeStatsAggPeriod kubeletCgroups systemCgroups cgroupRoot cgroupsPerQOS cgroupDriver
-    cpuManagerPolicy singleProcessOOMKill cpuManagerPolicyOptions cpuManagerReconcilePeriod
-    memoryManagerPolicy topologyManagerPolicy topologyManagerScope
-    topologyManagerPolicyOptions qosReserved runtimeRequestTimeout hairpinMode maxPods podCIDR
-    podPidsLimit resolvConf runOnce cpuCFSQuota cpuCFSQuotaPeriod nodeStatusMaxImages
-    maxOpenFiles contentType kubeAPIQPS kubeAPIBurst serializeImagePulls maxParallelImagePulls
-    evictionHard evictionSoft evictionSoftGracePeriod evictionPressureTransitionPeriod
-    evictionMaxPodGracePeriod evictionMinimumReclaim mergeDefaultEvictionSettings podsPerCore
-    enableControllerAttachDetach protectKernelDefaults makeIPTablesUtilChains
-    iptablesMasqueradeBit iptablesDropBit featureGates failSwapOn memorySwap
-    containerLogMaxSize containerLogMaxFiles containerLogMaxWorkers
-    containerLogMonitorInterval configMapAndSecretChangeDetectionStrategy systemReserved
-    kubeReserved reservedSystemCPUs showHiddenMetricsForVersion systemReservedCgroup
-    kubeReservedCgroup enforceNodeAllocatable allowedUnsafeSysctls volumePluginDir providerID
-    kernelMemcgNotification logging enableSystemLogHandler enableSystemLogQuery
-    shutdownGracePeriod shutdownGracePeriodCriticalPods shutdownGracePeriodByPodPriority
-    crashLoopBackOff reservedMemory enableProfilingHandler enableDebugFlagsHandler
-    seccompDefault memoryThrottlingFactor memoryReservationPolicy registerWithTaints
-    registerNode tracing localStorageCapacityIsolation containerRuntimeEndpoint
-    imageServiceEndpoint failCgroupV1 userNamespaces podHousekeepingPeriod
-    """.split()  # noqa: SIM905
-)
-
-# Gates accepted in featureGates besides FEATURE_GATE_DEFAULTS: kube_features.go (v1.32-v1.35),
-# component-base, apiserver and client-go gates registered in the kubelet's gate, and the
-# AllAlpha/AllBeta switches. Their defaults are not modelled; a name outside both sets fails.
-_OTHER_FEATURE_GATES: Final = frozenset(
-    """
-    AllAlpha AllBeta AllowDNSOnlyNodeCSR AllowInsecureKubeletCertificateSigningRequests
-    AllowOverwriteTerminationGracePeriodSeconds AllowParsingUserUIDFromCertAuth
-    AllowUnsafeMalformedObjectDeletion AnonymousAuthConfigurableEndpoints AnyVolumeDataSource
-    APIResponseCompression APIServerIdentity APIServerTracing APIServingWithRoutine AppArmor
-    AppArmorFields AggregatedDiscoveryRemoveBetaType AuthorizeNodeWithSelectors
-    AuthorizeWithSelectors BtreeWatchCache CBORServingAndStorage
-    ClearingNominatedNodeNameAfterBinding ClientsAllowCBOR ClientsPreferCBOR
-    ClusterTrustBundle ClusterTrustBundleProjection ComponentFlagz ComponentSLIs
-    ComponentStatusz ConcurrentWatchObjectDecode ConsistentListFromCache ContainerCheckpoint
-    ContainerRestartRules ContainerStopSignals ContextualLogging CoordinatedLeaderElection
-    CPUManager CPUManagerPolicyAlphaOptions CPUManagerPolicyBetaOptions
-    CPUManagerPolicyOptions CronJobsScheduledAnnotation CrossNamespaceVolumeDataSource
-    CSIMigrationPortworx CSIVolumeHealth CustomCPUCFSQuotaPeriod DeclarativeValidation
-    DeclarativeValidationTakeover DeploymentReplicaSetTerminatingReplicas
-    DetectCacheInconsistency DevicePluginCDIDevices DisableAllocatorDualWrite
-    DisableCloudProviders DisableCPUQuotaWithExclusiveCPUs
-    DisableKubeletCloudCredentialProviders DisableNodeKubeProxyVersion DRAAdminAccess
-    DRAConsumableCapacity DRADeviceBindingConditions DRADeviceTaints DRAExtendedResource
-    DRAPartitionableDevices DRAPrioritizedList DRAResourceClaimDeviceStatus
-    DRASchedulerFilterTimeout DynamicResourceAllocation ElasticIndexedJob EnvFiles EventedPLEG
-    ExecProbeTimeout ExternalServiceAccountTokenSigner GracefulNodeShutdown
-    GracefulNodeShutdownBasedOnPodPriority HonorPVReclaimPolicy HostnameOverride
-    HPAContainerMetrics HPAScaleToZero ImageVolume ImageVolumeWithDigest
-    InformerResourceVersion InOrderInformers InPlacePodVerticalScaling
-    InPlacePodVerticalScalingAllocatedStatus InPlacePodVerticalScalingExclusiveCPUs
-    InPlacePodVerticalScalingExclusiveMemory InTreePluginPortworxUnregister
-    JobBackoffLimitPerIndex JobManagedBy JobPodFailurePolicy JobPodReplacementPolicy
-    JobSuccessPolicy KMSv1 KubeletCgroupDriverFromCRI KubeletCrashLoopBackOffMax
-    KubeletFineGrainedAuthz KubeletInUserNamespace KubeletPodResourcesDynamicResources
-    KubeletPodResourcesGet KubeletPodResourcesListUseActivePods KubeletPSI
-    KubeletRegistrationGetOnExistsOnly KubeletSeparateDiskGC KubeletTracing
-    KubeProxyDrainingTerminatingNodes ListFromCacheSnapshot LoadBalancerIPMode
-    LocalStorageCapacityIsolationFSQuotaMonitoring LogarithmicScaleDown LoggingAlphaOptions
-    LoggingBetaOptions MatchLabelKeysInPodAffinity MatchLabelKeysInPodTopologySpread
-    MaxUnavailableStatefulSet MemoryManager MemoryQoS MultiCIDRServiceAllocator
-    MutableCSINodeAllocatableCount MutatingAdmissionPolicy NFTablesProxyMode
-    NodeDeclaredFeatures NodeInclusionPolicyInPodTopologySpread NodeLogQuery NodeSwap
-    NominatedNodeNameForExpectation OpenAPIEnums OrderedNamespaceDeletion
-    PDBUnhealthyPodEvictionPolicy PersistentVolumeLastPhaseTransitionTime
-    PodAndContainerStatsFromCRI PodCertificateRequest PodDeletionCost PodDisruptionConditions
-    PodHostIPs PodIndexLabel PodLevelResources PodLifecycleSleepAction
-    PodLogsQuerySplitStreams PodObservedGenerationTracking PodReadyToStartContainersCondition
-    PodSchedulingReadiness PodTopologyLabelsAdmission PortForwardWebsockets
-    PreferSameTrafficDistribution ProcMountType QOSReserved RecoverVolumeExpansionFailure
-    RecursiveReadOnlyMounts RelaxedDNSSearchValidation RelaxedEnvironmentVariableValidation
-    RelaxedServiceNameValidation ReloadKubeletServerCertificateFile RemoteRequestHeaderUID
-    ResilientWatchCacheInitialization ResourceHealthStatus RetryGenerateName
-    RotateKubeletServerCertificate SchedulerAsyncPreemption SchedulerPopFromBackoffQ
-    SchedulerQueueingHints SELinuxChangePolicy SELinuxMount SELinuxMountReadWriteOncePod
-    SeparateCacheWatchRPC SeparateTaintEvictionController ServiceAccountTokenJTI
-    ServiceAccountTokenNodeBinding ServiceAccountTokenNodeBindingValidation
-    ServiceAccountTokenPodNodeInfo ServiceTrafficDistribution SidecarContainers
-    SizeBasedListCostEstimate SizeMemoryBackedVolumes StatefulSetAutoDeletePVC
-    StatefulSetStartOrdinal StorageCapacityScoring StorageNamespaceIndex StorageVersionAPI
-    StorageVersionHash StorageVersionMigrator StrictCostEnforcementForVAP
-    StrictCostEnforcementForWebhooks StrictIPCIDRValidation
-    StructuredAuthenticationConfiguration StructuredAuthorizationConfiguration
-    SupplementalGroupsPolicy SystemdWatchdog TokenRequestServiceAccountUIDValidation
-    TopologyAwareHints TopologyManagerPolicyAlphaOptions TopologyManagerPolicyBetaOptions
-    TopologyManagerPolicyOptions TranslateStreamCloseWebsocketRequests
-    UnauthenticatedHTTP2DOSMitigation UnknownVersionInteroperabilityProxy
-    UserNamespacesPodSecurityStandards UserNamespacesSupport VolumeAttributesClass
-    VolumeCapacityPriority WatchBookmark WatchCacheInitializationPostStartHook
-    WatchFromStorageWithoutResourceVersion WatchList WatchListClient
-    WindowsCPUAndMemoryAffinity WindowsGracefulNodeShutdown WindowsHostNetwork WinDSR
-    WinOverlay
-    """.split()  # noqa: SIM905
-)
-
-# distribution/reference grammar (DR:regexp.go) for preloadedImagesVerificationAllowlist entries.
-_PATH_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
-_DOMAIN_COMPONENT = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
-_DOMAIN = rf"(?:{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})*|\[[a-fA-F0-9:]+\])(?::[0-9]+)?"
-_REFERENCE: Final = re.compile(
-    rf"(?P<name>(?:{_DOMAIN}/)?{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*)"
-    r"(?::(?P<tag>\w[\w.-]{0,127}))?"
-    r"(?:@(?P<digest>[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}))?",
-    re.ASCII,
-)
 _TYPE_NAMES: Final[Mapping[type, str]] = MappingProxyType(
     {bool: "boolean", int: "integer", float: "number", str: "string", list: "list", dict: "mapping"}
 )
@@ -287,7 +167,7 @@ def _decode(source: str | None, camel: str, value: object, *, python: bool = Fal
 def _check_gates(source: str | None, gates: Mapping[str, bool]) -> None:
     """Unknown names fail as in ``featuregate.SetFromMap`` (component-base)."""
     for name in gates:
-        if name not in FEATURE_GATE_DEFAULTS and name not in _OTHER_FEATURE_GATES:
+        if name not in FEATURE_GATE_DEFAULTS and name not in OTHER_FEATURE_GATES:
             raise ConfigError(source, f"featureGates.{name}", f"unrecognized feature gate: {name}")
 
 
@@ -305,28 +185,17 @@ def _allowlist_error(pattern: str) -> str | None:
         )
     if wildcard:
         return "at least registry hostname is required" if len(trimmed) == 1 else None
-    match = _REFERENCE.fullmatch(trimmed)
-    if match is None:
-        lower = _REFERENCE.fullmatch(trimmed.lower())
-        why = "repository name must be lowercase" if lower else "invalid reference format"
-        return f"failed to parse as an image name: {why}"
-    domain, _, remote = match["name"].partition("/")
-    if len(remote) > 255:
-        return (
-            "failed to parse as an image name: repository name must not be more than 255 characters"
-        )
-    if match["tag"] or match["digest"]:
+    try:
+        # reference.Parse for the grammar's own messages, then ParseNormalizedNamed as upstream.
+        parsed = reference.parse(trimmed)
+        normalized = reference.parse_normalized(trimmed)
+    except InvalidImageNameError as exc:
+        return f"failed to parse as an image name: {exc.message}"
+    if parsed.tag is not None or parsed.digest is not None:
         return f"neither tag nor digest is accepted in an image reference: {pattern}"
     # Upstream compares the entry with ParseNormalizedNamed(entry).Name(), so only a fully
-    # qualified name passes (splitDockerDomain in DR:normalize.go decides what a domain is).
-    is_domain = remote and (
-        domain == "localhost" or "." in domain or ":" in domain or domain != domain.lower()
-    )
-    if (
-        not is_domain
-        or domain == "index.docker.io"
-        or (domain == "docker.io" and "/" not in remote)
-    ):
+    # qualified name passes.
+    if normalized.name != trimmed:
         return (
             f"neither tag nor digest is accepted in an image reference: {pattern} "
             "(entries must be fully qualified, e.g. docker.io/library/nginx)"
@@ -460,7 +329,7 @@ class KubeletConfiguration:
             return self.feature_gates[name]
         if name in FEATURE_GATE_DEFAULTS:
             return FEATURE_GATE_DEFAULTS[name]
-        if name in _OTHER_FEATURE_GATES:
+        if name in OTHER_FEATURE_GATES:
             return False  # defaults of gates the engine never consults are not modelled
         raise KeyError(f"unknown feature gate {name!r}")
 
@@ -545,6 +414,8 @@ def _read_document(text: str, source: str) -> dict[Any, Any]:
         raise ConfigError(source, exc.key, f"duplicate key (line {exc.line})") from None
     except yaml.YAMLError as exc:
         raise ConfigError(source, None, f"invalid YAML: {exc}") from None
+    except RecursionError:  # PyYAML's composer recurses once per nesting level
+        raise ConfigError(source, None, "invalid YAML: nested too deeply") from None
     if not documents:
         raise ConfigError(source, None, "empty file: expected a KubeletConfiguration document")
     if len(documents) > 1:

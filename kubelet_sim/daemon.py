@@ -34,7 +34,7 @@ from kubelet_sim.engine.runtime import ImageService
 from kubelet_sim.errors import ConfigError, KubeletSimError
 from kubelet_sim.events import EventRecorder
 from kubelet_sim.httpserver import HTTPServer
-from kubelet_sim.k8s import ObjectStore, parse_manifests, pod_spec
+from kubelet_sim.k8s import ObjectStore, parse_manifests, pod_spec, stable_uid
 from kubelet_sim.k8s.objects import Kind, Pod
 from kubelet_sim.metrics import PullMetrics
 from kubelet_sim.platforms import Platform, host_platform
@@ -200,7 +200,9 @@ class Daemon:
                 results = []
                 for manifest in manifests:
                     try:
-                        results.append(self.objects.apply(manifest))
+                        # Static pods keep their UID across restarts, as the kubelet's do
+                        # (it derives them from the manifest); API pods get fresh ones.
+                        results.append(self.objects.apply(manifest, new_uid=stable_uid))
                     except KubeletSimError as exc:
                         log.warning("static.refused", file=str(file), error=str(exc))
                 held = {(str(r.kind), r.namespace, r.name) for r in results}

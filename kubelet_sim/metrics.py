@@ -29,6 +29,7 @@ __all__ = [
     "RUNTIME_OPERATIONS",
     "RUNTIME_OPERATION_BUCKETS",
     "PullMetrics",
+    "WithoutCreated",
     "exponential_buckets",
     "image_size_bucket",
 ]
@@ -126,8 +127,12 @@ def _truncated_ms(seconds: float) -> float:
     return (ns - ns % MILLISECOND) / 1e9
 
 
-class _WithoutCreated:
-    """Exposes a private registry's families minus prometheus_client's ``*_created`` samples."""
+class WithoutCreated:
+    """Exposes a private registry's families minus prometheus_client's ``*_created`` samples.
+
+    Register it into the shared registry (``registry.register(WithoutCreated(inner))``) so the
+    exposition has exactly the upstream families.
+    """
 
     def __init__(self, inner: CollectorRegistry) -> None:
         self._inner = inner
@@ -234,7 +239,7 @@ class PullMetrics:
             registry=inner,
         )
         self._registry = registry
-        self._collector = _WithoutCreated(inner)
+        self._collector = WithoutCreated(inner)
         registry.register(self._collector)
 
     def unregister(self) -> None:

@@ -1,30 +1,49 @@
 #!/usr/bin/env bash
 # Idempotent set-up for a fresh Debian-like machine: the system packages the tests and the demo need
-# (the CNCF distribution registry, htpasswd, skopeo for the peer benchmarks), then a virtualenv in .venv
-# with kubelet-sim and its test dependencies. Re-running it does nothing that is already done.
+# (the CNCF distribution registry, htpasswd, skopeo for the peer benchmarks, Python with venv when
+# the virtualenv has to be made), then a virtualenv in .venv with kubelet-sim and its test
+# dependencies. Re-running it does nothing that is already done; a broken .venv is made again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+python=${PYTHON:-python3}
+
+# A .venv whose pip does not run (interrupted creation, a Python upgraded underneath) is rebuilt.
+venv_ok() { [ -x .venv/bin/python ] && .venv/bin/python -m pip --version >/dev/null 2>&1; }
 
 missing=()
 command -v docker-registry >/dev/null 2>&1 || missing+=(docker-registry)
 command -v htpasswd >/dev/null 2>&1 || missing+=(apache2-utils)
 command -v skopeo >/dev/null 2>&1 || missing+=(skopeo)
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+if ! venv_ok && ! "$python" -c 'import ensurepip, venv' >/dev/null 2>&1; then
+  # Debian splits ensurepip out of python3: without python3-venv, `python3 -m venv` fails.
+  missing+=(python3 python3-venv)
+fi
 if [ "${#missing[@]}" -gt 0 ]; then
   sudo=""
-  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  if [ "$(id -u)" -ne 0 ]; then
+    # -n: fail at once instead of waiting for a password nobody will type (CI).
+    sudo="sudo -n"
+  fi
   echo "bootstrap: installing ${missing[*]}" >&2
-  $sudo apt-get update -qq
+  $sudo apt-get -o Acquire::Retries=3 update -qq
   # The package's service is not started here: the tests and the demo run their own registries.
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get -o Acquire::Retries=3 install -y -qq \
+    --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-python=${PYTHON:-python3}
 "$python" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)' || {
   echo "bootstrap: Python >= 3.11 is required ($python is $("$python" --version 2>&1))" >&2
   exit 1
 }
-[ -x .venv/bin/python ] || "$python" -m venv .venv
+if ! venv_ok; then
+  if [ -e .venv ]; then
+    echo "bootstrap: .venv is broken (its pip does not run); creating it again" >&2
+    rm -rf .venv
+  fi
+  "$python" -m venv .venv
+fi
 stamp=.venv/.kubelet-sim-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   echo "bootstrap: installing Python dependencies into .venv" >&2

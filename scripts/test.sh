@@ -7,4 +7,13 @@ bash scripts/bootstrap.sh
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 .venv/bin/mypy --strict kubelet_sim
-.venv/bin/pytest "$@"
+# A hang fails here, naming itself, well before the CI job's 90-minute limit. SIGINT first, so
+# pytest prints where it was and runs fixture teardown (stopping the registries it started).
+status=0
+timeout --signal=INT --kill-after=2m 80m .venv/bin/pytest "$@" || status=$?
+if [ "$status" -eq 124 ]; then
+  echo "test.sh: pytest did not finish within 80 minutes; stopped" >&2
+elif [ "$status" -eq 137 ]; then
+  echo "test.sh: pytest was killed (80-minute timeout plus 2 minutes' grace, or out of memory)" >&2
+fi
+exit "$status"

@@ -52,7 +52,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--workdir", type=Path, help="keep registries and state here (default: temp)"
     )
     parser.add_argument("--platform", help="node platform (default: this host)")
-    parser.add_argument("--seconds", type=float, default=20.0, help="how long to show backoff")
+    parser.add_argument(
+        "--seconds",
+        type=float,
+        default=60.0,
+        help="at most this long for the failing pod to reach ImagePullBackOff",
+    )
     parser.set_defaults(func=_demo)
 
 
@@ -178,11 +183,19 @@ async def _run_daemon(
                     await anyio.sleep(0.2)
                 console.print(f"web and private ready after {time.monotonic() - started:.1f}s")
                 if round_no == 1:
-                    status.update(f"letting the failing pods back off for {seconds:.0f}s")
-                    await anyio.sleep(seconds)
+                    status.update("waiting for demo/missing to reach ImagePullBackOff")
+                    with anyio.move_on_after(seconds):
+                        while await _reason(api, "demo", "missing") != "ImagePullBackOff":  # noqa: ASYNC110 - polls the API
+                            await anyio.sleep(0.5)
             await _report(api, console, round_no)
         tg.cancel_scope.cancel()
     console.print("daemon stopped cleanly")
+
+
+async def _reason(api: httpx.AsyncClient, namespace: str, name: str) -> str:
+    pod = (await api.get(f"/pods/{namespace}/{name}")).json()
+    waiting = pod.get("containers", [{}])[0].get("state", {}).get("waiting", {})
+    return str(waiting.get("reason", ""))
 
 
 async def _report(api: httpx.AsyncClient, console: Console, round_no: int) -> None:

@@ -44,6 +44,7 @@ __all__ = [
     "parse_config_json",
     "parse_dockercfg",
     "read_docker_config_file",
+    "redact_userinfo",
 ]
 
 log = structlog.get_logger(__name__)
@@ -53,6 +54,19 @@ MAX_CONFIG_BYTES = 10 * 1024 * 1024
 CONFIG_JSON = "config.json"
 DOCKERCFG = ".dockercfg"
 _AUTH_FORMAT = "unable to parse auth field, must be formatted as base64(username:password)"
+
+
+def redact_userinfo(location: str) -> str:
+    """A config key fit for logs: everything up to its last ``@`` (a ``user:password@``) cut.
+
+    Keys may be written as URLs with userinfo, which Go's URL parser drops; cutting at the last
+    ``@`` removes it even when the password holds ``/``, ``#`` or ``?``, and only over-redacts.
+    """
+    scheme = next((s for s in ("https://", "http://") if location.startswith(s)), "")
+    rest = location[len(scheme) :]
+    if "@" not in rest:
+        return location
+    return f"{scheme}<redacted>@{rest.rpartition('@')[2]}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +148,8 @@ def _load_json(data: bytes, source: str) -> Any:
     except json.JSONDecodeError as exc:
         message = f"error occurred while trying to unmarshal json: {exc.msg} at line {exc.lineno}"
         raise ConfigError(source, None, message) from None
+    except RecursionError:
+        raise ConfigError(source, None, "cannot parse JSON: nested too deeply") from None
 
 
 def _entries(doc: Any, *, source: str, prefix: str) -> dict[str, DockerConfigEntry]:
@@ -233,7 +249,8 @@ class DockerConfigSearch:
                 detail = exc.message if isinstance(exc, ConfigError) else exc.strerror
                 log.info("docker_config.invalid", path=str(path), error=detail)
                 continue
-            log.debug("docker_config.found", path=str(path), registries=sorted(entries))
+            registries = sorted(redact_userinfo(key) for key in entries)
+            log.debug("docker_config.found", path=str(path), registries=registries)
             return entries, path
         return {}, None
 

@@ -29,7 +29,7 @@ import structlog
 from kubelet_sim.registry.auth import Credentials
 from kubelet_sim.store.records import hash_credentials
 
-from .dockerconfig import DockerConfigEntry
+from .dockerconfig import DockerConfigEntry, redact_userinfo
 
 __all__ = [
     "DEFAULT_REGISTRY_HOST",
@@ -266,7 +266,10 @@ def keyring_key(location: str) -> str | None:
     try:
         parsed = parse_url(value)
     except ValueError as exc:
-        log.warning("keyring.entry_invalid", entry=location, error=str(exc))
+        shown = redact_userinfo(location)
+        # The parser's message may quote part of a userinfo it misread as host or port.
+        error = str(exc) if shown == location else "invalid URL"
+        log.warning("keyring.entry_invalid", entry=shown, error=error)
         return None
     path = parsed.path
     if path.startswith(("/v2/", "/v1/")):

@@ -13,28 +13,13 @@ the four fixed check results; no image or credential ever becomes a label.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.metrics_core import Metric
+
+from kubelet_sim.metrics import WithoutCreated
 
 __all__ = ["CredentialMetrics"]
 
 _DEF_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-
-
-class _WithoutCreated:
-    def __init__(self, inner: CollectorRegistry) -> None:
-        self._inner = inner
-
-    def collect(self) -> Iterable[Metric]:
-        for family in self._inner.collect():
-            out = Metric(family.name, family.documentation, family.type, family.unit)
-            out.samples = [s for s in family.samples if not s.name.endswith("_created")]
-            yield out
-
-    def describe(self) -> Iterable[Metric]:
-        return self.collect()
 
 
 class CredentialMetrics:
@@ -75,7 +60,7 @@ class CredentialMetrics:
             registry=inner,
         )
         self._registry = registry
-        self._collector = _WithoutCreated(inner)
+        self._collector = WithoutCreated(inner)
         registry.register(self._collector)
 
     def unregister(self) -> None:

@@ -14,9 +14,17 @@ from kubelet_sim.k8s.objects import (
     Secret,
     SecretType,
     ServiceAccount,
+    fresh_uid,
     stable_uid,
 )
-from kubelet_sim.k8s.store import ApplyAction, ApplyResult, ObjectKey, ObjectStore, merge_patch
+from kubelet_sim.k8s.store import (
+    ApplyAction,
+    ApplyResult,
+    ObjectKey,
+    ObjectStore,
+    UidFactory,
+    merge_patch,
+)
 
 __all__ = [
     "DEFAULT_NAMESPACE",
@@ -37,6 +45,8 @@ __all__ = [
     "SecretType",
     "ServiceAccount",
     "ServiceAccountGetter",
+    "UidFactory",
+    "fresh_uid",
     "merge_patch",
     "parse_manifests",
     "pod_spec",

@@ -4,6 +4,12 @@
 starts with ``{`` or ``[``); empty documents are skipped; a ``kind: List`` document contributes its
 ``items``. Errors name the source, the document (1-based), the object and the field path, e.g.
 ``pods.yaml (document 2) Pod default/web: spec.containers[1].image: Required value``.
+
+YAML is read with libyaml (``yaml.CSafeLoader``) when PyYAML was built with it, else with the pure
+Python ``SafeLoader``; both construct the same safe types. Nesting is capped at
+:data:`MAX_NESTING_DEPTH` levels (upstream's decoders stop at 10000; PyYAML's composers recurse,
+libyaml's on the C stack, so a deep document would crash the process instead of failing), and a
+document that exhausts the parser is a :class:`~kubelet_sim.errors.ConfigError` naming the source.
 """
 
 from __future__ import annotations
@@ -19,9 +25,16 @@ from kubelet_sim.errors import ConfigError
 
 from .objects import DEFAULT_NAMESPACE, Object, parse_object
 
-__all__ = ["MAX_MANIFEST_BYTES", "Manifest", "parse_manifests"]
+__all__ = ["MAX_MANIFEST_BYTES", "MAX_NESTING_DEPTH", "Manifest", "parse_manifests"]
 
 MAX_MANIFEST_BYTES = 16 * 1024 * 1024
+MAX_NESTING_DEPTH = 1000
+"""Deepest collection nesting a YAML document may have (real manifests stay under 30)."""
+
+_LOADER: type[yaml.SafeLoader] | type[yaml.CSafeLoader] = getattr(
+    yaml, "CSafeLoader", yaml.SafeLoader
+)
+_NESTING_INDICATORS = "[{-:?"
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,13 +52,46 @@ def _documents(text: str, source: str) -> list[Any]:
             return [json.loads(text)]
         except ValueError:
             pass  # YAML is a superset of most JSON; let its parser report the problem
+        except RecursionError:
+            raise ConfigError(source, None, "cannot parse JSON: nested too deeply") from None
+        except MemoryError:
+            raise ConfigError(source, None, "cannot parse JSON: out of memory") from None
     try:
-        return list(yaml.safe_load_all(text))
+        _check_nesting(text, source)
+        return list(yaml.load_all(text, Loader=_LOADER))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or "invalid YAML"
         raise ConfigError(source, None, f"cannot parse YAML{where}: {problem}") from None
+    except RecursionError:
+        raise ConfigError(source, None, "cannot parse YAML: nested too deeply") from None
+    except MemoryError:
+        raise ConfigError(source, None, "cannot parse YAML: out of memory") from None
+
+
+def _check_nesting(text: str, source: str) -> None:
+    """Refuse documents nested deeper than MAX_NESTING_DEPTH before a composer recurses into them.
+
+    Every collection starts at one of the indicator characters, so text with fewer of them cannot
+    be too deep and skips the scan; the scan walks the parser's events, which is iterative.
+    """
+    if sum(text.count(c) for c in _NESTING_INDICATORS) <= MAX_NESTING_DEPTH:
+        return
+    depth = 0
+    for event in yaml.parse(text, Loader=_LOADER):
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > MAX_NESTING_DEPTH:
+                mark = event.start_mark
+                where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+                raise ConfigError(
+                    source,
+                    None,
+                    f"cannot parse YAML{where}: nested deeper than {MAX_NESTING_DEPTH} levels",
+                )
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
 
 
 def parse_manifests(

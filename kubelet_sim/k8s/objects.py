@@ -39,6 +39,7 @@ __all__ = [
     "Secret",
     "SecretType",
     "ServiceAccount",
+    "fresh_uid",
     "stable_uid",
 ]
 
@@ -72,6 +73,12 @@ class SecretType(StrEnum):
 def stable_uid(kind: str, namespace: str, name: str) -> str:
     """A UID derived from the object's coordinates, for manifests that carry none."""
     return str(uuid.uuid5(_UID_NAMESPACE, f"{kind}/{namespace}/{name}"))
+
+
+def fresh_uid(kind: str, namespace: str, name: str) -> str:
+    """A new random UID, as the API server assigns to every created object (arguments unused)."""
+    del kind, namespace, name
+    return str(uuid.uuid4())
 
 
 @dataclass(frozen=True, slots=True)
@@ -349,6 +356,10 @@ def _secret(
             raise doc.fail(f"data[{key}]", "Required value")
         try:
             parsed = json.loads(data[key])
+        except RecursionError:
+            raise doc.fail(
+                f"data[{key}]", 'Invalid value: "<secret contents redacted>": nested too deeply'
+            ) from None
         except ValueError as exc:
             reason = exc.msg if isinstance(exc, json.JSONDecodeError) else "not valid UTF-8"
             raise doc.fail(

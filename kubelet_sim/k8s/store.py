@@ -7,14 +7,20 @@ changed. ``patch`` applies a JSON merge patch to the last applied document, whic
 (its ``imagePullSecrets`` list has no merge strategy, so it is replaced). Every namespace has a
 ``default`` ServiceAccount without pull secrets until one is applied or patched.
 
+An object applied without ``metadata.uid`` gets a new random UID when it is created, and keeps the
+UID it has when it is configured or unchanged, as the API server assigns and preserves UIDs: a pod
+deleted and created again is a new pod (its image backoff, keyed by UID, starts afresh), while
+re-applying the same document stays ``unchanged``. Callers that want coordinates-derived UIDs on
+create (static pods: upstream hashes the file) pass ``new_uid=stable_uid``.
+
 The store is the kubelet's secret source for pull credentials (:meth:`ObjectStore.get_secret`),
 read at pull time, so a Secret applied after its pod is used by the next pull attempt.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
 
@@ -24,14 +30,26 @@ from kubelet_sim.errors import ConfigError
 
 from .admission import Admission, implicit_service_account
 from .manifests import Manifest, parse_manifests
-from .objects import DEFAULT_NAMESPACE, Kind, Object, Pod, Secret, ServiceAccount, parse_object
+from .objects import (
+    DEFAULT_NAMESPACE,
+    Kind,
+    Object,
+    Pod,
+    Secret,
+    ServiceAccount,
+    fresh_uid,
+    parse_object,
+)
 
-__all__ = ["ApplyAction", "ApplyResult", "ObjectKey", "ObjectStore", "merge_patch"]
+__all__ = ["ApplyAction", "ApplyResult", "ObjectKey", "ObjectStore", "UidFactory", "merge_patch"]
 
 log = structlog.get_logger(__name__)
 
 ObjectKey = tuple[Kind, str, str]
 """(kind, namespace, name)."""
+
+UidFactory = Callable[[str, str, str], str]
+"""``(kind, namespace, name) -> uid`` for a created object without ``metadata.uid``."""
 
 
 class ApplyAction(StrEnum):
@@ -80,15 +98,20 @@ class ObjectStore:
 
     # -- writes ---------------------------------------------------------------------------
 
-    def apply(self, manifest: Manifest) -> ApplyResult:
+    def apply(self, manifest: Manifest, *, new_uid: UidFactory = fresh_uid) -> ApplyResult:
         """Create or update one object.
+
+        Args:
+            manifest: the parsed object and its document.
+            new_uid: gives the UID of a created object whose document has no ``metadata.uid``.
 
         Raises:
             ConfigError: admission refused a pod.
         """
-        obj = manifest.object
-        key: ObjectKey = (obj.kind, obj.namespace, obj.name)
+        key: ObjectKey = (manifest.object.kind, manifest.object.namespace, manifest.object.name)
         previous = self._applied.get(key)
+        manifest = _with_uid(manifest, previous, new_uid)
+        obj = manifest.object
         if previous is not None and previous.object == obj:
             return ApplyResult(obj.kind, obj.namespace, obj.name, ApplyAction.UNCHANGED)
         stored: Object = obj
@@ -108,7 +131,12 @@ class ObjectStore:
         return ApplyResult(obj.kind, obj.namespace, obj.name, action)
 
     def apply_text(
-        self, data: str | bytes, *, source: str = "<input>", namespace: str = DEFAULT_NAMESPACE
+        self,
+        data: str | bytes,
+        *,
+        source: str = "<input>",
+        namespace: str = DEFAULT_NAMESPACE,
+        new_uid: UidFactory = fresh_uid,
     ) -> list[ApplyResult]:
         """Parse every document first, then apply them in order (``kubectl apply -f``).
 
@@ -116,10 +144,13 @@ class ObjectStore:
             ConfigError: a document is invalid (nothing applied), or admission refused a pod
                 (the objects before it stay applied).
         """
-        return [self.apply(m) for m in parse_manifests(data, source=source, namespace=namespace)]
+        manifests = parse_manifests(data, source=source, namespace=namespace)
+        return self.apply_all(manifests, new_uid=new_uid)
 
-    def apply_all(self, manifests: Iterable[Manifest]) -> list[ApplyResult]:
-        return [self.apply(m) for m in manifests]
+    def apply_all(
+        self, manifests: Iterable[Manifest], *, new_uid: UidFactory = fresh_uid
+    ) -> list[ApplyResult]:
+        return [self.apply(m, new_uid=new_uid) for m in manifests]
 
     def patch(self, kind: Kind, namespace: str, name: str, patch: Mapping[str, Any]) -> ApplyResult:
         """``kubectl patch KIND NAME -p PATCH`` with a JSON merge patch.
@@ -129,9 +160,12 @@ class ObjectStore:
         """
         key: ObjectKey = (kind, namespace, name)
         base = self._applied.get(key)
+        implicit = (
+            implicit_service_account(namespace, name) if kind is Kind.SERVICE_ACCOUNT else None
+        )
         if base is not None:
             raw: Mapping[str, Any] = base.raw
-        elif kind is Kind.SERVICE_ACCOUNT and implicit_service_account(namespace, name):
+        elif implicit is not None:
             raw = {"apiVersion": "v1", "kind": str(kind), "metadata": {"name": name}}
         else:
             raise ConfigError(None, None, f'{kind.lower()}s "{name}" not found in {namespace}')
@@ -145,7 +179,11 @@ class ObjectStore:
         ):
             raise ConfigError(None, "metadata", "a patch may not change kind, name or namespace")
         obj = parse_object(patched, where=f"patch {kind} {namespace}/{name}", namespace=namespace)
-        result = self.apply(Manifest(obj, patched))
+        # Patching the implicit account creates it with the UID it was already shown with.
+        uid = implicit.uid if base is None and implicit is not None else None
+        result = self.apply(
+            Manifest(obj, patched), new_uid=fresh_uid if uid is None else _constant(uid)
+        )
         if result.action is ApplyAction.UNCHANGED:
             return result
         return ApplyResult(kind, namespace, name, ApplyAction.PATCHED)
@@ -190,3 +228,28 @@ class ObjectStore:
 
     def __len__(self) -> int:
         return len(self._objects)
+
+
+def _with_uid(manifest: Manifest, previous: Manifest | None, new_uid: UidFactory) -> Manifest:
+    """The manifest with the UID the API server would give it.
+
+    An explicit ``metadata.uid`` is kept; otherwise an update keeps the stored object's UID and a
+    create gets ``new_uid(...)``.
+    """
+    meta = manifest.raw.get("metadata")
+    if isinstance(meta, Mapping) and meta.get("uid"):
+        return manifest
+    obj = manifest.object
+    uid = (
+        previous.object.uid if previous is not None else new_uid(obj.kind, obj.namespace, obj.name)
+    )
+    if uid == obj.uid:
+        return manifest
+    return Manifest(replace(obj, uid=uid), manifest.raw)
+
+
+def _constant(uid: str) -> UidFactory:
+    def factory(kind: str, namespace: str, name: str) -> str:
+        return uid
+
+    return factory

@@ -1,10 +1,12 @@
-"""Registry auth: WWW-Authenticate challenges, token fetches, a per-credential token cache.
+"""Registry auth: credentials, answering 401 challenges, a per-credential token cache.
 
 Models containerd ``core/remotes/docker/authorizer.go`` + ``auth/{parse,fetch}.go`` and the
 distribution token specs (``docs/spec/auth/{token,oauth,scope}.md``). The protocol logic is pure
-(:func:`parse_challenges`, :func:`pick_challenge`, :func:`plan_token_request`,
-:func:`parse_token_response`); :class:`AuthManager` only adds I/O through an injected
-``httpx.AsyncClient``, a cache and single-flight.
+and lives in :mod:`~kubelet_sim.registry.challenge` (:func:`parse_challenges`,
+:func:`pick_challenge`, :func:`scope_for`) and :mod:`~kubelet_sim.registry.tokens`
+(:func:`plan_token_request`, :func:`parse_token_response`, :func:`check_realm`); their names are
+re-exported here. :class:`AuthManager` only adds I/O through an injected ``httpx.AsyncClient``, a
+cache and single-flight.
 
 Where credentials go: a Bearer challenge names a ``realm`` (the token server), which may live on
 another host than the registry. As docker and containerd do, the credentials for the registry are
@@ -20,39 +22,37 @@ from __future__ import annotations
 import base64
 import copy
 import hashlib
-import ipaddress
 import json
-import re
-import zlib
-from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
-from contextlib import aclosing
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import cast
 
 import anyio
 import httpx
 import structlog
 
 from kubelet_sim.errors import RegistryAuthError, RegistryError, RegistryTransportError
+from kubelet_sim.registry.challenge import Challenge, parse_challenges, pick_challenge, scope_for
+from kubelet_sim.registry.tokens import (
+    HEADER_SAFE,
+    MAX_AUTH_BODY,
+    MIN_TOKEN_LIFETIME,
+    SAFE_CODE,
+    Token,
+    TokenRequest,
+    check_realm,
+    error_code,
+    parse_token_response,
+    plan_token_request,
+    read_capped,
+    should_fall_back_to_get,
+)
 
 log = structlog.get_logger(__name__)
 
-MAX_AUTH_BODY = 64 * 1024
-"""Token and token-error bodies larger than this are refused (streamed, never buffered whole)."""
-MIN_TOKEN_LIFETIME = 60.0
-"""distribution ``token.md``: expires_in defaults to 60 s and is never less (session.go clamps)."""
 EXPIRY_MARGIN = 5.0
 """Refresh this many seconds before the computed expiry, so no request carries a dying token."""
 TOKEN_FETCH_TIMEOUT = 60.0
 """Upper bound on one token fetch (all waiters of a single-flight share it)."""
-# containerd authorizer.go: a refused OAuth POST is retried as GET (GCR 404, Artifactory 401,
-# ACR 400; 405 only with a username)
-_POST_FALLBACK_STATUSES = frozenset({400, 401, 404})
-_TCHAR = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
-_TOKEN68 = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
-_SAFE_CODE = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
-_HEADER_SAFE = re.compile(r"[\x21-\x7e]+")
-_ACTIONS = frozenset({"pull", "push", "delete", "*"})
 
 CacheKey = tuple[str, str, str]
 """(registry host, scope string, credential fingerprint)."""
@@ -109,151 +109,6 @@ ANONYMOUS = Credentials()
 """No credentials; ``None`` means the same everywhere a ``Credentials | None`` is taken."""
 
 
-@dataclass(frozen=True, slots=True)
-class Challenge:
-    """One auth challenge from a WWW-Authenticate header (scheme lowercased, keys lowercased)."""
-
-    scheme: str
-    params: dict[str, str] = field(default_factory=dict)
-    token68: str = ""
-
-    @property
-    def realm(self) -> str:
-        return self.params.get("realm", "")
-
-    @property
-    def service(self) -> str:
-        return self.params.get("service", "")
-
-    @property
-    def scopes(self) -> list[str]:
-        """The space-separated ``scope`` parameter as a list (empty when absent)."""
-        return self.params.get("scope", "").split()
-
-    @property
-    def error(self) -> str:
-        return self.params.get("error", "")
-
-
-def _skip_ws(s: str, i: int) -> int:
-    while i < len(s) and s[i] in " \t\r\n":
-        i += 1
-    return i
-
-
-def _token(s: str, i: int) -> tuple[str, int]:
-    start = i
-    while i < len(s) and s[i] in _TCHAR:
-        i += 1
-    return s[start:i], i
-
-
-def _quoted(s: str, i: int) -> tuple[str | None, int]:
-    """Parse a quoted-string starting at the opening quote; None when unterminated."""
-    out: list[str] = []
-    i += 1
-    while i < len(s):
-        c = s[i]
-        if c == "\\" and i + 1 < len(s):
-            out.append(s[i + 1])
-            i += 2
-        elif c == '"':
-            return "".join(out), i + 1
-        else:
-            out.append(c)
-            i += 1
-    return None, i
-
-
-def _param_ahead(s: str, i: int) -> bool:
-    """True when ``token BWS "="`` starts at i (an auth-param, not the next challenge's scheme)."""
-    name, j = _token(s, i)
-    j = _skip_ws(s, j)
-    return bool(name) and j < len(s) and s[j] == "="
-
-
-def _parse_one_value(s: str) -> list[Challenge]:
-    """RFC 7235 ``1#challenge``: several comma-separated challenges may share one header value."""
-    challenges: list[Challenge] = []
-    i = 0
-    while True:
-        while i < len(s) and s[i] in " \t\r\n,":
-            i += 1
-        scheme, i = _token(s, i)
-        if not scheme:
-            return challenges  # end of value, or garbage we cannot resync from
-        params: dict[str, str] = {}
-        token68 = ""
-        i = _skip_ws(s, i)
-        t68 = _TOKEN68.match(s, i)
-        if t68:  # RFC 7235: token68 only when it is all there is before the next comma
-            end = _skip_ws(s, t68.end())
-            if end >= len(s) or s[end] == ",":
-                token68, i = t68.group(), end
-        while not token68 and _param_ahead(s, i):
-            name, i = _token(s, i)
-            i = _skip_ws(s, _skip_ws(s, i) + 1)
-            value: str | None
-            if i < len(s) and s[i] == '"':
-                value, i = _quoted(s, i)
-                if value is None:
-                    return challenges  # unterminated quote: drop this challenge and the rest
-            else:  # lenient: a bare value runs to the next comma/space (unquoted realm URLs)
-                start = i
-                while i < len(s) and s[i] not in ' \t\r\n,"':
-                    i += 1
-                value = s[start:i]
-            params.setdefault(name.lower(), value)
-            i = _skip_ws(s, i)
-            if i < len(s) and s[i] == ",":
-                i = _skip_ws(s, i + 1)
-                while i < len(s) and s[i] == ",":  # empty list elements are allowed
-                    i = _skip_ws(s, i + 1)
-            elif i < len(s):
-                challenges.append(Challenge(scheme.lower(), params, token68))
-                return challenges  # junk after a param: keep what parsed, stop here
-        challenges.append(Challenge(scheme.lower(), params, token68))
-
-
-def parse_challenges(headers: Sequence[str]) -> list[Challenge]:
-    """Parse every WWW-Authenticate header value into challenges, in order of appearance.
-
-    Unlike containerd ``auth/parse.go`` (one challenge per header value) this follows RFC 7235 and
-    accepts several challenges in one value; schemes and parameter names are case-insensitive
-    (lowercased here), values may be tokens or quoted strings with backslash escapes. Malformed
-    tails are dropped rather than guessed at.
-    """
-    out: list[Challenge] = []
-    for value in headers:
-        out.extend(_parse_one_value(value))
-    return out
-
-
-def pick_challenge(challenges: Sequence[Challenge]) -> Challenge | None:
-    """Bearer (with a realm) over Basic, as containerd sorts them; None when neither is usable."""
-    for c in challenges:
-        if c.scheme == "bearer" and c.realm:
-            return c
-    for c in challenges:
-        if c.scheme == "basic":
-            return c
-    return None
-
-
-def scope_for(repository: str, actions: Sequence[str]) -> str:
-    """``repository:<name>:<actions>`` (distribution ``scope.md``), actions deduplicated, sorted.
-
-    Raises:
-        ValueError: for an empty/ill-formed name or an unknown action (a programming error).
-    """
-    if not repository or any(c in repository for c in ' ,\t\r\n"'):
-        raise ValueError(f"repository name not usable in a token scope: {repository!r}")
-    wanted = sorted(set(actions))
-    if not wanted or not set(wanted) <= _ACTIONS:
-        raise ValueError(f"token scope actions must be among {sorted(_ACTIONS)}: {list(actions)!r}")
-    return f"repository:{repository}:{','.join(wanted)}"
-
-
 def basic_header(creds: Credentials | None) -> str:
     """``Basic base64(user:password)`` for a Basic challenge.
 
@@ -266,187 +121,6 @@ def basic_header(creds: Credentials | None) -> str:
         )
     raw = f"{creds.username}:{creds.password}".encode()
     return "Basic " + base64.b64encode(raw).decode("ascii")
-
-
-@dataclass(frozen=True, slots=True)
-class TokenRequest:
-    """One HTTP request to a token realm; secrets are kept out of repr."""
-
-    method: str
-    url: str
-    params: tuple[tuple[str, str], ...] = ()
-    form: tuple[tuple[str, str], ...] = field(default=(), repr=False)
-    authorization: str | None = field(default=None, repr=False)
-
-
-def plan_token_request(
-    realm: str,
-    service: str,
-    scopes: Sequence[str],
-    creds: Credentials | None,
-    *,
-    client_id: str,
-    oauth: bool,
-) -> TokenRequest:
-    """The token request to make (pure).
-
-    ``oauth=True`` builds the OAuth2 POST (``grant_type=refresh_token``, only meaningful with an
-    identity token); otherwise the docker token GET with Basic credentials when a password (or,
-    as containerd sends it, the identity token) is known, anonymous when not.
-    """
-    creds = creds or ANONYMOUS
-    if oauth:
-        form = [("grant_type", "refresh_token"), ("refresh_token", creds.identity_token)]
-        if service:
-            form.append(("service", service))
-        if scopes:
-            form.append(("scope", " ".join(scopes)))
-        form.append(("client_id", client_id))
-        return TokenRequest("POST", realm, form=tuple(form))
-    params = [("service", service)] if service else []
-    params.extend(("scope", s) for s in scopes)
-    secret = creds.password or creds.identity_token
-    auth = None
-    if secret:
-        raw = f"{creds.username}:{secret}".encode()
-        auth = "Basic " + base64.b64encode(raw).decode("ascii")
-    return TokenRequest("GET", realm, params=tuple(params), authorization=auth)
-
-
-def should_fall_back_to_get(status: int, creds: Credentials | None) -> bool:
-    """containerd ``authorizer.go``: a refused OAuth POST is retried as GET for these statuses."""
-    has_user = creds is not None and bool(creds.username)
-    return status in _POST_FALLBACK_STATUSES or (status == 405 and has_user)
-
-
-@dataclass(frozen=True, slots=True)
-class Token:
-    """A parsed token answer; ``lifetime`` is already clamped to at least 60 s."""
-
-    value: str = field(repr=False)
-    lifetime: float
-    issued_at: str = ""
-
-
-def _json_object(body: bytes) -> dict[str, object] | None:
-    try:
-        data = json.loads(body)
-    except ValueError:
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def parse_token_response(body: bytes, *, realm: str) -> Token:
-    """Read ``token``/``access_token`` (the latter wins, containerd), ``expires_in``, ``issued_at``.
-
-    Raises:
-        RegistryAuthError: body not a JSON object, no token, or a token unusable in a header.
-    """
-    data = _json_object(body)
-    if data is None:
-        raise RegistryAuthError(f"token answer from {realm} is not a JSON object")
-    value = data.get("access_token") or data.get("token")
-    if not isinstance(value, str) or not value:
-        raise RegistryAuthError(f"token answer from {realm} did not include a token")
-    if not _HEADER_SAFE.fullmatch(value):
-        raise RegistryAuthError(f"token answer from {realm} holds a token unusable in a header")
-    expires_in = data.get("expires_in")
-    lifetime = MIN_TOKEN_LIFETIME
-    if isinstance(expires_in, int | float) and not isinstance(expires_in, bool):
-        lifetime = max(float(expires_in), MIN_TOKEN_LIFETIME)
-    issued_at = data.get("issued_at")
-    return Token(value, lifetime, issued_at if isinstance(issued_at, str) else "")
-
-
-def error_code(body: bytes) -> str | None:
-    """The OCI ``errors[0].code`` or OAuth ``error`` of an error body, if it is a plain word."""
-    data = _json_object(body)
-    if data is None:
-        return None
-    code: object = data.get("error")
-    errors = data.get("errors")
-    if isinstance(errors, list) and errors and isinstance(errors[0], dict):
-        code = errors[0].get("code")
-    return code if isinstance(code, str) and _SAFE_CODE.fullmatch(code) else None
-
-
-def _internal(hostname: str) -> bool:
-    if hostname.lower() == "localhost":
-        return True
-    try:
-        ip = ipaddress.ip_address(hostname.strip("[]"))
-    except ValueError:
-        return False
-    return ip.is_loopback or ip.is_private or ip.is_link_local
-
-
-def _loopback(hostname: str) -> bool:
-    if hostname.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(hostname.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
-def check_realm(realm: str, host: str) -> str:
-    """Validate a Bearer realm named by ``host``'s challenge; returns it for display (no query).
-
-    Raises:
-        RegistryAuthError: a realm we will not send credentials to (see the module docstring).
-    """
-    try:
-        url = httpx.URL(realm)
-    except httpx.InvalidURL:
-        raise RegistryAuthError(f"registry {host} named an unparsable token realm") from None
-    shown = str(url.copy_with(query=None, fragment=None))
-    registry_host = httpx.URL(f"//{host}").host or host
-    if url.scheme not in ("http", "https") or not url.host:
-        raise RegistryAuthError(f"token realm {shown} of registry {host} is not an http(s) URL")
-    if url.userinfo:
-        raise RegistryAuthError(f"token realm of registry {host} carries userinfo")
-    if _internal(url.host) and not _internal(registry_host) and url.host != registry_host:
-        raise RegistryAuthError(f"registry {host} points its token realm at internal {url.host}")
-    if url.scheme == "http" and not (url.host == registry_host or _loopback(url.host)):
-        raise RegistryAuthError(f"token realm {shown} of registry {host} must use https")
-    return shown
-
-
-async def read_capped(response: httpx.Response, *, what: str, limit: int = MAX_AUTH_BODY) -> bytes:
-    """Read at most ``limit`` decoded bytes of a (streamed) body, then stop.
-
-    Reads raw chunks under ``aclosing`` (so nothing is left for the GC on trio) and inflates
-    gzip/deflate itself, bounded by ``limit``.
-
-    Raises:
-        RegistryAuthError: the body is larger than ``limit`` or uses another content-encoding.
-    """
-    status = response.status_code
-    too_large = RegistryAuthError(f"{what} was too large (over {limit} bytes)", status=status)
-    declared = response.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise too_large
-    if response.is_stream_consumed:  # httpx already holds the (decoded) body
-        if len(response.content) > limit:
-            raise too_large
-        return response.content
-    encoding = response.headers.get("content-encoding", "identity").strip().lower()
-    if encoding not in ("identity", "gzip", "x-gzip", "deflate"):
-        raise RegistryAuthError(f"{what} used an unsupported content-encoding", status=status)
-    inflate = None if encoding == "identity" else zlib.decompressobj(zlib.MAX_WBITS | 32)
-    body = bytearray()
-    try:
-        raw = cast("AsyncGenerator[bytes, None]", response.aiter_raw())  # it is one in httpx
-        async with aclosing(raw) as chunks:
-            async for chunk in chunks:
-                body += (
-                    chunk if inflate is None else inflate.decompress(chunk, limit + 1 - len(body))
-                )
-                if len(body) > limit:
-                    raise too_large
-    except zlib.error:
-        raise RegistryAuthError(f"{what} is not valid {encoding} data", status=status) from None
-    return bytes(body)
 
 
 @dataclass(frozen=True, slots=True)
@@ -594,7 +268,7 @@ class AuthManager:
             log.debug("registry_auth_basic", host=host, scope=scope)
             return header
         if creds.registry_token:  # docker config "registrytoken": a bearer token used as is
-            if not _HEADER_SAFE.fullmatch(creds.registry_token):
+            if not HEADER_SAFE.fullmatch(creds.registry_token):
                 raise RegistryAuthError("registry token holds characters unusable in a header")
             header = f"Bearer {creds.registry_token}"
             self._store(key, header, None)
@@ -769,7 +443,7 @@ async def send_authorized(
         await response.aclose()
     auth.invalidate(host, scope, creds, rejected=header)
     chosen = pick_challenge(parse_challenges(response.headers.get_list("www-authenticate")))
-    said = chosen.error if chosen is not None and _SAFE_CODE.fullmatch(chosen.error) else ""
+    said = chosen.error if chosen is not None and SAFE_CODE.fullmatch(chosen.error) else ""
     raise RegistryAuthError(
         f"registry {host} refused authorization for {_what(scope)}: pull access denied, "
         "repository does not exist or may require authorization"
@@ -779,8 +453,14 @@ async def send_authorized(
     )
 
 
+# Challenge parsing and token requests moved to challenge.py and tokens.py; their names stay
+# importable from here.
 __all__ = [
     "ANONYMOUS",
+    "EXPIRY_MARGIN",
+    "MAX_AUTH_BODY",
+    "MIN_TOKEN_LIFETIME",
+    "TOKEN_FETCH_TIMEOUT",
     "AuthManager",
     "AuthStatistics",
     "Challenge",

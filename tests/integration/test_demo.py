@@ -12,7 +12,7 @@ pytestmark = pytest.mark.registry
 
 def test_demo_runs_end_to_end() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "kubelet_sim", "demo", "--seconds", "21"],
+        [sys.executable, "-m", "kubelet_sim", "demo", "--seconds", "90"],
         capture_output=True,
         text=True,
         timeout=240,

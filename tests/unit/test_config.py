@@ -571,6 +571,17 @@ ALLOWLIST = "imagePullCredentialsVerificationPolicy: NeverVerifyAllowlistedImage
             "repository name must not be more than 255 characters",
             id="too-long",
         ),
+        # The checks below are reference.parse_normalized's (ParseNormalizedNamed) own.
+        pytest.param("a" * 64, "cannot specify 64-byte hexadecimal strings", id="hex-identifier"),
+        pytest.param(
+            "registry.k8s.io/pause@sha256:" + "a" * 32,
+            "failed to parse as an image name: invalid checksum digest length",
+            id="short-digest",
+        ),
+        pytest.param("localhost/app", None, id="localhost-domain-ok"),
+        pytest.param("localhost:5000/team/app", None, id="port-ok"),
+        pytest.param("'[::1]:5000/app'", None, id="ipv6-ok"),
+        pytest.param("Registry/app", None, id="uppercase-first-component-is-a-domain"),
     ],
 )
 def test_allowlist_entries(entry: str, message: str | None) -> None:
@@ -641,6 +652,12 @@ def test_unknown_fields_are_refused_by_name(field: str) -> None:
             "registryBurst",
             "duplicate key (line 4)",
             id="duplicate-key",
+        ),
+        pytest.param(
+            HEADER + "featureGates: " + "[" * 30_000 + "]" * 30_000 + "\n",
+            None,
+            "invalid YAML: nested too deeply",
+            id="deeply-nested",
         ),
     ],
 )

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+from structlog.testing import capture_logs
 
 from kubelet_sim.credentials.dockerconfig import (
     DockerConfigEntry,
@@ -97,6 +98,12 @@ def test_config_json_errors(document: bytes, field: str | None, message: str) ->
     assert "bm9jb2xvbg" not in str(info.value)
 
 
+def test_deeply_nested_config_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="nested too deeply") as info:
+        parse_config_json(b'{"auths": ' + b"[" * 30_000 + b"]" * 30_000 + b"}", source="c.json")
+    assert info.value.file == "c.json"
+
+
 def test_config_json_without_auths_is_empty_and_valid() -> None:
     assert parse_config_json(b'{"credsStore": "desktop"}') == {}
 
@@ -167,6 +174,18 @@ def test_legacy_dockercfg_only_when_no_config_json_is_valid(tmp_path: Path) -> N
 
 def test_nothing_found_is_empty(tmp_path: Path) -> None:
     assert search_in(tmp_path).read() == ({}, None)
+
+
+def test_found_registries_are_logged_without_userinfo(tmp_path: Path) -> None:
+    config = tmp_path / "config.json"
+    auths = {"https://user:s3cret@userinfo.io": {"auth": b64("u:pw")}, "plain.io": {}}
+    config.write_text(json.dumps({"auths": auths}))
+    with capture_logs() as logs:
+        entries, _ = DockerConfigSearch.only(config).read()
+    assert sorted(entries) == ["https://user:s3cret@userinfo.io", "plain.io"]
+    (found,) = [e for e in logs if e["event"] == "docker_config.found"]
+    assert found["registries"] == ["https://<redacted>@userinfo.io", "plain.io"]
+    assert "s3cret" not in repr(logs)
 
 
 def test_only_explicit_files_and_folders(tmp_path: Path) -> None:

@@ -340,7 +340,8 @@ def test_always_pull_images_admission_and_pod_spec() -> None:
             imagePullSecrets=[{"name": ""}, {"name": "regcred"}],
             runtimeClassName="kata",
             serviceAccountName="default",
-        )
+        ),
+        new_uid=stable_uid,
     )
     (pod,) = store.pods()
     spec = pod_spec(pod)

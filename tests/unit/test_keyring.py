@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 
 import pytest
+from structlog.testing import capture_logs
 
 from kubelet_sim.credentials.dockerconfig import DockerConfigEntry, parse_dockercfg
 from kubelet_sim.credentials.keyring import (
@@ -214,6 +215,38 @@ def test_issue_3797(image: str) -> None:
 )
 def test_keyring_key(location: str, key: str | None) -> None:
     assert keyring_key(location) == key
+
+
+@pytest.mark.parametrize(
+    ("location", "shown"),
+    [
+        pytest.param("user:s3cret@registry.io:port", "<redacted>@registry.io:port", id="bad-port"),
+        pytest.param(
+            "https://user:s3cret@registry.io/%zz",
+            "https://<redacted>@registry.io/%zz",
+            id="bad-escape-with-scheme",
+        ),
+        # The '/' ends Go's authority early, so the parser reads "user:s3cret" as host:port.
+        pytest.param("user:s3cret/x@registry.io", "<redacted>@registry.io", id="slash-in-password"),
+        pytest.param("u:s3cret#x@reg istry.io", "<redacted>@reg istry.io", id="hash-in-password"),
+    ],
+)
+def test_unparsable_keys_are_logged_without_their_userinfo(location: str, shown: str) -> None:
+    with capture_logs() as logs:
+        assert keyring_key(location) is None
+    (event,) = logs
+    assert event["event"] == "keyring.entry_invalid"
+    assert event["entry"] == shown
+    assert "s3cret" not in repr(logs)
+    assert "user" not in repr(logs)
+
+
+def test_unparsable_keys_without_userinfo_are_logged_as_they_are() -> None:
+    with capture_logs() as logs:
+        assert keyring_key("registry.io:port") is None
+    assert [(e["entry"], e["error"]) for e in logs] == [
+        ("registry.io:port", "invalid port ':port' after host")
+    ]
 
 
 def test_reverse_lexicographic_order_and_insertion_order_within_a_key() -> None:

@@ -462,9 +462,7 @@ async def test_request_deadline_becomes_a_transport_error() -> None:
 
 async def test_unusable_redirect_location_is_a_typed_error() -> None:
     def handler(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(
-            307, headers={"Location": "https://[::1/blob?sig=s3cr3t"}
-        )
+        return httpx.Response(307, headers={"Location": "https://[::1/blob?sig=s3cr3t"})
 
     async with client_for(handler) as client:
         with pytest.raises(RegistryTransportError) as info:

@@ -455,6 +455,8 @@ async def max_loop_gap_while_writing(store: Store, size: int, chunk: int = 64 <<
 async def test_writing_a_big_blob_does_not_stall_the_event_loop(store: Store) -> None:
     gap = await max_loop_gap_while_writing(store, 64 << 20)
     # Hashing, writing and fsync happen in worker threads; the loop only queues chunks. A
-    # blocking implementation stalls it for the whole hash + fsync (over 100 ms for 64 MiB;
-    # benchmarks/store_loop_latency.py measures both at 256 MiB).
-    assert gap < 0.05, f"event loop stalled for {gap * 1000:.1f} ms"
+    # blocking implementation stalls it for the whole hash + write + fsync (about 300 ms for
+    # 64 MiB on a quiet machine; benchmarks/store_loop_latency.py measures both at 256 MiB).
+    # The bound is generous because this runs on real time: a loaded CI machine can delay a
+    # ready task by tens of milliseconds without any blocking call.
+    assert gap < 0.25, f"event loop stalled for {gap * 1000:.1f} ms"

@@ -1,0 +1,94 @@
+"""Deeply nested manifests fail as ConfigError naming the source; they never crash the parser."""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+import pytest
+import yaml
+
+from kubelet_sim.errors import ConfigError
+from kubelet_sim.k8s import ObjectStore, parse_manifests
+from kubelet_sim.k8s import manifests as manifests_module
+from kubelet_sim.k8s.manifests import MAX_NESTING_DEPTH
+
+DEEP = 30_000  # 60 KB of brackets; far past the recursion limit and libyaml's C stack
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        pytest.param("a: " + "[" * DEEP + "]" * DEEP, "nested deeper than 1000", id="yaml-flow"),
+        pytest.param("- " * DEEP + "x\n", "nested deeper than 1000", id="yaml-block-sequences"),
+        pytest.param(
+            "{" + '"a": {' * DEEP + "}" * (DEEP + 1), "JSON: nested too deeply", id="json-objects"
+        ),
+        pytest.param("[" * DEEP + "]" * DEEP, "JSON: nested too deeply", id="json-arrays"),
+        pytest.param(
+            "kind: Pod\n---\n" + "a:\n" + "".join("  " * i + "a:\n" for i in range(1, 1100)),
+            r"at line \d+, column \d+: nested deeper",
+            id="yaml-block-mappings-second-document",
+        ),
+    ],
+)
+def test_deep_nesting_is_a_config_error_naming_the_source(text: str, message: str) -> None:
+    assert len(text) >= 60_000 or "kind: Pod" in text
+    with pytest.raises(ConfigError, match=message) as info:
+        parse_manifests(text, source="deep.yaml")
+    assert info.value.file == "deep.yaml"
+
+
+def test_deep_nesting_through_the_store_applies_nothing() -> None:
+    store = ObjectStore()
+    with pytest.raises(ConfigError, match="request body"):
+        store.apply_text(("a: " + "[" * DEEP + "]" * DEEP).encode(), source="request body")
+    assert len(store) == 0
+
+
+def test_nesting_up_to_the_limit_still_parses() -> None:
+    depth = MAX_NESTING_DEPTH - 2  # under the top-level and spec mappings
+    text = "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  containers:\n"
+    text += "  - {name: a, image: nginx}\n  extra: " + "[" * depth + "]" * depth + "\n"
+    (manifest,) = parse_manifests(text)
+    assert manifest.object.name == "p"
+
+
+def test_the_pure_python_loader_recursion_is_a_config_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Without libyaml the SafeLoader's composer recurses and runs out of stack below the limit.
+    monkeypatch.setattr(manifests_module, "_LOADER", yaml.SafeLoader)
+    with pytest.raises(ConfigError, match="YAML: nested too deeply") as info:
+        parse_manifests("a: " + "[" * 900 + "]" * 900, source="deep.yaml")
+    assert info.value.file == "deep.yaml"
+
+
+def test_out_of_memory_while_parsing_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    def exhausted(*args: Any, **kwargs: Any) -> Any:
+        raise MemoryError
+
+    monkeypatch.setattr(manifests_module.yaml, "load_all", exhausted)
+    with pytest.raises(ConfigError, match="out of memory") as info:
+        parse_manifests("a: b\n", source="big.yaml")
+    assert info.value.file == "big.yaml"
+
+
+def test_libyaml_is_used_when_available() -> None:
+    assert manifests_module._LOADER is getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def test_deeply_nested_docker_config_secret_is_redacted() -> None:
+    secret = "[" * DEEP + '"SENSITIVE"' + "]" * DEEP
+    doc = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "s"},
+        "type": "kubernetes.io/dockerconfigjson",
+        "data": {".dockerconfigjson": base64.b64encode(secret.encode()).decode()},
+    }
+    with pytest.raises(ConfigError, match="nested too deeply") as info:
+        parse_manifests(json.dumps(doc), source="secret.json")
+    assert info.value.field == "data[.dockerconfigjson]"
+    assert "SENSITIVE" not in str(info.value)
