@@ -1,0 +1,164 @@
+"""Scaling benchmark: the same rollout on 1, 10 and 100 simulated nodes; serial vs parallel pulls.
+
+Starts one distribution registry on loopback, then runs ``kubelet-sim bench`` as a child process
+(wall time and peak RSS measured from outside, as ``pull_vs_skopeo.py`` does) for:
+
+A. nodes:       1, 10, 100 nodes, kubelet defaults (serial pulls, QPS 5/burst 10); on every node an
+                agent pod and two web pods arrive at t=0 (agent and web share a 4 MiB base; about
+                9 MiB per node). Ideal scaling keeps makespan and per-pod latency flat.
+B. parallelism: 1 node, 16 pods with 16 distinct images (2 MiB base + 2 x 1 MiB each) at t=0,
+                +100 ms on every registry request through the fault proxy, QPS limit off;
+                serial vs ``maxParallelImagePulls`` 2, 4, 8. Speed-up = serial makespan / makespan,
+                against the ideal (the limit: N pulls overlap completely).
+
+    .venv/bin/python benchmarks/scaling.py [--nodes 1,10,100] [--parallel 2,4,8] [--latency-ms 100]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from pull_vs_skopeo import run_measured
+
+from kubelet_sim.cli import configure_logging
+from kubelet_sim.testing.registry import RegistryConfig, RegistryProcess
+
+KSIM = [sys.executable, "-m", "kubelet_sim"]
+
+NODES_WORKLOAD = """
+apiVersion: kubelet-sim.dev/v1alpha1
+kind: Workload
+name: scale-{nodes}
+description: "{nodes} nodes, kubelet defaults: agent + 2 web pods per node at t=0"
+seed: 42
+bases:
+  - {{name: distroless, layers: [3MiB, 1MiB]}}
+images:
+  - {{repository: scale/agent, tags: ["1.0"], base: distroless, layers: [1MiB]}}
+  - repository: scale/web
+    tags: ["1.0"]
+    base: distroless
+    layers: [{{count: 3, size: 1MiB}}]
+nodes:
+  - {{name: node, count: {nodes}}}
+pods:
+  - name: agent
+    spec: {{containers: [{{name: agent, image: "scale/agent:1.0"}}]}}
+    placement: every-node
+  - name: web
+    count: {web}
+    spec: {{containers: [{{name: web, image: "scale/web:1.0"}}]}}
+run: {{timeout: 600s}}
+"""
+
+PARALLEL_WORKLOAD = """
+apiVersion: kubelet-sim.dev/v1alpha1
+kind: Workload
+name: parallel-{label}
+description: "1 node, 16 distinct images at t=0, +{latency} ms per request, {label}"
+seed: 43
+bases:
+  - {{name: base, layers: [2MiB]}}
+images:
+  - {{repository: "par/app-{{i}}", count: 16, tags: ["1.0"], base: base, layers: [1MiB, 1MiB]}}
+nodes:
+  - name: node
+    kubelet: {kubelet}
+pods:
+  - name: app
+    count: 16
+    spec: {{containers: [{{name: app, image: "par/app-{{i}}:1.0"}}]}}
+faults:
+  windows: [{{kind: latency, delay: {latency}ms}}]
+run: {{timeout: 600s}}
+"""
+
+
+def bench(workload: str, work: Path, host: str, name: str) -> dict[str, Any]:
+    path = work / f"{name}.yaml"
+    path.write_text(workload)
+    out = work / name
+    seconds, rss, _ = run_measured([*KSIM, "seed", str(path), "--registry", host])
+    argv = [*KSIM, "bench", str(path), "--registry", host, "--out", str(out), "--quiet",
+            "--no-plots", "--output", "json"]  # fmt: skip
+    seconds, rss, _ = run_measured(argv)
+    report = json.loads((out / "report.json").read_text())
+    summary = report["summary"]
+    return {
+        "name": name,
+        "process_seconds": round(seconds, 2),
+        "process_peak_rss_mib": rss,
+        "makespan": summary["makespan"],
+        "ttr": summary["time_to_ready"],
+        "pulls": summary["pulls"],
+        "bytes": summary["bytes_pulled"],
+        "cpu": summary["resources"]["cpu_seconds"],
+        "peak_in_flight": summary["peak_pulls_in_flight_max"],
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--nodes", default="1,10,100")
+    parser.add_argument("--parallel", default="2,4,8")
+    parser.add_argument("--latency-ms", type=int, default=100)
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    args = parser.parse_args()
+    configure_logging("warning")
+    results: dict[str, list[dict[str, Any]]] = {"nodes": [], "parallel": []}
+    with tempfile.TemporaryDirectory(prefix="ksim-scaling-") as tmp:
+        work = Path(tmp)
+        registry = RegistryProcess(RegistryConfig(storage_dir=work / "registry"), work).start()
+        try:
+            print("A. same rollout per node, kubelet defaults (serial pulls)")
+            print(f"{'nodes':>6} {'makespan':>9} {'p50':>7} {'p90':>7} {'p99':>7} {'max':>7} "
+                  f"{'pulls':>6} {'MiB':>7} {'CPU s':>6} {'RSS MiB':>8}")  # fmt: skip
+            for n in (int(x) for x in args.nodes.split(",")):
+                text = NODES_WORKLOAD.format(nodes=n, web=2 * n)
+                r = bench(text, work, registry.host, f"nodes-{n}")
+                results["nodes"].append(r)
+                t = r["ttr"]
+                print(f"{n:>6} {r['makespan']:>8.2f}s {t['p50']:>6.2f}s {t['p90']:>6.2f}s "
+                      f"{t['p99']:>6.2f}s {t['max']:>6.2f}s {r['pulls']:>6} "
+                      f"{r['bytes'] / 2**20:>7.0f} {r['cpu']:>6.1f} "
+                      f"{r['process_peak_rss_mib']:>8}")  # fmt: skip
+            print(f"\nB. 1 node, 16 images at once, +{args.latency_ms} ms per registry request")
+            print(f"{'setting':>10} {'makespan':>9} {'p50':>7} {'p99':>7} {'in flight':>9} "
+                  f"{'speed-up':>8} {'ideal':>6} {'efficiency':>10}")  # fmt: skip
+            serial = None
+            for limit in [1, *(int(x) for x in args.parallel.split(","))]:
+                if limit == 1:
+                    label, kubelet = "serial", "{serializeImagePulls: true, registryPullQPS: 0}"
+                else:
+                    label = f"max-{limit}"
+                    kubelet = (f"{{serializeImagePulls: false, maxParallelImagePulls: {limit}, "
+                               "registryPullQPS: 0}")  # fmt: skip
+                text = PARALLEL_WORKLOAD.format(
+                    label=label, kubelet=kubelet, latency=args.latency_ms
+                )
+                r = bench(text, work, registry.host, f"parallel-{label}")
+                makespan = r["makespan"]
+                serial = serial or makespan
+                r["speedup"] = round(serial / makespan, 2)
+                r["ideal"] = min(limit, 16)
+                results["parallel"].append(r)
+                t = r["ttr"]
+                print(f"{label:>10} {makespan:>8.2f}s {t['p50']:>6.2f}s {t['p99']:>6.2f}s "
+                      f"{r['peak_in_flight']:>9} {r['speedup']:>7.2f}x {r['ideal']:>5}x "
+                      f"{r['speedup'] / r['ideal']:>9.0%}")  # fmt: skip
+        finally:
+            registry.stop()
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

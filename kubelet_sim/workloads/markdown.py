@@ -1,0 +1,176 @@
+"""``report.md``: the bench report for people, readable without the source.
+
+It says what ran (nodes and their kubelet settings, pods and how they arrived, faults), the headline
+figures, breakdowns by node group and pod template, registry answers and kubelet events, the plots
+with a caption saying how to read each, and a glossary of every figure.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from .spec import human_bytes
+
+PLOTS = (
+    ("pull-timeline.png", "Pull timeline per node",
+     "One row per node (a sample of at most 60 nodes for large runs); each bar is one image pull "
+     "from the moment the puller started it to its end: blue succeeded, red failed. Gaps inside a "
+     "row are time the node spent queueing or in back-off; overlapping bars show parallel pulls."),
+    ("time-to-ready-cdf.png", "Pod time to images ready (CDF)",
+     "For each node group, the share of pods (y) whose images were all ready within x seconds of "
+     "the pod's arrival. Steeper and further left is better; the dotted lines mark p50 and p99 "
+     "over all pods."),
+    ("bytes-over-time.png", "Bytes served over time",
+     "Top: bytes the nodes received from the registry per second. Bottom: cumulative bytes. With "
+     "the fault proxy, shaded spans mark the fault windows."),
+)  # fmt: skip
+
+GLOSSARY = (
+    ("time to images ready", "per pod, from its arrival (submission to the node) until every "
+     "init and app container image was present; percentiles over pods that got there"),
+    ("makespan", "from the first pod's arrival to the last pod's images being ready"),
+    ("arrival lag", "how late the bench submitted pods against their planned arrival times; "
+     "more than a few milliseconds means this machine could not keep up with the workload and "
+     "the latencies include the simulator's own queueing"),
+    ("pulls", "runtime PullImage calls the kubelets made (queued pulls count once they start); "
+     "failed pulls end in ErrImagePull and back-off"),
+    ("registry pulls / shared", "pulls that went to the registry, and identical pulls that joined "
+     "one already in flight on the same node"),
+    ("cache hits", "EnsureImageExists calls answered by an image already on the node "
+     "(\"already present on machine\")"),
+    ("bytes pulled", "layer bytes committed to the nodes' stores"),
+    ("registry requests", "HTTP answers the nodes got (by status; \"none\" = no answer)"),
+    ("backoffs", "times a pod's sync found its image in ImagePullBackOff (BackOff events)"),
+    ("peak pulls in flight", "most pulls one node ran at the same time (1 with serial pulls)"),
+    ("CPU, peak memory", "of the whole bench process (all nodes) during the run; peak memory "
+     "is the resident-set high-water mark"),
+)  # fmt: skip
+
+
+def _s(value: float | None, unit: str = "s") -> str:
+    if value is None:
+        return "–"
+    return f"{value:.3f} {unit}" if value < 10 else f"{value:.1f} {unit}"
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> list[str]:
+    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    out += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return [*out, ""]
+
+
+def _kubelet_text(k: dict[str, Any]) -> str:
+    mode = (
+        "serial"
+        if k["serializeImagePulls"]
+        else f"parallel (max {k['maxParallelImagePulls'] or '∞'})"
+    )
+    qps = (
+        "no QPS limit"
+        if not k["registryPullQPS"]
+        else f"QPS {k['registryPullQPS']:g}/burst {k['registryBurst']}"
+    )
+    return f"{mode}, {qps}"
+
+
+def render_markdown(report: dict[str, Any]) -> str:
+    w, run, s = report["workload"], report["run"], report["summary"]
+    ttr = s["time_to_ready"]
+    lines = [f"# Bench report: {w['name']}", ""]
+    if w["description"]:
+        lines += [w["description"].strip(), ""]
+    via = " through the fault proxy" if run["via_fault_proxy"] else ""
+    end = (f"stopped at the {run['timeout']:g} s timeout with {s['pods_not_ready']} pods not ready"
+           if run["timed_out"] else "stopped when every pod was settled")  # fmt: skip
+    lines += [
+        f"Ran {run['started_at']} on {run['machine']} (Python {run['python']}, kubelet-sim "
+        f"{run['kubelet_sim']}): {s['nodes']} simulated nodes pulled from the registry at "
+        f"`{run['registry']}`{via}; {s['pods']} pods; {end} after {run['stopped_at']:.1f} s. "
+        f"Workload file `{w['file']}` (seed {w['seed']}, sha256 `{w['sha256'][:12]}`).",
+        "",
+        "## Headline figures",
+        "",
+    ]
+    res = s["resources"]
+    requests = ", ".join(f"{k}: {v}" for k, v in s["registry_requests_by_status"].items()) or "none"
+    lines += _table(
+        ("figure", "value"),
+        [
+            ("pods ready", f"{s['pods_ready']} of {s['pods']}"),
+            ("time to images ready p50 / p90 / p99 / max",
+             " / ".join(_s(ttr[k]) for k in ("p50", "p90", "p99", "max"))),
+            ("makespan", _s(s["makespan"])),
+            ("arrival lag max (simulator health)", _s(s["arrival_lag"]["max"])),
+            ("pulls (failed)", f"{s['pulls']} ({s['pull_errors']})"),
+            ("registry pulls / shared", f"{s['registry_pulls']} / {s['shared_pulls']}"),
+            ("cache hits", s["cache_hits"]),
+            ("bytes pulled", f"{human_bytes(s['bytes_pulled'])} ({s['bytes_pulled']:,} B)"),
+            ("registry requests", f"{s['registry_requests']} ({requests})"),
+            ("registry retries", s["registry_retries"]),
+            ("backoffs", s["backoffs"]),
+            ("peak pulls in flight (max over nodes)", s["peak_pulls_in_flight_max"]),
+            ("CPU (user + system)", f"{res['cpu_seconds']:.2f} s ({res['cpu_user_seconds']:.2f} + "
+             f"{res['cpu_system_seconds']:.2f})"),
+            ("peak memory (RSS)", f"{res['peak_rss_mib']:.0f} MiB"),
+        ],
+    )  # fmt: skip
+    if s["waiting_reasons"]:
+        lines += ["Containers still waiting at the end, by reason: " + ", ".join(
+            f"{k} ({v})" for k, v in s["waiting_reasons"].items()) + ".", ""]  # fmt: skip
+    lines += ["## By node group", ""]
+    rows = []
+    for name, g in report["groups"].items():
+        t = g["time_to_ready"]
+        rows.append((
+            name, g["nodes"], g["platform"], g["cache"], _kubelet_text(g["kubelet"]),
+            f"{g['pods_ready']}/{g['pods']}", _s(t["p50"]), _s(t["p90"]), _s(t["p99"]),
+            _s(t["max"]), _s(g["makespan"]), f"{g['pulls']} ({g['pull_errors']})",
+            g["cache_hits"], human_bytes(g["bytes_pulled"]), g["peak_pulls_in_flight_max"],
+        ))  # fmt: skip
+    lines += _table(
+        ("group", "nodes", "platform", "cache", "kubelet", "ready", "p50", "p90", "p99", "max",
+         "makespan", "pulls (failed)", "cache hits", "bytes", "peak in flight"),
+        rows,
+    )  # fmt: skip
+    lines += ["## By pod template", ""]
+    lines += _table(
+        ("template", "pods", "images", "arrival", "placement", "p50", "p99", "max"),
+        [
+            (name, t["pods"], ", ".join(f"`{i}`" for i in t["images"]), t["arrival"],
+             t["placement"], _s(t["time_to_ready"]["p50"]), _s(t["time_to_ready"]["p99"]),
+             _s(t["time_to_ready"]["max"]))
+            for name, t in report["templates"].items()
+        ],
+    )  # fmt: skip
+    if report["images"]["pod_images_not_seeded"]:
+        lines += ["Pod images the workload does not seed (expected to fail): "
+                  + ", ".join(f"`{i}`" for i in report["images"]["pod_images_not_seeded"]), ""]  # fmt: skip
+    lines += ["## Registry answers", ""]
+    lines += _table(
+        ("method status", "answers"), list(s["registry_requests_by_method_status"].items())
+    )
+    lines += ["## Kubelet events by reason", "", "Emitted by the nodes' image managers and pod "
+              "workers (before the event spam filter).", ""]  # fmt: skip
+    lines += _table(("reason", "events"), list(s["events_by_reason"].items()))
+    faults = report["faults"]
+    if faults["plan"]:
+        lines += ["## Faults injected", ""]
+        lines += _table(
+            ("kind", "window", "details"),
+            [
+                (f["kind"], f"{f.get('start', 0):g} s – " + (f"{f['end']:g} s" if f.get("end") else "end"),
+                 ", ".join(f"{k}={v}" for k, v in f.items() if k not in ("kind", "start", "end")))
+                for f in faults["plan"]
+            ],
+        )  # fmt: skip
+        if "proxy" in faults:
+            lines += _table(("proxy counter", "value"), list(faults["proxy"].items()))
+    lines += ["## Plots", ""]
+    for file, title, caption in PLOTS:
+        lines += [f"### {title}", "", f"![{title}]({file})", "", caption, ""]
+    lines += ["## How to read this report", ""]
+    lines += [f"- **{term}**: {text}" for term, text in GLOSSARY]
+    lines += ["", "Every figure is measured in this run; `report.json` holds the raw pods, pulls "
+              "and per-node figures (with each node's own Prometheus samples beside them)."]  # fmt: skip
+    return "\n".join(lines) + "\n"

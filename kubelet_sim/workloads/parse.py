@@ -1,0 +1,329 @@
+"""Read and validate a workload file (``kubelet-sim.dev/v1alpha1`` ``Workload``).
+
+Every error is a :class:`~kubelet_sim.errors.ConfigError` whose file part is ``FILE:LINE`` and whose
+field is the path inside the document (``nodes[1].kubelet.maxParallelImagePulls``). Node groups'
+``kubelet`` sections are KubeletConfiguration fragments decoded, defaulted and validated exactly as
+a kubelet config file is; pod ``spec`` sections are Pod specs read by :mod:`kubelet_sim.k8s`.
+The format is described with examples in ``benchmarks/workloads/README.md``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import yaml
+
+from kubelet_sim import config as kconfig
+from kubelet_sim.errors import ConfigError, InvalidImageNameError, PlatformError
+from kubelet_sim.faultproxy import FaultKind, FaultPlan, FaultWindow
+from kubelet_sim.platforms import parse_platform
+from kubelet_sim.reference import parse_normalized
+from kubelet_sim.registry.transport import TransportSettings
+
+from .parse_pods import dns_label, pod_template, secret
+from .source import Fields, Located, load_located, parse_size, type_name
+from .spec import (
+    API_VERSION,
+    KIND,
+    BaseImage,
+    CacheState,
+    EngineTiming,
+    ImageSpec,
+    LayerGroup,
+    NodeGroup,
+    RunSettings,
+    SizeDistribution,
+    SizeKind,
+    Workload,
+)
+
+_TOP = ("apiVersion", "kind", "name", "description", "seed", "bases", "images", "nodes", "pods",
+        "secrets", "faults", "run")  # fmt: skip
+_PROBE_HOST = "registry.invalid:5000"  # only to check repository names against the grammar
+
+
+def load_workload(path: str | os.PathLike[str]) -> Workload:
+    """Read and validate the workload file at ``path``.
+
+    Raises:
+        ConfigError: naming ``FILE:LINE`` and the field.
+    """
+    source = os.fspath(path)
+    try:
+        text = Path(source).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(source, None, "workload file does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(source, None, f"cannot read the workload file: {exc}") from None
+    return parse_workload(text, source, base_dir=Path(source).parent)
+
+
+def parse_workload(
+    text: str, source: str = "<workload>", *, base_dir: Path | None = None
+) -> Workload:
+    """Validate a workload document; relative files (traces) are read from ``base_dir``."""
+    doc = load_located(text, source)
+    top = doc.fields("", doc.value, _TOP)
+    for key, expected in (("apiVersion", API_VERSION), ("kind", KIND)):
+        if top.raw(key) != expected:
+            top.fail(key, f"expected {expected!r}, got {top.raw(key)!r}")
+    name = top.string("name", required=True)
+    seed = top.integer("seed", 0)
+    bases = tuple(_base(doc, p, v) for p, v in top.items("bases"))
+    _unique(doc, "bases", [b.name for b in bases])
+    images = tuple(_image(doc, p, v, {b.name for b in bases}) for p, v in top.items("images"))
+    repos = [r for spec in images for r in spec.repositories()]
+    _unique(doc, "images", repos, what="repository")
+    known = {ref for spec in images for ref in spec.references()}
+    nodes = tuple(_node_group(doc, p, v, known) for p, v in top.items("nodes", required=True))
+    _unique(doc, "nodes", [g.name for g in nodes])
+    groups = {g.name: g.count for g in nodes}
+    base = base_dir or Path.cwd()
+    pods = tuple(
+        pod_template(doc, p, v, groups, seed, base) for p, v in top.items("pods", required=True)
+    )
+    _unique(doc, "pods", [t.name for t in pods])
+    secrets = tuple(secret(doc, p, v) for p, v in top.items("secrets"))
+    faults = _faults(doc, top.raw("faults"), seed)
+    run = RunSettings()
+    if top.has("run"):
+        f = doc.fields("run", top.raw("run"), ("timeout", "proxy"))
+        run = RunSettings(
+            timeout=f.duration("timeout", 600.0) or 600.0, proxy=f.boolean("proxy", False)
+        )
+    return Workload(
+        name=name,
+        seed=seed,
+        source=source,
+        description=top.string("description", ""),
+        bases=bases,
+        images=images,
+        nodes=nodes,
+        pods=pods,
+        secrets=secrets,
+        faults=faults,
+        run=run,
+        digest=hashlib.sha256(text.encode()).hexdigest(),
+    )
+
+
+def _unique(doc: Located, path: str, names: list[str], what: str = "name") -> None:
+    seen: set[str] = set()
+    for i, name in enumerate(names):
+        if name in seen:
+            doc.fail(f"{path}[{i}]", f"duplicate {what} {name!r}")
+        seen.add(name)
+
+
+# -- images -------------------------------------------------------------------------------------
+
+
+def _size_distribution(doc: Located, path: str, value: Any) -> SizeDistribution:
+    if not isinstance(value, dict):
+        return SizeDistribution(SizeKind.FIXED, value=parse_size(value, doc, path))
+    f = doc.fields(path, value, ("uniform", "lognormal", "choice", "min", "max"))
+    kinds = [k for k in ("uniform", "lognormal", "choice") if f.has(k)]
+    if len(kinds) != 1:
+        doc.fail(path, "give exactly one of uniform: [MIN, MAX], lognormal: {median, sigma}, "
+                 "choice: [SIZES]")  # fmt: skip
+    low, high = f.size("min", 0) or 0, f.size("max", 0) or 0
+    if kinds[0] == "uniform":
+        pair = f.raw("uniform")
+        if not isinstance(pair, list) or len(pair) != 2:
+            f.fail("uniform", "expected [MIN, MAX]")
+        low, high = (parse_size(v, doc, f"{path}.uniform[{i}]") for i, v in enumerate(pair))
+        if not 0 < low <= high:
+            f.fail("uniform", "expected 0 < MIN <= MAX")
+        return SizeDistribution(SizeKind.UNIFORM, low=low, high=high)
+    if kinds[0] == "choice":
+        choices = tuple(parse_size(v, doc, p) for p, v in f.items("choice", required=True))
+        return SizeDistribution(SizeKind.CHOICE, choices=choices)
+    ln = doc.fields(f.at("lognormal"), f.raw("lognormal"), ("median", "sigma"))
+    median = ln.size("median")
+    if not median:
+        ln.fail("median", "required, a positive size")
+    if high and low > high:
+        f.fail("min", "min must not exceed max")
+    sigma = ln.number("sigma", 1.0, maximum=5.0)
+    return SizeDistribution(SizeKind.LOGNORMAL, median=median, sigma=sigma, low=low, high=high)
+
+
+def _layers(f: Fields) -> tuple[LayerGroup, ...]:
+    groups = []
+    for path, item in f.items("layers"):
+        if isinstance(item, dict) and "count" in item:
+            g = f.doc.fields(path, item, ("count", "size"))
+            size = _size_distribution(f.doc, g.at("size"), g.raw("size", required=True))
+            groups.append(LayerGroup(g.integer("count", 1, minimum=1), size))
+        else:
+            groups.append(LayerGroup(1, _size_distribution(f.doc, path, item)))
+    return tuple(groups)
+
+
+def _base(doc: Located, path: str, value: Any) -> BaseImage:
+    f = doc.fields(path, value, ("name", "layers"))
+    layers = _layers(f)
+    if not layers:
+        f.fail("layers", "a base needs at least one layer")
+    return BaseImage(f.string("name", required=True), layers)
+
+
+def _image(doc: Located, path: str, value: Any, bases: set[str]) -> ImageSpec:
+    f = doc.fields(path, value, ("repository", "tags", "count", "platforms", "base", "layers",
+                                 "compress", "mediaTypes"))  # fmt: skip
+    count = f.integer("count", 1, minimum=1)
+    repository = f.string("repository", required=True)
+    if count > 1 and "{i}" not in repository:
+        f.fail("repository", "with count > 1 the repository must contain {i}")
+    tags = f.strings("tags", ("latest",))
+    platforms = f.strings("platforms", ("linux/amd64",))
+    for i, platform in enumerate(platforms):
+        _check_platform(doc, f"{f.at('platforms')}[{i}]", platform)
+    for key, suffix in [("repository", ""), *((f"tags[{i}]", f":{t}") for i, t in enumerate(tags))]:
+        try:
+            parse_normalized(f"{_PROBE_HOST}/{repository.replace('{i}', '0')}{suffix}")
+        except InvalidImageNameError as exc:
+            f.fail(key, f"not a valid image: {exc.message}: {repository}{suffix}")
+    base = f.string("base", "") or None
+    if base is not None and base not in bases:
+        f.fail("base", f"unknown base {base!r}; bases: {', '.join(sorted(bases)) or 'none'}")
+    layers = _layers(f)
+    if not layers and base is None:
+        f.fail("layers", "an image needs layers or a base")
+    media = f.string("mediaTypes", "oci")
+    if media not in ("oci", "docker"):
+        f.fail("mediaTypes", f"expected oci or docker, got {media!r}")
+    return ImageSpec(repository, tags, count, platforms, base, layers,
+                     f.boolean("compress", False), media == "docker")  # fmt: skip
+
+
+def _check_platform(doc: Located, path: str, value: str) -> None:
+    try:
+        platform = parse_platform(value)
+    except PlatformError as exc:
+        doc.fail(path, str(exc))
+    if value.count("/") < 1 or not platform.architecture:
+        doc.fail(path, f"expected os/arch[/variant], got {value!r}")
+
+
+# -- nodes --------------------------------------------------------------------------------------
+
+_NODE = ("name", "count", "platform", "kubelet", "kubeletConfigFile", "cache", "prePulled",
+         "maxConcurrentDownloads", "transport", "timing")  # fmt: skip
+
+
+def _node_group(doc: Located, path: str, value: Any, known: set[str]) -> NodeGroup:
+    f = doc.fields(path, value, _NODE)
+    platform = f.string("platform", "linux/amd64")
+    _check_platform(doc, f.at("platform"), platform)
+    kubelet_fields = f.raw("kubelet") or {}
+    if not isinstance(kubelet_fields, dict):
+        f.fail("kubelet", f"expected a mapping of KubeletConfiguration fields, got "
+               f"{type_name(kubelet_fields)}")  # fmt: skip
+    cache = f.string("cache", "cold")
+    if cache not in tuple(CacheState):
+        f.fail("cache", f"expected cold or warm, got {cache!r}")
+    pre_pulled = f.strings("prePulled")
+    for i, ref in enumerate(pre_pulled):
+        if ref not in known:
+            doc.fail(f"{f.at('prePulled')}[{i}]", f"{ref!r} is not one of the workload's images")
+    return NodeGroup(
+        name=dns_label(f, "name"),
+        count=f.integer("count", 1, minimum=1),
+        platform=platform,
+        kubelet=_kubelet(f, kubelet_fields),
+        kubelet_fields=MappingProxyType(dict(kubelet_fields)),
+        cache=CacheState(cache),
+        pre_pulled=pre_pulled,
+        max_concurrent_downloads=f.integer("maxConcurrentDownloads", 3, minimum=1),
+        transport=_transport(f),
+        timing=_timing(f),
+    )
+
+
+def _kubelet(f: Fields, fields: dict[str, Any]) -> kconfig.KubeletConfiguration:
+    document: dict[str, Any] = {}
+    base_path = f.string("kubeletConfigFile", "")
+    if base_path:
+        full = Path(f.doc.source).parent / base_path
+        try:
+            loaded = yaml.safe_load(full.read_text(encoding="utf-8"))
+        except (OSError, yaml.YAMLError) as exc:
+            f.fail("kubeletConfigFile", f"cannot read {full}: {exc}")
+        if not isinstance(loaded, dict):
+            f.fail("kubeletConfigFile", f"{full} is not a KubeletConfiguration document")
+        document.update(loaded)
+    document.update({"apiVersion": kconfig.API_VERSION, "kind": kconfig.KIND, **fields})
+    try:
+        return kconfig.parse_kubelet_config(yaml.safe_dump(document), f.at("kubelet"))
+    except ConfigError as exc:
+        field = exc.field or ""
+        path = f.at(f"kubelet.{field}") if field in fields else f.at("kubelet")
+        f.doc.fail(path, exc.message)
+
+
+def _transport(f: Fields) -> TransportSettings:
+    if not f.has("transport"):
+        return TransportSettings()
+    keys = ("maxAttempts", "backoffInitial", "backoffMax", "stallTimeout", "connectTimeout",
+            "requestDeadline")  # fmt: skip
+    t = f.doc.fields(f.at("transport"), f.raw("transport"), keys)
+    d = TransportSettings()
+    return TransportSettings(
+        max_attempts=t.integer("maxAttempts", d.max_attempts, minimum=1),
+        backoff_initial=t.duration("backoffInitial", d.backoff_initial) or 0.0,
+        backoff_max=t.duration("backoffMax", d.backoff_max) or 0.0,
+        stall_timeout=t.duration("stallTimeout", d.stall_timeout) or d.stall_timeout,
+        connect_timeout=t.duration("connectTimeout", d.connect_timeout) or d.connect_timeout,
+        request_deadline=t.duration("requestDeadline", d.request_deadline) or 0.0,
+    )
+
+
+def _timing(f: Fields) -> EngineTiming:
+    if not f.has("timing"):
+        return EngineTiming()
+    keys = ("resyncPeriod", "resyncJitter", "backoffInitial", "backoffMax")
+    t = f.doc.fields(f.at("timing"), f.raw("timing"), keys)
+    d = EngineTiming()
+    timing = EngineTiming(
+        resync_period=t.duration("resyncPeriod", d.resync_period) or d.resync_period,
+        resync_jitter=t.number("resyncJitter", d.resync_jitter, maximum=1.0),
+        backoff_initial=t.duration("backoffInitial", d.backoff_initial) or d.backoff_initial,
+        backoff_max=t.duration("backoffMax", d.backoff_max) or d.backoff_max,
+    )
+    if timing.backoff_max < timing.backoff_initial:
+        t.fail("backoffMax", "must not be less than backoffInitial")
+    return timing
+
+
+def _faults(doc: Located, value: Any, seed: int) -> FaultPlan:
+    if value is None:
+        return FaultPlan(seed=seed)
+    f = doc.fields("faults", value, ("seed", "windows"))
+    windows = []
+    keys = ("kind", "start", "end", "delay", "jitter", "share", "status", "afterBytes")
+    for path, item in f.items("windows"):
+        w = doc.fields(path, item, keys)
+        kind = w.string("kind", required=True)
+        if kind not in tuple(FaultKind):
+            w.fail("kind", f"expected one of {', '.join(FaultKind)}, got {kind!r}")
+        try:
+            windows.append(
+                FaultWindow(
+                    FaultKind(kind),
+                    start=w.duration("start", 0.0) or 0.0,
+                    end=w.duration("end", None),
+                    delay=w.duration("delay", 0.0) or 0.0,
+                    jitter=w.duration("jitter", 0.0) or 0.0,
+                    share=w.number("share", 1.0, maximum=1.0),
+                    status=w.integer("status", 503),
+                    after_bytes=w.size("afterBytes", 0) or 0,
+                )
+            )
+        except ValueError as exc:
+            doc.fail(path, str(exc))
+    return FaultPlan(tuple(windows), f.integer("seed", seed))

@@ -1,0 +1,406 @@
+"""Run a workload: many simulated nodes in one process, sharing only the registry.
+
+Each node is a real :class:`~kubelet_sim.engine.node.Node` with its own store (a folder under
+``store_root``), registry client (its own connection pool), KubeletConfiguration, metrics registry
+and event recorder, wired as the pull command and the daemon wire theirs. With faults (or
+``run.proxy``) the nodes pull through a :class:`~kubelet_sim.faultproxy.FaultProxy` in front of the
+registry. Pre-pulled images and warm caches are pulled before time zero, outside the figures.
+Pods are submitted at their planned arrival times; the run ends when every pod's images are ready
+or can never be (``InvalidImageName``, ``ErrImageNeverPull``), or at ``run.timeout``.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import resource
+import time
+from collections.abc import Callable
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import anyio
+import structlog
+from prometheus_client import CollectorRegistry
+
+from kubelet_sim.backoff import Backoff
+from kubelet_sim.credentials import CredentialResolver
+from kubelet_sim.engine.engine import EngineSettings, PodState
+from kubelet_sim.engine.manager import CredentialLookup, anonymous
+from kubelet_sim.engine.node import Node
+from kubelet_sim.engine.runtime import ImageService
+from kubelet_sim.errors import KubeletSimError, PullReason, first_error
+from kubelet_sim.faultproxy import FaultProxy
+from kubelet_sim.k8s.objects import DOCKER_CONFIG_JSON_KEY, Secret, SecretType, stable_uid
+from kubelet_sim.metrics import PullMetrics
+from kubelet_sim.platforms import parse_platform
+from kubelet_sim.reference import parse_normalized
+from kubelet_sim.registry.client import ClientSettings, RegistryClient
+from kubelet_sim.registry.transport import Transport
+from kubelet_sim.store import Store
+
+from .generate import SeedReport
+from .observe import BytesTimeline, CountingRecorder, NodeObserver
+from .schedule import PlannedPod, plan_pods
+from .spec import CacheState, NodeGroup, Workload
+
+log = structlog.get_logger(__name__)
+
+HOPELESS = frozenset({PullReason.INVALID_IMAGE_NAME, PullReason.ERR_IMAGE_NEVER_PULL})
+PREPULL_CONCURRENCY = 8
+
+
+@dataclass(slots=True)
+class SimNode:
+    """One simulated node and everything it recorded."""
+
+    name: str
+    group: NodeGroup
+    node: Node
+    observer: NodeObserver
+    recorder: CountingRecorder
+    registry: CollectorRegistry
+    service: ImageService
+    pods: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """The run's state for a progress display."""
+
+    elapsed: float
+    pods_total: int
+    submitted: int
+    ready: int
+    pulls_in_flight: int
+    pulls_done: int
+    pull_errors: int
+    bytes: int
+    backoffs: int
+    groups: dict[str, tuple[int, int]]  # group -> (ready, planned)
+
+
+@dataclass(slots=True)
+class PodOutcome:
+    """A pod's life in the run, in seconds since time zero (None: never happened)."""
+
+    planned: PlannedPod
+    group: str
+    submitted: float | None = None
+    ready: float | None = None
+    containers: list[dict[str, object]] = field(default_factory=list)
+
+    @property
+    def seconds(self) -> float | None:
+        if self.submitted is None or self.ready is None:
+            return None
+        return self.ready - self.submitted
+
+
+@dataclass(slots=True)
+class BenchResult:
+    """Everything a report is made from."""
+
+    workload: Workload
+    registry: str
+    target: str
+    nodes: list[SimNode]
+    pods: list[PodOutcome]
+    timeline: BytesTimeline
+    stopped_at: float
+    timed_out: bool
+    resources: dict[str, float]
+    started_at: float
+    proxy: FaultProxy | None = None
+    seed: SeedReport | None = None
+
+
+def _secrets(workload: Workload, host: str) -> dict[tuple[str, str], Secret]:
+    out = {}
+    for spec in workload.secrets:
+        auth = base64.b64encode(f"{spec.username}:{spec.password}".encode()).decode()
+        doc = {
+            "auths": {host: {"username": spec.username, "password": spec.password, "auth": auth}}
+        }
+        uid = stable_uid("Secret", spec.namespace, spec.name)
+        data = {DOCKER_CONFIG_JSON_KEY: json.dumps(doc).encode()}
+        secret = Secret(spec.namespace, spec.name, uid, SecretType.DOCKER_CONFIG_JSON, data)
+        out[(spec.namespace, spec.name)] = secret
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class _SecretTable:
+    secrets: dict[tuple[str, str], Secret]
+
+    def get_secret(self, namespace: str, name: str) -> Secret | None:
+        return self.secrets.get((namespace, name))
+
+
+async def _open_node(
+    stack: AsyncExitStack,
+    group: NodeGroup,
+    name: str,
+    index: int,
+    root: Path,
+    timeline: BytesTimeline,
+    secrets: _SecretTable | None,
+) -> SimNode:
+    registry = CollectorRegistry()
+    observer = NodeObserver(PullMetrics(registry), anyio.current_time, timeline)
+    recorder = CountingRecorder(source_host=name)
+    store = await stack.enter_async_context(await Store.open(root / name))
+    client = RegistryClient(
+        Transport(settings=group.transport, observer=observer),
+        settings=ClientSettings(max_concurrent_downloads=group.max_concurrent_downloads),
+    )
+    stack.push_async_callback(client.aclose)
+    service = ImageService(
+        client, store, platform=parse_platform(group.platform), bytes_observer=observer.bytes_pulled
+    )
+    credentials: CredentialLookup = anonymous
+    if secrets is not None:
+        credentials = CredentialResolver(secrets=secrets, recorder=recorder).lookup
+    timing = group.timing
+    node = Node.build(
+        group.kubelet,
+        service,
+        recorder,
+        observer,
+        credentials=credentials,
+        settings=EngineSettings(timing.resync_period, timing.resync_jitter, seed=index),
+        backoff=Backoff(timing.backoff_initial, timing.backoff_max),
+        progress=observer.progress,
+    )
+    return SimNode(name, group, node, observer, recorder, registry, service)
+
+
+async def _prepull(nodes: list[SimNode], workload: Workload, target: str) -> None:
+    """Pull warm caches and pre-pulled images outside the measured run (no events or metrics)."""
+    limiter = anyio.CapacityLimiter(PREPULL_CONCURRENCY)
+
+    async def one(sim: SimNode, refs: list[str]) -> None:
+        async with limiter, RegistryClient() as client:
+            service = ImageService(client, sim.service.store, platform=sim.service.platform)
+            for ref in refs:
+                await service.pull_image(parse_normalized(f"{target}/{ref}"))
+
+    async with anyio.create_task_group() as tg:
+        for sim in nodes:
+            refs = list(sim.group.pre_pulled)
+            if sim.group.cache is CacheState.WARM:
+                refs = [
+                    ref
+                    for spec in workload.images
+                    if sim.group.platform in spec.platforms
+                    for ref in spec.references()
+                ]
+            if refs:
+                tg.start_soon(one, sim, refs)
+
+
+def _settled(state: PodState) -> bool:
+    return state.is_ready or all(c.ready or c.reason in HOPELESS for c in state.containers.values())
+
+
+def _snapshot(
+    nodes: list[SimNode], plan: list[PlannedPod], submitted: int, elapsed: float
+) -> Snapshot:
+    ready = 0
+    groups: dict[str, list[int]] = {}
+    for sim in nodes:
+        counts = groups.setdefault(sim.group.name, [0, 0])
+        counts[1] += sim.pods
+        done = sum(1 for s in sim.node.engine.pods() if s.is_ready)
+        counts[0] += done
+        ready += done
+    spans = [span for sim in nodes for span in sim.observer.spans]
+    return Snapshot(
+        elapsed=elapsed,
+        pods_total=len(plan),
+        submitted=submitted,
+        ready=ready,
+        pulls_in_flight=sum(sim.node.runner.in_flight for sim in nodes),
+        pulls_done=len(spans),
+        pull_errors=sum(1 for span in spans if span.error),
+        bytes=sum(sim.observer.received for sim in nodes),
+        backoffs=sum(sim.recorder.emitted["BackOff"] for sim in nodes),
+        groups={name: (c[0], c[1]) for name, c in groups.items()},
+    )
+
+
+def _cpu() -> tuple[float, float]:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime, usage.ru_stime
+
+
+def _reset_peak_rss() -> bool:
+    """Reset this process's ``VmHWM`` to its current RSS (Linux ``clear_refs``)."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True
+
+
+def peak_rss_mib() -> float:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except (OSError, ValueError):
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+async def run_workload(
+    workload: Workload,
+    registry: str,
+    store_root: Path,
+    *,
+    on_tick: Callable[[Snapshot], None] | None = None,
+    tick: float = 0.25,
+    seed: SeedReport | None = None,
+) -> BenchResult:
+    """Run ``workload`` against the registry at ``registry`` (``HOST:PORT``).
+
+    Raises:
+        KubeletSimError: a store cannot be opened, or a pre-pull failed.
+    """
+    try:
+        return await _run(workload, registry, store_root, on_tick, tick, seed)
+    except* KubeletSimError as group:
+        raise first_error(group) from None
+
+
+async def _run(
+    workload: Workload,
+    registry: str,
+    store_root: Path,
+    on_tick: Callable[[Snapshot], None] | None,
+    tick: float,
+    seed: SeedReport | None,
+) -> BenchResult:
+    plan = plan_pods(workload)
+    timeline = BytesTimeline()
+    async with AsyncExitStack() as stack:
+        tg = await stack.enter_async_context(anyio.create_task_group())
+        stack.callback(tg.cancel_scope.cancel)  # on exit, after the nodes stopped: the proxy
+        proxy: FaultProxy | None = None
+        target = registry
+        if workload.uses_proxy:
+            proxy = FaultProxy(registry, workload.faults)
+            await tg.start(proxy.run)
+            target = proxy.host
+        needs_secrets = workload.secrets or any(t.pull_secrets for t in workload.pods)
+        secrets = _SecretTable(_secrets(workload, target)) if needs_secrets else None
+        nodes: list[SimNode] = []
+        for group in workload.nodes:
+            for name in group.node_names():
+                sim = await _open_node(
+                    stack, group, name, len(nodes), store_root, timeline, secrets
+                )
+                nodes.append(sim)
+        by_name = {sim.name: sim for sim in nodes}
+        for pod in plan:
+            by_name[pod.node].pods += 1
+        await _prepull(nodes, workload, target)
+        for sim in nodes:
+            await stack.enter_async_context(sim.node.running())
+
+        started_at = time.time()
+        t0 = anyio.current_time()
+        for sim in nodes:
+            sim.observer.t0 = t0
+        if proxy is not None:
+            proxy.start_schedule(t0)
+        peak_reset = _reset_peak_rss()
+        cpu0 = _cpu()
+        submitted_at: dict[str, float] = {}
+
+        async def arrivals() -> None:
+            # Every pod that is due is submitted without yielding in between: on a busy event
+            # loop each await would let hundreds of tasks run and make later pods arrive late.
+            for pod in plan:
+                delay = t0 + pod.at - anyio.current_time()
+                if delay > 0:
+                    await anyio.sleep(delay)
+                engine = by_name[pod.node].node.engine
+                try:
+                    engine.submit_nowait(pod.spec(target))
+                except anyio.WouldBlock:
+                    await engine.submit(pod.spec(target))
+                submitted_at[pod.uid] = anyio.current_time() - t0
+
+        timed_out = False
+        async with anyio.create_task_group() as run_tg:
+            run_tg.start_soon(arrivals)
+            deadline = t0 + workload.run.timeout
+            while True:
+                now = anyio.current_time()
+                if on_tick is not None:
+                    on_tick(_snapshot(nodes, plan, len(submitted_at), now - t0))
+                if len(submitted_at) == len(plan) and all(
+                    _settled(s) for sim in nodes for s in sim.node.engine.pods()
+                ):
+                    break
+                if now >= deadline:
+                    timed_out = True
+                    break
+                await anyio.sleep(tick)
+            run_tg.cancel_scope.cancel()
+        stopped_at = anyio.current_time() - t0
+        cpu1 = _cpu()
+        if on_tick is not None:
+            on_tick(_snapshot(nodes, plan, len(submitted_at), stopped_at))
+        pods = _outcomes(plan, by_name, submitted_at, t0)
+        resources = {
+            "wall_seconds": round(stopped_at, 3),
+            "cpu_user_seconds": round(cpu1[0] - cpu0[0], 3),
+            "cpu_system_seconds": round(cpu1[1] - cpu0[1], 3),
+            "cpu_seconds": round(cpu1[0] - cpu0[0] + cpu1[1] - cpu0[1], 3),
+            "peak_rss_mib": round(peak_rss_mib(), 1),
+            "peak_rss_reset_at_start": float(peak_reset),
+        }
+        return BenchResult(
+            workload=workload,
+            registry=registry,
+            target=target,
+            nodes=nodes,
+            pods=pods,
+            timeline=timeline,
+            stopped_at=stopped_at,
+            timed_out=timed_out,
+            resources=resources,
+            started_at=started_at,
+            proxy=proxy,
+            seed=seed,
+        )
+
+
+def _outcomes(
+    plan: list[PlannedPod], nodes: dict[str, SimNode], submitted: dict[str, float], t0: float
+) -> list[PodOutcome]:
+    out = []
+    for pod in plan:
+        sim = nodes[pod.node]
+        outcome = PodOutcome(pod, sim.group.name)
+        state = sim.node.engine.pod(pod.uid)
+        if state is not None:
+            outcome.submitted = round(state.submitted_at - t0, 6)
+            if state.ready_at is not None:
+                outcome.ready = round(state.ready_at - t0, 6)
+            outcome.containers = [
+                {
+                    "name": c.container,
+                    "image": c.image,
+                    "ready": c.ready,
+                    "reason": c.reason,
+                    "attempts": c.attempts,
+                    "image_id": c.image_id,
+                }
+                for c in state.containers.values()
+            ]
+        out.append(outcome)
+    return out

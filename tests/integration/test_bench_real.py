@@ -1,0 +1,256 @@
+"""Bench runs against the real registry: the report agrees with the nodes' own metrics and events."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from kubelet_sim.cli import configure_logging, main
+from kubelet_sim.testing.registry import RegistryProcess
+from kubelet_sim.workloads import (
+    BenchResult,
+    ImageBuilder,
+    build_report,
+    parse_workload,
+    render_markdown,
+    run_workload,
+    seed_workload,
+)
+from kubelet_sim.workloads.plots import write_plots
+
+pytestmark = pytest.mark.registry
+
+WORKLOAD = """\
+apiVersion: kubelet-sim.dev/v1alpha1
+kind: Workload
+name: {name}
+seed: 21
+bases:
+  - {{name: base, layers: [300KiB]}}
+images:
+  - repository: {prefix}/web
+    tags: ["1.0"]
+    base: base
+    platforms: [linux/amd64, linux/arm64]
+    layers: [{{count: 2, size: {{uniform: [100KiB, 200KiB]}}}}]
+  - {{repository: {prefix}/init, tags: ["1.0"], layers: [50KiB]}}
+  - {{repository: "{prefix}/job-{{i}}", count: 3, tags: ["1"], base: base, layers: [80KiB]}}
+nodes:
+  - name: serial
+    kubelet: {{registryPullQPS: 0}}
+    timing: {{resyncPeriod: 200ms, backoffInitial: 300ms, backoffMax: 600ms}}
+    transport: {{maxAttempts: 1}}
+  - name: parallel
+    platform: linux/arm64
+    kubelet: {{serializeImagePulls: false, maxParallelImagePulls: 3, registryPullQPS: 0}}
+    timing: {{resyncPeriod: 200ms, backoffInitial: 300ms, backoffMax: 600ms}}
+    transport: {{maxAttempts: 1}}
+pods:
+  - name: web
+    count: 4
+    spec:
+      initContainers: [{{name: init, image: "{prefix}/init:1.0"}}]
+      containers: [{{name: web, image: "{prefix}/web:1.0"}}]
+    arrival: {{rate: 20}}
+  - name: jobs
+    count: 6
+    spec: {{containers: [{{name: job, image: "{prefix}/job-{{i%3}}:1"}}]}}
+    placement: {{kind: random, seed: 2}}
+  - name: missing
+    count: 2
+    spec: {{containers: [{{name: app, image: "{prefix}/web:no-such-tag"}}]}}
+    placement: every-node
+{extra}
+run: {{timeout: {timeout}}}
+"""
+
+
+def _workload(name: str, prefix: str, timeout: str = "2.5s", extra: str = "") -> Any:
+    text = WORKLOAD.format(name=name, prefix=prefix, timeout=timeout, extra=extra)
+    return parse_workload(text, f"{name}.yaml")
+
+
+async def _bench(workload: Any, host: str, root: Path) -> BenchResult:
+    seed = await seed_workload(workload, host)
+    return await run_workload(workload, host, root, seed=seed, tick=0.05)
+
+
+def test_report_agrees_with_the_nodes_metrics_and_events(
+    registry: RegistryProcess, tmp_path: Path
+) -> None:
+    configure_logging("warning")
+    workload = _workload("agree", "bench-agree")
+    result = anyio.run(_bench, workload, registry.host, tmp_path / "stores")
+    report = json.loads(json.dumps(build_report(result)))  # what report.json holds
+    s = report["summary"]
+
+    # The report's own observations against each node's Prometheus samples and event recorder.
+    for node, sim in zip(report["nodes"], result.nodes, strict=True):
+        m = node["metrics"]
+        assert node["pulls"] == m["pull_image_operations"] > 0
+        assert node["pull_errors"] == m["pull_image_errors"] > 0  # the missing tag
+        assert node["bytes_pulled"] == m["pull_bytes"]
+        assert node["cache_hits"] == m["cache_hits"]
+        assert node["ensure_image_requests"] == m["ensure_image_requests"]
+        assert node["pulls"] - node["pull_errors"] == m["image_pull_duration_count"]
+        statuses: Counter[str] = Counter()
+        for key, n in node["registry_responses"].items():
+            statuses[key.split(" ")[1]] += n
+        assert statuses == m["registry_requests_by_code"]
+        assert statuses["404"] > 0
+        # The kubelet's spam filter (25 per pod) thins the looping missing-tag pods' events:
+        # every emitted event is stored (with its count) unless it was filtered.
+        emitted, stored = node["events_emitted"], node["events_stored"]
+        filtered = sim.recorder.statistics().spam_filtered
+        assert filtered == node["events_spam_filtered"]
+        assert all(stored.get(reason, 0) <= n for reason, n in emitted.items())
+        assert sum(emitted.values()) - filtered <= sum(stored.values()) <= sum(emitted.values())
+        events = sim.recorder.events()
+        assert all(
+            e.involved_object.name.startswith("missing") for e in events if e.reason == "BackOff"
+        )
+        assert node["events_emitted"]["Pulling"] == node["pulls"]
+        present = [e for e in events if "already present on machine" in e.message]
+        assert sum(e.count for e in present) == node["cache_hits"]
+        assert node["events_emitted"].get("BackOff", 0) > 0
+        # Bytes: exactly the distinct layers of the images this node pulled, for its platform.
+        platform = sim.group.platform
+        pulled = {
+            c.image.split("/", 1)[1]
+            for st in sim.node.engine.pods()
+            for c in st.containers.values()
+            if c.ready
+        }
+        layers = {
+            str(layer.digest): layer.size
+            for built in ImageBuilder(workload)
+            if built.reference in pulled
+            for image in built.images
+            if image.platform_string == platform or len(built.images) == 1
+            for layer in image.layers
+        }
+        assert node["bytes_pulled"] == sum(layers.values())
+    assert report["nodes"][0]["peak_pulls_in_flight"] == 1  # serial
+    assert 1 <= report["nodes"][1]["peak_pulls_in_flight"] <= 3
+
+    # Pods: ready times are the engine's own, relative to time zero.
+    ready = [p for p in report["pods"] if p["ready"] is not None]
+    assert s["pods"] == 12
+    assert s["pods_ready"] == len(ready) == 10
+    assert s["pods_not_ready"] == 2
+    assert s["waiting_reasons"] in (
+        {"ErrImagePull": 2},
+        {"ImagePullBackOff": 2},
+        {"ErrImagePull": 1, "ImagePullBackOff": 1},
+    )
+    assert report["run"]["timed_out"] is True
+    for sim in result.nodes:
+        for state in sim.node.engine.pods():
+            pod = next(p for p in report["pods"] if p["name"] == state.spec.ref.name)
+            if state.ready_at is not None:
+                assert pod["seconds"] == pytest.approx(
+                    state.ready_at - state.submitted_at, abs=1e-3
+                )
+    seconds = sorted(p["seconds"] for p in ready)
+    assert s["time_to_ready"]["max"] == pytest.approx(seconds[-1], abs=1e-3)
+    assert s["time_to_ready"]["count"] == 10
+    assert s["makespan"] == pytest.approx(
+        max(p["ready"] for p in ready) - min(p["submitted"] for p in report["pods"]), abs=1e-3
+    )
+    assert s["pulls"] == sum(n["pulls"] for n in report["nodes"]) == len(report["pulls"])
+    assert s["backoffs"] == sum(n["events_emitted"].get("BackOff", 0) for n in report["nodes"])
+    assert s["events_by_reason"]["Pulling"] == s["pulls"]
+    assert report["images"]["pod_images_not_seeded"] == ["bench-agree/web:no-such-tag"]
+    assert s["arrival_lag"]["count"] == 12
+    assert s["arrival_lag"]["max"] < 0.5  # pods were submitted when planned
+    assert s["resources"]["cpu_seconds"] > 0
+    assert s["resources"]["peak_rss_mib"] > 10
+
+    # Plots and the markdown report are written and not empty.
+    files = write_plots(report, tmp_path / "out")
+    assert sorted(f.name for f in files) == [
+        "bytes-over-time.png",
+        "pull-timeline.png",
+        "time-to-ready-cdf.png",
+    ]
+    for f in files:
+        data = f.read_bytes()
+        assert data.startswith(b"\x89PNG\r\n\x1a\n")
+        assert len(data) > 10_000
+    text = render_markdown(report)
+    for expected in ("# Bench report: agree", "| pods ready | 10 of 12 |", "![Pull timeline",
+                     "## How to read this report", "| serial | 1 | linux/amd64 |"):  # fmt: skip
+        assert expected in text
+
+
+def test_outage_through_the_fault_proxy_ends_in_backoff_then_ready(
+    registry: RegistryProcess, tmp_path: Path
+) -> None:
+    configure_logging("warning")
+    extra = "faults:\n  windows:\n    - {kind: outage, start: 0s, end: 0.8s}\n"
+    text = WORKLOAD.format(name="outage", prefix="bench-outage", timeout="8s", extra=extra)
+    # Without the missing-tag pods: every pod must get ready once the outage is over.
+    text = text.split("  - name: missing")[0] + text.split("placement: every-node\n")[-1]
+    workload = parse_workload(text, "outage.yaml")
+    result = anyio.run(_bench, workload, registry.host, tmp_path)
+    report = build_report(result)
+    s = report["summary"]
+    assert report["run"]["via_fault_proxy"] is True
+    assert report["run"]["nodes_pulled_from"] != registry.host
+    assert report["run"]["timed_out"] is False
+    assert s["pods_ready"] == s["pods"] == 10
+    assert s["pull_errors"] > 0
+    assert s["backoffs"] > 0
+    assert report["faults"]["proxy"]["outage_resets"] > 0
+    assert report["faults"]["plan"] == [{"kind": "outage", "start": 0.0, "end": 0.8}]
+    assert s["time_to_ready"]["min"] >= 0.0
+    first_ready = min(p["ready"] for p in report["pods"])
+    assert first_ready >= 0.8  # nothing got through during the outage
+    served = sum(n for _, n in report["faults"]["served_timeline"])
+    assert served == report["faults"]["proxy"]["bytes_to_client"] >= s["bytes_pulled"]
+
+
+def test_seed_and_bench_commands_and_compare(
+    registry: RegistryProcess, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    files = []
+    for name, kubelet in (("cli-serial", "{registryPullQPS: 0}"),
+                          ("cli-parallel", "{maxParallelImagePulls: 4, registryPullQPS: 0}")):  # fmt: skip
+        text = WORKLOAD.format(name=name, prefix="bench-cli", timeout="5s", extra="")
+        text = text.split("  - name: missing")[0]
+        text = text.replace("{registryPullQPS: 0}", kubelet, 1)
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(text)
+        files.append(path)
+    assert main(["seed", str(files[0]), "--registry", registry.host, "--output", "json"]) == 0
+    first = json.loads(capsys.readouterr().out)
+    assert main(["seed", str(files[0]), "--registry", registry.host, "--output", "json"]) == 0
+    again = json.loads(capsys.readouterr().out)
+    assert first["images"] == again["images"] == 5
+    assert first["blobs_uploaded"] > 0
+    assert again["blobs_uploaded"] == 0  # idempotent: every blob was already there
+    assert again["blobs_skipped"] >= first["blobs_uploaded"]
+    outs = []
+    for path in files:
+        out = tmp_path / path.stem
+        argv = ["bench", str(path), "--registry", registry.host, "--out", str(out), "--quiet"]
+        assert main(argv) == 0
+        for name in ("report.json", "report.md", "pull-timeline.png", "time-to-ready-cdf.png",
+                     "bytes-over-time.png"):  # fmt: skip
+            assert (out / name).stat().st_size > 1000, name
+        outs.append(out / "report.json")
+    capsys.readouterr()
+    assert main(["bench", "--compare", str(outs[0]), str(outs[1]), "--output", "json"]) == 0
+    rows = {r["figure"]: r for r in json.loads(capsys.readouterr().out)}
+    assert rows["pods ready"]["a"] == rows["pods ready"]["b"] == 10
+    assert rows["serial: makespan"]["a"] > 0
+    a, b = (json.loads(path.read_text())["groups"]["serial"]["kubelet"] for path in outs)
+    assert (a["serializeImagePulls"], b["serializeImagePulls"]) == (True, False)
+    assert b["maxParallelImagePulls"] == 4
+    assert main(["bench", "--compare", str(outs[0]), str(outs[1])]) == 0
+    assert "time to ready p50" in capsys.readouterr().out
