@@ -17,11 +17,11 @@ import anyio
 import structlog
 
 from kubelet_sim.digest import Digest
-from kubelet_sim.errors import PlatformError, RegistryError, first_error
+from kubelet_sim.errors import PlatformError, RegistryError
 from kubelet_sim.platforms import Platform, host_platform
 from kubelet_sim.reference import ImageReference
 from kubelet_sim.registry.auth import Credentials
-from kubelet_sim.registry.client import RegistryClient, ResolvedImage
+from kubelet_sim.registry.client import RegistryClient, ResolvedImage, for_each_layer
 from kubelet_sim.registry.manifests import Descriptor
 from kubelet_sim.sinks import BlobSink
 from kubelet_sim.store import ImageRecord, Store
@@ -196,7 +196,6 @@ class ImageService:
                 extra.append(resolved.index.digest)
             await self.store.put_blob(resolved.manifest.raw, resolved.manifest.digest)
             await self.store.put_blob(resolved.config, resolved.manifest.config.digest)
-            limiter = anyio.CapacityLimiter(self.client.settings.max_concurrent_downloads)
 
             async def one(layer: Descriptor) -> None:
                 nonlocal downloaded
@@ -213,18 +212,10 @@ class ImageService:
                     if self._bytes_observer is not None:
                         self._bytes_observer(layer.size)
 
-                async with limiter:
-                    await self.store.ensure_blob(layer.digest, layer.size, fetch)
+                await self.store.ensure_blob(layer.digest, layer.size, fetch)
 
-            seen: set[Digest] = set()
-            try:
-                async with anyio.create_task_group() as tg:
-                    for layer in resolved.manifest.layers:
-                        if layer.digest not in seen:
-                            seen.add(layer.digest)
-                            tg.start_soon(one, layer)
-            except* Exception as group:
-                raise first_error(group) from None
+            limit = self.client.settings.max_concurrent_downloads
+            await for_each_layer(resolved.manifest.layers, limit, one)
             record = await self.store.commit_image(
                 resolved.manifest.digest,
                 resolved.manifest.config.digest,

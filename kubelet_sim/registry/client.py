@@ -10,7 +10,7 @@ verified by the sink before it commits.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
@@ -472,24 +472,36 @@ class RegistryClient:
         download concurrently, at most ``max_concurrent_downloads`` at a time.
         """
         image = resolved or await self.resolve_image(ref, platform, creds)
-        limiter = anyio.CapacityLimiter(self.settings.max_concurrent_downloads)
 
         async def one(layer: Descriptor) -> None:
-            async with limiter:
-                sink = await sink_for(layer)
-                if sink is not None:
-                    await self.fetch_blob(ref, layer, sink, creds, progress)
+            sink = await sink_for(layer)
+            if sink is not None:
+                await self.fetch_blob(ref, layer, sink, creds, progress)
 
-        seen: set[Digest] = set()
-        try:
-            async with anyio.create_task_group() as tg:
-                for layer in image.manifest.layers:
-                    if layer.digest not in seen:
-                        seen.add(layer.digest)
-                        tg.start_soon(one, layer)
-        except* Exception as group:
-            raise first_error(group) from None
+        await for_each_layer(image.manifest.layers, self.settings.max_concurrent_downloads, one)
         return image
+
+
+async def for_each_layer(
+    layers: Sequence[Descriptor], limit: int, fn: Callable[[Descriptor], Awaitable[None]]
+) -> None:
+    """Run ``fn`` on each distinct layer, at most ``limit`` at once (containerd's
+    ``MaxConcurrentDownloads``); the first failure cancels the rest and is raised as itself."""
+    limiter = anyio.CapacityLimiter(limit)
+
+    async def one(layer: Descriptor) -> None:
+        async with limiter:
+            await fn(layer)
+
+    seen: set[Digest] = set()
+    try:
+        async with anyio.create_task_group() as tg:
+            for layer in layers:
+                if layer.digest not in seen:
+                    seen.add(layer.digest)
+                    tg.start_soon(one, layer)
+    except* Exception as group:
+        raise first_error(group) from None
 
 
 def _rank(exc: RegistryError) -> int:
