@@ -67,9 +67,6 @@ class ManagerMetrics(Protocol):
 CredentialLookup = Callable[[PullRequest, ImageReference], Awaitable[Sequence[Credentials]]]
 """Returns the credentials to try for a request, in order (the keyring); empty = anonymous."""
 
-AccessCheck = Callable[[PullRequest, ImageReference, str], Awaitable[bool]]
-"""KEP-2535's ``MustAttemptImagePull``: True when the pod must prove access to a present image."""
-
 PodCredentials = Callable[[], Awaitable[Sequence[Credentials]]]
 """The request's credential lookup, run at most once per ``EnsureImageExists`` (``OnceValues``)."""
 
@@ -149,7 +146,6 @@ class ImageManager:
         *,
         backoff: Backoff | None = None,
         credentials: CredentialLookup = anonymous,
-        must_attempt_pull: AccessCheck | None = None,
         verifier: PulledImageVerifier | None = None,
         clock: Callable[[], float] = anyio.current_time,
     ) -> None:
@@ -159,7 +155,6 @@ class ImageManager:
         self.metrics = metrics
         self.backoff = Backoff() if backoff is None else backoff
         self.credentials = credentials
-        self.must_attempt_pull = must_attempt_pull
         self.verifier = verifier
         self.clock = clock
         self._prev_error: dict[tuple[str, str], str] = {}
@@ -221,11 +216,8 @@ class ImageManager:
                 must_attempt = await self.verifier.must_attempt_pull(
                     request, ref, record.image_id, lookup
                 )
-            elif self.must_attempt_pull is not None:
-                must_attempt = await self.must_attempt_pull(request, ref, record.image_id)
             if not must_attempt:
-                accessible = self.verifier is not None or self.must_attempt_pull is not None
-                msg = messages.already_present(image, accessible=accessible)
+                msg = messages.already_present(image, accessible=self.verifier is not None)
                 self._event(request, EventType.NORMAL, EventReason.PULLED, msg)
                 self.metrics.cache_hit()
                 return EnsureResult(

@@ -20,7 +20,7 @@ from kubelet_sim.config import KubeletConfiguration
 from kubelet_sim.events import EventRecorder
 
 from .engine import EngineSettings, PullEngine
-from .manager import AccessCheck, CredentialLookup, ImageManager, PulledImageVerifier, anonymous
+from .manager import CredentialLookup, ImageManager, PulledImageVerifier, anonymous
 from .pullers import ImagePuller, ParallelPuller, PullObserver, PullRunner, SerialPuller
 from .runtime import ProgressFn, RuntimeImageService
 from .throttle import TokenBucket
@@ -65,7 +65,6 @@ class Node:
         metrics: NodeMetrics,
         *,
         credentials: CredentialLookup = anonymous,
-        must_attempt_pull: AccessCheck | None = None,
         verifier: PulledImageVerifier | None = None,
         settings: EngineSettings | None = None,
         progress: ProgressFn | None = None,
@@ -91,7 +90,6 @@ class Node:
             if backoff is None
             else backoff,
             credentials=credentials,
-            must_attempt_pull=must_attempt_pull,
             verifier=verifier,
             clock=clock,
         )
