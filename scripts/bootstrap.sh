@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Idempotent set-up for a fresh Debian-like machine: the system packages the tests and the demo need
 # (the CNCF distribution registry, htpasswd, skopeo for the peer benchmarks, Python with venv when
-# the virtualenv has to be made), then a virtualenv in .venv with kubelet-sim and its test
-# dependencies. Re-running it does nothing that is already done; a broken .venv is made again.
+# the virtualenv has to be made), then a virtualenv in .venv with exactly the committed
+# lock (requirements/lock.txt) and kubelet-sim itself. Re-running it does nothing that is already
+# done; a broken .venv is made again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -44,9 +45,25 @@ if ! venv_ok; then
   fi
   "$python" -m venv .venv
 fi
-stamp=.venv/.kubelet-sim-installed
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-  echo "bootstrap: installing Python dependencies into .venv" >&2
-  .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
-  touch "$stamp"
+# The virtualenv holds exactly requirements/lock.txt (versions and hashes), then the project itself
+# without dependencies or build isolation (its build backend is in the lock too). A changed lock or
+# pyproject.toml rebuilds .venv from scratch, so nothing from an older resolution lingers.
+stamp=.venv/.kubelet-sim-lock
+want=$(cat requirements/lock.txt pyproject.toml | sha256sum | cut -d' ' -f1)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  if [ -f "$stamp" ] || [ -f .venv/.kubelet-sim-installed ]; then
+    echo "bootstrap: requirements/lock.txt or pyproject.toml changed; rebuilding .venv" >&2
+    rm -rf .venv
+    "$python" -m venv .venv
+  fi
+  echo "bootstrap: installing requirements/lock.txt into .venv" >&2
+  pip=(.venv/bin/python -m pip install -q --disable-pip-version-check --no-input)
+  "${pip[@]}" --require-hashes --no-deps -r requirements/lock.txt
+  "${pip[@]}" --no-deps --no-build-isolation -e .
+  .venv/bin/python -m pip check >/dev/null || {
+    .venv/bin/python -m pip check >&2
+    echo "bootstrap: the lock is inconsistent; refresh it with bash scripts/lock.sh" >&2
+    exit 1
+  }
+  echo "$want" > "$stamp"
 fi

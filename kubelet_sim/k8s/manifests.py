@@ -50,10 +50,10 @@ def _documents(text: str, source: str) -> list[Any]:
     if stripped[:1] in ("{", "["):
         try:
             return [json.loads(text)]
-        except ValueError:
-            pass  # YAML is a superset of most JSON; let its parser report the problem
-        except RecursionError:
-            raise ConfigError(source, None, "cannot parse JSON: nested too deeply") from None
+        except (ValueError, RecursionError):
+            # YAML is a superset of most JSON: its (iterative) parser reports the problem with a
+            # line and column, including nesting too deep for json's recursive decoder.
+            pass
         except MemoryError:
             raise ConfigError(source, None, "cannot parse JSON: out of memory") from None
     try:
