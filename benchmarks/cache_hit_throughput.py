@@ -27,20 +27,20 @@ from pathlib import Path
 import anyio
 from prometheus_client import CollectorRegistry
 
-from kubelet_sim.cli import configure_logging
-from kubelet_sim.config import KubeletConfiguration
-from kubelet_sim.engine.node import Node
-from kubelet_sim.engine.runtime import ImageService
-from kubelet_sim.engine.types import PodRef, PullRequest
-from kubelet_sim.events import EventReason, EventRecorder, EventType, ObjectRef
-from kubelet_sim.metrics import PullMetrics
-from kubelet_sim.policy import PullPolicy
-from kubelet_sim.reference import parse_normalized
+from kubelet_sim.cli.main import configure_logging
+from kubelet_sim.config.kubelet import KubeletConfiguration
+from kubelet_sim.core.pods import PodRef, PullRequest
+from kubelet_sim.core.policy import PullPolicy
+from kubelet_sim.core.reference import parse_normalized
+from kubelet_sim.node.builder import Node
 from kubelet_sim.registry.client import RegistryClient
+from kubelet_sim.runtime.images import ImageService
+from kubelet_sim.sim.images import build_image
+from kubelet_sim.sim.registry import RegistryConfig, RegistryProcess
+from kubelet_sim.sim.seed import push_image
 from kubelet_sim.store import Store
-from kubelet_sim.testing.images import build_image
-from kubelet_sim.testing.registry import RegistryConfig, RegistryProcess
-from kubelet_sim.testing.seed import push_image
+from kubelet_sim.telemetry.events import EventReason, EventRecorder, EventType, ObjectRef
+from kubelet_sim.telemetry.metrics import PullMetrics
 
 TARGET = 100_000  # decisions per second asked for in issue 5
 

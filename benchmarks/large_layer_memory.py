@@ -23,13 +23,13 @@ from pathlib import Path
 import anyio
 from pull_vs_skopeo import ratio_line, run_measured
 
-from kubelet_sim.cli import configure_logging
-from kubelet_sim.digest import Digest
-from kubelet_sim.reference import parse_normalized
+from kubelet_sim.cli.main import configure_logging
+from kubelet_sim.core.digest import Digest
+from kubelet_sim.core.reference import parse_normalized
 from kubelet_sim.registry import mediatypes as mt
 from kubelet_sim.registry.client import RegistryClient
 from kubelet_sim.registry.push import Pusher
-from kubelet_sim.testing.images import Blob, canonical_json, random_bytes
+from kubelet_sim.sim.images import Blob, canonical_json, random_bytes
 
 CHUNK = 64 * 1024 * 1024
 
@@ -75,7 +75,7 @@ def main() -> int:
     configure_logging("warning")
     if shutil.which("skopeo") is None:
         raise SystemExit("skopeo is not installed: sudo apt-get install -y skopeo")
-    from kubelet_sim.testing.registry import RegistryConfig, RegistryProcess
+    from kubelet_sim.sim.registry import RegistryConfig, RegistryProcess
 
     with tempfile.TemporaryDirectory(prefix="ksim-biglayer-") as tmp:
         work = Path(tmp)

@@ -24,20 +24,20 @@ from pathlib import Path
 
 import anyio
 
-from kubelet_sim.cli import configure_logging
-from kubelet_sim.reference import parse_normalized
+from kubelet_sim.cli.main import configure_logging
+from kubelet_sim.core.reference import parse_normalized
 from kubelet_sim.registry import mediatypes as mt
 from kubelet_sim.registry.client import RegistryClient
 from kubelet_sim.registry.push import Pusher
-from kubelet_sim.testing.images import (
+from kubelet_sim.sim.images import (
     Blob,
     build_image,
     canonical_json,
     random_bytes,
     tar_with_file,
 )
-from kubelet_sim.testing.registry import RegistryConfig, RegistryProcess
-from kubelet_sim.testing.seed import push_image
+from kubelet_sim.sim.registry import RegistryConfig, RegistryProcess
+from kubelet_sim.sim.seed import push_image
 
 KSIM = [sys.executable, "-m", "kubelet_sim"]
 
@@ -122,12 +122,12 @@ async def seed_small(host: str, count: int) -> list[str]:
 PULL_MANY = """
 import anyio, sys
 from pathlib import Path
-from kubelet_sim.engine.runtime import ImageService
-from kubelet_sim.platforms import parse_platform
-from kubelet_sim.reference import parse_normalized
+from kubelet_sim.runtime.images import ImageService
+from kubelet_sim.core.platforms import parse_platform
+from kubelet_sim.core.reference import parse_normalized
 from kubelet_sim.registry.client import RegistryClient
 from kubelet_sim.store import Store
-from kubelet_sim.cli import configure_logging
+from kubelet_sim.cli.main import configure_logging
 
 async def main(root, refs, parallel):
     async with await Store.open(Path(root)) as store, RegistryClient() as client:

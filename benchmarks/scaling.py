@@ -25,8 +25,8 @@ from typing import Any
 
 from pull_vs_skopeo import run_measured
 
-from kubelet_sim.cli import configure_logging
-from kubelet_sim.testing.registry import RegistryConfig, RegistryProcess
+from kubelet_sim.cli.main import configure_logging
+from kubelet_sim.sim.registry import RegistryConfig, RegistryProcess
 
 KSIM = [sys.executable, "-m", "kubelet_sim"]
 

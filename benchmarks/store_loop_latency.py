@@ -21,9 +21,9 @@ from pathlib import Path
 import anyio
 import anyio.lowlevel
 
-from kubelet_sim.cli import configure_logging
-from kubelet_sim.digest import Digest
-from kubelet_sim.sinks import BlobSink
+from kubelet_sim.cli.main import configure_logging
+from kubelet_sim.core.digest import Digest
+from kubelet_sim.core.sinks import BlobSink
 from kubelet_sim.store import Store
 
 

@@ -3,7 +3,7 @@
 The curated public API is re-exported here; everything else is internal.
 """
 
-from kubelet_sim.digest import Digest
+from kubelet_sim.core.digest import Digest
 from kubelet_sim.errors import (
     ConfigError,
     InvalidImageNameError,

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from kubelet_sim.cli import configure_logging
-from kubelet_sim.testing.registry import (
+from kubelet_sim.cli.main import configure_logging
+from kubelet_sim.sim.registry import (
     HTPASSWD_USERS,
     INSTALL_HINT,
     REGISTRY_BINARY,
@@ -27,7 +27,7 @@ from kubelet_sim.testing.registry import (
     TLSConfig,
     write_htpasswd,
 )
-from kubelet_sim.testing.tls import TLSMaterial, make_tls_material
+from kubelet_sim.sim.tls import TLSMaterial, make_tls_material
 
 SKIP_ENV = "KUBELET_SIM_SKIP_REGISTRY_TESTS"
 

@@ -26,10 +26,9 @@ from typing import Protocol
 
 import structlog
 
+from kubelet_sim.credentials.dockerconfig import DockerConfigEntry, redact_userinfo
 from kubelet_sim.registry.auth import Credentials
 from kubelet_sim.store.records import hash_credentials
-
-from .dockerconfig import DockerConfigEntry, redact_userinfo
 
 __all__ = [
     "DEFAULT_REGISTRY_HOST",

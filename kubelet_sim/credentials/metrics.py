@@ -7,7 +7,7 @@
   (``pkg/kubelet/images/pullmanager/metrics.go``).
 
 Registered into an injected registry, without prometheus_client's ``*_created`` samples (as
-:class:`kubelet_sim.metrics.PullMetrics` does). Label values are plugin names from the config and
+:class:`kubelet_sim.telemetry.metrics.PullMetrics` does). Label values are plugin names from the config and
 the four fixed check results; no image or credential ever becomes a label.
 """
 
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from kubelet_sim.metrics import WithoutCreated
+from kubelet_sim.telemetry.metrics import WithoutCreated
 
 __all__ = ["CredentialMetrics"]
 

@@ -28,8 +28,8 @@ from typing import Any
 
 import yaml
 
+from kubelet_sim.core.durations import parse_go_duration
 from kubelet_sim.errors import ConfigError
-from kubelet_sim.goduration import parse_go_duration
 
 __all__ = [
     "CONFIG_API_VERSIONS",

@@ -30,11 +30,10 @@ import anyio
 import anyio.abc
 import structlog
 
-from kubelet_sim.goduration import parse_go_duration
-
-from .dockerconfig import DockerConfig, DockerConfigEntry
-from .keyring import urls_match
-from .plugin_config import CredentialProvider, plugin_executable
+from kubelet_sim.core.durations import parse_go_duration
+from kubelet_sim.credentials.dockerconfig import DockerConfig, DockerConfigEntry
+from kubelet_sim.credentials.keyring import urls_match
+from kubelet_sim.credentials.plugin_config import CredentialProvider, plugin_executable
 
 __all__ = ["EXEC_TIMEOUT", "PluginMetrics", "PluginProvider"]
 

@@ -20,19 +20,18 @@ from typing import Protocol
 
 import structlog
 
-from kubelet_sim.config import KubeletConfiguration
-from kubelet_sim.engine.types import PullRequest
+from kubelet_sim.config.kubelet import KubeletConfiguration
+from kubelet_sim.core.pods import PullRequest
+from kubelet_sim.core.reference import ImageReference
+from kubelet_sim.credentials.dockerconfig import DockerConfigSearch, NodeDockerConfig
+from kubelet_sim.credentials.keyring import BasicKeyring, SourcedCredentials
+from kubelet_sim.credentials.metrics import CredentialMetrics
+from kubelet_sim.credentials.plugin_config import load_credential_provider_config
+from kubelet_sim.credentials.plugins import EXEC_TIMEOUT, PluginProvider
+from kubelet_sim.credentials.secrets import SecretGetter, pod_secrets
+from kubelet_sim.credentials.verify import ImageAccessVerifier, PullRecordStore
 from kubelet_sim.errors import ConfigError
-from kubelet_sim.events import EventReason, EventType, ObjectRef, messages
-from kubelet_sim.reference import ImageReference
-
-from .dockerconfig import DockerConfigSearch, NodeDockerConfig
-from .keyring import BasicKeyring, SourcedCredentials
-from .metrics import CredentialMetrics
-from .plugin_config import load_credential_provider_config
-from .plugins import EXEC_TIMEOUT, PluginProvider
-from .secrets import SecretGetter, pod_secrets
-from .verify import ImageAccessVerifier, PullRecordStore
+from kubelet_sim.telemetry.events import EventReason, EventType, ObjectRef, messages
 
 __all__ = [
     "CredentialResolver",
@@ -46,7 +45,7 @@ log = structlog.get_logger(__name__)
 
 
 class EventSink(Protocol):
-    """Where the pull-secret warning goes (:class:`kubelet_sim.events.EventRecorder`)."""
+    """Where the pull-secret warning goes (:class:`kubelet_sim.telemetry.events.EventRecorder`)."""
 
     def event(
         self, obj: ObjectRef, type_: EventType, reason: EventReason, message: str
@@ -171,7 +170,7 @@ class CredentialResolver:
 
 @dataclass(frozen=True, slots=True)
 class NodeCredentials:
-    """What :meth:`kubelet_sim.engine.node.Node.build` takes: ``credentials=resolver.lookup``
+    """What :meth:`kubelet_sim.node.builder.Node.build` takes: ``credentials=resolver.lookup``
     and ``verifier=verifier`` (None when KubeletEnsureSecretPulledImages is off)."""
 
     resolver: CredentialResolver

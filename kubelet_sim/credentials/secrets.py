@@ -24,11 +24,14 @@ from typing import Protocol
 
 import structlog
 
+from kubelet_sim.credentials.dockerconfig import (
+    DockerConfigEntry,
+    parse_config_json,
+    parse_dockercfg,
+)
+from kubelet_sim.credentials.keyring import BasicKeyring, SecretSource
 from kubelet_sim.errors import ConfigError
 from kubelet_sim.k8s.objects import DOCKER_CONFIG_JSON_KEY, DOCKERCFG_KEY, Secret, SecretType
-
-from .dockerconfig import DockerConfigEntry, parse_config_json, parse_dockercfg
-from .keyring import BasicKeyring, SecretSource
 
 __all__ = ["PodSecrets", "SecretGetter", "docker_config_of", "pod_secrets"]
 

@@ -30,14 +30,13 @@ from typing import Protocol
 
 import structlog
 
-from kubelet_sim.config import ImagePullCredentialsVerificationPolicy, KubeletConfiguration
-from kubelet_sim.engine.types import PullRequest
+from kubelet_sim.config.kubelet import ImagePullCredentialsVerificationPolicy, KubeletConfiguration
+from kubelet_sim.core.pods import PullRequest
+from kubelet_sim.core.reference import ImageReference
+from kubelet_sim.credentials.keyring import SourcedCredentials
 from kubelet_sim.errors import StoreError
-from kubelet_sim.reference import ImageReference
 from kubelet_sim.registry.auth import Credentials
 from kubelet_sim.store.records import CredentialIdentity, CredentialKind
-
-from .keyring import SourcedCredentials
 
 __all__ = [
     "WRITE_RECORD_WHILE_MATCHING_LIMIT",

@@ -4,7 +4,8 @@ Per request: apply the default tag (``InvalidImageName``), check presence unless
 ``Always`` (``ImageInspectError``), refuse ``Never`` when absent (``ErrImageNeverPull``, no backoff),
 answer "already present" when the policy allows, look up credentials, check the per-(pod, image)
 backoff (``ImagePullBackOff``), then hand the pull to the puller and record the outcome: events,
-backoff, metrics. The pure decisions live in :mod:`kubelet_sim.policy` and :mod:`kubelet_sim.backoff`.
+backoff, metrics. The pure decisions live in :mod:`kubelet_sim.core.policy` and
+:mod:`kubelet_sim.core.backoff`.
 
 With a KEP-2535 ``verifier`` (gate ``KubeletEnsureSecretPulledImages`` on), a present image is
 checked before an ``IfNotPresent``/``Never`` container may use it, and every successful pull is
@@ -20,7 +21,11 @@ from typing import Protocol
 import anyio
 import structlog
 
-from kubelet_sim.backoff import Backoff
+from kubelet_sim.core.backoff import Backoff
+from kubelet_sim.core.pods import PulledImage, PullRequest
+from kubelet_sim.core.policy import PullPolicy, should_pull_image
+from kubelet_sim.core.reference import ImageReference, apply_default_image_tag, parse_normalized
+from kubelet_sim.engine.pullers import ImagePuller, PullJob
 from kubelet_sim.errors import (
     InvalidImageNameError,
     KubeletSimError,
@@ -30,20 +35,15 @@ from kubelet_sim.errors import (
     RegistryNotFoundError,
     StoreError,
 )
-from kubelet_sim.events import EventReason, EventType, ObjectRef, messages
-from kubelet_sim.policy import PullPolicy, should_pull_image
-from kubelet_sim.reference import ImageReference, apply_default_image_tag, parse_normalized
 from kubelet_sim.registry.auth import Credentials
-
-from .pullers import ImagePuller, PullJob
-from .runtime import RuntimeImageService
-from .types import PulledImage, PullRequest
+from kubelet_sim.runtime.images import RuntimeImageService
+from kubelet_sim.telemetry.events import EventReason, EventType, ObjectRef, messages
 
 log = structlog.get_logger(__name__)
 
 
 class EventSink(Protocol):
-    """Where the manager's events go (:class:`kubelet_sim.events.EventRecorder`)."""
+    """Where the manager's events go (:class:`kubelet_sim.telemetry.events.EventRecorder`)."""
 
     def event(
         self, obj: ObjectRef, type_: EventType, reason: EventReason, message: str
@@ -51,7 +51,7 @@ class EventSink(Protocol):
 
 
 class ManagerMetrics(Protocol):
-    """What the manager observes (:class:`kubelet_sim.metrics.PullMetrics`)."""
+    """What the manager observes (:class:`kubelet_sim.telemetry.metrics.PullMetrics`)."""
 
     def ensure_image_request(
         self, policy: str, present: bool | None, pull_required: bool

@@ -20,13 +20,12 @@ import anyio
 import anyio.abc
 import structlog
 
+from kubelet_sim.core.pods import PulledImage, PullRequest
+from kubelet_sim.core.ratelimit import QPS_EXCEEDED, TokenBucket
+from kubelet_sim.core.reference import ImageReference
 from kubelet_sim.errors import KubeletSimError, PullError, PullReason
-from kubelet_sim.reference import ImageReference
 from kubelet_sim.registry.auth import Credentials
-
-from .runtime import ProgressFn, ResolvedHook, RuntimeImageService
-from .throttle import QPS_EXCEEDED, TokenBucket
-from .types import PulledImage, PullRequest
+from kubelet_sim.runtime.images import ProgressFn, ResolvedHook, RuntimeImageService
 
 log = structlog.get_logger(__name__)
 
@@ -53,7 +52,7 @@ class PullOutcome:
 
 
 class PullObserver(Protocol):
-    """Metrics the pullers report (:class:`kubelet_sim.metrics.PullMetrics`)."""
+    """Metrics the pullers report (:class:`kubelet_sim.telemetry.metrics.PullMetrics`)."""
 
     def pull_started(self) -> None: ...
 

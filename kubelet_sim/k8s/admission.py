@@ -9,8 +9,8 @@ Two admission plugins touch image pulls:
 - AlwaysPullImages (``plugin/pkg/admission/alwayspullimages/admission.go``), optional: every init
   and app container gets ``imagePullPolicy: Always``.
 
-:func:`pod_spec` turns an admitted pod into the :class:`~kubelet_sim.engine.engine.PodSpec` the
-pull engine runs: one :class:`~kubelet_sim.engine.types.PullRequest` per container, init first.
+:func:`pod_spec` turns an admitted pod into the :class:`~kubelet_sim.engine.workers.PodSpec` the
+pull engine runs: one :class:`~kubelet_sim.core.pods.PullRequest` per container, init first.
 """
 
 from __future__ import annotations
@@ -18,12 +18,17 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Protocol
 
-from kubelet_sim.engine.engine import PodSpec
-from kubelet_sim.engine.types import PodRef, PullRequest
+from kubelet_sim.core.pods import PodRef, PullRequest
+from kubelet_sim.core.policy import apply_always_pull_images
+from kubelet_sim.engine.workers import PodSpec
 from kubelet_sim.errors import ConfigError
-from kubelet_sim.policy import apply_always_pull_images
-
-from .objects import DEFAULT_SERVICE_ACCOUNT, Container, Pod, ServiceAccount, stable_uid
+from kubelet_sim.k8s.objects import (
+    DEFAULT_SERVICE_ACCOUNT,
+    Container,
+    Pod,
+    ServiceAccount,
+    stable_uid,
+)
 
 __all__ = ["Admission", "ServiceAccountGetter", "pod_spec"]
 

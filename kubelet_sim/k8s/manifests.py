@@ -22,8 +22,7 @@ from typing import Any
 import yaml
 
 from kubelet_sim.errors import ConfigError
-
-from .objects import DEFAULT_NAMESPACE, Object, parse_object
+from kubelet_sim.k8s.objects import DEFAULT_NAMESPACE, Object, parse_object
 
 __all__ = ["MAX_MANIFEST_BYTES", "MAX_NESTING_DEPTH", "Manifest", "parse_manifests"]
 

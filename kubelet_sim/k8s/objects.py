@@ -23,9 +23,9 @@ from enum import StrEnum
 from types import MappingProxyType
 from typing import Any, TypeAlias
 
-from kubelet_sim.engine.types import ContainerKind
+from kubelet_sim.core.pods import ContainerKind
+from kubelet_sim.core.policy import PullPolicy, default_pull_policy, parse_pull_policy
 from kubelet_sim.errors import ConfigError
-from kubelet_sim.policy import PullPolicy, default_pull_policy, parse_pull_policy
 
 __all__ = [
     "DEFAULT_NAMESPACE",

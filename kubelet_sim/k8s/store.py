@@ -27,10 +27,9 @@ from typing import Any
 import structlog
 
 from kubelet_sim.errors import ConfigError
-
-from .admission import Admission, implicit_service_account
-from .manifests import Manifest, parse_manifests
-from .objects import (
+from kubelet_sim.k8s.admission import Admission, implicit_service_account
+from kubelet_sim.k8s.manifests import Manifest, parse_manifests
+from kubelet_sim.k8s.objects import (
     DEFAULT_NAMESPACE,
     Kind,
     Object,

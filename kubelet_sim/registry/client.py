@@ -3,7 +3,7 @@
 Models containerd's resolver and fetcher (``core/remotes/docker/resolver.go``, ``fetcher.go``,
 ``httpreadseeker.go``): a tag is resolved once with ``HEAD`` (trusting ``Docker-Content-Digest`` only
 when ``Content-Length`` is present, else ``GET`` and hash), and everything after that is fetched by
-digest. Manifests are size-capped and verified; blobs stream into a :class:`~kubelet_sim.sinks.BlobSink`
+digest. Manifests are size-capped and verified; blobs stream into a :class:`~kubelet_sim.core.sinks.BlobSink`
 with bounded memory, stop at the descriptor's size, resume with closed ``Range`` requests and are
 verified by the sink before it commits.
 """
@@ -19,7 +19,10 @@ import anyio
 import httpx
 import structlog
 
-from kubelet_sim.digest import Digest
+from kubelet_sim.core.digest import Digest
+from kubelet_sim.core.platforms import Platform, host_platform, select_manifest
+from kubelet_sim.core.reference import ImageReference
+from kubelet_sim.core.sinks import BlobSink, MemorySink
 from kubelet_sim.errors import (
     DigestMismatchError,
     InvalidDigestError,
@@ -30,8 +33,6 @@ from kubelet_sim.errors import (
     RegistryTransportError,
     first_error,
 )
-from kubelet_sim.platforms import Platform, host_platform, select_manifest
-from kubelet_sim.reference import ImageReference
 from kubelet_sim.registry import mediatypes as mt
 from kubelet_sim.registry.auth import Credentials, scope_for
 from kubelet_sim.registry.hosts import RegistryHost, hosts_for, registry_hosts
@@ -44,7 +45,6 @@ from kubelet_sim.registry.manifests import (
     verify_content,
 )
 from kubelet_sim.registry.transport import Transport, redact_url
-from kubelet_sim.sinks import BlobSink, MemorySink
 
 log = structlog.get_logger(__name__)
 

@@ -24,8 +24,8 @@ from urllib.parse import urlsplit
 
 import structlog
 
+from kubelet_sim.core.durations import parse_go_duration
 from kubelet_sim.errors import ConfigError
-from kubelet_sim.goduration import parse_go_duration
 
 log = structlog.get_logger(__name__)
 

@@ -14,14 +14,14 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from kubelet_sim.digest import Digest
+from kubelet_sim.core.digest import Digest
+from kubelet_sim.core.platforms import Platform
 from kubelet_sim.errors import (
     DigestMismatchError,
     InvalidDigestError,
     ManifestError,
     PlatformError,
 )
-from kubelet_sim.platforms import Platform
 from kubelet_sim.registry import mediatypes as mt
 
 

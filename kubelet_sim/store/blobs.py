@@ -6,7 +6,7 @@ Layout under the store root::
     tmp/                temp files of writes in progress (same filesystem, removed on open)
     quarantine/         corrupt or stray files moved aside by fsck
 
-A :class:`BlobWriter` is a :class:`~kubelet_sim.sinks.BlobSink`. It buffers small writes and hands
+A :class:`BlobWriter` is a :class:`~kubelet_sim.core.sinks.BlobSink`. It buffers small writes and hands
 big pieces (:data:`FLUSH_BYTES`) to a worker thread that hashes and writes them, so the event
 loop neither hashes nor waits on the disk. ``commit`` verifies size then digest, fsyncs the temp
 file and asks the store to publish it: the rename into ``blobs/`` and the database row happen in
@@ -28,14 +28,14 @@ from typing import Final, Protocol
 import anyio
 import anyio.to_thread
 
-from kubelet_sim.digest import HEX_LENGTHS, Digest, new_hasher
+from kubelet_sim.core.digest import HEX_LENGTHS, Digest, new_hasher
+from kubelet_sim.core.sinks import verify
 from kubelet_sim.errors import (
     DigestMismatchError,
     InvalidDigestError,
     StoreError,
     StoreFullError,
 )
-from kubelet_sim.sinks import verify
 
 FLUSH_BYTES: Final = 4 << 20  # big enough that a thread hop costs nothing next to the hashing
 READ_CHUNK: Final = 1 << 20
@@ -181,7 +181,7 @@ Publisher = Callable[[Path, Digest, int], Awaitable[None]]
 
 
 class BlobWriter:
-    """A :class:`~kubelet_sim.sinks.BlobSink` that writes one blob into the store."""
+    """A :class:`~kubelet_sim.core.sinks.BlobSink` that writes one blob into the store."""
 
     def __init__(
         self,

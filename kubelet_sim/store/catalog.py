@@ -14,7 +14,7 @@ import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from kubelet_sim.digest import Digest
+from kubelet_sim.core.digest import Digest
 from kubelet_sim.errors import InvalidDigestError, InvalidImageNameError, StoreError
 from kubelet_sim.store.blobs import BlobLayout
 from kubelet_sim.store.db import transaction

@@ -23,9 +23,9 @@ import anyio
 import anyio.to_thread
 import structlog
 
-from kubelet_sim.digest import Digest
+from kubelet_sim.core.digest import Digest
+from kubelet_sim.core.sinks import BlobSink
 from kubelet_sim.errors import BlobCorruptError, DigestMismatchError, StoreError
-from kubelet_sim.sinks import BlobSink
 from kubelet_sim.store import catalog
 from kubelet_sim.store.blobs import BlobLayout, BlobWriter, FileOpener, fsync_dir, io_error
 from kubelet_sim.store.db import Database, transaction

@@ -24,7 +24,7 @@ import anyio
 import anyio.to_thread
 import structlog
 
-from kubelet_sim.digest import Digest
+from kubelet_sim.core.digest import Digest
 from kubelet_sim.store.blobs import Scan, hash_file, io_error
 from kubelet_sim.store.db import transaction
 from kubelet_sim.store.records import ImageKey, format_key

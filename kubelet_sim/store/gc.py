@@ -26,8 +26,8 @@ from typing import TYPE_CHECKING, Protocol
 
 import structlog
 
+from kubelet_sim.core.durations import format_go_duration
 from kubelet_sim.errors import ConfigError, StoreError
-from kubelet_sim.goduration import format_go_duration
 from kubelet_sim.store.records import ImageRecord
 
 if TYPE_CHECKING:

@@ -26,7 +26,7 @@ import anyio
 import anyio.to_thread
 import structlog
 
-from kubelet_sim.digest import Digest
+from kubelet_sim.core.digest import Digest
 from kubelet_sim.errors import StoreError
 from kubelet_sim.store import catalog, pullrecords
 from kubelet_sim.store.blobs import BlobLayout, FileOpener, default_opener, io_error

@@ -13,8 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from kubelet_sim.errors import ConfigError
-
-from .report import SCHEMA
+from kubelet_sim.workloads.report import SCHEMA
 
 
 @dataclass(frozen=True, slots=True)

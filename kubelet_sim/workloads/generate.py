@@ -1,7 +1,7 @@
 """Build a workload's synthetic images deterministically and push them (idempotently).
 
 Every size and byte comes from the workload's ``seed``: layer sizes from ``random.Random`` seeded with
-``<seed>/<repository>/<tag>``, layer bytes from :func:`kubelet_sim.testing.images.build_layer`. A base
+``<seed>/<repository>/<tag>``, layer bytes from :func:`kubelet_sim.sim.images.build_layer`. A base
 image's layers are built once per platform and shared by every image on that base, so pushing and
 pulling them exercises blob sharing. Images are built one at a time (a large workload never sits
 in memory whole); pushing skips blobs the registry has and mounts shared ones across repositories.
@@ -19,13 +19,12 @@ import anyio
 import anyio.to_thread
 import structlog
 
+from kubelet_sim.core.reference import parse_normalized
 from kubelet_sim.errors import KubeletSimError, first_error
-from kubelet_sim.reference import parse_normalized
 from kubelet_sim.registry.client import RegistryClient
 from kubelet_sim.registry.push import Pusher
-from kubelet_sim.testing.images import Blob, Image, Index, build_image, build_index, build_layer
-
-from .spec import BaseImage, ImageSpec, LayerGroup, Workload
+from kubelet_sim.sim.images import Blob, Image, Index, build_image, build_index, build_layer
+from kubelet_sim.workloads.spec import BaseImage, ImageSpec, LayerGroup, Workload
 
 log = structlog.get_logger(__name__)
 

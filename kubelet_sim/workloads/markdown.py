@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from .spec import human_bytes
+from kubelet_sim.workloads.spec import human_bytes
 
 PLOTS = (
     ("pull-timeline.png", "Pull timeline per node",

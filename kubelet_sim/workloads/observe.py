@@ -1,9 +1,9 @@
 """What the bench records per simulated node, next to the node's own Prometheus metrics and events.
 
 :class:`NodeObserver` is the node's metrics sink (it forwards every call to the node's
-:class:`~kubelet_sim.metrics.PullMetrics`) and also keeps the run's raw observations: each pull's
+:class:`~kubelet_sim.telemetry.metrics.PullMetrics`) and also keeps the run's raw observations: each pull's
 start, end, size and outcome, registry answers by status, and bytes received over time.
-:class:`CountingRecorder` is the node's :class:`~kubelet_sim.events.EventRecorder` that also counts
+:class:`CountingRecorder` is the node's :class:`~kubelet_sim.telemetry.events.EventRecorder` that also counts
 every event the kubelet emitted by reason, including those the spam filter then dropped.
 """
 
@@ -13,9 +13,9 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from kubelet_sim.events import Event, EventReason, EventRecorder, EventType, ObjectRef
-from kubelet_sim.metrics import PullMetrics
 from kubelet_sim.registry.manifests import Descriptor
+from kubelet_sim.telemetry.events import Event, EventReason, EventRecorder, EventType, ObjectRef
+from kubelet_sim.telemetry.metrics import PullMetrics
 
 SLOT = 0.1  # seconds per bin of the bytes-over-time series
 

@@ -17,16 +17,15 @@ from typing import Any
 
 import yaml
 
-from kubelet_sim import config as kconfig
+from kubelet_sim.config import kubelet as kconfig
+from kubelet_sim.core.platforms import parse_platform
+from kubelet_sim.core.reference import parse_normalized
 from kubelet_sim.errors import ConfigError, InvalidImageNameError, PlatformError
-from kubelet_sim.faultproxy import FaultKind, FaultPlan, FaultWindow
-from kubelet_sim.platforms import parse_platform
-from kubelet_sim.reference import parse_normalized
 from kubelet_sim.registry.transport import TransportSettings
-
-from .parse_pods import dns_label, pod_template, secret
-from .source import Fields, Located, load_located, parse_size, type_name
-from .spec import (
+from kubelet_sim.sim.faultproxy import FaultKind, FaultPlan, FaultWindow
+from kubelet_sim.workloads.parse_pods import dns_label, pod_template, secret
+from kubelet_sim.workloads.source import Fields, Located, load_located, parse_size, type_name
+from kubelet_sim.workloads.spec import (
     API_VERSION,
     KIND,
     BaseImage,

@@ -12,9 +12,8 @@ from typing import Any
 
 from kubelet_sim.errors import ConfigError
 from kubelet_sim.k8s.objects import Pod, parse_object
-
-from .source import Fields, Located
-from .spec import (
+from kubelet_sim.workloads.source import Fields, Located
+from kubelet_sim.workloads.spec import (
     Arrival,
     ArrivalKind,
     Placement,

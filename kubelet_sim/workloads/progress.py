@@ -10,8 +10,8 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from .runner import Snapshot
-from .spec import Workload, human_bytes
+from kubelet_sim.workloads.runner import Snapshot
+from kubelet_sim.workloads.spec import Workload, human_bytes
 
 
 class LiveProgress:

@@ -21,9 +21,8 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from kubelet_sim import __version__
-
-from .runner import BenchResult, PodOutcome, SimNode
-from .schedule import template_images
+from kubelet_sim.workloads.runner import BenchResult, PodOutcome, SimNode
+from kubelet_sim.workloads.schedule import template_images
 
 SCHEMA = "kubelet-sim/bench-report/v1"
 

@@ -1,9 +1,9 @@
 """Run a workload: many simulated nodes in one process, sharing only the registry.
 
-Each node is a real :class:`~kubelet_sim.engine.node.Node` with its own store (a folder under
+Each node is a real :class:`~kubelet_sim.node.builder.Node` with its own store (a folder under
 ``store_root``), registry client (its own connection pool), KubeletConfiguration, metrics registry
 and event recorder, wired as the pull command and the daemon wire theirs. With faults (or
-``run.proxy``) the nodes pull through a :class:`~kubelet_sim.faultproxy.FaultProxy` in front of the
+``run.proxy``) the nodes pull through a :class:`~kubelet_sim.sim.faultproxy.FaultProxy` in front of the
 registry. Pre-pulled images and warm caches are pulled before time zero, outside the figures.
 Pods are submitted at their planned arrival times; the run ends when every pod's images are ready
 or can never be (``InvalidImageName``, ``ErrImageNeverPull``), or at ``run.timeout``.
@@ -24,26 +24,25 @@ import anyio
 import structlog
 from prometheus_client import CollectorRegistry
 
-from kubelet_sim.backoff import Backoff
+from kubelet_sim.core.backoff import Backoff
+from kubelet_sim.core.platforms import parse_platform
+from kubelet_sim.core.reference import parse_normalized
 from kubelet_sim.credentials import CredentialResolver
-from kubelet_sim.engine.engine import EngineSettings, PodState
 from kubelet_sim.engine.manager import CredentialLookup, anonymous
-from kubelet_sim.engine.node import Node
-from kubelet_sim.engine.runtime import ImageService
+from kubelet_sim.engine.workers import EngineSettings, PodState
 from kubelet_sim.errors import KubeletSimError, PullReason, first_error
-from kubelet_sim.faultproxy import FaultProxy
 from kubelet_sim.k8s.objects import DOCKER_CONFIG_JSON_KEY, Secret, SecretType, stable_uid
-from kubelet_sim.metrics import PullMetrics
-from kubelet_sim.platforms import parse_platform
-from kubelet_sim.reference import parse_normalized
+from kubelet_sim.node.builder import Node
 from kubelet_sim.registry.client import ClientSettings, RegistryClient
 from kubelet_sim.registry.transport import Transport
+from kubelet_sim.runtime.images import ImageService
+from kubelet_sim.sim.faultproxy import FaultProxy
 from kubelet_sim.store import Store
-
-from .generate import SeedReport
-from .observe import BytesTimeline, CountingRecorder, NodeObserver
-from .schedule import PlannedPod, plan_pods
-from .spec import CacheState, NodeGroup, Workload
+from kubelet_sim.telemetry.metrics import PullMetrics
+from kubelet_sim.workloads.generate import SeedReport
+from kubelet_sim.workloads.observe import BytesTimeline, CountingRecorder, NodeObserver
+from kubelet_sim.workloads.schedule import PlannedPod, plan_pods
+from kubelet_sim.workloads.spec import CacheState, NodeGroup, Workload
 
 log = structlog.get_logger(__name__)
 

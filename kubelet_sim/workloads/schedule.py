@@ -11,11 +11,10 @@ import random
 import re
 from dataclasses import dataclass, replace
 
-from kubelet_sim.engine.engine import PodSpec
+from kubelet_sim.engine.workers import PodSpec
 from kubelet_sim.k8s.admission import pod_spec
 from kubelet_sim.k8s.objects import Container, Pod, stable_uid
-
-from .spec import PlacementKind, PodTemplate, Workload
+from kubelet_sim.workloads.spec import PlacementKind, PodTemplate, Workload
 
 
 @dataclass(frozen=True, slots=True)

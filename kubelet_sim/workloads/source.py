@@ -17,8 +17,8 @@ from typing import Any, NoReturn
 import yaml
 from yaml.constructor import SafeConstructor
 
+from kubelet_sim.core.durations import parse_go_duration
 from kubelet_sim.errors import ConfigError
-from kubelet_sim.goduration import parse_go_duration
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*$")
 _UNITS = {

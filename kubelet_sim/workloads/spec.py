@@ -14,10 +14,10 @@ from enum import StrEnum
 from types import MappingProxyType
 from typing import Any
 
-from kubelet_sim.config import KubeletConfiguration
-from kubelet_sim.faultproxy import FaultPlan
+from kubelet_sim.config.kubelet import KubeletConfiguration
 from kubelet_sim.k8s.objects import Container
 from kubelet_sim.registry.transport import TransportSettings
+from kubelet_sim.sim.faultproxy import FaultPlan
 
 API_VERSION = "kubelet-sim.dev/v1alpha1"
 KIND = "Workload"

@@ -18,24 +18,24 @@ from pathlib import Path
 import anyio
 from prometheus_client import CollectorRegistry
 
-from kubelet_sim.backoff import Backoff
-from kubelet_sim.config import KubeletConfiguration
+from kubelet_sim.config.kubelet import KubeletConfiguration
+from kubelet_sim.core.backoff import Backoff
+from kubelet_sim.core.platforms import parse_platform
+from kubelet_sim.core.pods import ContainerState
 from kubelet_sim.credentials import CredentialMetrics, DockerConfigSearch, build_node_credentials
-from kubelet_sim.engine.engine import EngineSettings, PodState
-from kubelet_sim.engine.node import Node
-from kubelet_sim.engine.runtime import ImageService
-from kubelet_sim.engine.types import ContainerState
-from kubelet_sim.events import EventRecorder
+from kubelet_sim.engine.workers import EngineSettings, PodState
 from kubelet_sim.k8s import ApplyAction, Kind, ObjectStore, pod_spec
-from kubelet_sim.metrics import PullMetrics
-from kubelet_sim.platforms import parse_platform
+from kubelet_sim.node.builder import Node
 from kubelet_sim.registry.auth import Credentials
 from kubelet_sim.registry.client import RegistryClient
 from kubelet_sim.registry.transport import Transport, TransportSettings
+from kubelet_sim.runtime.images import ImageService
+from kubelet_sim.sim.images import Image, build_image
+from kubelet_sim.sim.registry import HTPASSWD_USERS, RegistryProcess
+from kubelet_sim.sim.seed import push_image
 from kubelet_sim.store import Store
-from kubelet_sim.testing.images import Image, build_image
-from kubelet_sim.testing.registry import HTPASSWD_USERS, RegistryProcess
-from kubelet_sim.testing.seed import push_image
+from kubelet_sim.telemetry.events import EventRecorder
+from kubelet_sim.telemetry.metrics import PullMetrics
 
 ALIAS = "myregistry.io"
 ALICE = Credentials(username="alice", password=HTPASSWD_USERS["alice"])

@@ -10,8 +10,8 @@ from typing import Any
 import anyio
 import pytest
 
-from kubelet_sim.cli import configure_logging, main
-from kubelet_sim.testing.registry import RegistryProcess
+from kubelet_sim.cli.main import configure_logging, main
+from kubelet_sim.sim.registry import RegistryProcess
 from kubelet_sim.workloads import (
     BenchResult,
     ImageBuilder,

@@ -10,11 +10,11 @@ from pathlib import Path
 import anyio
 import pytest
 
-from kubelet_sim.cli import main
+from kubelet_sim.cli.main import main
 from kubelet_sim.registry.client import RegistryClient
-from kubelet_sim.testing.images import build_image, build_multiarch
-from kubelet_sim.testing.registry import RegistryProcess
-from kubelet_sim.testing.seed import push_image, push_index
+from kubelet_sim.sim.images import build_image, build_multiarch
+from kubelet_sim.sim.registry import RegistryProcess
+from kubelet_sim.sim.seed import push_image, push_index
 
 pytestmark = pytest.mark.registry
 

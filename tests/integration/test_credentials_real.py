@@ -1,7 +1,7 @@
 """Private-registry scenarios of the user's documents, end to end against real registries with auth.
 
 Each runs against the htpasswd (Basic over TLS) registry and, where the flow differs, the token-auth
-registry (Bearer tokens from :class:`~kubelet_sim.testing.tokenserver.TokenServer`).
+registry (Bearer tokens from :class:`~kubelet_sim.sim.tokenserver.TokenServer`).
 """
 
 from __future__ import annotations
@@ -31,19 +31,19 @@ from credential_world import (
 from prometheus_client import CollectorRegistry, generate_latest
 from structlog.testing import capture_logs
 
-from kubelet_sim.cli import main
-from kubelet_sim.config import KubeletConfiguration
+from kubelet_sim.cli.main import main
+from kubelet_sim.config.kubelet import KubeletConfiguration
+from kubelet_sim.core.reference import parse_normalized
 from kubelet_sim.credentials import DockerConfigSearch, parse_config_json
 from kubelet_sim.errors import ConfigError, RegistryAuthError
-from kubelet_sim.events import EventRecorder
 from kubelet_sim.k8s import Kind, ObjectStore, pod_spec
-from kubelet_sim.reference import parse_normalized
 from kubelet_sim.registry.auth import Credentials
 from kubelet_sim.registry.client import RegistryClient
+from kubelet_sim.sim.registry import HTPASSWD_USERS, RegistryConfig, RegistryProcess
+from kubelet_sim.sim.tls import TLSMaterial
+from kubelet_sim.sim.tokenserver import TokenServer
 from kubelet_sim.store import CredentialKind
-from kubelet_sim.testing.registry import HTPASSWD_USERS, RegistryConfig, RegistryProcess
-from kubelet_sim.testing.tls import TLSMaterial
-from kubelet_sim.testing.tokenserver import TokenServer
+from kubelet_sim.telemetry.events import EventRecorder
 
 pytestmark = [pytest.mark.anyio, pytest.mark.registry]
 

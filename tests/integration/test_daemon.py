@@ -20,9 +20,9 @@ import httpx
 import pytest
 
 from kubelet_sim.registry.client import RegistryClient
-from kubelet_sim.testing.images import build_image, build_multiarch
-from kubelet_sim.testing.registry import RegistryFactory, RegistryProcess, free_port
-from kubelet_sim.testing.seed import push_image, push_index
+from kubelet_sim.sim.images import build_image, build_multiarch
+from kubelet_sim.sim.registry import RegistryFactory, RegistryProcess, free_port
+from kubelet_sim.sim.seed import push_image, push_index
 
 pytestmark = pytest.mark.registry
 

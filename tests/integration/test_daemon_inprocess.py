@@ -7,12 +7,12 @@ from pathlib import Path
 import anyio
 import pytest
 
-from kubelet_sim.config import parse_kubelet_config
-from kubelet_sim.daemon import Daemon, DaemonOptions
+from kubelet_sim.config.kubelet import parse_kubelet_config
+from kubelet_sim.node.daemon import Daemon, DaemonOptions
 from kubelet_sim.registry.client import RegistryClient
-from kubelet_sim.testing.images import build_image
-from kubelet_sim.testing.registry import RegistryProcess
-from kubelet_sim.testing.seed import push_image
+from kubelet_sim.sim.images import build_image
+from kubelet_sim.sim.registry import RegistryProcess
+from kubelet_sim.sim.seed import push_image
 
 pytestmark = [pytest.mark.anyio, pytest.mark.registry]
 

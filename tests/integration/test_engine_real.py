@@ -12,24 +12,24 @@ import anyio
 import pytest
 from prometheus_client import CollectorRegistry
 
-from kubelet_sim.backoff import Backoff
-from kubelet_sim.cli import main
-from kubelet_sim.config import KubeletConfiguration
-from kubelet_sim.engine.engine import EngineSettings, PodSpec
-from kubelet_sim.engine.node import Node
-from kubelet_sim.engine.runtime import ImageService
-from kubelet_sim.engine.types import PodRef, PullRequest
-from kubelet_sim.events import EventRecorder
-from kubelet_sim.metrics import PullMetrics
-from kubelet_sim.platforms import parse_platform
-from kubelet_sim.policy import PullPolicy
-from kubelet_sim.reference import parse_normalized
+from kubelet_sim.cli.main import main
+from kubelet_sim.config.kubelet import KubeletConfiguration
+from kubelet_sim.core.backoff import Backoff
+from kubelet_sim.core.platforms import parse_platform
+from kubelet_sim.core.pods import PodRef, PullRequest
+from kubelet_sim.core.policy import PullPolicy
+from kubelet_sim.core.reference import parse_normalized
+from kubelet_sim.engine.workers import EngineSettings, PodSpec
+from kubelet_sim.node.builder import Node
 from kubelet_sim.registry.client import RegistryClient
 from kubelet_sim.registry.transport import Transport, TransportSettings
+from kubelet_sim.runtime.images import ImageService
+from kubelet_sim.sim.images import build_image, build_multiarch
+from kubelet_sim.sim.registry import RegistryFactory, RegistryProcess
+from kubelet_sim.sim.seed import push_image, push_index
 from kubelet_sim.store import Store, fsck
-from kubelet_sim.testing.images import build_image, build_multiarch
-from kubelet_sim.testing.registry import RegistryFactory, RegistryProcess
-from kubelet_sim.testing.seed import push_image, push_index
+from kubelet_sim.telemetry.events import EventRecorder
+from kubelet_sim.telemetry.metrics import PullMetrics
 
 pytestmark = [pytest.mark.anyio, pytest.mark.registry]
 _n = itertools.count()

@@ -8,17 +8,17 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
+from kubelet_sim.core.platforms import parse_platform
+from kubelet_sim.core.reference import parse_normalized
+from kubelet_sim.core.sinks import MemorySink
 from kubelet_sim.errors import RegistryAuthError, RegistryTransportError
-from kubelet_sim.platforms import parse_platform
-from kubelet_sim.reference import parse_normalized
 from kubelet_sim.registry.auth import Credentials
 from kubelet_sim.registry.client import RegistryClient
-from kubelet_sim.sinks import MemorySink
+from kubelet_sim.sim.images import build_image, build_multiarch
+from kubelet_sim.sim.registry import HTPASSWD_USERS, RegistryFactory, RegistryProcess
+from kubelet_sim.sim.seed import push_image, push_index
+from kubelet_sim.sim.tls import TLSMaterial
 from kubelet_sim.testing.fileserver import RecordingFileServer
-from kubelet_sim.testing.images import build_image, build_multiarch
-from kubelet_sim.testing.registry import HTPASSWD_USERS, RegistryFactory, RegistryProcess
-from kubelet_sim.testing.seed import push_image, push_index
-from kubelet_sim.testing.tls import TLSMaterial
 
 pytestmark = [pytest.mark.anyio, pytest.mark.registry]
 
@@ -86,7 +86,7 @@ async def test_loopback_tls_without_settings_is_insecure_like_containerd(
 async def test_blob_redirect_to_storage_drops_authorization(
     registry_factory: RegistryFactory, tmp_path: Path, tls_material: TLSMaterial
 ) -> None:
-    from kubelet_sim.testing.registry import TLSConfig, write_htpasswd
+    from kubelet_sim.sim.registry import TLSConfig, write_htpasswd
 
     storage = tmp_path / "storage"
     storage.mkdir()

@@ -8,29 +8,29 @@ from pathlib import Path
 
 import pytest
 
-from kubelet_sim.digest import Digest
+from kubelet_sim.core.digest import Digest
+from kubelet_sim.core.platforms import parse_platform
+from kubelet_sim.core.reference import parse_normalized
+from kubelet_sim.core.sinks import MemorySink
 from kubelet_sim.errors import (
     DigestMismatchError,
     ManifestError,
     NoMatchingPlatformError,
     RegistryNotFoundError,
 )
-from kubelet_sim.platforms import parse_platform
-from kubelet_sim.reference import parse_normalized
 from kubelet_sim.registry import mediatypes as mt
 from kubelet_sim.registry.client import RegistryClient
 from kubelet_sim.registry.manifests import ImageIndex, ImageManifest
 from kubelet_sim.registry.push import Pusher
-from kubelet_sim.sinks import MemorySink
-from kubelet_sim.testing.images import (
+from kubelet_sim.sim.images import (
     Blob,
     build_image,
     build_layer,
     build_multiarch,
     canonical_json,
 )
-from kubelet_sim.testing.registry import RegistryProcess
-from kubelet_sim.testing.seed import push_image, push_index
+from kubelet_sim.sim.registry import RegistryProcess
+from kubelet_sim.sim.seed import push_image, push_index
 
 pytestmark = [pytest.mark.anyio, pytest.mark.registry]
 

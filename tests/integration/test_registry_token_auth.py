@@ -15,8 +15,8 @@ from kubelet_sim.registry.auth import (
     scope_for,
     send_authorized,
 )
-from kubelet_sim.testing.registry import RegistryConfig, RegistryProcess
-from kubelet_sim.testing.tokenserver import TokenServer
+from kubelet_sim.sim.registry import RegistryConfig, RegistryProcess
+from kubelet_sim.sim.tokenserver import TokenServer
 
 pytestmark = pytest.mark.registry
 

@@ -8,17 +8,17 @@ from dataclasses import dataclass, field
 import anyio
 from prometheus_client import CollectorRegistry
 
-from kubelet_sim.config import KubeletConfiguration
-from kubelet_sim.engine.engine import EngineSettings, PodSpec
-from kubelet_sim.engine.node import Node
-from kubelet_sim.engine.runtime import ProgressFn, ResolvedHook
-from kubelet_sim.engine.types import ContainerKind, PodRef, PulledImage, PullRequest
+from kubelet_sim.config.kubelet import KubeletConfiguration
+from kubelet_sim.core.pods import ContainerKind, PodRef, PulledImage, PullRequest
+from kubelet_sim.core.policy import PullPolicy, default_pull_policy
+from kubelet_sim.core.reference import ImageReference
+from kubelet_sim.engine.workers import EngineSettings, PodSpec
 from kubelet_sim.errors import RegistryError
-from kubelet_sim.events import Event, EventRecorder
-from kubelet_sim.metrics import PullMetrics
-from kubelet_sim.policy import PullPolicy, default_pull_policy
-from kubelet_sim.reference import ImageReference
+from kubelet_sim.node.builder import Node
 from kubelet_sim.registry.auth import Credentials
+from kubelet_sim.runtime.images import ProgressFn, ResolvedHook
+from kubelet_sim.telemetry.events import Event, EventRecorder
+from kubelet_sim.telemetry.metrics import PullMetrics
 
 
 @dataclass(frozen=True, slots=True)

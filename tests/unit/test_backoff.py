@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from kubelet_sim.backoff import DEFAULT_INITIAL, DEFAULT_MAX, Backoff, BackoffStatistics
+from kubelet_sim.core.backoff import DEFAULT_INITIAL, DEFAULT_MAX, Backoff, BackoffStatistics
 
 KEY = ("pod-uid-1", "busybox")
 OTHER = ("pod-uid-2", "busybox")

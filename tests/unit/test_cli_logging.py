@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import structlog
 
-from kubelet_sim.cli import configure_logging
+from kubelet_sim.cli.main import configure_logging
 
 
 @pytest.mark.parametrize("json_lines", [True, False], ids=["json", "console"])

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from kubelet_sim.cli import main
+from kubelet_sim.cli.main import main
 
 D256 = "sha256:" + "f" * 64
 KEYS = {

@@ -14,8 +14,8 @@ import structlog
 import yaml
 from structlog.testing import capture_logs
 
-from kubelet_sim.cli import main
-from kubelet_sim.config import (
+from kubelet_sim.cli.main import main
+from kubelet_sim.config.kubelet import (
     CAMEL_TO_SNAKE,
     FEATURE_GATE_DEFAULTS,
     FIELD_TABLE,

@@ -12,8 +12,11 @@ import pytest
 from engine_fakes import FakeRuntime
 from prometheus_client import CollectorRegistry
 
-from kubelet_sim.config import ImagePullCredentialsVerificationPolicy as Policy
-from kubelet_sim.config import KubeletConfiguration
+from kubelet_sim.config.kubelet import ImagePullCredentialsVerificationPolicy as Policy
+from kubelet_sim.config.kubelet import KubeletConfiguration
+from kubelet_sim.core.pods import PodRef, PulledImage, PullRequest
+from kubelet_sim.core.policy import PullPolicy
+from kubelet_sim.core.reference import ImageReference, parse_normalized
 from kubelet_sim.credentials import (
     CredentialMetrics,
     CredentialResolver,
@@ -25,17 +28,14 @@ from kubelet_sim.credentials import (
     allowlisted,
     requires_verification,
 )
-from kubelet_sim.engine.node import Node
-from kubelet_sim.engine.runtime import ProgressFn, ResolvedHook
-from kubelet_sim.engine.types import PodRef, PulledImage, PullRequest
 from kubelet_sim.errors import PullReason, RegistryAuthError
-from kubelet_sim.events import EventRecorder
 from kubelet_sim.k8s import ObjectStore, pod_spec
-from kubelet_sim.metrics import PullMetrics
-from kubelet_sim.policy import PullPolicy
-from kubelet_sim.reference import ImageReference, parse_normalized
+from kubelet_sim.node.builder import Node
 from kubelet_sim.registry.auth import Credentials
+from kubelet_sim.runtime.images import ProgressFn, ResolvedHook
 from kubelet_sim.store import CredentialKind, Store
+from kubelet_sim.telemetry.events import EventRecorder
+from kubelet_sim.telemetry.metrics import PullMetrics
 
 PRIVATE = "private.example.com/team/app:v1"
 PUBLIC = "public.example.com/lib/base:v1"

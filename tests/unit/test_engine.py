@@ -10,11 +10,11 @@ import pytest
 import trio.testing
 from engine_fakes import FakeRuntime, make_node, pod
 
-from kubelet_sim.config import KubeletConfiguration
-from kubelet_sim.engine.engine import EngineSettings
-from kubelet_sim.engine.types import ContainerPhase
+from kubelet_sim.config.kubelet import KubeletConfiguration
+from kubelet_sim.core.pods import ContainerPhase
+from kubelet_sim.core.policy import PullPolicy
+from kubelet_sim.engine.workers import EngineSettings
 from kubelet_sim.errors import PullReason
-from kubelet_sim.policy import PullPolicy
 
 pytestmark = pytest.mark.anyio
 

@@ -7,8 +7,9 @@ from collections.abc import Callable
 import pytest
 from structlog.testing import capture_logs
 
+from kubelet_sim.core.reference import apply_default_image_tag
 from kubelet_sim.errors import InvalidImageNameError
-from kubelet_sim.events import (
+from kubelet_sim.telemetry.events import (
     AGGREGATE_PREFIX,
     ContainerSection,
     Event,
@@ -20,7 +21,6 @@ from kubelet_sim.events import (
     messages,
     redact,
 )
-from kubelet_sim.reference import apply_default_image_tag
 
 T0 = 1_700_000_000.0
 

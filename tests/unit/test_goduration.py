@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kubelet_sim.goduration import (
+from kubelet_sim.core.durations import (
     HOUR,
     MAX_DURATION_NS,
     MICROSECOND,

@@ -8,7 +8,7 @@ import anyio
 import anyio.abc
 import pytest
 
-from kubelet_sim.httpserver import HTTPServer, Request, Response
+from kubelet_sim.node.httpserver import HTTPServer, Request, Response
 
 pytestmark = pytest.mark.anyio
 

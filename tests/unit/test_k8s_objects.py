@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from kubelet_sim.engine.types import ContainerKind
+from kubelet_sim.core.pods import ContainerKind
+from kubelet_sim.core.policy import PullPolicy
 from kubelet_sim.errors import ConfigError
 from kubelet_sim.k8s import (
     Admission,
@@ -22,7 +23,6 @@ from kubelet_sim.k8s import (
     pod_spec,
     stable_uid,
 )
-from kubelet_sim.policy import PullPolicy
 
 DATA = Path(__file__).parent.parent / "data"
 KUBECTL_SECRET = DATA / "kubectl-secret-myregistrykey.yaml"

@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, Counter, generate_latest
 
 from kubelet_sim.credentials.metrics import CredentialMetrics
-from kubelet_sim.metrics import (
+from kubelet_sim.registry.transport import RequestObserver
+from kubelet_sim.telemetry.metrics import (
     IMAGE_PULL_DURATION_BUCKETS,
     RUNTIME_OPERATION_BUCKETS,
     PullMetrics,
@@ -22,7 +23,6 @@ from kubelet_sim.metrics import (
     exponential_buckets,
     image_size_bucket,
 )
-from kubelet_sim.registry.transport import RequestObserver
 
 MI = 1024 * 1024
 GI = 1024 * MI

@@ -6,8 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kubelet_sim.errors import NoMatchingPlatformError, PlatformError
-from kubelet_sim.platforms import (
+from kubelet_sim.core.platforms import (
     Platform,
     all_platforms,
     default_matcher,
@@ -19,6 +18,7 @@ from kubelet_sim.platforms import (
     parse_platform,
     select_manifest,
 )
+from kubelet_sim.errors import NoMatchingPlatformError, PlatformError
 
 HOST = host_platform()
 HOST_OS = HOST.os

@@ -6,8 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kubelet_sim.errors import ConfigError, InvalidImageNameError
-from kubelet_sim.policy import (
+from kubelet_sim.core.policy import (
     PullPolicy,
     apply_always_pull_images,
     default_pull_policy,
@@ -17,7 +16,8 @@ from kubelet_sim.policy import (
     should_pull_image,
     validate_always_pull_images,
 )
-from kubelet_sim.reference import parse_image_name
+from kubelet_sim.core.reference import parse_image_name
+from kubelet_sim.errors import ConfigError, InvalidImageNameError
 
 D256 = "sha256:" + "f" * 64
 ALWAYS, IF_NOT_PRESENT, NEVER = PullPolicy.ALWAYS, PullPolicy.IF_NOT_PRESENT, PullPolicy.NEVER

@@ -7,9 +7,8 @@ import pytest
 from hypothesis import given, reject
 from hypothesis import strategies as st
 
-from kubelet_sim.digest import Digest
-from kubelet_sim.errors import InvalidImageNameError, PullReason
-from kubelet_sim.reference import (
+from kubelet_sim.core.digest import Digest
+from kubelet_sim.core.reference import (
     ANCHORED_IDENTIFIER,
     ANCHORED_NAME,
     ANCHORED_REFERENCE,
@@ -26,6 +25,7 @@ from kubelet_sim.reference import (
     parse_named,
     parse_normalized,
 )
+from kubelet_sim.errors import InvalidImageNameError, PullReason
 
 F64 = "f" * 64
 D256 = "sha256:" + F64

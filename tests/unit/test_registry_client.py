@@ -9,7 +9,9 @@ import httpx
 import pytest
 import trio.testing
 
-from kubelet_sim.digest import Digest
+from kubelet_sim.core.digest import Digest
+from kubelet_sim.core.reference import parse_normalized
+from kubelet_sim.core.sinks import MemorySink
 from kubelet_sim.errors import (
     DigestMismatchError,
     ManifestError,
@@ -18,14 +20,12 @@ from kubelet_sim.errors import (
     RegistryNotFoundError,
     RegistryTransportError,
 )
-from kubelet_sim.reference import parse_normalized
 from kubelet_sim.registry import mediatypes as mt
 from kubelet_sim.registry.auth import Credentials
 from kubelet_sim.registry.client import RegistryClient
 from kubelet_sim.registry.manifests import Descriptor
 from kubelet_sim.registry.transport import Transport, TransportSettings, parse_retry_after
-from kubelet_sim.sinks import MemorySink
-from kubelet_sim.testing.images import build_image, random_bytes
+from kubelet_sim.sim.images import build_image, random_bytes
 
 pytestmark = pytest.mark.anyio
 

@@ -1,4 +1,4 @@
-"""Tests for kubelet_sim.testing.tokenserver over loopback, and AuthManager against it."""
+"""Tests for kubelet_sim.sim.tokenserver over loopback, and AuthManager against it."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from kubelet_sim.errors import RegistryAuthError
 from kubelet_sim.registry.auth import AuthManager, Credentials
-from kubelet_sim.testing.tokenserver import TokenServer, libtrust_key_id, parse_scope
+from kubelet_sim.sim.tokenserver import TokenServer, libtrust_key_id, parse_scope
 
 USERS = {"alice": "alice-pw", "bob": "bob-pw", "carol": "carol-pw"}
 SERVICE = "kubelet-sim-registry"

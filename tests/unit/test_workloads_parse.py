@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from kubelet_sim.core.policy import PullPolicy
 from kubelet_sim.errors import ConfigError
-from kubelet_sim.faultproxy import FaultKind
-from kubelet_sim.policy import PullPolicy
+from kubelet_sim.sim.faultproxy import FaultKind
 from kubelet_sim.workloads import load_workload, parse_workload, read_trace
 from kubelet_sim.workloads.spec import ArrivalKind, CacheState, PlacementKind, SizeKind
 
@@ -305,7 +305,7 @@ def test_password_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_commands_refuse_a_registry_that_is_not_loopback(
     command: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from kubelet_sim.cli import main
+    from kubelet_sim.cli.main import main
 
     assert main([command, str(EXAMPLES[0]), "--registry", "10.0.0.1:5000"]) == 1
     assert "not a loopback address" in capsys.readouterr().err

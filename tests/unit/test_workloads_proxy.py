@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from kubelet_sim.errors import ConfigError
-from kubelet_sim.faultproxy import FaultKind, FaultPlan, FaultProxy, FaultWindow
+from kubelet_sim.sim.faultproxy import FaultKind, FaultPlan, FaultProxy, FaultWindow
 
 pytestmark = pytest.mark.anyio
 

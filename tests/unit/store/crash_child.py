@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from store_fakes import blob_bytes, make_image, pull
 
-from kubelet_sim.cli import configure_logging
+from kubelet_sim.cli.main import configure_logging
 from kubelet_sim.store import (
     CredentialIdentity,
     CredentialKind,

@@ -12,8 +12,8 @@ import random
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
-from kubelet_sim.digest import Digest
-from kubelet_sim.sinks import BlobSink
+from kubelet_sim.core.digest import Digest
+from kubelet_sim.core.sinks import BlobSink
 from kubelet_sim.store import BlobRef, ImageRecord, Store
 
 

@@ -12,7 +12,8 @@ import anyio
 import pytest
 from store_fakes import blob_bytes, fetch_bytes, make_image, pull
 
-from kubelet_sim.digest import Digest
+from kubelet_sim.core.digest import Digest
+from kubelet_sim.core.sinks import BlobSink
 from kubelet_sim.errors import (
     BlobCorruptError,
     DigestMismatchError,
@@ -21,7 +22,6 @@ from kubelet_sim.errors import (
     StoreError,
     StoreFullError,
 )
-from kubelet_sim.sinks import BlobSink
 from kubelet_sim.store import FLUSH_BYTES, Store, fsck
 from kubelet_sim.store.blobs import WritableFile, WriterState
 

@@ -9,10 +9,10 @@ import anyio
 import pytest
 from store_fakes import FakeImage, blob_bytes, make_image, pull
 
-from kubelet_sim.cli import default_root, main
-from kubelet_sim.commands.images import human_size
-from kubelet_sim.commands.store import parse_bytes
-from kubelet_sim.digest import Digest
+from kubelet_sim.cli.commands.images import human_size
+from kubelet_sim.cli.commands.store import parse_bytes
+from kubelet_sim.cli.main import default_root, main
+from kubelet_sim.core.digest import Digest
 from kubelet_sim.store import Store
 
 BASE = blob_bytes("base", 2_000_000)

@@ -12,7 +12,7 @@ import anyio
 import pytest
 from store_fakes import assert_whole, blob_bytes, fetch_bytes, make_image, pull
 
-from kubelet_sim.digest import Digest
+from kubelet_sim.core.digest import Digest
 from kubelet_sim.store import FLUSH_BYTES, Store, fsck
 
 SHARED = blob_bytes("shared", 50_000)

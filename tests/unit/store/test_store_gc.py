@@ -110,7 +110,7 @@ def test_policy_enabled(high: int, max_age: float, enabled: bool) -> None:
 
 
 def test_policy_from_a_kubelet_configuration() -> None:
-    from kubelet_sim.config import KubeletConfiguration
+    from kubelet_sim.config.kubelet import KubeletConfiguration
 
     config = KubeletConfiguration(
         image_gc_high_threshold_percent=90, image_gc_low_threshold_percent=70

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from store_fakes import Clock, assert_whole, blob_bytes, fetch_bytes, make_image, pull
 
-from kubelet_sim.digest import Digest
+from kubelet_sim.core.digest import Digest
 from kubelet_sim.errors import InvalidImageNameError, StoreError
 from kubelet_sim.store import BlobRef, Store
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from store_fakes import Clock, assert_whole, blob_bytes, make_image, pull
 
-from kubelet_sim.digest import Digest
+from kubelet_sim.core.digest import Digest
 from kubelet_sim.errors import StoreError
 from kubelet_sim.store import FLUSH_BYTES, CredentialIdentity, Store
 from kubelet_sim.store import db as store_db

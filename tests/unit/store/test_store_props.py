@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from store_fakes import FakeImage, blob_bytes, make_image, pull
 
-from kubelet_sim.digest import Digest
+from kubelet_sim.core.digest import Digest
 from kubelet_sim.errors import StoreError
 from kubelet_sim.store import GCPolicy, Store, fsck, garbage_collect
 

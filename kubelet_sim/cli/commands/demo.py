@@ -1,0 +1,256 @@
+"""``kubelet-sim demo``: the main job on a built-in default, end to end on this machine.
+
+Starts two real distribution registries on loopback ports (a public one, and a private one with
+htpasswd auth), seeds them with synthetic multi-arch images through the project's own push client,
+and runs the daemon with ``config/kubelet.yaml`` and the example pods of ``config/pods/`` (a
+public multi-arch image with an init container, a private image with a pull secret, a bad name,
+``Never`` with an absent image, a missing tag). The pods name ``localhost:5000`` (public) and
+``localhost:5001`` (private); the demo rewrites those to its registries' real ports. It shows
+progress, then the pods, events, images and a few metrics through the daemon's HTTP API, stops
+the daemon cleanly, and starts it again on the same root to show a restart finding its images.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+from kubelet_sim.config.kubelet import load_kubelet_config
+from kubelet_sim.core.digest import short_digest
+from kubelet_sim.core.platforms import host_platform, parse_platform
+from kubelet_sim.node.daemon import Daemon, DaemonOptions
+from kubelet_sim.registry.auth import Credentials
+from kubelet_sim.registry.client import RegistryClient
+from kubelet_sim.sim.images import build_image, build_multiarch
+from kubelet_sim.sim.registry import RegistryConfig, RegistryProcess, write_htpasswd
+from kubelet_sim.sim.seed import push_image, push_index
+
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "config"
+PUBLIC, PRIVATE = "localhost:5000", "localhost:5001"
+DEMO_USER, DEMO_PASSWORD = "demo", "demo-password"  # the throwaway demo registry's login
+WAIT_FOR = (("demo", "web"), ("demo", "private"))
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = sub.add_parser(
+        "demo", help="run the built-in demo: local registries, synthetic images, the daemon, pods"
+    )
+    parser.add_argument("--config", type=Path, default=CONFIG_DIR / "kubelet.yaml")
+    parser.add_argument("--pods", type=Path, default=CONFIG_DIR / "pods", help="pod manifests")
+    parser.add_argument(
+        "--workdir", type=Path, help="keep registries and state here (default: temp)"
+    )
+    parser.add_argument("--platform", help="node platform (default: this host)")
+    parser.add_argument(
+        "--seconds",
+        type=float,
+        default=60.0,
+        help="at most this long for the failing pod to reach ImagePullBackOff",
+    )
+    parser.set_defaults(func=_demo)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    console = Console(width=None if sys.stdout.isatty() else 160)
+    with tempfile.TemporaryDirectory(prefix="kubelet-sim-demo-") as tmp:
+        work = args.workdir or Path(tmp)
+        public = RegistryProcess(RegistryConfig(storage_dir=work / "public"), work / "public-reg")
+        htpasswd = work / "htpasswd"
+        work.mkdir(parents=True, exist_ok=True)
+        write_htpasswd(htpasswd, {DEMO_USER: DEMO_PASSWORD})
+        private = RegistryProcess(
+            RegistryConfig(storage_dir=work / "private", htpasswd=htpasswd), work / "private-reg"
+        )
+        console.rule("[bold]1. Registries")
+        public.start()
+        private.start()
+        try:
+            console.print(f"public registry  http://{public.host}  (pods' {PUBLIC})")
+            console.print(f"private registry http://{private.host} (pods' {PRIVATE}, htpasswd)")
+            anyio.run(_seed, public.host, private.host, console)
+            config = _localize(
+                args.config, args.pods, work, {PUBLIC: public.host, PRIVATE: private.host}
+            )
+            platform = parse_platform(args.platform) if args.platform else host_platform()
+            for round_no in (1, 2):
+                title = "2. Daemon" if round_no == 1 else "3. Daemon restarted on the same root"
+                console.rule(f"[bold]{title} ({platform})")
+                anyio.run(
+                    _run_daemon, config, work / "node", platform, args.seconds, round_no, console
+                )
+        finally:
+            public.stop()
+            private.stop()
+    console.rule("[bold]Done")
+    return 0
+
+
+async def _seed(public: str, private: str, console: Console) -> None:
+    started = time.monotonic()
+    async with RegistryClient() as client:
+        web = build_multiarch("demo-web", layer_sizes=(200_000, 600_000, 1_200_000))
+        await push_index(client, f"{public}/demo/web:1.0", web)
+        await push_index(
+            client, f"{public}/demo/init:1.0", build_multiarch("demo-init", layer_sizes=(50_000,))
+        )
+        app = build_image("demo-private", str(host_platform()), (300_000, 300_000))
+        await push_image(
+            client, f"{private}/team/app:1.0", app, creds=Credentials(DEMO_USER, DEMO_PASSWORD)
+        )
+    platforms = ", ".join(i.platform_string for i in web.images)
+    console.print(
+        f"seeded demo/web:1.0 and demo/init:1.0 ({platforms}) and the private team/app:1.0 "
+        f"in {time.monotonic() - started:.1f}s"
+    )
+
+
+def _localize(config: Path, pods: Path, work: Path, hosts: dict[str, str]) -> Path:
+    """Copy the config and the pods into ``work`` with the registries' real addresses."""
+    static = work / "pods"
+    static.mkdir(parents=True, exist_ok=True)
+    for source in sorted(pods.glob("*.yaml")):
+        docs = [_rewrite(doc, hosts) for doc in yaml.safe_load_all(source.read_text()) if doc]
+        (static / source.name).write_text(yaml.safe_dump_all(docs, sort_keys=False))
+    doc = yaml.safe_load(config.read_text())
+    doc["staticPodPath"] = str(static)
+    target = work / "kubelet.yaml"
+    target.write_text(yaml.safe_dump(doc, sort_keys=False))
+    load_kubelet_config(target)  # refuse a broken config before starting anything
+    return target
+
+
+def _rewrite(node: Any, hosts: dict[str, str], *, secret: bool = False) -> Any:
+    if isinstance(node, dict):
+        is_secret = node.get("kind") == "Secret"
+        out = {}
+        for key, value in node.items():
+            if is_secret and key == "data" and isinstance(value, dict):
+                out[key] = {
+                    k: base64.b64encode(
+                        _replace(base64.b64decode(v).decode(), hosts).encode()
+                    ).decode()
+                    for k, v in value.items()
+                }
+            else:
+                out[key] = _rewrite(value, hosts)
+        return out
+    if isinstance(node, list):
+        return [_rewrite(item, hosts) for item in node]
+    if isinstance(node, str):
+        return _replace(node, hosts)
+    return node
+
+
+def _replace(text: str, hosts: dict[str, str]) -> str:
+    for placeholder, real in hosts.items():
+        text = text.replace(placeholder, real)
+    return text
+
+
+async def _run_daemon(
+    config: Path, root: Path, platform: Any, seconds: float, round_no: int, console: Console
+) -> None:
+    options = DaemonOptions(
+        config=load_kubelet_config(config), root=root, listen_port=0, node_platform=platform
+    )
+    daemon = Daemon(options)
+    async with anyio.create_task_group() as tg:
+        port = await tg.start(daemon.run)
+        url = f"http://127.0.0.1:{port}"
+        console.print(
+            f"daemon API on {url} (try: kubelet-sim describe pod demo/web --server {url})"
+        )
+        async with httpx.AsyncClient(base_url=url, timeout=10, trust_env=False) as api:
+            started = time.monotonic()
+            with console.status("pulling...") as status:
+                while time.monotonic() - started < 60:
+                    pods = (await api.get("/pods")).json()["items"]
+                    status.update("pods: " + ", ".join(f"{p['name']}={p['status']}" for p in pods))
+                    ready = {(p["namespace"], p["name"]) for p in pods if p["status"] == "Ready"}
+                    if all(key in ready for key in WAIT_FOR):
+                        break
+                    await anyio.sleep(0.2)
+                console.print(f"web and private ready after {time.monotonic() - started:.1f}s")
+                if round_no == 1:
+                    status.update("waiting for demo/missing to reach ImagePullBackOff")
+                    with anyio.move_on_after(seconds):
+                        while await _reason(api, "demo", "missing") != "ImagePullBackOff":  # noqa: ASYNC110 - polls the API
+                            await anyio.sleep(0.5)
+            await _report(api, console, round_no)
+        tg.cancel_scope.cancel()
+    console.print("daemon stopped cleanly")
+
+
+async def _reason(api: httpx.AsyncClient, namespace: str, name: str) -> str:
+    pod = (await api.get(f"/pods/{namespace}/{name}")).json()
+    waiting = pod.get("containers", [{}])[0].get("state", {}).get("waiting", {})
+    return str(waiting.get("reason", ""))
+
+
+async def _report(api: httpx.AsyncClient, console: Console, round_no: int) -> None:
+    table = Table(title="pods (GET /pods/NS/NAME)")
+    for column in ("pod", "container", "state", "reason / image", "attempts", "message"):
+        table.add_column(column, overflow="fold")
+    for pod in (await api.get("/pods")).json()["items"]:
+        detail = (await api.get(f"/pods/{pod['namespace']}/{pod['name']}")).json()
+        for c in detail["initContainers"] + detail["containers"]:
+            state = c["state"]
+            if "ready" in state:
+                row = ("ready", short_digest(state["ready"]["imageID"]), "")
+            else:
+                row = ("waiting", state["waiting"]["reason"], state["waiting"]["message"])
+            table.add_row(
+                f"{pod['namespace']}/{pod['name']}",
+                c["name"],
+                row[0],
+                row[1],
+                str(c["pullAttempts"]),
+                row[2],
+            )
+    console.print(table)
+    events = Table(title="events (GET /events)")
+    for column in ("type", "reason", "object", "count", "message"):
+        events.add_column(column, overflow="fold")
+    for e in (await api.get("/events")).json()["items"]:
+        obj = e["involvedObject"]
+        events.add_row(
+            e["type"],
+            e["reason"],
+            f"{obj['name']}/{obj['fieldPath']}",
+            str(e["count"]),
+            e["message"],
+        )
+    console.print(events)
+    if round_no == 1:
+        images = Table(title="node images (GET /images, like crictl images)")
+        for column in ("repository", "tag", "image id", "platform", "size"):
+            images.add_column(column)
+        for image in (await api.get("/images")).json()["items"]:
+            images.add_row(
+                image["repository"],
+                image["tag"],
+                short_digest(image["imageID"]),
+                image["platform"],
+                f"{image['size']:,}",
+            )
+        console.print(images)
+    metrics = (await api.get("/metrics")).text
+    wanted = (
+        'kubelet_runtime_operations_total{operation_type="pull_image"}',
+        'kubelet_runtime_operations_errors_total{operation_type="pull_image"}',
+        "kubelet_sim_pull_bytes_total",
+        "kubelet_sim_image_cache_hits_total",
+    )
+    lines = [line for line in metrics.splitlines() if line.startswith(wanted)]
+    console.print("metrics (GET /metrics):\n  " + "\n  ".join(lines))

@@ -1,0 +1,220 @@
+"""``kubelet-sim pull IMAGE``: one ``EnsureImageExists`` through the real engine and store.
+
+Prints what the kubelet would record (events) and what the runtime now holds; ``--output json``
+gives the keys ``image, ref, repo_digest, manifest_digest, image_id, platform, size, pulled,
+events`` (and ``reason``/``message`` with exit status 1 on failure). On a terminal each layer gets a
+progress bar (bytes, rate, ETA).
+
+Node credentials: ``--docker-config PATH`` reads a ``config.json`` (or a ``.dockercfg``, or a folder
+holding one) instead of the kubelet's search paths; ``--image-credential-provider-config`` and
+``--image-credential-provider-bin-dir`` add exec credential provider plugins, as the kubelet's flags.
+Without these the pull is anonymous.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
+from pathlib import Path
+from typing import Any
+
+import anyio
+from prometheus_client import CollectorRegistry
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+
+from kubelet_sim.cli.main import default_root
+from kubelet_sim.config.kubelet import KubeletConfiguration, load_kubelet_config
+from kubelet_sim.core.digest import short_digest
+from kubelet_sim.core.platforms import host_platform, parse_platform
+from kubelet_sim.core.pods import PodRef, PullRequest
+from kubelet_sim.core.policy import default_pull_policy, parse_pull_policy
+from kubelet_sim.core.reference import parse_normalized
+from kubelet_sim.credentials import CredentialResolver, DockerConfigSearch, NodeDockerConfig
+from kubelet_sim.credentials.resolver import load_plugins
+from kubelet_sim.engine.manager import anonymous
+from kubelet_sim.errors import ConfigError, InvalidImageNameError
+from kubelet_sim.node.builder import Node
+from kubelet_sim.registry.client import RegistryClient
+from kubelet_sim.runtime.images import ImageService, ProgressFn
+from kubelet_sim.store import Store
+from kubelet_sim.telemetry.events import EventRecorder
+from kubelet_sim.telemetry.metrics import PullMetrics
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = sub.add_parser("pull", help="ensure one image exists, as the kubelet would")
+    parser.add_argument("image")
+    parser.add_argument("--root", type=Path, default=default_root(), help="store root")
+    parser.add_argument("--platform", help="node platform os/arch[/variant] (default: this host)")
+    parser.add_argument("--policy", help="Always, IfNotPresent or Never (default: by tag)")
+    parser.add_argument("--config", type=Path, help="KubeletConfiguration YAML")
+    parser.add_argument("--hosts-dir", type=Path, help="containerd hosts.toml folder (certs.d)")
+    parser.add_argument("--runtime-handler", default="", help="runtime handler (RuntimeClass)")
+    parser.add_argument("--output", choices=["json", "text"], default="text")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument(
+        "--docker-config",
+        type=Path,
+        help="node credentials: a docker config.json / .dockercfg file (or a folder holding one)",
+    )
+    parser.add_argument(
+        "--image-credential-provider-config",
+        type=Path,
+        help="CredentialProviderConfig file or folder (exec credential provider plugins)",
+    )
+    parser.add_argument(
+        "--image-credential-provider-bin-dir",
+        type=Path,
+        help="folder holding the credential provider plugin executables",
+    )
+    parser.set_defaults(func=_pull)
+
+
+def _resolver(args: argparse.Namespace) -> CredentialResolver | None:
+    """Node credentials from the flags; None (anonymous) when none is given."""
+    provider_config = args.image_credential_provider_config
+    provider_bin_dir = args.image_credential_provider_bin_dir
+    if (provider_config is None) != (provider_bin_dir is None):
+        raise ConfigError(
+            None,
+            "--image-credential-provider-config",
+            "needs --image-credential-provider-bin-dir, and the other way round",
+        )
+    plugins = load_plugins(provider_config, provider_bin_dir) if provider_config else []
+    if args.docker_config is not None and not args.docker_config.exists():
+        raise ConfigError(str(args.docker_config), "--docker-config", "no such file or folder")
+    node = (
+        NodeDockerConfig(DockerConfigSearch.only(args.docker_config))
+        if args.docker_config
+        else None
+    )
+    if node is None and not plugins:
+        return None
+    return CredentialResolver(node=node, plugins=plugins)
+
+
+def _pull(args: argparse.Namespace) -> int:
+    config = load_kubelet_config(args.config) if args.config else KubeletConfiguration.default()
+    resolver = _resolver(args)
+    policy = parse_pull_policy(args.policy) if args.policy else default_pull_policy(args.image)
+    platform = parse_platform(args.platform) if args.platform else host_platform()
+    show_progress = sys.stderr.isatty() and not args.no_progress and args.output == "text"
+    result = anyio.run(_run, args, config, policy, platform, show_progress, resolver)
+    if args.output == "json":
+        print(json.dumps(result, indent=2))
+    else:
+        for event in result["events"]:
+            print(f"{event['type']:<8} {event['reason']:<18} {event['message']}")
+        if "reason" in result:
+            print(f"{result['reason']}: {result['message']}", file=sys.stderr)
+        else:
+            print(
+                f"{result['ref']}  {short_digest(result['image_id'])}  {result['platform']}  "
+                f"{result['size']} bytes  {'pulled' if result['pulled'] else 'present'}"
+            )
+    return 1 if "reason" in result else 0
+
+
+async def _run(
+    args: argparse.Namespace,
+    config: KubeletConfiguration,
+    policy: Any,
+    platform: Any,
+    show_progress: bool,
+    resolver: CredentialResolver | None = None,
+) -> dict[str, Any]:
+    recorder = EventRecorder()
+    metrics = PullMetrics(CollectorRegistry())
+    with _progress(show_progress) as progress:
+        async with (
+            await Store.open(
+                args.root,
+                runtime_class_in_image_cri_api=config.feature_enabled("RuntimeClassInImageCriApi"),
+            ) as store,
+            RegistryClient(hosts_dir=args.hosts_dir) as client,
+        ):
+            client.transport.observer = metrics
+            service = ImageService(
+                client, store, platform=platform, bytes_observer=metrics.bytes_pulled
+            )
+            node = Node.build(
+                config,
+                service,
+                recorder,
+                metrics,
+                progress=progress,
+                credentials=resolver.lookup if resolver is not None else anonymous,
+            )
+            request = PullRequest(
+                pod=PodRef("default", "kubelet-sim-pull", "kubelet-sim-pull"),
+                container="pull",
+                image=args.image,
+                policy=policy,
+                runtime_handler=args.runtime_handler,
+            )
+            async with node.running():
+                outcome = await node.manager.ensure_image(request)
+            record = (
+                await store.lookup(outcome.image_ref, args.runtime_handler) if outcome.ok else None
+            )
+    events = [
+        {"type": str(e.type), "reason": str(e.reason), "message": e.message, "count": e.count}
+        for e in recorder.events()
+    ]
+    result: dict[str, Any] = {"image": args.image, "events": events}
+    try:
+        result["ref"] = str(parse_normalized(args.image).with_default_tag())
+    except InvalidImageNameError:
+        result["ref"] = None  # reported through reason and message
+    if not outcome.ok or record is None:
+        result["reason"] = str(outcome.reason)
+        result["message"] = outcome.message
+        return result
+    result.update(
+        repo_digest=outcome.repo_digest,
+        manifest_digest=str(record.manifest_digest),
+        image_id=record.image_id,
+        platform=record.platform,
+        size=record.size,
+        pulled=outcome.pulled is not None,
+    )
+    return result
+
+
+@contextmanager
+def _progress(enabled: bool) -> Iterator[ProgressFn | None]:
+    if not enabled:
+        with nullcontext():
+            yield None
+        return
+    bars = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        transient=False,
+    )
+    tasks: dict[str, TaskID] = {}
+
+    def on_progress(image: str, desc: Any, received: int) -> None:
+        key = str(desc.digest)
+        if key not in tasks:
+            tasks[key] = bars.add_task(short_digest(key), total=desc.size)
+        bars.update(tasks[key], completed=received)
+
+    with bars:
+        yield on_progress

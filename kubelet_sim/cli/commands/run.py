@@ -1,0 +1,81 @@
+"""``kubelet-sim run``: the long-running node agent driven by a KubeletConfiguration."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+from pathlib import Path
+
+import anyio
+import structlog
+
+from kubelet_sim.cli.main import configure_logging, default_root
+from kubelet_sim.config.kubelet import load_kubelet_config
+from kubelet_sim.core.platforms import parse_platform
+from kubelet_sim.errors import KubeletSimError, first_error
+from kubelet_sim.node.daemon import Daemon, DaemonOptions, parse_listen
+
+log = structlog.get_logger(__name__)
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = sub.add_parser("run", help="run the node agent (static pods, HTTP API, /metrics)")
+    parser.add_argument("--config", type=Path, required=True, help="KubeletConfiguration YAML")
+    parser.add_argument("--root", type=Path, default=default_root(), help="state folder")
+    parser.add_argument("--listen", default="127.0.0.1:10255", help="API address HOST:PORT")
+    parser.add_argument("--hosts-dir", type=Path, help="containerd hosts.toml folder (certs.d)")
+    parser.add_argument("--node-platform", help="os/arch[/variant] of the simulated node")
+    parser.add_argument("--image-credential-provider-config", type=Path)
+    parser.add_argument("--image-credential-provider-bin-dir", type=Path)
+    parser.add_argument(
+        "--log-format",
+        choices=["auto", "json", "console"],
+        default="auto",
+        help="JSON lines off a terminal, readable console output on one (default: auto)",
+    )
+    parser.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.log_format != "auto":
+        configure_logging(args.log_level, json_lines=args.log_format == "json")
+    elif args.log_level == "warning":
+        configure_logging("info")  # a daemon says what it does unless told otherwise
+    host, port = parse_listen(args.listen)
+    options = DaemonOptions(
+        config=load_kubelet_config(args.config),
+        root=args.root,
+        listen_host=host,
+        listen_port=port,
+        hosts_dir=args.hosts_dir,
+        node_platform=parse_platform(args.node_platform) if args.node_platform else None,
+        image_credential_provider_config=args.image_credential_provider_config,
+        image_credential_provider_bin_dir=args.image_credential_provider_bin_dir,
+    )
+    try:
+        anyio.run(_serve, options)
+    except BaseExceptionGroup as group:
+        _raise_startup_error(first_error(group))
+    except OSError as exc:
+        _raise_startup_error(exc)
+    return 0
+
+
+def _raise_startup_error(exc: BaseException) -> None:
+    """Report a failed start (port taken, store locked, bad provider config) in one line."""
+    if isinstance(exc, KubeletSimError):
+        raise exc from None
+    if isinstance(exc, OSError):
+        raise KubeletSimError(f"cannot start the daemon: {exc.strerror or exc}") from None
+    raise exc
+
+
+async def _serve(options: DaemonOptions) -> None:
+    daemon = Daemon(options)
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async with anyio.create_task_group() as tg:
+            await tg.start(daemon.run)
+            async for received in signals:
+                log.info("daemon.signal", signal=signal.Signals(received).name)
+                tg.cancel_scope.cancel()
+                break

@@ -1,0 +1,340 @@
+"""The daemon: the one composition root. Builds the real parts from a KubeletConfiguration and owns
+the task group that runs the node, the static-pod watcher and the HTTP API.
+
+Lifecycle: the store is opened (and recovered) first, then the static pods are applied and the API
+starts answering ``/readyz``. Cancelling :meth:`Daemon.run` (SIGTERM/SIGINT in ``kubelet-sim run``)
+stops intake, cancels in-flight pulls (the store aborts their temp files) and closes the store.
+A restart on the same root reopens the store, re-applies the static pods, finds present images
+present and starts every backoff fresh, as a kubelet restart does.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.abc
+import structlog
+from prometheus_client import CollectorRegistry, generate_latest
+
+from kubelet_sim.config.kubelet import KubeletConfiguration
+from kubelet_sim.core.platforms import Platform, host_platform
+from kubelet_sim.credentials.dockerconfig import DockerConfigSearch
+from kubelet_sim.credentials.metrics import CredentialMetrics
+from kubelet_sim.credentials.resolver import build_node_credentials
+from kubelet_sim.engine.workers import EngineSettings
+from kubelet_sim.errors import ConfigError, KubeletSimError
+from kubelet_sim.k8s import ObjectStore, parse_manifests, pod_spec, stable_uid
+from kubelet_sim.k8s.objects import Kind, Pod
+from kubelet_sim.node import views
+from kubelet_sim.node.api import API
+from kubelet_sim.node.builder import Node
+from kubelet_sim.node.httpserver import HTTPServer
+from kubelet_sim.registry.client import RegistryClient
+from kubelet_sim.runtime.images import ImageService
+from kubelet_sim.store import GCPolicy, GCResult, Store, garbage_collect
+from kubelet_sim.telemetry.events import EventRecorder
+from kubelet_sim.telemetry.metrics import PullMetrics
+
+log = structlog.get_logger(__name__)
+
+MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
+MAX_MANIFEST_FILE = 4 * 1024 * 1024
+GC_PERIOD = 300.0  # pkg/kubelet/kubelet.go ImageGCPeriod (5 minutes)
+
+
+@dataclass(frozen=True, slots=True)
+class DaemonOptions:
+    """``kubelet-sim run`` flags (the last two named as the kubelet's)."""
+
+    config: KubeletConfiguration
+    root: Path
+    listen_host: str = "127.0.0.1"
+    listen_port: int = 10255
+    hosts_dir: Path | None = None
+    node_platform: Platform | None = None
+    image_credential_provider_config: Path | None = None
+    image_credential_provider_bin_dir: Path | None = None
+    static_poll_interval: float = 1.0
+    gc_period: float = GC_PERIOD
+    gc_capacity_bytes: int | None = None  # default: the store filesystem's size
+
+
+@dataclass(slots=True)
+class _StaticFile:
+    digest: str
+    objects: set[tuple[str, str, str]] = field(default_factory=set)
+
+
+class Daemon:
+    """A running node agent; :meth:`run` until cancelled."""
+
+    def __init__(self, options: DaemonOptions) -> None:
+        self.options = options
+        self.config = options.config
+        self.registry = CollectorRegistry()
+        self.metrics = PullMetrics(self.registry)
+        self.credential_metrics = CredentialMetrics(self.registry)
+        self.recorder = EventRecorder()
+        self.objects = ObjectStore()
+        self.platform = options.node_platform or host_platform()
+        self.store: Store | None = None
+        self.node: Node | None = None
+        self.port: int | None = None
+        self._ready = False
+        self._static: dict[Path, _StaticFile] = {}
+        self._lock = anyio.Lock()
+
+    # -- NodeView (the API's seam) -------------------------------------------------------
+
+    @property
+    def ready(self) -> bool:
+        return self._ready
+
+    def metrics_text(self) -> bytes:
+        return generate_latest(self.registry)
+
+    async def apply(self, body: bytes, content_type: str) -> list[dict[str, str]]:
+        # Parsing is pure CPU (and large bodies take a while): off the event loop.
+        manifests = await anyio.to_thread.run_sync(
+            functools.partial(parse_manifests, body, source="request body")
+        )
+        async with self._lock:
+            before = self._pod_keys()
+            try:
+                results = self.objects.apply_all(manifests)
+            finally:
+                # Admission may refuse a later document after earlier ones were applied.
+                await self._sync_pods(before)
+        return [
+            {"kind": str(r.kind), "namespace": r.namespace, "name": r.name, "result": str(r.action)}
+            for r in results
+        ]
+
+    async def delete_pod(self, namespace: str, name: str) -> bool:
+        async with self._lock:
+            pod = self.objects.get_pod(namespace, name)
+            if pod is None:
+                return False
+            self.objects.delete(Kind.POD, namespace, name)
+            assert self.node is not None
+            await self.node.engine.remove(pod.uid)
+            return True
+
+    def pods(self) -> list[dict[str, Any]]:
+        return [views.pod_summary(p, self._pod_state(p)) for p in self.objects.pods()]
+
+    def pod(self, namespace: str, name: str) -> dict[str, Any] | None:
+        pod = self.objects.get_pod(namespace, name)
+        if pod is None:
+            return None
+        assert self.node is not None
+        return views.pod_detail(pod, self._pod_state(pod), anyio.current_time())
+
+    async def images(self) -> list[dict[str, Any]]:
+        assert self.store is not None
+        return [views.image_row(r) for r in await self.store.list_images()]
+
+    def events(self, namespace: str | None, name: str | None) -> list[dict[str, Any]]:
+        return [views.event_row(e) for e in self.recorder.events(namespace, name)]
+
+    def _pod_state(self, pod: Pod) -> Any:
+        return self.node.engine.pod(pod.uid) if self.node is not None else None
+
+    # -- pods ----------------------------------------------------------------------------
+
+    def _pod_keys(self) -> dict[tuple[str, str], Pod]:
+        return {(p.namespace, p.name): p for p in self.objects.pods()}
+
+    async def _sync_pods(self, before: dict[tuple[str, str], Pod]) -> None:
+        """Submit new or changed pods to the engine and remove the ones that went away."""
+        assert self.node is not None
+        after = self._pod_keys()
+        for key, pod in after.items():
+            old = before.get(key)
+            if old is not None and old.uid != pod.uid:
+                await self.node.engine.remove(old.uid)
+            if old != pod:
+                await self.node.engine.submit(pod_spec(pod))
+        for key, pod in before.items():
+            if key not in after:
+                await self.node.engine.remove(pod.uid)
+
+    # -- static pods ---------------------------------------------------------------------
+
+    async def _watch_static(self) -> None:
+        while True:
+            await self.scan_static_pods()
+            await anyio.sleep(self.options.static_poll_interval)
+
+    async def scan_static_pods(self) -> None:
+        """Apply added and changed files of ``staticPodPath``; delete what removed files held."""
+        folder = self.config.static_pod_path
+        if not folder:
+            return
+        contents = await anyio.to_thread.run_sync(_read_folder, Path(folder))
+        async with self._lock:
+            before = self._pod_keys()
+            for gone in set(self._static) - set(contents):
+                for kind, namespace, name in self._static.pop(gone).objects:
+                    self.objects.delete(Kind(kind), namespace, name)
+                log.info("static.removed", file=str(gone))
+            for file, data in sorted(contents.items()):
+                digest = hashlib.sha256(data).hexdigest()
+                known = self._static.get(file)
+                if known is not None and known.digest == digest:
+                    continue
+                try:
+                    manifests = await anyio.to_thread.run_sync(
+                        functools.partial(parse_manifests, data, source=str(file))
+                    )
+                except KubeletSimError as exc:
+                    log.warning("static.invalid", file=str(file), error=str(exc))
+                    self._static[file] = _StaticFile(digest, known.objects if known else set())
+                    continue
+                results = []
+                for manifest in manifests:
+                    try:
+                        # Static pods keep their UID across restarts, as the kubelet's do
+                        # (it derives them from the manifest); API pods get fresh ones.
+                        results.append(self.objects.apply(manifest, new_uid=stable_uid))
+                    except KubeletSimError as exc:
+                        log.warning("static.refused", file=str(file), error=str(exc))
+                held = {(str(r.kind), r.namespace, r.name) for r in results}
+                if known is not None:
+                    for kind, namespace, name in known.objects - held:
+                        self.objects.delete(Kind(kind), namespace, name)
+                self._static[file] = _StaticFile(digest, held)
+                log.info("static.applied", file=str(file), objects=len(held))
+            await self._sync_pods(before)
+
+    # -- image GC ------------------------------------------------------------------------
+
+    async def _image_gc(self) -> None:
+        """Run image GC every 5 minutes against the store filesystem's capacity."""
+        while True:
+            await anyio.sleep(self.options.gc_period)
+            await self.run_image_gc()
+
+    async def run_image_gc(self) -> GCResult | None:
+        """One GC pass (``imageGCHighThresholdPercent`` etc.); failures are logged, never fatal."""
+        assert self.store is not None
+        stat = await anyio.to_thread.run_sync(os.statvfs, str(self.store.root))
+        capacity = self.options.gc_capacity_bytes or stat.f_blocks * stat.f_frsize
+        policy = GCPolicy.from_config(self.config, capacity)
+        try:
+            result = await garbage_collect(self.store, policy)
+        except KubeletSimError as exc:
+            log.warning("image_gc.failed", error=str(exc))
+            return None
+        if result.freed:
+            log.info("image_gc.freed", images=len(result.freed), bytes=result.bytes_freed)
+        return result
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    async def run(
+        self, *, task_status: anyio.abc.TaskStatus[int] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Run until cancelled; ``task_status`` gets the API port once ready."""
+        opts = self.options
+        listener = await anyio.create_tcp_listener(
+            local_host=opts.listen_host, local_port=opts.listen_port, reuse_port=False
+        )
+        self.port = int(listener.extra(anyio.abc.SocketAttribute.local_port))
+        gate = self.config.feature_enabled("RuntimeClassInImageCriApi")
+        async with (
+            await Store.open(opts.root / "store", runtime_class_in_image_cri_api=gate) as store,
+            RegistryClient(hosts_dir=opts.hosts_dir) as client,
+        ):
+            self.store = store
+            client.transport.observer = self.metrics
+            service = ImageService(
+                client, store, platform=self.platform, bytes_observer=self.metrics.bytes_pulled
+            )
+            creds = build_node_credentials(
+                self.config,
+                pull_records=store,
+                secrets=self.objects,
+                recorder=self.recorder,
+                docker_config=DockerConfigSearch(preferred=opts.root),
+                provider_config=opts.image_credential_provider_config,
+                provider_bin_dir=opts.image_credential_provider_bin_dir,
+                metrics=self.credential_metrics,
+            )
+            self.node = Node.build(
+                self.config,
+                service,
+                self.recorder,
+                self.metrics,
+                credentials=creds.resolver.lookup,
+                verifier=creds.verifier,
+                # backOffPeriod 10 s jittered by 0.5, as the kubelet's pod workers requeue
+                settings=EngineSettings(resync_period=10.0, resync_jitter=0.5),
+            )
+            async with self.node.running(), anyio.create_task_group() as tg:
+                await self.scan_static_pods()
+                tg.start_soon(self._watch_static)
+                tg.start_soon(self._image_gc)
+                tg.start_soon(HTTPServer(API(self)).serve, listener)
+                self._ready = True
+                log.info(
+                    "daemon.ready",
+                    listen=f"{opts.listen_host}:{self.port}",
+                    root=str(opts.root),
+                    platform=str(self.platform),
+                    static_pod_path=self.config.static_pod_path,
+                )
+                task_status.started(self.port)
+                try:
+                    await anyio.sleep_forever()
+                finally:
+                    self._ready = False
+                    tg.cancel_scope.cancel()
+        log.info("daemon.stopped")
+
+
+def _read_folder(folder: Path) -> dict[Path, bytes]:
+    """The manifest files of ``folder`` (or ``folder`` itself when it is a file) and their bytes;
+    unreadable ones are logged and skipped."""
+    try:
+        if folder.is_file():
+            candidates = [folder]
+        elif folder.is_dir():
+            candidates = list(folder.iterdir())
+        else:
+            return {}
+    except OSError as exc:
+        log.warning("static.unreadable", file=str(folder), error=str(exc))
+        return {}
+    contents: dict[Path, bytes] = {}
+    for file in candidates:
+        if file.suffix in MANIFEST_SUFFIXES:
+            try:
+                if not file.is_file():
+                    continue
+                if file.stat().st_size > MAX_MANIFEST_FILE:
+                    log.warning("static.too_large", file=str(file), limit=MAX_MANIFEST_FILE)
+                    continue
+                contents[file] = file.read_bytes()
+            except OSError as exc:
+                log.warning("static.unreadable", file=str(file), error=str(exc))
+    return contents
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    """``HOST:PORT`` (IPv6 as ``[::1]:PORT``) for ``--listen``.
+
+    Raises:
+        ConfigError: naming the flag and value.
+    """
+    host, sep, port = value.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(None, "--listen", f"want HOST:PORT, got {value!r}")
+    return host, int(port)
