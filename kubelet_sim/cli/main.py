@@ -9,11 +9,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
-import os
 import pkgutil
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
 import structlog
 import structlog.tracebacks
@@ -21,15 +19,7 @@ import structlog.tracebacks
 from kubelet_sim import __version__
 from kubelet_sim.cli import commands
 from kubelet_sim.errors import KubeletSimError
-
-
-def default_root() -> Path:
-    """The default store root: ``$KUBELET_SIM_ROOT`` or a user-writable data folder."""
-    env = os.environ.get("KUBELET_SIM_ROOT")
-    if env:
-        return Path(env)
-    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(base) / "kubelet-sim"
+from kubelet_sim.node.paths import default_root
 
 
 def _stderr_logger(*_args: object) -> structlog.PrintLogger:

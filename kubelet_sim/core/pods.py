@@ -46,6 +46,18 @@ class PullRequest:
         return f"spec.{self.kind}{{{self.container}}}"
 
 
+@dataclass(frozen=True, slots=True)
+class PodSpec:
+    """What the engine needs of a pod: its identity and its containers' pull requests."""
+
+    ref: PodRef
+    init_containers: tuple[PullRequest, ...] = ()
+    containers: tuple[PullRequest, ...] = ()
+
+    def requests(self) -> tuple[PullRequest, ...]:
+        return self.init_containers + self.containers
+
+
 class ContainerPhase(StrEnum):
     WAITING = "waiting"
     READY = "ready"

@@ -26,8 +26,8 @@ from typing import Protocol
 
 import structlog
 
+from kubelet_sim.core.credentials import Credentials
 from kubelet_sim.credentials.dockerconfig import DockerConfigEntry, redact_userinfo
-from kubelet_sim.registry.auth import Credentials
 from kubelet_sim.store.records import hash_credentials
 
 __all__ = [

@@ -184,12 +184,16 @@ def build_node_credentials(
     secrets: SecretGetter | None = None,
     recorder: EventSink | None = None,
     docker_config: DockerConfigSearch | None = None,
+    node_docker_config: bool = True,
     provider_config: Path | None = None,
     provider_bin_dir: Path | None = None,
     metrics: CredentialMetrics | None = None,
     plugin_timeout: float = EXEC_TIMEOUT,
 ) -> NodeCredentials:
     """Wire a node's credential sources and its KEP-2535 verifier from the kubelet's settings.
+
+    ``docker_config`` is where the node's ``config.json`` is searched (None: the kubelet's paths);
+    ``node_docker_config=False`` leaves node docker config out (a bench node, an anonymous pull).
 
     Raises:
         ConfigError: the provider config is invalid, or one of the two provider flags is missing.
@@ -206,8 +210,11 @@ def build_node_credentials(
         plugins = load_plugins(
             provider_config, provider_bin_dir, metrics=metrics, timeout=plugin_timeout
         )
-    resolver = CredentialResolver.for_node(
-        secrets=secrets, docker_config=docker_config, plugins=plugins, recorder=recorder
+    resolver = CredentialResolver(
+        secrets=secrets,
+        node=NodeDockerConfig(docker_config) if node_docker_config else None,
+        plugins=plugins,
+        recorder=recorder,
     )
     verifier = ImageAccessVerifier.from_config(config, pull_records, metrics=metrics)
     return NodeCredentials(resolver, verifier)

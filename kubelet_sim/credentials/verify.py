@@ -31,11 +31,11 @@ from typing import Protocol
 import structlog
 
 from kubelet_sim.config.kubelet import ImagePullCredentialsVerificationPolicy, KubeletConfiguration
+from kubelet_sim.core.credentials import Credentials
 from kubelet_sim.core.pods import PullRequest
 from kubelet_sim.core.reference import ImageReference
 from kubelet_sim.credentials.keyring import SourcedCredentials
 from kubelet_sim.errors import StoreError
-from kubelet_sim.registry.auth import Credentials
 from kubelet_sim.store.records import CredentialIdentity, CredentialKind
 
 __all__ = [

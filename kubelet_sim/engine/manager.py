@@ -14,17 +14,24 @@ recorded; the credential lookup runs at most once per call and is shared by both
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
 
 import anyio
 import structlog
 
 from kubelet_sim.core.backoff import Backoff
+from kubelet_sim.core.credentials import Credentials
 from kubelet_sim.core.pods import PulledImage, PullRequest
 from kubelet_sim.core.policy import PullPolicy, should_pull_image
 from kubelet_sim.core.reference import ImageReference, apply_default_image_tag, parse_normalized
+from kubelet_sim.engine.ports import (
+    CredentialLookup,
+    EventSink,
+    ManagerMetrics,
+    PulledImageVerifier,
+    RuntimeImageService,
+)
 from kubelet_sim.engine.pullers import ImagePuller, PullJob
 from kubelet_sim.errors import (
     InvalidImageNameError,
@@ -35,67 +42,9 @@ from kubelet_sim.errors import (
     RegistryNotFoundError,
     StoreError,
 )
-from kubelet_sim.registry.auth import Credentials
-from kubelet_sim.runtime.images import RuntimeImageService
 from kubelet_sim.telemetry.events import EventReason, EventType, ObjectRef, messages
 
 log = structlog.get_logger(__name__)
-
-
-class EventSink(Protocol):
-    """Where the manager's events go (:class:`kubelet_sim.telemetry.events.EventRecorder`)."""
-
-    def event(
-        self, obj: ObjectRef, type_: EventType, reason: EventReason, message: str
-    ) -> object: ...
-
-
-class ManagerMetrics(Protocol):
-    """What the manager observes (:class:`kubelet_sim.telemetry.metrics.PullMetrics`)."""
-
-    def ensure_image_request(
-        self, policy: str, present: bool | None, pull_required: bool
-    ) -> None: ...
-
-    def image_pull_duration(self, seconds: float, size: int) -> None: ...
-
-    def cache_hit(self) -> None: ...
-
-    def set_backoff_entries(self, n: int) -> None: ...
-
-
-CredentialLookup = Callable[[PullRequest, ImageReference], Awaitable[Sequence[Credentials]]]
-"""Returns the credentials to try for a request, in order (the keyring); empty = anonymous."""
-
-PodCredentials = Callable[[], Awaitable[Sequence[Credentials]]]
-"""The request's credential lookup, run at most once per ``EnsureImageExists`` (``OnceValues``)."""
-
-
-class PulledImageVerifier(Protocol):
-    """KEP-2535's pull manager (:class:`kubelet_sim.credentials.ImageAccessVerifier`).
-
-    ``must_attempt_pull`` may call ``credentials`` to see the pod's credentials; the manager
-    shares that one lookup with the pull that may follow. ``record_pulled`` runs as soon as a pull
-    has resolved the image with the pod's credentials, before the image can become present
-    (``RecordImagePulled``; upstream closes the same gap with pull intents).
-    """
-
-    async def must_attempt_pull(
-        self,
-        request: PullRequest,
-        ref: ImageReference,
-        image_id: str,
-        credentials: PodCredentials,
-    ) -> bool: ...
-
-    async def record_pulled(
-        self,
-        request: PullRequest,
-        ref: ImageReference,
-        image_id: str,
-        credential_fingerprint: str,
-        credentials: Sequence[Credentials],
-    ) -> None: ...
 
 
 async def anonymous(request: PullRequest, ref: ImageReference) -> Sequence[Credentials]:

@@ -20,12 +20,12 @@ import anyio
 import anyio.abc
 import structlog
 
+from kubelet_sim.core.credentials import Credentials
 from kubelet_sim.core.pods import PulledImage, PullRequest
 from kubelet_sim.core.ratelimit import QPS_EXCEEDED, TokenBucket
 from kubelet_sim.core.reference import ImageReference
+from kubelet_sim.engine.ports import ProgressFn, PullObserver, ResolvedHook, RuntimeImageService
 from kubelet_sim.errors import KubeletSimError, PullError, PullReason
-from kubelet_sim.registry.auth import Credentials
-from kubelet_sim.runtime.images import ProgressFn, ResolvedHook, RuntimeImageService
 
 log = structlog.get_logger(__name__)
 
@@ -49,16 +49,6 @@ class PullOutcome:
     pulled: PulledImage | None = None
     error: BaseException | None = None
     duration: float = 0.0
-
-
-class PullObserver(Protocol):
-    """Metrics the pullers report (:class:`kubelet_sim.telemetry.metrics.PullMetrics`)."""
-
-    def pull_started(self) -> None: ...
-
-    def pull_finished(self, duration: float, size: int, error: bool) -> None: ...
-
-    def set_queue_depth(self, n: int) -> None: ...
 
 
 class ImagePuller(Protocol):

@@ -19,8 +19,15 @@ import anyio
 import anyio.abc
 import structlog
 
-from kubelet_sim.core.pods import ContainerKind, ContainerPhase, ContainerState, PodRef, PullRequest
-from kubelet_sim.engine.manager import EnsureResult, EventSink, ImageManager
+from kubelet_sim.core.pods import (
+    ContainerKind,
+    ContainerPhase,
+    ContainerState,
+    PodSpec,
+    PullRequest,
+)
+from kubelet_sim.engine.manager import EnsureResult, ImageManager
+from kubelet_sim.engine.ports import EventSink
 from kubelet_sim.errors import KubeletSimError, PullReason
 from kubelet_sim.telemetry.events import EventReason, EventType, ObjectRef
 
@@ -28,18 +35,6 @@ log = structlog.get_logger(__name__)
 
 POD_INITIALIZING = "PodInitializing"
 CONTAINER_CREATING = "ContainerCreating"
-
-
-@dataclass(frozen=True, slots=True)
-class PodSpec:
-    """What the engine needs of a pod: its identity and its containers' pull requests."""
-
-    ref: PodRef
-    init_containers: tuple[PullRequest, ...] = ()
-    containers: tuple[PullRequest, ...] = ()
-
-    def requests(self) -> tuple[PullRequest, ...]:
-        return self.init_containers + self.containers
 
 
 @dataclass(frozen=True, slots=True)

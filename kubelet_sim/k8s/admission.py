@@ -18,9 +18,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Protocol
 
-from kubelet_sim.core.pods import PodRef, PullRequest
+from kubelet_sim.core.pods import PodRef, PodSpec, PullRequest
 from kubelet_sim.core.policy import apply_always_pull_images
-from kubelet_sim.engine.workers import PodSpec
 from kubelet_sim.errors import ConfigError
 from kubelet_sim.k8s.objects import (
     DEFAULT_SERVICE_ACCOUNT,

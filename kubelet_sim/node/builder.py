@@ -1,45 +1,66 @@
-"""One simulated node: the engine's parts built from a KubeletConfiguration and run together.
+"""THE composition root: one function builds a node from (config, paths, options, parts).
 
-The pull CLI, the daemon and the bench runner all build nodes here, so the wiring (throttle before
-puller, serial vs parallel, metrics and events injected) exists once. A node owns a task group that
-runs the serial puller's worker and the engine's dispatcher; leaving :meth:`Node.running` cancels
-both, and every in-flight pull with them (the store aborts its temp files).
+Every command that runs a node builds it here: ``run`` (the daemon), ``pull``, ``demo`` (through
+the daemon) and ``bench`` (one node per simulated kubelet). So the wiring exists once:
+
+* :func:`open_node` opens the real adapters (the image store under :class:`NodePaths`, a registry
+  client with ``hosts.toml``, node credentials and the KEP-2535 verifier) and hands them to
+* :meth:`Node.build`, which wires the engine as ``NewImageManager`` does: throttle before the
+  puller, serial or parallel puller, image manager, pod workers; metrics and events injected.
+
+What a caller may swap is a :class:`NodeParts` field (event recorder, metrics, clock, an already
+open store, the registry transport, the object store the pull secrets come from); what it may tune
+is a :class:`NodeOptions` field (the kubelet's flags). The bench and virtual time swap parts; they
+never wire a second node. A node owns a task group that runs the serial puller's worker and the
+engine's dispatcher; leaving :meth:`Node.running` cancels both, and every in-flight pull with them
+(the store aborts its temp files).
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol
 
 import anyio
+from prometheus_client import CollectorRegistry
 
 from kubelet_sim.config.kubelet import KubeletConfiguration
 from kubelet_sim.core.backoff import Backoff
+from kubelet_sim.core.platforms import Platform, host_platform
 from kubelet_sim.core.ratelimit import TokenBucket
-from kubelet_sim.engine.manager import (
+from kubelet_sim.credentials.dockerconfig import DockerConfigSearch
+from kubelet_sim.credentials.metrics import CredentialMetrics
+from kubelet_sim.credentials.resolver import build_node_credentials
+from kubelet_sim.credentials.secrets import SecretGetter
+from kubelet_sim.engine.manager import ImageManager, anonymous
+from kubelet_sim.engine.ports import (
     CredentialLookup,
-    ImageManager,
+    ProgressFn,
     PulledImageVerifier,
-    anonymous,
-)
-from kubelet_sim.engine.pullers import (
-    ImagePuller,
-    ParallelPuller,
     PullObserver,
-    PullRunner,
-    SerialPuller,
+    RuntimeImageService,
 )
+from kubelet_sim.engine.pullers import ImagePuller, ParallelPuller, PullRunner, SerialPuller
 from kubelet_sim.engine.workers import EngineSettings, PullEngine
-from kubelet_sim.runtime.images import ProgressFn, RuntimeImageService
+from kubelet_sim.node.paths import NodePaths
+from kubelet_sim.registry.client import ClientSettings, RegistryClient
+from kubelet_sim.registry.transport import RequestObserver, Transport, TransportSettings
+from kubelet_sim.runtime.images import ImageService
+from kubelet_sim.store import Store
 from kubelet_sim.telemetry.events import EventRecorder
+from kubelet_sim.telemetry.metrics import PullMetrics
+
+__all__ = ["Node", "NodeMetrics", "NodeOptions", "NodeParts", "NodePaths", "open_node"]
 
 IMAGE_BACKOFF_PERIOD = 10.0  # pkg/kubelet/kubelet.go imageBackOffPeriod
 MAX_IMAGE_BACKOFF = 300.0  # pkg/kubelet/kubelet.go MaxImageBackOff
+RUNTIME_CLASS_GATE = "RuntimeClassInImageCriApi"
 
 
-class NodeMetrics(PullObserver, Protocol):
+class NodeMetrics(PullObserver, RequestObserver, Protocol):
     """Everything a node reports (:class:`kubelet_sim.telemetry.metrics.PullMetrics` satisfies it)."""
 
     def ensure_image_request(
@@ -51,6 +72,49 @@ class NodeMetrics(PullObserver, Protocol):
     def cache_hit(self) -> None: ...
 
     def set_backoff_entries(self, n: int) -> None: ...
+
+    def bytes_pulled(self, n: int) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class NodeOptions:
+    """What the kubelet takes as flags besides its KubeletConfiguration."""
+
+    platform: Platform | None = None
+    """The node's os/arch (``--node-platform``; default: this host's)."""
+    hosts_dir: Path | None = None
+    """containerd's ``hosts.toml`` folder (``config_path``, ``certs.d``)."""
+    docker_config: DockerConfigSearch | None = None
+    """Where the node's ``config.json`` is searched (None: the kubelet's paths under the root)."""
+    node_docker_config: bool = True
+    """False: no node docker config at all (an anonymous CLI pull, a bench node)."""
+    image_credential_provider_config: Path | None = None
+    image_credential_provider_bin_dir: Path | None = None
+    engine: EngineSettings = field(default_factory=EngineSettings)
+    """Pod-worker resync timing (the daemon uses the kubelet's 10 s with 0.5 jitter)."""
+    backoff: tuple[float, float] = (IMAGE_BACKOFF_PERIOD, MAX_IMAGE_BACKOFF)
+    """Image pull backoff: initial and maximum seconds."""
+    transport: TransportSettings | None = None
+    client: ClientSettings | None = None
+
+
+@dataclass(slots=True)
+class NodeParts:
+    """The parts a caller may swap: the seams of the bench and of virtual time."""
+
+    recorder: EventRecorder = field(default_factory=EventRecorder)
+    metrics: NodeMetrics | None = None
+    """Default: :class:`PullMetrics` on :attr:`metrics_registry`."""
+    metrics_registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+    credential_metrics: CredentialMetrics | None = None
+    store: Store | None = None
+    """An open store to use (the caller closes it); default: open ``paths.store``."""
+    transport: Transport | None = None
+    """The registry transport, closed with the node (default: a new one observed by the metrics)."""
+    secrets: SecretGetter | None = None
+    """Where pull secrets are looked up (the daemon's object store)."""
+    progress: ProgressFn | None = None
+    clock: Callable[[], float] = anyio.current_time
 
 
 @dataclass(slots=True)
@@ -65,6 +129,9 @@ class Node:
     puller: ImagePuller
     manager: ImageManager
     engine: PullEngine
+    store: Store | None = None
+    client: RegistryClient | None = None
+    platform: Platform | None = None
 
     @classmethod
     def build(
@@ -74,6 +141,9 @@ class Node:
         recorder: EventRecorder,
         metrics: NodeMetrics,
         *,
+        store: Store | None = None,
+        client: RegistryClient | None = None,
+        platform: Platform | None = None,
         credentials: CredentialLookup = anonymous,
         verifier: PulledImageVerifier | None = None,
         settings: EngineSettings | None = None,
@@ -81,7 +151,10 @@ class Node:
         backoff: Backoff | None = None,
         clock: Callable[[], float] = anyio.current_time,
     ) -> Node:
-        """Wire a node as ``NewImageManager`` does: throttle first, then the puller."""
+        """Wire the engine over its ports as ``NewImageManager`` does: throttle, then the puller.
+
+        :func:`open_node` calls this with the real adapters; unit tests call it with fakes.
+        """
         throttle = None
         if config.registry_pull_qps > 0:
             throttle = TokenBucket(config.registry_pull_qps, config.registry_burst)
@@ -104,7 +177,10 @@ class Node:
             clock=clock,
         )
         engine = PullEngine(manager, recorder, settings=settings, clock=clock)
-        return cls(config, service, recorder, metrics, runner, puller, manager, engine)
+        return cls(
+            config, service, recorder, metrics, runner, puller, manager, engine,
+            store, client, platform,
+        )  # fmt: skip
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[Node]:
@@ -121,3 +197,75 @@ class Node:
     @property
     def peak_in_flight(self) -> int:
         return self.runner.peak_in_flight
+
+
+@asynccontextmanager
+async def open_node(
+    config: KubeletConfiguration,
+    paths: NodePaths,
+    options: NodeOptions | None = None,
+    parts: NodeParts | None = None,
+) -> AsyncIterator[Node]:
+    """Open a node's adapters and wire its engine; closes what it opened on exit.
+
+    Raises:
+        StoreError: the store cannot be opened (locked by another process, damaged beyond repair).
+        ConfigError: the credential provider configuration is invalid.
+    """
+    options = options or NodeOptions()
+    parts = parts or NodeParts()
+    metrics = parts.metrics or PullMetrics(parts.metrics_registry)
+    platform = options.platform or host_platform()
+    async with AsyncExitStack() as stack:
+        store = parts.store
+        if store is None:
+            store = await stack.enter_async_context(
+                await Store.open(
+                    paths.store,
+                    runtime_class_in_image_cri_api=config.feature_enabled(RUNTIME_CLASS_GATE),
+                )
+            )
+        transport = parts.transport or Transport(settings=options.transport, observer=metrics)
+        client = RegistryClient(transport, hosts_dir=options.hosts_dir, settings=options.client)
+        stack.push_async_callback(client.aclose)
+        service = ImageService(
+            client, store, platform=platform, bytes_observer=metrics.bytes_pulled
+        )
+        creds = build_node_credentials(
+            config,
+            pull_records=store,
+            secrets=parts.secrets,
+            recorder=parts.recorder,
+            docker_config=options.docker_config
+            or DockerConfigSearch(preferred=paths.docker_config_dir),
+            node_docker_config=options.node_docker_config,
+            provider_config=options.image_credential_provider_config,
+            provider_bin_dir=options.image_credential_provider_bin_dir,
+            metrics=parts.credential_metrics,
+        )
+        yield Node.build(
+            config,
+            service,
+            parts.recorder,
+            metrics,
+            store=store,
+            client=client,
+            platform=platform,
+            credentials=creds.resolver.lookup,
+            verifier=creds.verifier,
+            settings=options.engine,
+            progress=parts.progress,
+            backoff=Backoff(*options.backoff),
+            clock=parts.clock,
+        )
+
+
+@asynccontextmanager
+async def quiet_image_service(node: Node) -> AsyncIterator[ImageService]:
+    """The node's image service without its metrics, events or progress (pre-pulls before a
+    measured run): the same store, platform, ``hosts.toml`` and client settings."""
+    if node.store is None or node.client is None:
+        raise TypeError("quiet_image_service needs a node built by open_node")
+    client = RegistryClient(hosts_dir=node.client.hosts_dir, settings=node.client.settings)
+    async with client:
+        yield ImageService(client, node.store, platform=node.platform or host_platform())

@@ -24,19 +24,16 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from kubelet_sim.config.kubelet import KubeletConfiguration
 from kubelet_sim.core.platforms import Platform, host_platform
-from kubelet_sim.credentials.dockerconfig import DockerConfigSearch
 from kubelet_sim.credentials.metrics import CredentialMetrics
-from kubelet_sim.credentials.resolver import build_node_credentials
 from kubelet_sim.engine.workers import EngineSettings
 from kubelet_sim.errors import ConfigError, KubeletSimError
 from kubelet_sim.k8s import ObjectStore, parse_manifests, pod_spec, stable_uid
 from kubelet_sim.k8s.objects import Kind, Pod
 from kubelet_sim.node import views
 from kubelet_sim.node.api import API
-from kubelet_sim.node.builder import Node
+from kubelet_sim.node.builder import Node, NodeOptions, NodeParts, open_node
 from kubelet_sim.node.httpserver import HTTPServer
-from kubelet_sim.registry.client import RegistryClient
-from kubelet_sim.runtime.images import ImageService
+from kubelet_sim.node.paths import NodePaths
 from kubelet_sim.store import GCPolicy, GCResult, Store, garbage_collect
 from kubelet_sim.telemetry.events import EventRecorder
 from kubelet_sim.telemetry.metrics import PullMetrics
@@ -247,36 +244,24 @@ class Daemon:
             local_host=opts.listen_host, local_port=opts.listen_port, reuse_port=False
         )
         self.port = int(listener.extra(anyio.abc.SocketAttribute.local_port))
-        gate = self.config.feature_enabled("RuntimeClassInImageCriApi")
-        async with (
-            await Store.open(opts.root / "store", runtime_class_in_image_cri_api=gate) as store,
-            RegistryClient(hosts_dir=opts.hosts_dir) as client,
-        ):
-            self.store = store
-            client.transport.observer = self.metrics
-            service = ImageService(
-                client, store, platform=self.platform, bytes_observer=self.metrics.bytes_pulled
-            )
-            creds = build_node_credentials(
-                self.config,
-                pull_records=store,
-                secrets=self.objects,
-                recorder=self.recorder,
-                docker_config=DockerConfigSearch(preferred=opts.root),
-                provider_config=opts.image_credential_provider_config,
-                provider_bin_dir=opts.image_credential_provider_bin_dir,
-                metrics=self.credential_metrics,
-            )
-            self.node = Node.build(
-                self.config,
-                service,
-                self.recorder,
-                self.metrics,
-                credentials=creds.resolver.lookup,
-                verifier=creds.verifier,
-                # backOffPeriod 10 s jittered by 0.5, as the kubelet's pod workers requeue
-                settings=EngineSettings(resync_period=10.0, resync_jitter=0.5),
-            )
+        node_options = NodeOptions(
+            platform=self.platform,
+            hosts_dir=opts.hosts_dir,
+            image_credential_provider_config=opts.image_credential_provider_config,
+            image_credential_provider_bin_dir=opts.image_credential_provider_bin_dir,
+            # backOffPeriod 10 s jittered by 0.5, as the kubelet's pod workers requeue
+            engine=EngineSettings(resync_period=10.0, resync_jitter=0.5),
+        )
+        parts = NodeParts(
+            recorder=self.recorder,
+            metrics=self.metrics,
+            credential_metrics=self.credential_metrics,
+            secrets=self.objects,
+        )
+        async with open_node(self.config, NodePaths(opts.root), node_options, parts) as node:
+            assert node.store is not None
+            self.store = node.store
+            self.node = node
             async with self.node.running(), anyio.create_task_group() as tg:
                 await self.scan_static_pods()
                 tg.start_soon(self._watch_static)

@@ -19,6 +19,7 @@ import anyio
 import httpx
 import structlog
 
+from kubelet_sim.core.credentials import Credentials
 from kubelet_sim.core.digest import Digest
 from kubelet_sim.core.platforms import Platform, host_platform, select_manifest
 from kubelet_sim.core.reference import ImageReference
@@ -34,7 +35,7 @@ from kubelet_sim.errors import (
     first_error,
 )
 from kubelet_sim.registry import mediatypes as mt
-from kubelet_sim.registry.auth import Credentials, scope_for
+from kubelet_sim.registry.auth import scope_for
 from kubelet_sim.registry.hosts import RegistryHost, hosts_for, registry_hosts
 from kubelet_sim.registry.manifests import (
     Descriptor,

@@ -15,10 +15,11 @@ from urllib.parse import urljoin
 import httpx
 import structlog
 
+from kubelet_sim.core.credentials import Credentials
 from kubelet_sim.core.digest import Digest
 from kubelet_sim.core.reference import ImageReference
 from kubelet_sim.errors import DigestMismatchError, RegistryError, RegistryNotFoundError
-from kubelet_sim.registry.auth import Credentials, scope_for
+from kubelet_sim.registry.auth import scope_for
 from kubelet_sim.registry.client import RegistryClient
 from kubelet_sim.registry.hosts import RegistryHost
 

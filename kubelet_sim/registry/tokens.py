@@ -17,15 +17,13 @@ import zlib
 from collections.abc import AsyncGenerator, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, cast
+from typing import cast
 
 import httpx
 
+from kubelet_sim.core.credentials import Credentials
 from kubelet_sim.errors import RegistryAuthError
 from kubelet_sim.registry.hosts import is_localhost
-
-if TYPE_CHECKING:  # auth.py imports this module; Credentials is only an annotation here
-    from kubelet_sim.registry.auth import Credentials
 
 __all__ = [
     "HEADER_SAFE",

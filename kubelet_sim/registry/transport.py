@@ -32,13 +32,14 @@ import anyio
 import httpx
 import structlog
 
+from kubelet_sim.core.credentials import Credentials
 from kubelet_sim.errors import (
     RegistryAuthError,
     RegistryError,
     RegistryNotFoundError,
     RegistryTransportError,
 )
-from kubelet_sim.registry.auth import AuthManager, Credentials
+from kubelet_sim.registry.auth import AuthManager
 from kubelet_sim.registry.hosts import RegistryHost
 
 log = structlog.get_logger(__name__)

@@ -9,67 +9,27 @@ time (same image, runtime handler and credentials) share one registry pull and i
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
 
 import anyio
 import structlog
 
+from kubelet_sim.core.credentials import Credentials
 from kubelet_sim.core.digest import Digest
 from kubelet_sim.core.platforms import Platform, host_platform
 from kubelet_sim.core.pods import PulledImage
 from kubelet_sim.core.reference import ImageReference
 from kubelet_sim.core.sinks import BlobSink
+from kubelet_sim.engine.ports import ProgressFn, ResolvedHook
 from kubelet_sim.errors import PlatformError, RegistryError
-from kubelet_sim.registry.auth import Credentials
 from kubelet_sim.registry.client import RegistryClient, ResolvedImage, for_each_layer
 from kubelet_sim.registry.manifests import Descriptor
 from kubelet_sim.store import ImageRecord, Store
 
 log = structlog.get_logger(__name__)
 
-ProgressFn = Callable[[str, Descriptor, int], None]
-"""Called with the image, a layer's descriptor and the bytes of it received so far."""
-
-ResolvedHook = Callable[[str, str], Awaitable[None]]
-"""Called with the image ID and the fingerprint of the credentials that resolved it, before any
-blob is downloaded and before the image can become present (KEP-2535 pull records)."""
-
 DedupKey = tuple[str, str, str]
-
-
-class ImageStatus(Protocol):
-    """What CRI ``ImageStatus`` tells about a present image (:class:`~kubelet_sim.store.ImageRecord`)."""
-
-    @property
-    def image_id(self) -> str: ...
-
-    @property
-    def repo_digests(self) -> tuple[str, ...]: ...
-
-    @property
-    def size(self) -> int: ...
-
-
-class RuntimeImageService(Protocol):
-    """The runtime seam the image manager and pod workers talk to (a fake one in unit tests)."""
-
-    async def image_status(self, image: str, runtime_handler: str = "") -> ImageStatus | None: ...
-
-    async def pull_image(
-        self,
-        ref: ImageReference,
-        *,
-        runtime_handler: str = "",
-        credentials: Sequence[Credentials] = (),
-        progress: ProgressFn | None = None,
-        on_resolved: ResolvedHook | None = None,
-    ) -> PulledImage: ...
-
-    async def mark_in_use(self, image_id: str, runtime_handler: str = "") -> None: ...
-
-    def release(self, image_id: str, runtime_handler: str = "") -> None: ...
 
 
 @dataclass(slots=True)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from kubelet_sim.core.credentials import Credentials
 from kubelet_sim.core.reference import ImageReference, parse_normalized
-from kubelet_sim.registry.auth import Credentials
 from kubelet_sim.registry.client import RegistryClient
 from kubelet_sim.registry.push import Pusher
 from kubelet_sim.sim.images import Blob, Image, Index, all_blobs

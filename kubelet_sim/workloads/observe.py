@@ -13,7 +13,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from kubelet_sim.registry.manifests import Descriptor
+from kubelet_sim.engine.ports import Layer
 from kubelet_sim.telemetry.events import Event, EventReason, EventRecorder, EventType, ObjectRef
 from kubelet_sim.telemetry.metrics import PullMetrics
 
@@ -118,7 +118,7 @@ class NodeObserver:
         self.bytes += n
         self.metrics.bytes_pulled(n)
 
-    def progress(self, image: str, desc: Descriptor, received: int) -> None:
+    def progress(self, image: str, desc: Layer, received: int) -> None:
         """Per-layer cumulative progress; a restart from zero counts its bytes again."""
         key = str(desc.digest)
         last = self._layer_seen.get(key, 0)

@@ -1,8 +1,9 @@
 """Run a workload: many simulated nodes in one process, sharing only the registry.
 
-Each node is a real :class:`~kubelet_sim.node.builder.Node` with its own store (a folder under
-``store_root``), registry client (its own connection pool), KubeletConfiguration, metrics registry
-and event recorder, wired as the pull command and the daemon wire theirs. With faults (or
+Each node is a real :class:`~kubelet_sim.node.builder.Node` built by
+:func:`~kubelet_sim.node.builder.open_node`, the same builder the daemon and the pull command use,
+with its own store (``store_root/NODE/store``), registry client (its own connection pool),
+KubeletConfiguration, metrics registry and event recorder. With faults (or
 ``run.proxy``) the nodes pull through a :class:`~kubelet_sim.sim.faultproxy.FaultProxy` in front of the
 registry. Pre-pulled images and warm caches are pulled before time zero, outside the figures.
 Pods are submitted at their planned arrival times; the run ends when every pod's images are ready
@@ -24,20 +25,16 @@ import anyio
 import structlog
 from prometheus_client import CollectorRegistry
 
-from kubelet_sim.core.backoff import Backoff
 from kubelet_sim.core.platforms import parse_platform
 from kubelet_sim.core.reference import parse_normalized
-from kubelet_sim.credentials import CredentialResolver
-from kubelet_sim.engine.manager import CredentialLookup, anonymous
 from kubelet_sim.engine.workers import EngineSettings, PodState
 from kubelet_sim.errors import KubeletSimError, PullReason, first_error
 from kubelet_sim.k8s.objects import DOCKER_CONFIG_JSON_KEY, Secret, SecretType, stable_uid
-from kubelet_sim.node.builder import Node
-from kubelet_sim.registry.client import ClientSettings, RegistryClient
-from kubelet_sim.registry.transport import Transport
+from kubelet_sim.node.builder import Node, NodeOptions, NodeParts, open_node, quiet_image_service
+from kubelet_sim.node.paths import NodePaths
+from kubelet_sim.registry.client import ClientSettings
 from kubelet_sim.runtime.images import ImageService
 from kubelet_sim.sim.faultproxy import FaultProxy
-from kubelet_sim.store import Store
 from kubelet_sim.telemetry.metrics import PullMetrics
 from kubelet_sim.workloads.generate import SeedReport
 from kubelet_sim.workloads.observe import BytesTimeline, CountingRecorder, NodeObserver
@@ -60,8 +57,14 @@ class SimNode:
     observer: NodeObserver
     recorder: CountingRecorder
     registry: CollectorRegistry
-    service: ImageService
     pods: int = 0
+
+    @property
+    def image_service(self) -> ImageService:
+        """The node's runtime image service (its registry/shared pull counters)."""
+        service = self.node.service
+        assert isinstance(service, ImageService)
+        return service
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,33 +149,32 @@ async def _open_node(
     timeline: BytesTimeline,
     secrets: _SecretTable | None,
 ) -> SimNode:
+    """One simulated kubelet, built by the node builder with the bench's parts swapped in: an
+    observing recorder and metrics, the group's transport and download settings, no node docker
+    config (credentials come only from the workload's pull secrets)."""
     registry = CollectorRegistry()
     observer = NodeObserver(PullMetrics(registry), anyio.current_time, timeline)
     recorder = CountingRecorder(source_host=name)
-    store = await stack.enter_async_context(await Store.open(root / name))
-    client = RegistryClient(
-        Transport(settings=group.transport, observer=observer),
-        settings=ClientSettings(max_concurrent_downloads=group.max_concurrent_downloads),
-    )
-    stack.push_async_callback(client.aclose)
-    service = ImageService(
-        client, store, platform=parse_platform(group.platform), bytes_observer=observer.bytes_pulled
-    )
-    credentials: CredentialLookup = anonymous
-    if secrets is not None:
-        credentials = CredentialResolver(secrets=secrets, recorder=recorder).lookup
     timing = group.timing
-    node = Node.build(
-        group.kubelet,
-        service,
-        recorder,
-        observer,
-        credentials=credentials,
-        settings=EngineSettings(timing.resync_period, timing.resync_jitter, seed=index),
-        backoff=Backoff(timing.backoff_initial, timing.backoff_max),
+    options = NodeOptions(
+        platform=parse_platform(group.platform),
+        node_docker_config=False,
+        engine=EngineSettings(timing.resync_period, timing.resync_jitter, seed=index),
+        backoff=(timing.backoff_initial, timing.backoff_max),
+        transport=group.transport,
+        client=ClientSettings(max_concurrent_downloads=group.max_concurrent_downloads),
+    )
+    parts = NodeParts(
+        recorder=recorder,
+        metrics=observer,
+        metrics_registry=registry,
+        secrets=secrets,
         progress=observer.progress,
     )
-    return SimNode(name, group, node, observer, recorder, registry, service)
+    node = await stack.enter_async_context(
+        open_node(group.kubelet, NodePaths(root / name), options, parts)
+    )
+    return SimNode(name, group, node, observer, recorder, registry)
 
 
 async def _prepull(nodes: list[SimNode], workload: Workload, target: str) -> None:
@@ -180,8 +182,7 @@ async def _prepull(nodes: list[SimNode], workload: Workload, target: str) -> Non
     limiter = anyio.CapacityLimiter(PREPULL_CONCURRENCY)
 
     async def one(sim: SimNode, refs: list[str]) -> None:
-        async with limiter, RegistryClient() as client:
-            service = ImageService(client, sim.service.store, platform=sim.service.platform)
+        async with limiter, quiet_image_service(sim.node) as service:
             for ref in refs:
                 await service.pull_image(parse_normalized(f"{target}/{ref}"))
 

@@ -11,7 +11,7 @@ import random
 import re
 from dataclasses import dataclass, replace
 
-from kubelet_sim.engine.workers import PodSpec
+from kubelet_sim.core.pods import PodSpec
 from kubelet_sim.k8s.admission import pod_spec
 from kubelet_sim.k8s.objects import Container, Pod, stable_uid
 from kubelet_sim.workloads.spec import PlacementKind, PodTemplate, Workload

@@ -20,13 +20,13 @@ from prometheus_client import CollectorRegistry
 
 from kubelet_sim.config.kubelet import KubeletConfiguration
 from kubelet_sim.core.backoff import Backoff
+from kubelet_sim.core.credentials import Credentials
 from kubelet_sim.core.platforms import parse_platform
 from kubelet_sim.core.pods import ContainerState
 from kubelet_sim.credentials import CredentialMetrics, DockerConfigSearch, build_node_credentials
 from kubelet_sim.engine.workers import EngineSettings, PodState
 from kubelet_sim.k8s import ApplyAction, Kind, ObjectStore, pod_spec
 from kubelet_sim.node.builder import Node
-from kubelet_sim.registry.auth import Credentials
 from kubelet_sim.registry.client import RegistryClient
 from kubelet_sim.registry.transport import Transport, TransportSettings
 from kubelet_sim.runtime.images import ImageService

@@ -33,11 +33,11 @@ from structlog.testing import capture_logs
 
 from kubelet_sim.cli.main import main
 from kubelet_sim.config.kubelet import KubeletConfiguration
+from kubelet_sim.core.credentials import Credentials
 from kubelet_sim.core.reference import parse_normalized
 from kubelet_sim.credentials import DockerConfigSearch, parse_config_json
 from kubelet_sim.errors import ConfigError, RegistryAuthError
 from kubelet_sim.k8s import Kind, ObjectStore, pod_spec
-from kubelet_sim.registry.auth import Credentials
 from kubelet_sim.registry.client import RegistryClient
 from kubelet_sim.sim.registry import HTPASSWD_USERS, RegistryConfig, RegistryProcess
 from kubelet_sim.sim.tls import TLSMaterial

@@ -19,6 +19,8 @@ import anyio
 import httpx
 import pytest
 
+from kubelet_sim.cli.main import main
+from kubelet_sim.node.paths import NodePaths
 from kubelet_sim.registry.client import RegistryClient
 from kubelet_sim.sim.images import build_image, build_multiarch
 from kubelet_sim.sim.registry import RegistryFactory, RegistryProcess, free_port
@@ -419,3 +421,58 @@ def _rss_kib(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
     raise AssertionError("no VmRSS")
+
+
+def _json(capsys: pytest.CaptureFixture[str], argv: list[str]) -> object:
+    capsys.readouterr()
+    status = main(argv)
+    out = capsys.readouterr().out
+    assert status == 0, out
+    return json.loads(out)
+
+
+def test_images_pulled_by_run_are_seen_by_every_command_with_the_same_root(
+    registry: RegistryProcess,
+    tmp_path: Path,
+    daemons: list[DaemonProc],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    ref = f"{registry.host}/root/web:1.0"
+    image = build_image("root-web", "linux/amd64", (20_000, 7_000))
+    seed(ref, image)
+    static = tmp_path / "static"
+    static.mkdir()
+    (static / "web.yaml").write_text(pod_yaml("web", ref))
+    root = tmp_path / "node"
+    daemon = start_daemon(tmp_path, write_config(tmp_path / "cfg", static), root=root)
+    daemons.append(daemon)
+    pod = daemon.wait_pod_ready("default", "web")
+    image_id = pod["containers"][0]["state"]["ready"]["imageID"]
+    assert daemon.stop(signal.SIGTERM) == 0
+
+    # The daemon kept its images where NodePaths says, and nowhere else under the root.
+    assert NodePaths(root).store.is_dir()
+    listed = _json(capsys, ["images", "--root", str(root), "-o", "json"])
+    assert isinstance(listed, dict)
+    rows = listed["images"]
+    assert [row["id"] for row in rows] == [image_id]
+    assert ref in rows[0]["repoTags"]
+
+    pulled = _json(
+        capsys,
+        ["pull", ref, "--root", str(root), "--platform", "linux/amd64", "--output", "json"],
+    )
+    assert isinstance(pulled, dict)
+    assert pulled["pulled"] is False, "the pull command must find the daemon's image"
+    assert pulled["image_id"] == image_id
+
+    checked = _json(capsys, ["fsck", "--root", str(root), "-o", "json"])
+    assert isinstance(checked, dict)
+    # The daemon's four blobs (manifest, config, two layers) are checked; nothing is damaged.
+    assert checked["checked"] == 4, checked
+    assert checked["damaged"] is False, checked
+
+    assert main(["rmi", ref, "--root", str(root)]) == 0
+    listed = _json(capsys, ["images", "--root", str(root), "-o", "json"])
+    assert isinstance(listed, dict)
+    assert listed["images"] == []

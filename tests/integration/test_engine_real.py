@@ -16,10 +16,10 @@ from kubelet_sim.cli.main import main
 from kubelet_sim.config.kubelet import KubeletConfiguration
 from kubelet_sim.core.backoff import Backoff
 from kubelet_sim.core.platforms import parse_platform
-from kubelet_sim.core.pods import PodRef, PullRequest
+from kubelet_sim.core.pods import PodRef, PodSpec, PullRequest
 from kubelet_sim.core.policy import PullPolicy
 from kubelet_sim.core.reference import parse_normalized
-from kubelet_sim.engine.workers import EngineSettings, PodSpec
+from kubelet_sim.engine.workers import EngineSettings
 from kubelet_sim.node.builder import Node
 from kubelet_sim.registry.client import RegistryClient
 from kubelet_sim.registry.transport import Transport, TransportSettings
@@ -212,7 +212,10 @@ def test_pull_cli_json_then_cache_hit(
     assert main(argv) == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["pulled"] is False
-    assert doc["events"][0]["message"] == f'Container image "{ref}" already present on machine'
+    # The pull command builds its node with the daemon's builder, KEP-2535 verifier included.
+    assert doc["events"][0]["message"] == (
+        f'Container image "{ref}" already present on machine and can be accessed by the pod'
+    )
     missing = [
         "pull",
         f"{registry.host}/engine/nothing:1",

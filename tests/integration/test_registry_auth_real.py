@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
+from kubelet_sim.core.credentials import Credentials
 from kubelet_sim.core.platforms import parse_platform
 from kubelet_sim.core.reference import parse_normalized
 from kubelet_sim.core.sinks import MemorySink
 from kubelet_sim.errors import RegistryAuthError, RegistryTransportError
-from kubelet_sim.registry.auth import Credentials
 from kubelet_sim.registry.client import RegistryClient
 from kubelet_sim.sim.images import build_image, build_multiarch
 from kubelet_sim.sim.registry import HTPASSWD_USERS, RegistryFactory, RegistryProcess

@@ -9,14 +9,14 @@ import anyio
 from prometheus_client import CollectorRegistry
 
 from kubelet_sim.config.kubelet import KubeletConfiguration
-from kubelet_sim.core.pods import ContainerKind, PodRef, PulledImage, PullRequest
+from kubelet_sim.core.credentials import Credentials
+from kubelet_sim.core.pods import ContainerKind, PodRef, PodSpec, PulledImage, PullRequest
 from kubelet_sim.core.policy import PullPolicy, default_pull_policy
 from kubelet_sim.core.reference import ImageReference
-from kubelet_sim.engine.workers import EngineSettings, PodSpec
+from kubelet_sim.engine.ports import ProgressFn, ResolvedHook
+from kubelet_sim.engine.workers import EngineSettings
 from kubelet_sim.errors import RegistryError
 from kubelet_sim.node.builder import Node
-from kubelet_sim.registry.auth import Credentials
-from kubelet_sim.runtime.images import ProgressFn, ResolvedHook
 from kubelet_sim.telemetry.events import Event, EventRecorder
 from kubelet_sim.telemetry.metrics import PullMetrics
 

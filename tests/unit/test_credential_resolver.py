@@ -14,6 +14,7 @@ from prometheus_client import CollectorRegistry
 
 from kubelet_sim.config.kubelet import ImagePullCredentialsVerificationPolicy as Policy
 from kubelet_sim.config.kubelet import KubeletConfiguration
+from kubelet_sim.core.credentials import Credentials
 from kubelet_sim.core.pods import PodRef, PulledImage, PullRequest
 from kubelet_sim.core.policy import PullPolicy
 from kubelet_sim.core.reference import ImageReference, parse_normalized
@@ -28,11 +29,10 @@ from kubelet_sim.credentials import (
     allowlisted,
     requires_verification,
 )
+from kubelet_sim.engine.ports import ProgressFn, ResolvedHook
 from kubelet_sim.errors import PullReason, RegistryAuthError
 from kubelet_sim.k8s import ObjectStore, pod_spec
 from kubelet_sim.node.builder import Node
-from kubelet_sim.registry.auth import Credentials
-from kubelet_sim.runtime.images import ProgressFn, ResolvedHook
 from kubelet_sim.store import CredentialKind, Store
 from kubelet_sim.telemetry.events import EventRecorder
 from kubelet_sim.telemetry.metrics import PullMetrics

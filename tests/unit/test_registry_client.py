@@ -9,6 +9,7 @@ import httpx
 import pytest
 import trio.testing
 
+from kubelet_sim.core.credentials import Credentials
 from kubelet_sim.core.digest import Digest
 from kubelet_sim.core.reference import parse_normalized
 from kubelet_sim.core.sinks import MemorySink
@@ -21,7 +22,6 @@ from kubelet_sim.errors import (
     RegistryTransportError,
 )
 from kubelet_sim.registry import mediatypes as mt
-from kubelet_sim.registry.auth import Credentials
 from kubelet_sim.registry.client import RegistryClient
 from kubelet_sim.registry.manifests import Descriptor
 from kubelet_sim.registry.transport import Transport, TransportSettings, parse_retry_after

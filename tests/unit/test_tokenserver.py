@@ -18,8 +18,9 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
+from kubelet_sim.core.credentials import Credentials
 from kubelet_sim.errors import RegistryAuthError
-from kubelet_sim.registry.auth import AuthManager, Credentials
+from kubelet_sim.registry.auth import AuthManager
 from kubelet_sim.sim.tokenserver import TokenServer, libtrust_key_id, parse_scope
 
 USERS = {"alice": "alice-pw", "bob": "bob-pw", "carol": "carol-pw"}

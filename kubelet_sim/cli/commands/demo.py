@@ -27,16 +27,16 @@ from rich.console import Console
 from rich.table import Table
 
 from kubelet_sim.config.kubelet import load_kubelet_config
+from kubelet_sim.core.credentials import Credentials
 from kubelet_sim.core.digest import short_digest
 from kubelet_sim.core.platforms import host_platform, parse_platform
 from kubelet_sim.node.daemon import Daemon, DaemonOptions
-from kubelet_sim.registry.auth import Credentials
 from kubelet_sim.registry.client import RegistryClient
 from kubelet_sim.sim.images import build_image, build_multiarch
 from kubelet_sim.sim.registry import RegistryConfig, RegistryProcess, write_htpasswd
 from kubelet_sim.sim.seed import push_image, push_index
 
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "config"
+CONFIG_DIR = Path(__file__).resolve().parents[3] / "config"
 PUBLIC, PRIVATE = "localhost:5000", "localhost:5001"
 DEMO_USER, DEMO_PASSWORD = "demo", "demo-password"  # the throwaway demo registry's login
 WAIT_FOR = (("demo", "web"), ("demo", "private"))
@@ -50,6 +50,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser.add_argument("--pods", type=Path, default=CONFIG_DIR / "pods", help="pod manifests")
     parser.add_argument(
         "--workdir", type=Path, help="keep registries and state here (default: temp)"
+    )
+    parser.add_argument(
+        "--root",
+        type=Path,
+        metavar="DIR",
+        help="the node's state folder, as for run/images (default: WORKDIR/node); after the demo "
+        "`kubelet-sim images --root DIR` lists what it pulled",
     )
     parser.add_argument("--platform", help="node platform (default: this host)")
     parser.add_argument(
@@ -83,12 +90,11 @@ def _demo(args: argparse.Namespace) -> int:
                 args.config, args.pods, work, {PUBLIC: public.host, PRIVATE: private.host}
             )
             platform = parse_platform(args.platform) if args.platform else host_platform()
+            root = args.root or work / "node"
             for round_no in (1, 2):
                 title = "2. Daemon" if round_no == 1 else "3. Daemon restarted on the same root"
                 console.rule(f"[bold]{title} ({platform})")
-                anyio.run(
-                    _run_daemon, config, work / "node", platform, args.seconds, round_no, console
-                )
+                anyio.run(_run_daemon, config, root, platform, args.seconds, round_no, console)
         finally:
             public.stop()
             private.stop()

@@ -6,14 +6,14 @@ import argparse
 import json
 import re
 import sys
-from pathlib import Path
 from typing import Any
 
 import anyio
 
-from kubelet_sim.cli.main import default_root
+from kubelet_sim.cli.args import add_root, node_paths
 from kubelet_sim.core.reference import parse_normalized
 from kubelet_sim.errors import KubeletSimError
+from kubelet_sim.node.paths import default_root
 from kubelet_sim.store import ImageRecord, Store
 from kubelet_sim.store.catalog import image_id_of
 
@@ -21,14 +21,6 @@ NONE = "<none>"
 TRUNCATED_ID_LEN = 13  # crictl's truncatedIDLen
 _HEX_PREFIX = re.compile(r"[a-f0-9]{3,63}")
 _UNITS = ("B", "kB", "MB", "GB", "TB", "PB", "EB", "ZB", "YB")
-
-
-def add_root(parser: argparse.ArgumentParser) -> None:
-    """``--root DIR`` with the default printed in ``--help``."""
-    root = default_root()
-    parser.add_argument(
-        "--root", type=Path, default=root, metavar="DIR", help=f"store root (default: {root})"
-    )
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -138,12 +130,14 @@ def _table(header: list[str], body: list[list[str]]) -> str:
 
 
 async def _list(args: argparse.Namespace) -> list[ImageRecord]:
-    async with await Store.open(args.root, runtime_class_in_image_cri_api=True) as store:
+    async with await Store.open(
+        node_paths(args).store, runtime_class_in_image_cri_api=True
+    ) as store:
         return await store.list_images(args.runtime_handler, include_absent=args.all)
 
 
 def run_images(args: argparse.Namespace) -> int:
-    """Print the images of the store at ``args.root``."""
+    """Print the images of the store under ``args.root``."""
     records = anyio.run(_list, args)
     if args.output == "json":
         json.dump({"images": [image_json(r) for r in records]}, sys.stdout, indent=2)
@@ -165,7 +159,9 @@ def normalize(value: str) -> str:
 
 async def _rmi(args: argparse.Namespace) -> int:
     status = 0
-    async with await Store.open(args.root, runtime_class_in_image_cri_api=True) as store:
+    async with await Store.open(
+        node_paths(args).store, runtime_class_in_image_cri_api=True
+    ) as store:
         for value in args.images:
             try:
                 ref = await _resolve(store, value, args.runtime_handler)

@@ -16,7 +16,7 @@ from typing import Any
 
 import anyio
 
-from kubelet_sim.cli.main import default_root
+from kubelet_sim.cli.args import add_root, node_paths
 from kubelet_sim.core.digest import Digest
 from kubelet_sim.core.platforms import Platform, parse_platform
 from kubelet_sim.core.reference import ImageReference, parse_normalized
@@ -33,7 +33,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
     def common(p: argparse.ArgumentParser) -> None:
         p.add_argument("--hosts-dir", type=Path, help="containerd hosts.toml folder (certs.d)")
-        p.add_argument("--root", type=Path, default=default_root(), help="state folder")
+        add_root(p)
 
     inspect = msub.add_parser("inspect", help="show a manifest or index, or resolve a platform")
     inspect.add_argument("image")
@@ -129,9 +129,9 @@ def _inspect(args: argparse.Namespace) -> int:
 # --- drafts ------------------------------------------------------------------------------------
 
 
-def _draft_path(root: Path, list_ref: ImageReference) -> Path:
+def _draft_path(args: argparse.Namespace, list_ref: ImageReference) -> Path:
     safe = str(list_ref).replace("/", "_").replace(":", "-").replace("@", "+")
-    return root / "manifests" / f"{safe}.json"
+    return node_paths(args).manifest_drafts / f"{safe}.json"
 
 
 def _load_draft(path: Path, list_name: str) -> dict[str, Any]:
@@ -160,7 +160,7 @@ def _save_draft(path: Path, doc: dict[str, Any]) -> None:
 
 def _create(args: argparse.Namespace) -> int:
     list_ref = parse_normalized(args.list)
-    path = _draft_path(args.root, list_ref)
+    path = _draft_path(args, list_ref)
     if path.exists() and not args.amend:
         raise KubeletSimError(f"manifest list draft {args.list!r} exists; use --amend")
     draft: dict[str, Any] = (
@@ -205,7 +205,7 @@ def _create(args: argparse.Namespace) -> int:
 
 def _annotate(args: argparse.Namespace) -> int:
     list_ref = parse_normalized(args.list)
-    path = _draft_path(args.root, list_ref)
+    path = _draft_path(args, list_ref)
     draft = _load_draft(path, args.list)
     image = str(parse_normalized(args.image))
     for entry in draft["entries"]:
@@ -235,7 +235,7 @@ def _platform_parts(platform: dict[str, str]) -> list[str]:
 
 def _push(args: argparse.Namespace) -> int:
     list_ref = parse_normalized(args.list)
-    path = _draft_path(args.root, list_ref)
+    path = _draft_path(args, list_ref)
     draft = _load_draft(path, args.list)
     if not draft["entries"]:
         raise KubeletSimError(f"manifest list {list_ref} has no entries")

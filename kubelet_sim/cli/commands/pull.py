@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-from prometheus_client import CollectorRegistry
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -34,29 +33,25 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
-from kubelet_sim.cli.main import default_root
+from kubelet_sim.cli.args import add_root
 from kubelet_sim.config.kubelet import KubeletConfiguration, load_kubelet_config
 from kubelet_sim.core.digest import short_digest
-from kubelet_sim.core.platforms import host_platform, parse_platform
+from kubelet_sim.core.platforms import Platform, host_platform, parse_platform
 from kubelet_sim.core.pods import PodRef, PullRequest
-from kubelet_sim.core.policy import default_pull_policy, parse_pull_policy
+from kubelet_sim.core.policy import PullPolicy, default_pull_policy, parse_pull_policy
 from kubelet_sim.core.reference import parse_normalized
-from kubelet_sim.credentials import CredentialResolver, DockerConfigSearch, NodeDockerConfig
-from kubelet_sim.credentials.resolver import load_plugins
-from kubelet_sim.engine.manager import anonymous
+from kubelet_sim.credentials import DockerConfigSearch
+from kubelet_sim.engine.ports import ProgressFn
 from kubelet_sim.errors import ConfigError, InvalidImageNameError
-from kubelet_sim.node.builder import Node
-from kubelet_sim.registry.client import RegistryClient
-from kubelet_sim.runtime.images import ImageService, ProgressFn
-from kubelet_sim.store import Store
+from kubelet_sim.node.builder import NodeOptions, NodeParts, open_node
+from kubelet_sim.node.paths import NodePaths
 from kubelet_sim.telemetry.events import EventRecorder
-from kubelet_sim.telemetry.metrics import PullMetrics
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = sub.add_parser("pull", help="ensure one image exists, as the kubelet would")
     parser.add_argument("image")
-    parser.add_argument("--root", type=Path, default=default_root(), help="store root")
+    add_root(parser)
     parser.add_argument("--platform", help="node platform os/arch[/variant] (default: this host)")
     parser.add_argument("--policy", help="Always, IfNotPresent or Never (default: by tag)")
     parser.add_argument("--config", type=Path, help="KubeletConfiguration YAML")
@@ -82,36 +77,27 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser.set_defaults(func=_pull)
 
 
-def _resolver(args: argparse.Namespace) -> CredentialResolver | None:
-    """Node credentials from the flags; None (anonymous) when none is given."""
-    provider_config = args.image_credential_provider_config
-    provider_bin_dir = args.image_credential_provider_bin_dir
-    if (provider_config is None) != (provider_bin_dir is None):
-        raise ConfigError(
-            None,
-            "--image-credential-provider-config",
-            "needs --image-credential-provider-bin-dir, and the other way round",
-        )
-    plugins = load_plugins(provider_config, provider_bin_dir) if provider_config else []
+def _node_options(args: argparse.Namespace, platform: Platform) -> NodeOptions:
+    """The node's flags; node credentials only from ``--docker-config`` and provider plugins."""
     if args.docker_config is not None and not args.docker_config.exists():
         raise ConfigError(str(args.docker_config), "--docker-config", "no such file or folder")
-    node = (
-        NodeDockerConfig(DockerConfigSearch.only(args.docker_config))
-        if args.docker_config
-        else None
+    return NodeOptions(
+        platform=platform,
+        hosts_dir=args.hosts_dir,
+        docker_config=DockerConfigSearch.only(args.docker_config) if args.docker_config else None,
+        node_docker_config=args.docker_config is not None,
+        image_credential_provider_config=args.image_credential_provider_config,
+        image_credential_provider_bin_dir=args.image_credential_provider_bin_dir,
     )
-    if node is None and not plugins:
-        return None
-    return CredentialResolver(node=node, plugins=plugins)
 
 
 def _pull(args: argparse.Namespace) -> int:
     config = load_kubelet_config(args.config) if args.config else KubeletConfiguration.default()
-    resolver = _resolver(args)
     policy = parse_pull_policy(args.policy) if args.policy else default_pull_policy(args.image)
     platform = parse_platform(args.platform) if args.platform else host_platform()
     show_progress = sys.stderr.isatty() and not args.no_progress and args.output == "text"
-    result = anyio.run(_run, args, config, policy, platform, show_progress, resolver)
+    options = _node_options(args, platform)
+    result = anyio.run(_run, args, config, policy, options, show_progress)
     if args.output == "json":
         print(json.dumps(result, indent=2))
     else:
@@ -130,33 +116,15 @@ def _pull(args: argparse.Namespace) -> int:
 async def _run(
     args: argparse.Namespace,
     config: KubeletConfiguration,
-    policy: Any,
-    platform: Any,
+    policy: PullPolicy,
+    options: NodeOptions,
     show_progress: bool,
-    resolver: CredentialResolver | None = None,
 ) -> dict[str, Any]:
     recorder = EventRecorder()
-    metrics = PullMetrics(CollectorRegistry())
     with _progress(show_progress) as progress:
-        async with (
-            await Store.open(
-                args.root,
-                runtime_class_in_image_cri_api=config.feature_enabled("RuntimeClassInImageCriApi"),
-            ) as store,
-            RegistryClient(hosts_dir=args.hosts_dir) as client,
-        ):
-            client.transport.observer = metrics
-            service = ImageService(
-                client, store, platform=platform, bytes_observer=metrics.bytes_pulled
-            )
-            node = Node.build(
-                config,
-                service,
-                recorder,
-                metrics,
-                progress=progress,
-                credentials=resolver.lookup if resolver is not None else anonymous,
-            )
+        parts = NodeParts(recorder=recorder, progress=progress)
+        async with open_node(config, NodePaths(args.root), options, parts) as node:
+            assert node.store is not None
             request = PullRequest(
                 pod=PodRef("default", "kubelet-sim-pull", "kubelet-sim-pull"),
                 container="pull",
@@ -167,7 +135,9 @@ async def _run(
             async with node.running():
                 outcome = await node.manager.ensure_image(request)
             record = (
-                await store.lookup(outcome.image_ref, args.runtime_handler) if outcome.ok else None
+                await node.store.lookup(outcome.image_ref, args.runtime_handler)
+                if outcome.ok
+                else None
             )
     events = [
         {"type": str(e.type), "reason": str(e.reason), "message": e.message, "count": e.count}

@@ -9,7 +9,8 @@ from pathlib import Path
 import anyio
 import structlog
 
-from kubelet_sim.cli.main import configure_logging, default_root
+from kubelet_sim.cli.args import add_root
+from kubelet_sim.cli.main import configure_logging
 from kubelet_sim.config.kubelet import load_kubelet_config
 from kubelet_sim.core.platforms import parse_platform
 from kubelet_sim.errors import KubeletSimError, first_error
@@ -21,7 +22,7 @@ log = structlog.get_logger(__name__)
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = sub.add_parser("run", help="run the node agent (static pods, HTTP API, /metrics)")
     parser.add_argument("--config", type=Path, required=True, help="KubeletConfiguration YAML")
-    parser.add_argument("--root", type=Path, default=default_root(), help="state folder")
+    add_root(parser)
     parser.add_argument("--listen", default="127.0.0.1:10255", help="API address HOST:PORT")
     parser.add_argument("--hosts-dir", type=Path, help="containerd hosts.toml folder (certs.d)")
     parser.add_argument("--node-platform", help="os/arch[/variant] of the simulated node")

@@ -7,14 +7,14 @@ import json
 import os
 import re
 import sys
-from pathlib import Path
 from typing import Any
 
 import anyio
 
-from kubelet_sim.cli.commands.images import add_root, human_size
-from kubelet_sim.cli.main import default_root
+from kubelet_sim.cli.args import add_root, node_paths
+from kubelet_sim.cli.commands.images import human_size
 from kubelet_sim.core.durations import parse_go_duration
+from kubelet_sim.node.paths import default_root
 from kubelet_sim.store import FsckReport, GCPolicy, GCResult, Store, fsck, garbage_collect
 
 _QUANTITY = re.compile(r"(\d+)(Ki|Mi|Gi|Ti|Pi|k|K|M|G|T|P)?B?")
@@ -106,7 +106,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 async def _fsck(args: argparse.Namespace) -> FsckReport:
     repair = not args.no_repair
-    async with await Store.open(args.root, recover=repair) as store:
+    async with await Store.open(node_paths(args).store, recover=repair) as store:
         return await fsck(store, repair=repair, rehash=not args.quick)
 
 
@@ -146,10 +146,12 @@ def _fsck_text(report: FsckReport) -> str:
 
 
 async def _gc(args: argparse.Namespace) -> tuple[GCPolicy, GCResult | None]:
-    async with await Store.open(args.root, runtime_class_in_image_cri_api=True) as store:
+    async with await Store.open(
+        node_paths(args).store, runtime_class_in_image_cri_api=True
+    ) as store:
         capacity = args.capacity
         if capacity is None:
-            stats = await anyio.to_thread.run_sync(os.statvfs, Path(args.root))
+            stats = await anyio.to_thread.run_sync(os.statvfs, node_paths(args).store)
             capacity = stats.f_blocks * stats.f_frsize
         policy = GCPolicy(
             capacity_bytes=capacity,

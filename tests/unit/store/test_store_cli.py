@@ -11,7 +11,8 @@ from store_fakes import FakeImage, blob_bytes, make_image, pull
 
 from kubelet_sim.cli.commands.images import human_size
 from kubelet_sim.cli.commands.store import parse_bytes
-from kubelet_sim.cli.main import default_root, main
+from kubelet_sim.cli.main import main
+from kubelet_sim.node.paths import NodePaths, default_root
 from kubelet_sim.core.digest import Digest
 from kubelet_sim.store import Store
 
@@ -36,7 +37,8 @@ def populate(root: Path) -> None:
 
 @pytest.fixture
 def root(tmp_path: Path) -> Path:
-    populate(tmp_path / "root")
+    # --root names the node's folder; its store is NodePaths(root).store, as for run and pull.
+    populate(NodePaths(tmp_path / "root").store)
     return tmp_path / "root"
 
 
@@ -110,7 +112,8 @@ def test_rmi(root: Path, name: str, capsys: pytest.CaptureFixture[str]) -> None:
     listing = capsys.readouterr().out
     assert "busybox" not in listing
     assert "example.com/app" in listing
-    assert (root / "blobs" / "sha256" / Digest.from_bytes(BASE).hex).exists()  # still shared
+    shared = NodePaths(root).store / "blobs" / "sha256" / Digest.from_bytes(BASE).hex
+    assert shared.exists()  # still shared
 
 
 def test_rmi_with_runtime_handler(root: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -140,7 +143,7 @@ def test_rmi_errors(
 def test_fsck_exit_status(root: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["fsck", "--root", str(root)]) == 0
     assert "no damage found" in capsys.readouterr().out
-    layer = root / "blobs" / "sha256" / Digest.from_bytes(BUSYBOX.layers[1]).hex
+    layer = NodePaths(root).store / "blobs" / "sha256" / Digest.from_bytes(BUSYBOX.layers[1]).hex
     data = bytearray(layer.read_bytes())
     data[0] ^= 1
     layer.write_bytes(bytes(data))
