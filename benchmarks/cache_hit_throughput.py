@@ -11,7 +11,11 @@ Prometheus metrics. Variants isolate where the time goes:
 - ``store.lookup only``: the presence check alone (``ImageStatus``: the store's in-memory lookup
   cache in front of SQLite), the floor under every decision;
 - ``ensure_image, no-op events``: the manager with a recorder that drops events, to show the cost
-  of event correlation.
+  of event correlation;
+- ``verifier off``: ``KubeletEnsureSecretPulledImages`` disabled, so a present image is used
+  without reading its KEP-2535 pull records (the daemon's default has the gate on).
+
+Every variant is a node built by :func:`kubelet_sim.node.builder.open_node`, as the daemon builds.
 
     .venv/bin/python benchmarks/cache_hit_throughput.py [--seconds 3]
 """
@@ -19,6 +23,8 @@ Prometheus metrics. Variants isolate where the time goes:
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import functools
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
@@ -31,16 +37,14 @@ from kubelet_sim.cli.main import configure_logging
 from kubelet_sim.config.kubelet import KubeletConfiguration
 from kubelet_sim.core.pods import PodRef, PullRequest
 from kubelet_sim.core.policy import PullPolicy
-from kubelet_sim.core.reference import parse_normalized
-from kubelet_sim.node.builder import Node
+from kubelet_sim.node.builder import NodeOptions, NodeParts, open_node
+from kubelet_sim.node.paths import NodePaths
 from kubelet_sim.registry.client import RegistryClient
-from kubelet_sim.runtime.images import ImageService
 from kubelet_sim.sim.images import build_image
 from kubelet_sim.sim.registry import RegistryConfig, RegistryProcess
 from kubelet_sim.sim.seed import push_image
 from kubelet_sim.store import Store
 from kubelet_sim.telemetry.events import EventReason, EventRecorder, EventType, ObjectRef
-from kubelet_sim.telemetry.metrics import PullMetrics
 
 TARGET = 100_000  # decisions per second asked for in issue 5
 
@@ -73,35 +77,43 @@ async def main(host: str, root: Path, seconds: float) -> None:
     ref = f"{host}/bench/cached:v1"
     async with RegistryClient() as client:
         await push_image(client, ref, build_image("cache-hit", "linux/amd64", (4096, 4096)))
-    async with await Store.open(root) as store, RegistryClient() as client:
-        service = ImageService(client, store)
-        await service.pull_image(parse_normalized(ref))
-        pod = PodRef("default", "bench", "uid-bench")
-        request = PullRequest(pod, "app", ref, PullPolicy.IF_NOT_PRESENT)
-        results = []
-        for label, recorder, callers in (
-            ("ensure_image, 1 caller", EventRecorder(), 1),
-            ("ensure_image, 64 callers", EventRecorder(), 64),
-            ("ensure_image, no-op events, 1 caller", DroppingRecorder(), 1),
+    default = KubeletConfiguration.default()
+    no_verifier = dataclasses.replace(
+        default,
+        feature_gates={"KubeletEnsureSecretPulledImages": False},
+        image_pull_credentials_verification_policy=None,
+    )
+    paths = NodePaths(root)
+    pod = PodRef("default", "bench", "uid-bench")
+    request = PullRequest(pod, "app", ref, PullPolicy.IF_NOT_PRESENT)
+    results: list[tuple[str, float]] = []
+    # Each variant is a node from the daemon's own builder, on the same root (so the same store).
+    for label, config, recorder, callers in (
+        ("ensure_image, 1 caller", default, EventRecorder(), 1),
+        ("ensure_image, 64 callers", default, EventRecorder(), 64),
+        ("ensure_image, no-op events, 1 caller", default, DroppingRecorder(), 1),
+        ("ensure_image, KEP-2535 verifier off", no_verifier, EventRecorder(), 1),
+        ("ensure_image, verifier off, no-op events", no_verifier, DroppingRecorder(), 1),
+    ):
+        prometheus = CollectorRegistry()
+        parts = NodeParts(recorder=recorder, metrics_registry=prometheus)
+        async with (
+            open_node(config, paths, NodeOptions(node_docker_config=False), parts) as node,
+            node.running(),
         ):
-            prometheus = CollectorRegistry()
-            metrics = PullMetrics(prometheus)
-            node = Node.build(KubeletConfiguration.default(), service, recorder, metrics)
-            result = await node.manager.ensure_image(request)
+            result = await node.manager.ensure_image(request)  # pulls on the first variant
             assert result.ok, result
-            assert result.present, result
-            per_second = await rate(
-                lambda m=node.manager: m.ensure_image(request), seconds, callers
-            )
+            decide = functools.partial(node.manager.ensure_image, request)
+            per_second = await rate(decide, seconds, callers)
             hits = prometheus.get_sample_value("kubelet_sim_image_cache_hits_total") or 0.0
             assert hits > per_second * seconds * 0.5, hits  # the decisions really were cache hits
             results.append((label, per_second))
-        results.append(
-            ("store.lookup only, 1 caller", await rate(lambda: store.lookup(ref), seconds, 1))
-        )
-        results.append(
-            ("store.lookup only, 64 callers", await rate(lambda: store.lookup(ref), seconds, 64))
-        )
+    async with await Store.open(paths.store) as store:
+        for callers in (1, 64):
+            per_second = await rate(lambda: store.lookup(ref), seconds, callers)
+            results.append(
+                (f"store.lookup only, {callers} caller{'s' * (callers > 1)}", per_second)
+            )
     for label, per_second in results:
         print(f"{label:<40} {per_second:>10,.0f}/s  ({1e6 / per_second:7.1f} µs each, "
               f"{per_second / TARGET:.1%} of the {TARGET:,}/s target)")  # fmt: skip
@@ -117,7 +129,7 @@ def cli() -> int:
     with tempfile.TemporaryDirectory(prefix="ksim-cachehit-") as tmp:
         work = Path(tmp)
         with RegistryProcess(RegistryConfig(storage_dir=work / "registry"), work) as registry:
-            anyio.run(main, registry.host, work / "store", args.seconds)
+            anyio.run(main, registry.host, work / "node", args.seconds)
     return 0
 
 

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The whole test run: set-up, lint, format check, strict types, then every test (including those that
+# The whole test run: set-up, lint, format check, strict types (package, tests, benchmarks), the
+# import contracts (pyproject.toml [tool.importlinter]), then every test (including those that
 # start the real distribution registry on loopback). Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -7,6 +8,8 @@ bash scripts/bootstrap.sh
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 .venv/bin/mypy --strict kubelet_sim
+.venv/bin/mypy --strict tests benchmarks
+.venv/bin/lint-imports --no-cache
 # A hang fails here, naming itself, well before the CI job's 90-minute limit. SIGINT first, so
 # pytest prints where it was and runs fixture teardown (stopping the registries it started).
 status=0

@@ -1,20 +1,15 @@
 """Command line entry point; the only place logging is configured.
 
-Subcommands live in :mod:`kubelet_sim.cli.commands`, one module each, discovered at start-up so
-that adding a command never means editing a shared list.
+Subcommands live in :mod:`kubelet_sim.cli.commands`, one module each, listed in :data:`COMMANDS`
+with their one-line help; only the module of the command that runs is imported.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
-import logging
-import pkgutil
 import sys
 from collections.abc import Sequence
-
-import structlog
-import structlog.tracebacks
 
 from kubelet_sim import __version__
 from kubelet_sim.cli import commands
@@ -22,51 +17,64 @@ from kubelet_sim.errors import KubeletSimError
 from kubelet_sim.node.paths import default_root
 
 
-def _stderr_logger(*_args: object) -> structlog.PrintLogger:
-    return structlog.PrintLogger(sys.stderr)
-
-
 def configure_logging(level: str = "warning", *, json_lines: bool | None = None) -> None:
     """Configure structlog: JSON lines off a terminal, console output on one."""
-    if json_lines is None:
-        json_lines = not sys.stderr.isatty()
-    # Tracebacks never show local variables: a frame's locals can hold request headers or
-    # credentials (structlog's console default shows them).
-    renderer: structlog.types.Processor = (
-        structlog.processors.JSONRenderer()
-        if json_lines
-        else structlog.dev.ConsoleRenderer(
-            exception_formatter=structlog.dev.RichTracebackFormatter(show_locals=False)
-        )
-    )
-    processors: list[structlog.types.Processor] = [
-        structlog.contextvars.merge_contextvars,
-        structlog.processors.add_log_level,
-        structlog.processors.TimeStamper(fmt="iso", utc=True),
-    ]
-    if json_lines:
-        processors.append(
-            structlog.processors.ExceptionRenderer(
-                structlog.tracebacks.ExceptionDictTransformer(show_locals=False)
-            )
-        )
-    structlog.configure(
-        processors=[*processors, renderer],
-        wrapper_class=structlog.make_filtering_bound_logger(
-            logging.getLevelNamesMapping()[level.upper()]
-        ),
-        # Looked up per logger: sys.stderr may be replaced (test capture, daemon redirection).
-        logger_factory=_stderr_logger,
-        cache_logger_on_first_use=False,
-    )
+    from kubelet_sim.cli.logs import configure
+
+    configure(level, json_lines=json_lines)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The full argument parser, with every subcommand module registered."""
+def _configure_if_needed(level: str) -> None:
+    """Configure logging when the chosen command can log.
+
+    A command that logs imports structlog (at module level: a test checks that command modules
+    import nothing inside functions), so when structlog is not loaded nothing can log and
+    configuring it would only cost start-up time.
+    """
+    if "structlog" in sys.modules:
+        configure_logging(level)
+
+
+COMMANDS: dict[str, tuple[str, str]] = {
+    # name: (module under kubelet_sim.cli.commands, one-line help). A module is imported only when
+    # its command runs (or its own --help is asked for), so start-up stays fast; a test checks that
+    # this table and the modules' register() agree.
+    "bench": ("bench", "run a scripted workload over many simulated nodes; report with plots"),
+    "config": ("config", "inspect kubelet configuration files"),
+    "demo": ("demo", "run the built-in demo: local registries, synthetic images, the daemon, pods"),
+    "describe": ("describe", "describe a pod of a running daemon"),
+    "fsck": ("store", "verify every blob and reference in the local store"),
+    "gc": ("store", "run image garbage collection once, as the kubelet does"),
+    "images": ("images", "list images in the local store"),
+    "manifest": ("manifest", "inspect, create, annotate and push manifest lists"),
+    "pull": ("pull", "ensure one image exists, as the kubelet would"),
+    "ref": ("ref", "parse an image reference the way the kubelet does"),
+    "rmi": ("images", "remove images from the local store"),
+    "run": ("run", "run the node agent (static pods, HTTP API, /metrics)"),
+    "seed": ("seed", "build a workload's synthetic images and push them (skips existing blobs)"),
+}
+
+
+def _chosen(argv: Sequence[str]) -> str | None:
+    """The subcommand named in ``argv`` (the first word that is not a global option)."""
+    words = iter(argv)
+    for word in words:
+        if word == "--log-level":
+            next(words, None)
+        elif word in COMMANDS:
+            return word
+        elif not word.startswith("-"):
+            return None
+    return None
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The argument parser: every command listed, and ``command``'s module (all when "*")
+    imported and registered with its full arguments."""
     parser = argparse.ArgumentParser(
         prog="kubelet-sim",
         description="The kubelet's image-pull subsystem as a standalone engine.",
-        epilog=f"default store root: {default_root()}",
+        epilog=f"default root: {default_root()} (images in ROOT/store)",
     )
     parser.add_argument("--version", action="version", version=f"kubelet-sim {__version__}")
     parser.add_argument(
@@ -76,20 +84,27 @@ def build_parser() -> argparse.ArgumentParser:
         help="log verbosity (default: warning)",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
-        module = importlib.import_module(f"{commands.__name__}.{info.name}")
-        module.register(sub)
+    wanted = {module for name, (module, _) in COMMANDS.items() if command in (name, "*")}
+    registered: set[str] = set()
+    for name, (module, help_text) in COMMANDS.items():
+        if module in wanted:
+            if module not in registered:
+                importlib.import_module(f"{commands.__name__}.{module}").register(sub)
+                registered.add(module)
+        else:
+            sub.add_parser(name, help=help_text, add_help=False)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the process exit status."""
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(_chosen(argv))
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help(sys.stderr)
         return 2
-    configure_logging(args.log_level)
+    _configure_if_needed(args.log_level)
     try:
         status: int = args.func(args)
     except KubeletSimError as exc:

@@ -18,11 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Protocol
 
-import structlog
-
 from kubelet_sim.errors import NoMatchingPlatformError, PlatformError
-
-log = structlog.get_logger(__name__)
 
 # database.go: isKnownOS / isKnownArch (the Go syslist).
 _OS_NAMES = (
@@ -479,6 +475,4 @@ def select_manifest(wanted: MatchComparer | Platform, entries: Sequence[Platform
         return 0
 
     candidates.sort(key=functools.cmp_to_key(compare))  # list.sort is stable
-    index, chosen = candidates[0]
-    log.debug("platform_selected", wanted=str(wanted), chosen=str(chosen), index=index)
-    return index
+    return candidates[0][0]

@@ -20,13 +20,13 @@ from kubelet_sim.config.kubelet import (
     FEATURE_GATE_DEFAULTS,
     FIELD_TABLE,
     SNAKE_TO_CAMEL,
-    UPSTREAM_FIELDS,
     FeatureGate,
     ImagePullCredentialsVerificationPolicy,
     KubeletConfiguration,
     load_kubelet_config,
     parse_kubelet_config,
 )
+from kubelet_sim.config.tables import UPSTREAM_FIELDS
 from kubelet_sim.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]

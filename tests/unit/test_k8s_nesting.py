@@ -74,7 +74,7 @@ def test_out_of_memory_while_parsing_is_a_config_error(monkeypatch: pytest.Monke
     def exhausted(*args: Any, **kwargs: Any) -> Any:
         raise MemoryError
 
-    monkeypatch.setattr(manifests_module.yaml, "load_all", exhausted)
+    monkeypatch.setattr(yaml, "load_all", exhausted)
     with pytest.raises(ConfigError, match="out of memory") as info:
         parse_manifests("a: b\n", source="big.yaml")
     assert info.value.file == "big.yaml"
