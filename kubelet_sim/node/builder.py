@@ -33,6 +33,7 @@ from kubelet_sim.core.platforms import Platform, host_platform
 from kubelet_sim.core.ratelimit import TokenBucket
 from kubelet_sim.credentials.dockerconfig import DockerConfigSearch
 from kubelet_sim.credentials.metrics import CredentialMetrics
+from kubelet_sim.credentials.plugins import EXEC_TIMEOUT
 from kubelet_sim.credentials.resolver import build_node_credentials
 from kubelet_sim.credentials.secrets import SecretGetter
 from kubelet_sim.engine.manager import ImageManager, anonymous
@@ -90,6 +91,8 @@ class NodeOptions:
     """False: no node docker config at all (an anonymous CLI pull, a bench node)."""
     image_credential_provider_config: Path | None = None
     image_credential_provider_bin_dir: Path | None = None
+    credential_plugin_timeout: float = EXEC_TIMEOUT
+    """Longest one exec of a credential provider plugin may run."""
     engine: EngineSettings = field(default_factory=EngineSettings)
     """Pod-worker resync timing (the daemon uses the kubelet's 10 s with 0.5 jitter)."""
     backoff: tuple[float, float] = (IMAGE_BACKOFF_PERIOD, MAX_IMAGE_BACKOFF)
@@ -242,6 +245,7 @@ async def open_node(
             provider_config=options.image_credential_provider_config,
             provider_bin_dir=options.image_credential_provider_bin_dir,
             metrics=parts.credential_metrics,
+            plugin_timeout=options.credential_plugin_timeout,
         )
         yield Node.build(
             config,

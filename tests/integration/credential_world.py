@@ -19,17 +19,16 @@ import anyio
 from prometheus_client import CollectorRegistry
 
 from kubelet_sim.config.kubelet import KubeletConfiguration
-from kubelet_sim.core.backoff import Backoff
 from kubelet_sim.core.credentials import Credentials
 from kubelet_sim.core.platforms import parse_platform
 from kubelet_sim.core.pods import ContainerState
-from kubelet_sim.credentials import CredentialMetrics, DockerConfigSearch, build_node_credentials
+from kubelet_sim.credentials import CredentialMetrics, DockerConfigSearch
 from kubelet_sim.engine.workers import EngineSettings, PodState
 from kubelet_sim.k8s import ApplyAction, Kind, ObjectStore, pod_spec
-from kubelet_sim.node.builder import Node
+from kubelet_sim.node.builder import Node, NodeOptions, NodeParts, open_node
+from kubelet_sim.node.paths import NodePaths
 from kubelet_sim.registry.client import RegistryClient
-from kubelet_sim.registry.transport import Transport, TransportSettings
-from kubelet_sim.runtime.images import ImageService
+from kubelet_sim.registry.transport import TransportSettings
 from kubelet_sim.sim.images import Image, build_image
 from kubelet_sim.sim.registry import HTPASSWD_USERS, RegistryProcess
 from kubelet_sim.sim.seed import push_image
@@ -170,31 +169,25 @@ async def cluster(
     objects = ObjectStore()
     recorder = EventRecorder(spam_filter=False) if recorder is None else recorder
     metrics = CollectorRegistry() if metrics is None else metrics
-    async with (
-        await Store.open(root / "store") as store,
-        RegistryClient(Transport(settings=FAST), hosts_dir=hosts_dir) as client,
-    ):
-        service = ImageService(client, store, platform=parse_platform("linux/amd64"))
-        creds = build_node_credentials(
-            config,
-            pull_records=store,
-            secrets=objects,
-            recorder=recorder,
-            docker_config=docker_config,
-            provider_config=provider_config,
-            provider_bin_dir=provider_bin_dir,
-            metrics=CredentialMetrics(metrics),
-            plugin_timeout=plugin_timeout,
-        )
-        node = Node.build(
-            config,
-            service,
-            recorder,
-            PullMetrics(metrics),
-            credentials=creds.resolver.lookup,
-            verifier=creds.verifier,
-            settings=EngineSettings(resync_period=0.2),
-            backoff=Backoff(0.2, 1.0),
-        )
-        async with node.running():
-            yield Cluster(objects, node, recorder, store, metrics)
+    # The production builder, with the test's parts: fast transport, short backoff and resync.
+    options = NodeOptions(
+        platform=parse_platform("linux/amd64"),
+        hosts_dir=hosts_dir,
+        docker_config=docker_config,
+        image_credential_provider_config=provider_config,
+        image_credential_provider_bin_dir=provider_bin_dir,
+        credential_plugin_timeout=plugin_timeout,
+        engine=EngineSettings(resync_period=0.2),
+        backoff=(0.2, 1.0),
+        transport=FAST,
+    )
+    parts = NodeParts(
+        recorder=recorder,
+        metrics=PullMetrics(metrics),
+        metrics_registry=metrics,
+        credential_metrics=CredentialMetrics(metrics),
+        secrets=objects,
+    )
+    async with open_node(config, NodePaths(root), options, parts) as node, node.running():
+        assert node.store is not None
+        yield Cluster(objects, node, recorder, node.store, metrics)
