@@ -23,5 +23,11 @@ def add_root(parser: argparse.ArgumentParser) -> None:
 
 
 def node_paths(args: argparse.Namespace) -> NodePaths:
-    """The :class:`NodePaths` of a command's ``--root``."""
-    return NodePaths(args.root)
+    """The :class:`NodePaths` of a command's ``--root``.
+
+    Raises:
+        ConfigError: the root holds a store of the old layout.
+    """
+    paths = NodePaths(args.root)
+    paths.check_layout()
+    return paths

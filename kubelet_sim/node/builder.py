@@ -213,7 +213,8 @@ async def open_node(
 
     Raises:
         StoreError: the store cannot be opened (locked by another process, damaged beyond repair).
-        ConfigError: the credential provider configuration is invalid.
+        ConfigError: the credential provider configuration is invalid, or the root holds a store
+            of the old layout.
     """
     options = options or NodeOptions()
     parts = parts or NodeParts()
@@ -222,6 +223,7 @@ async def open_node(
     async with AsyncExitStack() as stack:
         store = parts.store
         if store is None:
+            paths.check_layout()
             store = await stack.enter_async_context(
                 await Store.open(
                     paths.store,

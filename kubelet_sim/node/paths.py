@@ -18,7 +18,12 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from kubelet_sim.errors import ConfigError
+
 __all__ = ["NodePaths", "default_root"]
+
+LEGACY_STORE_DB = "store.db"
+"""The store's database file, which sat directly in the root before ``DIR/store``."""
 
 
 def default_root() -> Path:
@@ -44,6 +49,22 @@ class NodePaths:
     def store(self) -> Path:
         """The image store's folder."""
         return self.root / "store"
+
+    def check_layout(self) -> None:
+        """Refuse a root that holds a store of the layout before ``DIR/store`` existed.
+
+        Raises:
+            ConfigError: naming the root and what to move, instead of silently starting an empty
+                store beside the old one.
+        """
+        legacy = self.root / LEGACY_STORE_DB
+        if legacy.exists() and not self.store.exists():
+            raise ConfigError(
+                str(self.root),
+                "--root",
+                f"holds an image store in the old layout ({legacy}); images now live in "
+                f"{self.store}: move blobs/, {LEGACY_STORE_DB}*, tmp/, quarantine/ and lock there",
+            )
 
     @property
     def docker_config_dir(self) -> Path:

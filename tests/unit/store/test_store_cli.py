@@ -12,8 +12,8 @@ from store_fakes import FakeImage, blob_bytes, make_image, pull
 from kubelet_sim.cli.commands.images import human_size
 from kubelet_sim.cli.commands.store import parse_bytes
 from kubelet_sim.cli.main import main
-from kubelet_sim.node.paths import NodePaths, default_root
 from kubelet_sim.core.digest import Digest
+from kubelet_sim.node.paths import NodePaths, default_root
 from kubelet_sim.store import Store
 
 BASE = blob_bytes("base", 2_000_000)
@@ -236,3 +236,25 @@ def test_parse_bytes(text: str, expected: int) -> None:
 )
 def test_human_size_matches_go_units(size: int, text: str) -> None:
     assert human_size(size) == text
+
+
+@pytest.mark.parametrize("command", ["images", "fsck", "gc", "rmi"])
+def test_a_root_with_a_store_of_the_old_layout_is_refused_by_name(
+    tmp_path: Path, command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Before NodePaths, `images --root D` kept the store in D itself.
+    populate(tmp_path)
+    argv = [command, "--root", str(tmp_path)] + (["busybox"] if command == "rmi" else [])
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert str(tmp_path / "store.db") in err
+    assert str(NodePaths(tmp_path).store) in err
+    assert not NodePaths(tmp_path).store.exists(), "no empty store is started beside the old one"
+
+
+def test_the_old_layout_is_recognised_by_the_store_s_own_database_name() -> None:
+    from kubelet_sim.node.paths import LEGACY_STORE_DB
+    from kubelet_sim.store.store import DB_NAME
+
+    # node.paths cannot import the store (the CLI's start-up would load sqlite3): same literal.
+    assert LEGACY_STORE_DB == DB_NAME
