@@ -64,16 +64,26 @@ class InvalidDigestError(KubeletSimError):
 
 
 class ConfigError(KubeletSimError):
-    """A configuration file that cannot be accepted; names the file and the field."""
+    """A configuration file that cannot be accepted; names the file and the field.
 
-    def __init__(self, file: str | None, field: str | None, message: str) -> None:
+    ``problems`` lists every (field, message) found when several are reported together (a
+    KubeletConfiguration's validation errors); a single problem is ``field``/``message`` itself.
+    """
+
+    def __init__(
+        self,
+        file: str | None,
+        field: str | None,
+        message: str,
+        *,
+        problems: tuple[tuple[str | None, str], ...] = (),
+    ) -> None:
         self.file = file
         self.field = field
         self.message = message
-        where = file or "<config>"
-        if field:
-            where = f"{where}: {field}"
-        super().__init__(f"{where}: {message}")
+        self.problems = problems or ((field, message),)
+        parts = [p for p in (file, field) if p]
+        super().__init__(": ".join([*parts, message]))
 
 
 class PlatformError(KubeletSimError):

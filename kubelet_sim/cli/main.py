@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -107,9 +109,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     _configure_if_needed(args.log_level)
     try:
         status: int = args.func(args)
+        sys.stdout.flush()
     except KubeletSimError as exc:
         print(f"kubelet-sim: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader went away (`... | head`): stop quietly, as a shell tool does. Point stdout at
+        # /dev/null so the interpreter's final flush does not raise again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
     return status

@@ -40,6 +40,7 @@ API_VERSION: Final = "kubelet.config.k8s.io/v1beta1"
 KIND: Final = "KubeletConfiguration"
 DEFAULT_CONTAINER_RUNTIME_ENDPOINT: Final = "unix:///run/containerd/containerd.sock"
 _INT32_MIN, _INT32_MAX = -(1 << 31), (1 << 31) - 1
+INVALID: Final = "invalid configuration:"
 
 
 class ImagePullCredentialsVerificationPolicy(StrEnum):
@@ -203,6 +204,18 @@ def _allowlist_error(pattern: str) -> str | None:
     return None
 
 
+def _invalid(source: str | None, problems: list[tuple[str, str]]) -> ConfigError:
+    """All validation errors in one ConfigError, as ``ValidateKubeletConfiguration`` aggregates
+    them (``utilerrors.NewAggregate``: one message, or ``[m1, m2, ...]``), each message prefixed
+    ``invalid configuration:`` as upstream's are."""
+    messages = [f"{INVALID} {message}" for _, message in problems]
+    if len(problems) == 1:
+        ((camel, _),) = problems
+        return ConfigError(source, camel, messages[0])
+    named = tuple((camel, text) for (camel, _), text in zip(problems, messages, strict=True))
+    return ConfigError(source, None, "[" + ", ".join(messages) + "]", problems=named)
+
+
 @dataclass(frozen=True, slots=True)
 class KubeletConfiguration:
     """The effective, validated image-related kubelet settings; durations are in seconds.
@@ -231,6 +244,8 @@ class KubeletConfiguration:
     image_service_endpoint: str = ""
     source: str | None = None
     ignored_fields: tuple[str, ...] = ()
+    strict_errors: tuple[str, ...] = field(default=(), compare=False)
+    """What a strict decoder refused (unknown fields, duplicate keys) before lenient decoding."""
 
     def __post_init__(self) -> None:
         _check_gates(self.source, self.feature_gates)
@@ -239,10 +254,11 @@ class KubeletConfiguration:
         allowlist = tuple(self.preloaded_images_verification_allowlist)
         object.__setattr__(self, "preloaded_images_verification_allowlist", allowlist)
         object.__setattr__(self, "ignored_fields", tuple(self.ignored_fields))
-        self._validate()
-        self._validate_verification()
+        problems = self._validate() + self._validate_verification()
+        if problems:
+            raise _invalid(self.source, problems)
 
-    def _validate(self) -> None:
+    def _validate(self) -> list[tuple[str, str]]:
         """The image-related checks of ``ValidateKubeletConfiguration``, in upstream order."""
         high, low = self.image_gc_high_threshold_percent, self.image_gc_low_threshold_percent
         high_flag, low_flag = "(--image-gc-high-threshold)", "(--image-gc-low-threshold)"
@@ -281,38 +297,38 @@ class KubeletConfiguration:
             # Not checked upstream, but a negative timeout would fail every CRI call at once.
             (self.runtime_request_timeout < 0, "runtimeRequestTimeout", "must not be negative"),
         )  # fmt: skip
-        for failed, camel, message in checks:
-            if failed:
-                raise ConfigError(self.source, camel, message)
+        return [(camel, message) for failed, camel, message in checks if failed]
 
-    def _validate_verification(self) -> None:
+    def _validate_verification(self) -> list[tuple[str, str]]:
         """KEP-2535 settings: only with the gate on; the allowlist only for its policy."""
         policy_field = "imagePullCredentialsVerificationPolicy"
         list_field = "preloadedImagesVerificationAllowlist"
         policy = self.image_pull_credentials_verification_policy
         allowlist = self.preloaded_images_verification_allowlist
+        problems: list[tuple[str, str]] = []
         if not self.feature_enabled(_ENSURE_SECRET_PULLED):
             for camel, value in ((policy_field, policy), (list_field, allowlist)):
                 if value:
                     message = "must not be set if KubeletEnsureSecretPulledImages feature gate"
-                    raise ConfigError(self.source, camel, f"`{camel}` {message} is not enabled")
-            return
+                    problems.append((camel, f"`{camel}` {message} is not enabled"))
+            return problems
         if policy is None:  # SetDefaults_KubeletConfiguration, when the gate is on
             policy = _POLICY.NEVER_VERIFY_PRELOADED_IMAGES
         if policy not in tuple(_POLICY):
             options = ", ".join(f'"{p}"' for p in list(_POLICY)[:-1])
             message = f'Valid options are {options} or "{_POLICY.ALWAYS_VERIFY}"'
             message = f'option "{policy}" specified for {policy_field}. {message}'
-            raise ConfigError(self.source, policy_field, message)
+            return [(policy_field, message)]
         object.__setattr__(self, "image_pull_credentials_verification_policy", _POLICY(policy))
         if allowlist and policy != _POLICY.NEVER_VERIFY_ALLOWLISTED_IMAGES:
             message = f'`{policy_field}` is not "{_POLICY.NEVER_VERIFY_ALLOWLISTED_IMAGES}"'
-            raise ConfigError(self.source, list_field, f"can't set `{list_field}` if {message}")
+            problems.append((list_field, f"can't set `{list_field}` if {message}"))
         for index, pattern in enumerate(allowlist):
             problem = _allowlist_error(pattern)
             if problem:
                 message = f"invalid image pattern in `{list_field}`: {problem}"
-                raise ConfigError(self.source, f"{list_field}[{index}]", message)
+                problems.append((f"{list_field}[{index}]", message))
+        return problems
 
     @classmethod
     def default(cls) -> KubeletConfiguration:
@@ -388,34 +404,61 @@ class KubeletConfiguration:
         return out
 
 
-class _DuplicateKeyError(Exception):
-    def __init__(self, key: object, line: int) -> None:
-        self.key, self.line = str(key), line
-        super().__init__(self.key)
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader that records duplicate keys (a strict decoding error upstream; the
+    lenient decoder keeps the last value, as Go's JSON decoding of sigs.k8s.io/yaml does) and
+    turns a key or integer Python cannot take into an error with its position."""
 
-
-class _StrictLoader(yaml.SafeLoader):
-    """PyYAML's safe loader, refusing duplicate mapping keys as a strict decoder does."""
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self.duplicates: list[tuple[str, int]] = []
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: set[object] = set()
         for key_node, _ in node.value:
+            if not isinstance(key_node, yaml.ScalarNode):
+                raise yaml.constructor.ConstructorError(
+                    "while constructing a mapping",
+                    node.start_mark,
+                    "found a non-scalar key (keys must be strings)",
+                    key_node.start_mark,
+                )
             key = self.construct_object(key_node, deep=True)
             if key in seen:
-                raise _DuplicateKeyError(key, key_node.start_mark.line + 1)
+                self.duplicates.append((str(key), key_node.start_mark.line + 1))
             seen.add(key)
         return super().construct_mapping(node, deep=deep)
 
+    def construct_yaml_int(self, node: yaml.ScalarNode) -> int:
+        try:
+            return super().construct_yaml_int(node)
+        except ValueError:  # more digits than int() converts (sys.int_max_str_digits)
+            raise yaml.constructor.ConstructorError(
+                None, None, "integer too large", node.start_mark
+            ) from None
 
-def _read_document(text: str, source: str) -> dict[Any, Any]:
+
+_Loader.add_constructor("tag:yaml.org,2002:int", _Loader.construct_yaml_int)
+
+
+def _read_document(text: str, source: str) -> tuple[dict[Any, Any], list[tuple[str, int]]]:
+    """The one document of ``text`` and its duplicate keys (name, line)."""
+    loader = _Loader(text)
     try:
-        documents = [d for d in yaml.load_all(text, Loader=_StrictLoader) if d is not None]
-    except _DuplicateKeyError as exc:
-        raise ConfigError(source, exc.key, f"duplicate key (line {exc.line})") from None
+        documents = []
+        while loader.check_data():  # type: ignore[no-untyped-call]
+            document = loader.get_data()
+            if document is not None:
+                documents.append(document)
     except yaml.YAMLError as exc:
-        raise ConfigError(source, None, f"invalid YAML: {exc}") from None
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or "not YAML"
+        raise ConfigError(source, None, f"invalid YAML{where}: {problem}") from None
     except RecursionError:  # PyYAML's composer recurses once per nesting level
         raise ConfigError(source, None, "invalid YAML: nested too deeply") from None
+    finally:
+        loader.dispose()
     if not documents:
         raise ConfigError(source, None, "empty file: expected a KubeletConfiguration document")
     if len(documents) > 1:
@@ -425,24 +468,37 @@ def _read_document(text: str, source: str) -> dict[Any, Any]:
     if not isinstance(document, dict):
         message = f"expected a mapping at the top level, got {_type_name(document)}"
         raise ConfigError(source, None, message)
-    return document
+    return document, loader.duplicates
 
 
 def parse_kubelet_config(
-    text: str, source: str = "<string>", *, base_dir: str | os.PathLike[str] | None = None
+    text: str,
+    source: str = "<string>",
+    *,
+    base_dir: str | os.PathLike[str] | None = None,
+    strict: bool = False,
 ) -> KubeletConfiguration:
-    """Decode, default and validate one KubeletConfiguration YAML document.
+    """Decode, default and validate one KubeletConfiguration YAML document, as the kubelet does.
+
+    The kubelet decodes strictly first; when that fails only with strict errors (unknown fields,
+    duplicate keys) it logs them and decodes leniently: unknown fields are dropped and the last
+    of duplicate keys wins (``kubeletconfig/util/codec.DecodeKubeletConfiguration``). The
+    strict errors are kept in :attr:`KubeletConfiguration.strict_errors` for the caller to report
+    (the daemon logs them, ``config validate`` prints them). With ``strict=True`` they are refused
+    instead (``kubelet-sim config validate --strict``).
 
     Args:
         text: the YAML text (exactly one document).
         source: the name used in errors and logs (usually the file path).
         base_dir: the folder a relative ``staticPodPath`` is resolved against; kept as
             written when None.
+        strict: refuse unknown fields and duplicate keys instead of decoding leniently.
 
     Raises:
-        ConfigError: naming ``source`` and the offending field (camelCase, as in the YAML).
+        ConfigError: naming ``source`` and the offending field (camelCase, as in the YAML); every
+            validation error at once, prefixed ``invalid configuration:``.
     """
-    document = _read_document(text, source)
+    document, duplicates = _read_document(text, source)
     for key, expected in (("apiVersion", API_VERSION), ("kind", KIND)):
         if key not in document:
             raise ConfigError(source, key, f"missing; expected {expected!r}")
@@ -450,6 +506,9 @@ def parse_kubelet_config(
             raise ConfigError(
                 source, key, f"{document[key]!r} is not supported; expected {expected!r}"
             )
+    strict_errors = [
+        ConfigError(source, key, f"duplicate key (line {line})") for key, line in duplicates
+    ]
     values: dict[str, Any] = {}
     ignored: list[str] = []
     for key, value in document.items():
@@ -465,8 +524,17 @@ def parse_kubelet_config(
             message = (
                 "unknown field: not a kubelet.config.k8s.io/v1beta1 KubeletConfiguration field"
             )
-            raise ConfigError(source, str(key), message)
-    return _build(values, source, tuple(ignored), None if base_dir is None else os.fspath(base_dir))
+            strict_errors.append(ConfigError(source, str(key), message))
+    if strict_errors and strict:
+        if len(strict_errors) == 1:
+            raise strict_errors[0]
+        problems = tuple((e.field, e.message) for e in strict_errors)
+        joined = ", ".join(f"{e.field}: {e.message}" for e in strict_errors)
+        raise ConfigError(source, None, f"strict decoding: [{joined}]", problems=problems)
+    base = None if base_dir is None else os.fspath(base_dir)
+    config = _build(values, source, tuple(ignored), base)
+    object.__setattr__(config, "strict_errors", tuple(str(e) for e in strict_errors))
+    return config
 
 
 def _build(
@@ -495,8 +563,10 @@ def _build(
     return KubeletConfiguration(**fields, source=source, ignored_fields=ignored)
 
 
-def load_kubelet_config(path: str | os.PathLike[str]) -> KubeletConfiguration:
-    """Read, default and validate a KubeletConfiguration file.
+def load_kubelet_config(
+    path: str | os.PathLike[str], *, strict: bool = False
+) -> KubeletConfiguration:
+    """Read, default and validate a KubeletConfiguration file (see :func:`parse_kubelet_config`).
 
     A relative ``staticPodPath`` is resolved against the file's folder.
 
@@ -510,4 +580,5 @@ def load_kubelet_config(path: str | os.PathLike[str]) -> KubeletConfiguration:
         raise ConfigError(source, None, "file does not exist") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(source, None, f"cannot read file: {exc}") from None
-    return parse_kubelet_config(text, source, base_dir=os.path.dirname(os.path.abspath(source)))
+    base_dir = os.path.dirname(os.path.abspath(source))
+    return parse_kubelet_config(text, source, base_dir=base_dir, strict=strict)

@@ -258,6 +258,10 @@ class Daemon:
             credential_metrics=self.credential_metrics,
             secrets=self.objects,
         )
+        static = self.config.static_pod_path
+        if static and not await anyio.Path(static).exists():
+            # As the kubelet: not fatal; the folder is watched and picked up once it appears.
+            log.warning("static.path_missing", static_pod_path=static)
         async with open_node(self.config, NodePaths(opts.root), node_options, parts) as node:
             assert node.store is not None
             self.store = node.store

@@ -258,7 +258,8 @@ def _kubelet(f: Fields, fields: dict[str, Any]) -> kconfig.KubeletConfiguration:
         document.update(loaded)
     document.update({"apiVersion": kconfig.API_VERSION, "kind": kconfig.KIND, **fields})
     try:
-        return kconfig.parse_kubelet_config(yaml.safe_dump(document), f.at("kubelet"))
+        # A workload is our own format: refuse unknown kubelet fields instead of dropping them.
+        return kconfig.parse_kubelet_config(yaml.safe_dump(document), f.at("kubelet"), strict=True)
     except ConfigError as exc:
         field = exc.field or ""
         path = f.at(f"kubelet.{field}") if field in fields else f.at("kubelet")

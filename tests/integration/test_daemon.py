@@ -476,3 +476,29 @@ def test_images_pulled_by_run_are_seen_by_every_command_with_the_same_root(
     listed = _json(capsys, ["images", "--root", str(root), "-o", "json"])
     assert isinstance(listed, dict)
     assert listed["images"] == []
+
+
+def test_lenient_config_and_a_missing_static_pod_folder_start_the_daemon_with_warnings(
+    registry: RegistryProcess, tmp_path: Path, daemons: list[DaemonProc]
+) -> None:
+    # The kubelet logs strict decoding errors and decodes leniently; a missing staticPodPath is
+    # a warning, and the folder is picked up once it appears.
+    ref = f"{registry.host}/lenient/web:1.0"
+    seed(ref, build_image("lenient-web", "linux/amd64", (5_000,)))
+    static = tmp_path / "later"
+    config = write_config(tmp_path / "cfg", static, fooBar="1", imagePullProgressDeadline="1m")
+    daemon = start_daemon(tmp_path, config)
+    daemons.append(daemon)
+    static.mkdir()
+    (static / "web.yaml").write_text(pod_yaml("web", ref))
+    daemon.wait_pod_ready("default", "web")
+    assert daemon.stop() == 0
+    lines = [json.loads(line) for line in daemon.log.read_text().splitlines() if line[:1] == "{"]
+    by_event = {line["event"]: line for line in lines}
+    lenient = by_event["kubelet_config.lenient_decoding"]
+    assert lenient["level"] == "warning"
+    assert [e.split(": ")[1] for e in lenient["errors"]] == [
+        "fooBar",
+        "imagePullProgressDeadline",
+    ]
+    assert by_event["static.path_missing"]["static_pod_path"] == str(static)

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import argparse
 import ast
+import functools
 import importlib
 import json
+import os
 import pkgutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -92,12 +95,107 @@ def _function_imports(module: str) -> list[str]:
     return found
 
 
+PACKAGE_ROOT = Path(commands.__path__[0]).parents[2]  # the folder holding kubelet_sim/
+
+
+def _module_file(name: str) -> Path | None:
+    base = PACKAGE_ROOT.joinpath(*name.split("."))
+    for candidate in (base / "__init__.py", base.with_suffix(".py")):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+@functools.cache
+def _top_level_imports(name: str) -> frozenset[str]:
+    """Every module ``name``'s module-level statements import (with parent packages)."""
+    file = _module_file(name)
+    assert file is not None, name
+    package = name if file.name == "__init__.py" else name.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.parse(file.read_text()).body:
+        stack: list[ast.stmt] = [node]
+        while stack:
+            stmt = stack.pop()
+            if isinstance(stmt, ast.If) and "TYPE_CHECKING" in ast.unparse(stmt.test):
+                continue  # annotations only
+            if isinstance(stmt, ast.Import):
+                found |= {alias.name for alias in stmt.names}
+            elif isinstance(stmt, ast.ImportFrom):
+                base = stmt.module or ""
+                if stmt.level:
+                    parts = package.split(".")[: len(package.split(".")) - stmt.level + 1]
+                    base = ".".join([*parts, *([stmt.module] if stmt.module else [])])
+                found.add(base)
+                found |= {
+                    f"{base}.{a.name}" for a in stmt.names if _module_file(f"{base}.{a.name}")
+                }
+            elif isinstance(stmt, ast.If | ast.Try | ast.With):
+                for field in ("body", "orelse", "finalbody", "handlers"):
+                    for child in getattr(stmt, field, []):
+                        stack.extend(
+                            child.body if isinstance(child, ast.ExceptHandler) else [child]
+                        )
+    parents = {".".join(m.split(".")[:i]) for m in found for i in range(1, m.count(".") + 1)}
+    return frozenset(found | parents)
+
+
+def _import_closure(name: str) -> set[str]:
+    """The modules importing ``name`` loads: ours followed through, third-party names kept."""
+    seen: set[str] = set()
+    todo = [name]
+    while todo:
+        current = todo.pop()
+        if current in seen:
+            continue
+        seen.add(current)
+        if current.split(".")[0] == "kubelet_sim" and _module_file(current):
+            todo.extend(_top_level_imports(current))
+    return seen
+
+
+def test_the_import_closure_matches_what_python_loads() -> None:
+    # The static closure used below is checked against a real import once.
+    loaded = _loaded_after(["images", "--help"])
+    closure = _import_closure("kubelet_sim.cli.commands.images")
+    ours = {m for m in loaded if m.startswith("kubelet_sim")}
+    assert {m for m in closure if m.startswith("kubelet_sim") and _module_file(m)} <= ours
+    assert ("structlog" in closure) == ("structlog" in loaded)
+
+
 @pytest.mark.parametrize("module", MODULES)
 def test_a_command_that_may_log_has_structlog_loaded_when_it_runs(module: str) -> None:
     # main() configures logging only when structlog is loaded once the command's module is
     # imported. A module that does not load structlog must not import anything later (inside a
     # function), or a late import could log through an unconfigured structlog onto stdout.
-    code = f"import sys, kubelet_sim.cli.commands.{module}; print('structlog' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    if out.stdout.strip() == "False":
+    if "structlog" not in _import_closure(f"kubelet_sim.cli.commands.{module}"):
         assert _function_imports(module) == []
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        pytest.param(["ref", "busybox"], id="ref-text"),
+        pytest.param(["ref", "--output", "json", "busybox"], id="ref-json"),
+        pytest.param(["config", "validate", "--output", "json", "{config}"], id="config-json"),
+    ],
+)
+def test_a_reader_that_goes_away_ends_the_command_quietly(argv: list[str], tmp_path: Path) -> None:
+    # `kubelet-sim ... | head`: the pipe's reader is gone before the first write.
+    config = tmp_path / "kubelet.yaml"
+    config.write_text("apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\n")
+    argv = [a.replace("{config}", str(config)) for a in argv]
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "kubelet_sim", *argv],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            check=False,
+        )
+    finally:
+        os.close(write_end)
+    assert "Traceback" not in done.stderr, done.stderr
+    assert done.returncode == 128 + signal.SIGPIPE

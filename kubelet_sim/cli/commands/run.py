@@ -43,8 +43,17 @@ def _run(args: argparse.Namespace) -> int:
     elif args.log_level == "warning":
         configure_logging("info")  # a daemon says what it does unless told otherwise
     host, port = parse_listen(args.listen)
+    config = load_kubelet_config(args.config)
+    if config.strict_errors:
+        # kubeletconfig/util/codec: "Using lenient decoding as strict decoding failed"
+        log.warning(
+            "kubelet_config.lenient_decoding",
+            file=str(args.config),
+            reason="strict decoding failed; unknown fields dropped, the last duplicate key wins",
+            errors=list(config.strict_errors),
+        )
     options = DaemonOptions(
-        config=load_kubelet_config(args.config),
+        config=config,
         root=args.root,
         listen_host=host,
         listen_port=port,
