@@ -99,12 +99,16 @@ def decode_auth_field(value: str) -> tuple[str, str]:
     Raises:
         ValueError: not base64, not UTF-8, or no ``:`` (message without the value).
     """
-    text = value.strip() if value.strip().endswith("=") else value
+    # Padded or not is decided on the trimmed text (strings.TrimSpace), but the text decoded is
+    # the field itself, where Go's base64 skips only \r and \n (wrapped `base64` output); any
+    # other whitespace is illegal data.
+    padded = value.strip().endswith("=")
+    text = value.replace("\r", "").replace("\n", "")
     try:
-        if text.endswith("="):
+        if padded:
             decoded = base64.b64decode(text, validate=True)
-        else:
-            if len(text) % 4 == 1:
+        else:  # RawStdEncoding: no padding allowed, none needed
+            if len(text) % 4 == 1 or "=" in text:
                 raise ValueError("illegal base64 data")
             decoded = base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
         plain = decoded.decode("utf-8")

@@ -372,7 +372,16 @@ def _secret(
     return Secret(ns, name, uid, type_, MappingProxyType(data), annotations)
 
 
-def _check_secret_key(doc: _Doc, key: str, path: str) -> None:
+def _kind(value: object) -> str:
+    return {bool: "a boolean", int: "a number", float: "a number", type(None): "null"}.get(
+        type(value), "a collection"
+    )
+
+
+def _check_secret_key(doc: _Doc, key: object, path: str) -> None:
+    if not isinstance(key, str):
+        # YAML keys may be numbers, booleans or null; the API's keys are strings.
+        raise doc.fail(path, f"Invalid value: a config key must be a string, got {_kind(key)}")
     if not _SECRET_KEY.fullmatch(key) or len(key) > 253:
         raise doc.fail(
             path,

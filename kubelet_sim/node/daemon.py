@@ -42,6 +42,8 @@ log = structlog.get_logger(__name__)
 
 MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
 MAX_MANIFEST_FILE = 4 * 1024 * 1024
+PARSE_CONCURRENCY = 2
+"""Request bodies parsed at the same time (each in a worker thread)."""
 GC_PERIOD = 300.0  # pkg/kubelet/kubelet.go ImageGCPeriod (5 minutes)
 
 
@@ -86,6 +88,7 @@ class Daemon:
         self._ready = False
         self._static: dict[Path, _StaticFile] = {}
         self._lock = anyio.Lock()
+        self._parse_limiter = anyio.CapacityLimiter(PARSE_CONCURRENCY)
 
     # -- NodeView (the API's seam) -------------------------------------------------------
 
@@ -97,9 +100,11 @@ class Daemon:
         return generate_latest(self.registry)
 
     async def apply(self, body: bytes, content_type: str) -> list[dict[str, str]]:
-        # Parsing is pure CPU (and large bodies take a while): off the event loop.
+        # Parsing is pure CPU (and large bodies take a while): off the event loop, and at most
+        # PARSE_CONCURRENCY bodies at once, so a burst of big bodies cannot take every thread.
         manifests = await anyio.to_thread.run_sync(
-            functools.partial(parse_manifests, body, source="request body")
+            functools.partial(parse_manifests, body, source="request body"),
+            limiter=self._parse_limiter,
         )
         async with self._lock:
             before = self._pod_keys()

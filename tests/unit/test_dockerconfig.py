@@ -214,3 +214,37 @@ async def test_node_config_is_cached_for_five_minutes(tmp_path: Path) -> None:
     node.invalidate()
     assert (await node.provide())["r.io"].username == "second"
     assert node.reads == 3
+
+
+LONG = "a-user-name-long-enough:and-a-password-long-enough-to-wrap-at-76-columns-0123456789"
+
+
+@pytest.mark.parametrize(
+    ("field", "expected"),
+    [
+        # Go's base64 decoders skip \r and \n: wrapped `base64` output and a trailing newline.
+        pytest.param(b64(LONG)[:76] + "\n" + b64(LONG)[76:], LONG, id="wrapped-lf"),
+        pytest.param(b64(LONG)[:76] + "\r\n" + b64(LONG)[76:] + "\r\n", LONG, id="wrapped-crlf"),
+        pytest.param(b64("u:p") + "\n", "u:p", id="trailing-newline"),
+        pytest.param(b64("u:pw", pad=False) + "\n", "u:pw", id="unpadded-trailing-newline"),
+        pytest.param(b64("ab:c"), "ab:c", id="no-padding-needed"),
+    ],
+)
+def test_decode_auth_field_skips_line_breaks_as_go_does(field: str, expected: str) -> None:
+    assert decode_auth_field(field) == tuple(expected.split(":", 1))
+
+
+@pytest.mark.parametrize(
+    "field",
+    [
+        pytest.param(" " + b64("u:p"), id="leading-space"),
+        pytest.param(b64("u:p") + " ", id="trailing-space"),
+        pytest.param(b64("u:p")[:2] + "\t" + b64("u:p")[2:], id="inner-tab"),
+        pytest.param(b64("u:pw", pad=False) + "=", id="bad-padding"),
+        pytest.param("dTpw=x", id="padding-inside"),
+    ],
+)
+def test_decode_auth_field_refuses_other_whitespace_and_bad_padding(field: str) -> None:
+    with pytest.raises(ValueError, match="illegal base64 data") as info:
+        decode_auth_field(field)
+    assert field.strip() not in str(info.value)

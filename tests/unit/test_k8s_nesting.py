@@ -74,14 +74,14 @@ def test_out_of_memory_while_parsing_is_a_config_error(monkeypatch: pytest.Monke
     def exhausted(*args: Any, **kwargs: Any) -> Any:
         raise MemoryError
 
-    monkeypatch.setattr(yaml, "load_all", exhausted)
+    monkeypatch.setattr(manifests_module, "_load_all", exhausted)
     with pytest.raises(ConfigError, match="out of memory") as info:
         parse_manifests("a: b\n", source="big.yaml")
     assert info.value.file == "big.yaml"
 
 
 def test_libyaml_is_used_when_available() -> None:
-    assert manifests_module._LOADER is getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    assert issubclass(manifests_module._LOADER, getattr(yaml, "CSafeLoader", yaml.SafeLoader))
 
 
 def test_deeply_nested_docker_config_secret_is_redacted() -> None:
