@@ -22,6 +22,9 @@ class PodRef:
     namespace: str
     name: str
     uid: str
+    static: bool = False
+    """A static pod (the node's ``staticPodPath``): its mirror pod may not reference Secrets or
+    ServiceAccounts, so the kubelet cannot read the pull secrets it names."""
 
     def __str__(self) -> str:
         return f"{self.namespace}/{self.name}"

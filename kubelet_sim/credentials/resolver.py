@@ -147,7 +147,9 @@ class CredentialResolver:
 
     def _secret_credentials(self, request: PullRequest, image: str) -> list[SourcedCredentials]:
         names = [n for n in request.pull_secrets if n]
-        if self.secrets is None:
+        if self.secrets is None or request.pod.static:
+            # A static pod's mirror pod may not reference secrets (the API server refuses it), so
+            # the node is never allowed to read them: each one fails to be retrieved.
             result_keyring, failed = None, tuple(names)
         else:
             result = pod_secrets(self.secrets, request.pod.namespace, names)

@@ -86,12 +86,13 @@ def implicit_service_account(namespace: str, name: str) -> ServiceAccount | None
     return ServiceAccount(namespace, name, stable_uid("ServiceAccount", namespace, name))
 
 
-def pod_spec(pod: Pod) -> PodSpec:
+def pod_spec(pod: Pod, *, static: bool = False) -> PodSpec:
     """The engine's view of an (admitted) pod: its reference and one pull request per container.
 
     Empty pull-secret names are dropped, as ``getPullSecretsForPod`` skips them silently.
+    ``static`` marks a pod from the node's ``staticPodPath`` (see :attr:`PodRef.static`).
     """
-    ref = PodRef(pod.namespace, pod.name, pod.uid)
+    ref = PodRef(pod.namespace, pod.name, pod.uid, static=static)
     secrets = tuple(name for name in pod.image_pull_secrets if name)
 
     def request(container: Container) -> PullRequest:

@@ -74,7 +74,11 @@ class API:
                     return Response.error(404, f"pod {namespace}/{name} not found")
                 return Response.json(200, pod)
             if method == "DELETE":
-                if await self.node.delete_pod(namespace, name):
+                try:
+                    deleted = await self.node.delete_pod(namespace, name)
+                except ConfigError as exc:  # a static pod: its file, not the API, owns it
+                    return Response.error(409, str(exc))
+                if deleted:
                     return Response.json(200, {"deleted": f"{namespace}/{name}"})
                 return Response.error(404, f"pod {namespace}/{name} not found")
             return Response.error(405, f"method {method} not allowed on {path}")

@@ -11,8 +11,8 @@ present and starts every backoff fresh, as a kubelet restart does.
 from __future__ import annotations
 
 import functools
-import hashlib
 import os
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,21 +27,20 @@ from kubelet_sim.core.platforms import Platform, host_platform
 from kubelet_sim.credentials.metrics import CredentialMetrics
 from kubelet_sim.engine.workers import EngineSettings
 from kubelet_sim.errors import ConfigError, KubeletSimError
-from kubelet_sim.k8s import ObjectStore, parse_manifests, pod_spec, stable_uid
+from kubelet_sim.k8s import ObjectStore, parse_manifests, pod_spec
 from kubelet_sim.k8s.objects import Kind, Pod
 from kubelet_sim.node import views
 from kubelet_sim.node.api import API
 from kubelet_sim.node.builder import Node, NodeOptions, NodeParts, open_node
 from kubelet_sim.node.httpserver import HTTPServer
 from kubelet_sim.node.paths import NodePaths
+from kubelet_sim.node.static import StaticPods, read_folder
 from kubelet_sim.store import GCPolicy, GCResult, Store, garbage_collect
 from kubelet_sim.telemetry.events import EventRecorder
 from kubelet_sim.telemetry.metrics import PullMetrics
 
 log = structlog.get_logger(__name__)
 
-MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
-MAX_MANIFEST_FILE = 4 * 1024 * 1024
 PARSE_CONCURRENCY = 2
 """Request bodies parsed at the same time (each in a worker thread)."""
 GC_PERIOD = 300.0  # pkg/kubelet/kubelet.go ImageGCPeriod (5 minutes)
@@ -59,15 +58,12 @@ class DaemonOptions:
     node_platform: Platform | None = None
     image_credential_provider_config: Path | None = None
     image_credential_provider_bin_dir: Path | None = None
+    node_name: str = field(default_factory=lambda: socket.gethostname().strip().lower())
+    """The node's name (``--hostname-override``; default: the host name, lower-cased, as the
+    kubelet's): static pods are named NAME-NODENAME."""
     static_poll_interval: float = 1.0
     gc_period: float = GC_PERIOD
     gc_capacity_bytes: int | None = None  # default: the store filesystem's size
-
-
-@dataclass(slots=True)
-class _StaticFile:
-    digest: str
-    objects: set[tuple[str, str, str]] = field(default_factory=set)
 
 
 class Daemon:
@@ -86,7 +82,7 @@ class Daemon:
         self.node: Node | None = None
         self.port: int | None = None
         self._ready = False
-        self._static: dict[Path, _StaticFile] = {}
+        self.static = StaticPods(options.node_name)
         self._lock = anyio.Lock()
         self._parse_limiter = anyio.CapacityLimiter(PARSE_CONCURRENCY)
 
@@ -120,6 +116,13 @@ class Daemon:
 
     async def delete_pod(self, namespace: str, name: str) -> bool:
         async with self._lock:
+            if self.static.get(namespace, name) is not None:
+                raise ConfigError(
+                    f"pod {namespace}/{name}",
+                    None,
+                    "is a static pod: remove or edit its file in staticPodPath "
+                    f"({self.config.static_pod_path}); deleting its mirror pod does not stop it",
+                )
             pod = self.objects.get_pod(namespace, name)
             if pod is None:
                 return False
@@ -129,10 +132,10 @@ class Daemon:
             return True
 
     def pods(self) -> list[dict[str, Any]]:
-        return [views.pod_summary(p, self._pod_state(p)) for p in self.objects.pods()]
+        return [views.pod_summary(p, self._pod_state(p)) for p in self._pod_keys().values()]
 
     def pod(self, namespace: str, name: str) -> dict[str, Any] | None:
-        pod = self.objects.get_pod(namespace, name)
+        pod = self._pod_keys().get((namespace, name))
         if pod is None:
             return None
         assert self.node is not None
@@ -151,7 +154,11 @@ class Daemon:
     # -- pods ----------------------------------------------------------------------------
 
     def _pod_keys(self) -> dict[tuple[str, str], Pod]:
-        return {(p.namespace, p.name): p for p in self.objects.pods()}
+        """API pods and static pods (named NAME-NODENAME; a static pod shadows an API pod of
+        the same name, as the kubelet's own source does)."""
+        pods = {(p.namespace, p.name): p for p in self.objects.pods()}
+        pods.update(self.static.pods())
+        return pods
 
     async def _sync_pods(self, before: dict[tuple[str, str], Pod]) -> None:
         """Submit new or changed pods to the engine and remove the ones that went away."""
@@ -162,7 +169,8 @@ class Daemon:
             if old is not None and old.uid != pod.uid:
                 await self.node.engine.remove(old.uid)
             if old != pod:
-                await self.node.engine.submit(pod_spec(pod))
+                static = self.static.get(*key) is pod
+                await self.node.engine.submit(pod_spec(pod, static=static))
         for key, pod in before.items():
             if key not in after:
                 await self.node.engine.remove(pod.uid)
@@ -175,45 +183,15 @@ class Daemon:
             await anyio.sleep(self.options.static_poll_interval)
 
     async def scan_static_pods(self) -> None:
-        """Apply added and changed files of ``staticPodPath``; delete what removed files held."""
+        """Take the current files of ``staticPodPath``: pods added, changed or removed."""
         folder = self.config.static_pod_path
         if not folder:
             return
-        contents = await anyio.to_thread.run_sync(_read_folder, Path(folder))
+        contents = await anyio.to_thread.run_sync(read_folder, Path(folder))
         async with self._lock:
             before = self._pod_keys()
-            for gone in set(self._static) - set(contents):
-                for kind, namespace, name in self._static.pop(gone).objects:
-                    self.objects.delete(Kind(kind), namespace, name)
-                log.info("static.removed", file=str(gone))
-            for file, data in sorted(contents.items()):
-                digest = hashlib.sha256(data).hexdigest()
-                known = self._static.get(file)
-                if known is not None and known.digest == digest:
-                    continue
-                try:
-                    manifests = await anyio.to_thread.run_sync(
-                        functools.partial(parse_manifests, data, source=str(file))
-                    )
-                except KubeletSimError as exc:
-                    log.warning("static.invalid", file=str(file), error=str(exc))
-                    self._static[file] = _StaticFile(digest, known.objects if known else set())
-                    continue
-                results = []
-                for manifest in manifests:
-                    try:
-                        # Static pods keep their UID across restarts, as the kubelet's do
-                        # (it derives them from the manifest); API pods get fresh ones.
-                        results.append(self.objects.apply(manifest, new_uid=stable_uid))
-                    except KubeletSimError as exc:
-                        log.warning("static.refused", file=str(file), error=str(exc))
-                held = {(str(r.kind), r.namespace, r.name) for r in results}
-                if known is not None:
-                    for kind, namespace, name in known.objects - held:
-                        self.objects.delete(Kind(kind), namespace, name)
-                self._static[file] = _StaticFile(digest, held)
-                log.info("static.applied", file=str(file), objects=len(held))
-            await self._sync_pods(before)
+            if self.static.update(contents):
+                await self._sync_pods(before)
 
     # -- image GC ------------------------------------------------------------------------
 
@@ -291,34 +269,6 @@ class Daemon:
                     self._ready = False
                     tg.cancel_scope.cancel()
         log.info("daemon.stopped")
-
-
-def _read_folder(folder: Path) -> dict[Path, bytes]:
-    """The manifest files of ``folder`` (or ``folder`` itself when it is a file) and their bytes;
-    unreadable ones are logged and skipped."""
-    try:
-        if folder.is_file():
-            candidates = [folder]
-        elif folder.is_dir():
-            candidates = list(folder.iterdir())
-        else:
-            return {}
-    except OSError as exc:
-        log.warning("static.unreadable", file=str(folder), error=str(exc))
-        return {}
-    contents: dict[Path, bytes] = {}
-    for file in candidates:
-        if file.suffix in MANIFEST_SUFFIXES:
-            try:
-                if not file.is_file():
-                    continue
-                if file.stat().st_size > MAX_MANIFEST_FILE:
-                    log.warning("static.too_large", file=str(file), limit=MAX_MANIFEST_FILE)
-                    continue
-                contents[file] = file.read_bytes()
-            except OSError as exc:
-                log.warning("static.unreadable", file=str(file), error=str(exc))
-    return contents
 
 
 def parse_listen(value: str) -> tuple[str, int]:

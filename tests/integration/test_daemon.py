@@ -28,6 +28,9 @@ from kubelet_sim.sim.seed import push_image, push_index
 
 pytestmark = pytest.mark.registry
 
+NODE = "node-1"
+"""The daemons' node name: a static pod NAME runs as NAME-node-1, as the kubelet names it."""
+
 
 @dataclass
 class DaemonProc:
@@ -97,6 +100,8 @@ def start_daemon(tmp: Path, config: Path, root: Path | None = None) -> DaemonPro
             str(root),
             "--listen",
             f"127.0.0.1:{port}",
+            "--hostname-override",
+            NODE,
         ],
         stdout=handle,
         stderr=subprocess.STDOUT,
@@ -160,7 +165,7 @@ def test_static_pods_api_metrics_and_clean_sigterm(
     (static / "web.yaml").write_text(pod_yaml("web", web))
     daemon = start_daemon(tmp_path, write_config(tmp_path / "cfg", static))
     daemons.append(daemon)
-    pod = daemon.wait_pod_ready("default", "web")
+    pod = daemon.wait_pod_ready("default", f"web-{NODE}")
     assert pod["containers"][0]["state"]["ready"]["imageID"].startswith("sha256:")
 
     with daemon.client() as c:
@@ -255,7 +260,7 @@ def test_static_pods_api_metrics_and_clean_sigterm(
     (static / "web.yaml").unlink()
     deadline = time.monotonic() + 10
     with daemon.client() as c:
-        while c.get("/pods/default/web").status_code != 404:
+        while c.get(f"/pods/default/web-{NODE}").status_code != 404:
             assert time.monotonic() < deadline
             time.sleep(0.1)
         assert c.delete("/pods/team/api").status_code == 200
@@ -286,12 +291,12 @@ def test_restart_keeps_images_and_sigkill_mid_pull_recovers(
     config = write_config(tmp_path / "cfg", static)
     first = start_daemon(tmp_path, config)
     daemons.append(first)
-    first.wait_pod_ready("default", "small")
+    first.wait_pod_ready("default", f"small-{NODE}")
     # Kill -9 while the big image is being pulled.
     (static / "big.yaml").write_text(pod_yaml("big", big))
     deadline = time.monotonic() + 20
     while not any(
-        e["reason"] == "Pulling" for e in first.get("/events", pod="default/big")["items"]
+        e["reason"] == "Pulling" for e in first.get("/events", pod=f"default/big-{NODE}")["items"]
     ):
         assert time.monotonic() < deadline
         time.sleep(0.02)
@@ -299,15 +304,15 @@ def test_restart_keeps_images_and_sigkill_mid_pull_recovers(
 
     second = start_daemon(tmp_path, config, root=first.root)
     daemons.append(second)
-    second.wait_pod_ready("default", "big")
-    second.wait_pod_ready("default", "small")
-    reasons = [e["message"] for e in second.get("/events", pod="default/small")["items"]]
+    second.wait_pod_ready("default", f"big-{NODE}")
+    second.wait_pod_ready("default", f"small-{NODE}")
+    reasons = [e["message"] for e in second.get("/events", pod=f"default/small-{NODE}")["items"]]
     assert reasons == [
         f'Container image "{small}" already present on machine and can be accessed by the pod'
     ]
     assert second.stop() == 0
     fsck = subprocess.run(
-        [sys.executable, "-m", "kubelet_sim", "fsck", "--root", str(first.root / "store")],
+        [sys.executable, "-m", "kubelet_sim", "fsck", "--root", str(first.root)],
         capture_output=True,
         text=True,
     )
@@ -333,7 +338,7 @@ def test_sigterm_during_a_large_pull_leaves_a_clean_store(
     assert time.monotonic() - started < 10
     assert not list((daemon.root / "store" / "tmp").iterdir())
     fsck = subprocess.run(
-        [sys.executable, "-m", "kubelet_sim", "fsck", "--root", str(daemon.root / "store")],
+        [sys.executable, "-m", "kubelet_sim", "fsck", "--root", str(daemon.root)],
         capture_output=True,
         text=True,
         check=False,
@@ -346,7 +351,7 @@ def test_sigterm_during_a_large_pull_leaves_a_clean_store(
             "kubelet_sim",
             "images",
             "--root",
-            str(daemon.root / "store"),
+            str(daemon.root),
             "--output",
             "json",
         ],
@@ -371,7 +376,7 @@ def test_registry_down_then_back_while_pods_pending(
     daemons.append(daemon)
     deadline = time.monotonic() + 20
     while True:
-        pod = daemon.get("/pods/default/late")
+        pod = daemon.get(f"/pods/default/late-{NODE}")
         reason = pod["containers"][0]["state"].get("waiting", {}).get("reason")
         if reason in ("ErrImagePull", "ImagePullBackOff"):
             break
@@ -379,7 +384,7 @@ def test_registry_down_then_back_while_pods_pending(
         time.sleep(0.1)
     assert daemon.proc.poll() is None
     reg.start()
-    pod = daemon.wait_pod_ready("default", "late", timeout=40)
+    pod = daemon.wait_pod_ready("default", f"late-{NODE}", timeout=40)
     assert pod["containers"][0]["pullAttempts"] >= 2
     assert daemon.stop() == 0
 
@@ -446,7 +451,7 @@ def test_images_pulled_by_run_are_seen_by_every_command_with_the_same_root(
     root = tmp_path / "node"
     daemon = start_daemon(tmp_path, write_config(tmp_path / "cfg", static), root=root)
     daemons.append(daemon)
-    pod = daemon.wait_pod_ready("default", "web")
+    pod = daemon.wait_pod_ready("default", f"web-{NODE}")
     image_id = pod["containers"][0]["state"]["ready"]["imageID"]
     assert daemon.stop(signal.SIGTERM) == 0
 
@@ -491,7 +496,7 @@ def test_lenient_config_and_a_missing_static_pod_folder_start_the_daemon_with_wa
     daemons.append(daemon)
     static.mkdir()
     (static / "web.yaml").write_text(pod_yaml("web", ref))
-    daemon.wait_pod_ready("default", "web")
+    daemon.wait_pod_ready("default", f"web-{NODE}")
     assert daemon.stop() == 0
     lines = [json.loads(line) for line in daemon.log.read_text().splitlines() if line[:1] == "{"]
     by_event = {line["event"]: line for line in lines}

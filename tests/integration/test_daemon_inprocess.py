@@ -8,6 +8,7 @@ import anyio
 import pytest
 
 from kubelet_sim.config.kubelet import parse_kubelet_config
+from kubelet_sim.errors import ConfigError
 from kubelet_sim.node.daemon import Daemon, DaemonOptions
 from kubelet_sim.registry.client import RegistryClient
 from kubelet_sim.sim.images import build_image
@@ -46,12 +47,16 @@ async def test_bad_static_file_and_image_gc(registry: RegistryProcess, tmp_path:
     )
     daemon = Daemon(
         DaemonOptions(
-            config=config, root=tmp_path / "root", listen_port=0, gc_capacity_bytes=1_000_000
+            config=config,
+            root=tmp_path / "root",
+            listen_port=0,
+            gc_capacity_bytes=1_000_000,
+            node_name="node-1",
         )
     )
     async with anyio.create_task_group() as tg:
         await tg.start(daemon.run)
-        await wait_ready(daemon, "gc", "good")  # the poisonous file did not stop the daemon
+        await wait_ready(daemon, "gc", "good-node-1")  # the poisonous file did not stop the daemon
         results = await daemon.apply(
             (pod("one", images[1]) + "---\n" + pod("two", images[2])).encode(), ""
         )
@@ -70,4 +75,55 @@ async def test_bad_static_file_and_image_gc(registry: RegistryProcess, tmp_path:
         assert f"{registry.host}/gc/app0" in left
         assert len(left) == 1, left
         assert result.bytes_freed > 0
+        tg.cancel_scope.cancel()
+
+
+async def test_static_files_and_api_objects_are_separate_sources(
+    registry: RegistryProcess, tmp_path: Path
+) -> None:
+    image = f"{registry.host}/static/web:1.0"
+    async with RegistryClient() as client:
+        await push_image(client, image, build_image("static-web", "linux/amd64", (4_000,)))
+    static = tmp_path / "static"
+    static.mkdir()
+    secret = (
+        "apiVersion: v1\nkind: Secret\nmetadata: {name: regcred, namespace: gc}\n"
+        "stringData: {token: from-the-file}\n"
+    )
+    (static / "web.yaml").write_text(secret + "---\n" + pod("web", image))
+    config = parse_kubelet_config(
+        "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\n"
+        f"staticPodPath: {static}\n"
+    )
+    daemon = Daemon(
+        DaemonOptions(
+            config=config,
+            root=tmp_path / "root",
+            listen_port=0,
+            node_name="node-1",
+            static_poll_interval=0.05,
+        )
+    )
+    async with anyio.create_task_group() as tg:
+        await tg.start(daemon.run)
+        await wait_ready(daemon, "gc", "web-node-1")
+        # The file's Secret never reached the API's objects; the API's own one is kept.
+        assert daemon.objects.get_secret("gc", "regcred") is None
+        api_secret = secret.replace("from-the-file", "from-the-api")
+        assert [r["result"] for r in await daemon.apply(api_secret.encode(), "")] == ["created"]
+        api_pod = pod("web", image)  # the same name through the API is another pod
+        assert [r["result"] for r in await daemon.apply(api_pod.encode(), "")] == ["created"]
+        await wait_ready(daemon, "gc", "web")
+        names = sorted(p["name"] for p in daemon.pods())
+        assert names == ["web", "web-node-1"]
+        with pytest.raises(ConfigError, match="static pod"):
+            await daemon.delete_pod("gc", "web-node-1")
+        (static / "web.yaml").unlink()
+        with anyio.fail_after(10):
+            while daemon.pod("gc", "web-node-1") is not None:  # noqa: ASYNC110
+                await anyio.sleep(0.05)
+        kept = daemon.objects.get_secret("gc", "regcred")
+        assert kept is not None
+        assert kept.data["token"] == b"from-the-api"
+        assert daemon.pod("gc", "web") is not None
         tg.cancel_scope.cancel()

@@ -180,6 +180,37 @@ async def test_unusable_secrets_warn_and_the_rest_are_used(
         assert events == []
 
 
+@pytest.mark.anyio
+async def test_a_static_pod_can_never_read_the_secrets_it_names() -> None:
+    # Its mirror pod may not reference Secrets, so the node may not read them: every sync warns.
+    objects = ObjectStore()
+    objects.apply_text(secret_yaml("regcred", "private.example.com", ALICE))
+    recorder = EventRecorder(spam_filter=False)
+    resolver = CredentialResolver(secrets=objects, recorder=recorder)
+    request = PullRequest(
+        PodRef("default", "web-node-1", "uid-static", static=True),
+        "app",
+        PRIVATE,
+        PullPolicy.ALWAYS,
+        pull_secrets=("regcred",),
+    )
+    for _ in range(2):
+        assert await resolver.lookup(request, parse_normalized(PRIVATE)) == []
+    assert [(e.reason, e.count) for e in recorder.events()] == [
+        ("FailedToRetrieveImagePullSecret", 2)
+    ]
+    api_pod = PullRequest(
+        PodRef("default", "web", "uid-api"),
+        "app",
+        PRIVATE,
+        PullPolicy.ALWAYS,
+        pull_secrets=("regcred",),
+    )
+    assert [c.username for c in await resolver.lookup(api_pod, parse_normalized(PRIVATE))] == [
+        "alice"
+    ]
+
+
 # -- the verifier's pure parts -------------------------------------------------------------
 
 

@@ -2,10 +2,12 @@
 
 Starts two real distribution registries on loopback ports (a public one, and a private one with
 htpasswd auth), seeds them with synthetic multi-arch images through the project's own push client,
-and runs the daemon with ``config/kubelet.yaml`` and the example pods of ``config/pods/`` (a
-public multi-arch image with an init container, a private image with a pull secret, a bad name,
-``Never`` with an absent image, a missing tag). The pods name ``localhost:5000`` (public) and
-``localhost:5001`` (private); the demo rewrites those to its registries' real ports. It shows
+and runs the daemon with ``config/kubelet.yaml``: the static pods of ``config/pods/`` (a public
+multi-arch image with an init container, a bad name, ``Never`` with an absent image, a missing
+tag), named NAME-demo after the node as the kubelet names them, and, through the API as
+``kubectl apply -f`` sends it, ``config/apply/`` (a private image with its pull secret: static
+pods cannot use Secrets). The manifests name ``localhost:5000`` (public) and ``localhost:5001``
+(private); the demo rewrites those to its registries' real ports. It shows
 progress, then the pods, events, images and a few metrics through the daemon's HTTP API, stops
 the daemon cleanly, and starts it again on the same root to show a restart finding its images.
 """
@@ -39,7 +41,9 @@ from kubelet_sim.sim.seed import push_image, push_index
 CONFIG_DIR = Path(__file__).resolve().parents[3] / "config"
 PUBLIC, PRIVATE = "localhost:5000", "localhost:5001"
 DEMO_USER, DEMO_PASSWORD = "demo", "demo-password"  # the throwaway demo registry's login
-WAIT_FOR = (("demo", "web"), ("demo", "private"))
+NODE = "demo"
+"""The demo node's name: static pod NAME runs as NAME-demo."""
+WAIT_FOR = (("demo", f"web-{NODE}"), ("demo", "private"))
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -47,7 +51,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "demo", help="run the built-in demo: local registries, synthetic images, the daemon, pods"
     )
     parser.add_argument("--config", type=Path, default=CONFIG_DIR / "kubelet.yaml")
-    parser.add_argument("--pods", type=Path, default=CONFIG_DIR / "pods", help="pod manifests")
+    parser.add_argument(
+        "--pods", type=Path, default=CONFIG_DIR / "pods", help="static pod manifests"
+    )
+    parser.add_argument(
+        "--apply",
+        type=Path,
+        default=CONFIG_DIR / "apply",
+        help="manifests applied through the API (Secrets, pods that use them)",
+    )
     parser.add_argument(
         "--workdir", type=Path, help="keep registries and state here (default: temp)"
     )
@@ -86,15 +98,17 @@ def _demo(args: argparse.Namespace) -> int:
             console.print(f"public registry  http://{public.host}  (pods' {PUBLIC})")
             console.print(f"private registry http://{private.host} (pods' {PRIVATE}, htpasswd)")
             anyio.run(_seed, public.host, private.host, console)
-            config = _localize(
-                args.config, args.pods, work, {PUBLIC: public.host, PRIVATE: private.host}
-            )
+            hosts = {PUBLIC: public.host, PRIVATE: private.host}
+            config = _localize(args.config, args.pods, work, hosts)
+            applied = _localized_documents(args.apply, hosts)
             platform = parse_platform(args.platform) if args.platform else host_platform()
             root = args.root or work / "node"
             for round_no in (1, 2):
                 title = "2. Daemon" if round_no == 1 else "3. Daemon restarted on the same root"
                 console.rule(f"[bold]{title} ({platform})")
-                anyio.run(_run_daemon, config, root, platform, args.seconds, round_no, console)
+                anyio.run(
+                    _run_daemon, config, applied, root, platform, args.seconds, round_no, console
+                )
         finally:
             public.stop()
             private.stop()
@@ -126,14 +140,25 @@ def _localize(config: Path, pods: Path, work: Path, hosts: dict[str, str]) -> Pa
     static = work / "pods"
     static.mkdir(parents=True, exist_ok=True)
     for source in sorted(pods.glob("*.yaml")):
-        docs = [_rewrite(doc, hosts) for doc in yaml.safe_load_all(source.read_text()) if doc]
-        (static / source.name).write_text(yaml.safe_dump_all(docs, sort_keys=False))
+        (static / source.name).write_text(_localized_documents(source, hosts))
     doc = yaml.safe_load(config.read_text())
     doc["staticPodPath"] = str(static)
     target = work / "kubelet.yaml"
     target.write_text(yaml.safe_dump(doc, sort_keys=False))
     load_kubelet_config(target)  # refuse a broken config before starting anything
     return target
+
+
+def _localized_documents(path: Path, hosts: dict[str, str]) -> str:
+    """The YAML documents of ``path`` (a file, or a folder's ``*.yaml``), registries rewritten."""
+    files = sorted(path.glob("*.yaml")) if path.is_dir() else [path]
+    docs = [
+        _rewrite(doc, hosts)
+        for file in files
+        for doc in yaml.safe_load_all(file.read_text())
+        if doc
+    ]
+    return yaml.safe_dump_all(docs, sort_keys=False)
 
 
 def _rewrite(node: Any, hosts: dict[str, str], *, secret: bool = False) -> Any:
@@ -165,19 +190,35 @@ def _replace(text: str, hosts: dict[str, str]) -> str:
 
 
 async def _run_daemon(
-    config: Path, root: Path, platform: Any, seconds: float, round_no: int, console: Console
+    config: Path,
+    applied: str,
+    root: Path,
+    platform: Any,
+    seconds: float,
+    round_no: int,
+    console: Console,
 ) -> None:
     options = DaemonOptions(
-        config=load_kubelet_config(config), root=root, listen_port=0, node_platform=platform
+        config=load_kubelet_config(config),
+        root=root,
+        listen_port=0,
+        node_platform=platform,
+        node_name=NODE,
     )
     daemon = Daemon(options)
     async with anyio.create_task_group() as tg:
         port = await tg.start(daemon.run)
         url = f"http://127.0.0.1:{port}"
         console.print(
-            f"daemon API on {url} (try: kubelet-sim describe pod demo/web --server {url})"
+            f"daemon API on {url} (try: kubelet-sim describe pod demo/web-{NODE} --server {url})"
         )
         async with httpx.AsyncClient(base_url=url, timeout=10, trust_env=False) as api:
+            # What `kubectl apply -f config/apply/` sends; the API's objects live in memory, so
+            # the restarted daemon gets them again, as it would from an API server.
+            answer = await api.post("/apply", content=applied)
+            answer.raise_for_status()
+            for item in answer.json()["items"]:
+                console.print(f"applied {item['kind'].lower()}/{item['name']} {item['result']}")
             started = time.monotonic()
             with console.status("pulling...") as status:
                 while time.monotonic() - started < 60:
@@ -189,9 +230,9 @@ async def _run_daemon(
                     await anyio.sleep(0.2)
                 console.print(f"web and private ready after {time.monotonic() - started:.1f}s")
                 if round_no == 1:
-                    status.update("waiting for demo/missing to reach ImagePullBackOff")
+                    status.update(f"waiting for demo/missing-{NODE} to reach ImagePullBackOff")
                     with anyio.move_on_after(seconds):
-                        while await _reason(api, "demo", "missing") != "ImagePullBackOff":  # noqa: ASYNC110 - polls the API
+                        while await _reason(api, "demo", f"missing-{NODE}") != "ImagePullBackOff":  # noqa: ASYNC110 - polls the API
                             await anyio.sleep(0.5)
             await _report(api, console, round_no)
         tg.cancel_scope.cancel()

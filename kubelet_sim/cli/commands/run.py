@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import re
 import signal
 from pathlib import Path
 
@@ -13,10 +15,12 @@ from kubelet_sim.cli.args import add_root
 from kubelet_sim.cli.main import configure_logging
 from kubelet_sim.config.kubelet import load_kubelet_config
 from kubelet_sim.core.platforms import parse_platform
-from kubelet_sim.errors import KubeletSimError, first_error
+from kubelet_sim.errors import ConfigError, KubeletSimError, first_error
 from kubelet_sim.node.daemon import Daemon, DaemonOptions, parse_listen
 
 log = structlog.get_logger(__name__)
+
+_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -26,6 +30,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser.add_argument("--listen", default="127.0.0.1:10255", help="API address HOST:PORT")
     parser.add_argument("--hosts-dir", type=Path, help="containerd hosts.toml folder (certs.d)")
     parser.add_argument("--node-platform", help="os/arch[/variant] of the simulated node")
+    parser.add_argument(
+        "--hostname-override",
+        metavar="NAME",
+        help="the node's name (default: this host's name, lower-cased); static pods are named "
+        "NAME-NODENAME",
+    )
     parser.add_argument("--image-credential-provider-config", type=Path)
     parser.add_argument("--image-credential-provider-bin-dir", type=Path)
     parser.add_argument(
@@ -62,6 +72,8 @@ def _run(args: argparse.Namespace) -> int:
         image_credential_provider_config=args.image_credential_provider_config,
         image_credential_provider_bin_dir=args.image_credential_provider_bin_dir,
     )
+    if args.hostname_override:
+        options = dataclasses.replace(options, node_name=_node_name(args.hostname_override))
     try:
         anyio.run(_serve, options)
     except BaseExceptionGroup as group:
@@ -69,6 +81,18 @@ def _run(args: argparse.Namespace) -> int:
     except OSError as exc:
         _raise_startup_error(exc)
     return 0
+
+
+def _node_name(value: str) -> str:
+    """``--hostname-override``, lower-cased and trimmed as the kubelet's ``GetHostname``.
+
+    Raises:
+        ConfigError: empty, or not a DNS-1123 subdomain.
+    """
+    name = value.strip().lower()
+    if not _SUBDOMAIN.fullmatch(name) or len(name) > 253:
+        raise ConfigError(None, "--hostname-override", f"not a valid node name: {value!r}")
+    return name
 
 
 def _raise_startup_error(exc: BaseException) -> None:
