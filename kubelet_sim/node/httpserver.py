@@ -22,7 +22,7 @@ import structlog
 log = structlog.get_logger(__name__)
 
 MAX_BODY = 4 * 1024 * 1024
-READ_TIMEOUT = 30.0
+READ_TIMEOUT = 30.0  # per request, including an idle keep-alive connection's wait for the next
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,11 +64,21 @@ Handler = Callable[[Request], Awaitable[Response]]
 
 
 class HTTPServer:
-    """Serves ``handler`` on a TCP listener until cancelled."""
+    """Serves ``handler`` on a TCP listener until cancelled.
 
-    def __init__(self, handler: Handler, *, max_body: int = MAX_BODY) -> None:
+    Args:
+        handler: answers each request; an exception becomes a 500.
+        max_body: the largest request body accepted (413 above it).
+        read_timeout: seconds to wait for a whole request, from the end of the previous answer
+            on a keep-alive connection; past it the connection is closed.
+    """
+
+    def __init__(
+        self, handler: Handler, *, max_body: int = MAX_BODY, read_timeout: float = READ_TIMEOUT
+    ) -> None:
         self.handler = handler
         self.max_body = max_body
+        self.read_timeout = read_timeout
 
     async def serve(self, listener: anyio.abc.Listener[anyio.abc.SocketStream]) -> None:
         async with listener:
@@ -106,7 +116,7 @@ class HTTPServer:
     ) -> Request | None:
         head: h11.Request | None = None
         body = bytearray()
-        with anyio.fail_after(READ_TIMEOUT):
+        with anyio.fail_after(self.read_timeout):
             while True:
                 try:
                     event = conn.next_event()

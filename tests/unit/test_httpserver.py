@@ -12,6 +12,10 @@ from kubelet_sim.node.httpserver import HTTPServer, Request, Response
 
 pytestmark = pytest.mark.anyio
 
+# Short, so a keep-alive connection the client leaves open (after a 500, say) is closed by the
+# server at once instead of after the daemon's 30 s; still far longer than a loopback request.
+READ_TIMEOUT = 0.3
+
 
 async def echo(request: Request) -> Response:
     if request.path == "/boom":
@@ -26,7 +30,7 @@ async def server() -> AsyncIterator[int]:
     listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0)
     port = int(listener.extra(anyio.abc.SocketAttribute.local_port))
     async with anyio.create_task_group() as tg:
-        tg.start_soon(HTTPServer(echo, max_body=1024).serve, listener)
+        tg.start_soon(HTTPServer(echo, max_body=1024, read_timeout=READ_TIMEOUT).serve, listener)
         yield port
         tg.cancel_scope.cancel()
 
@@ -84,6 +88,20 @@ async def test_bad_requests_get_an_answer_and_the_server_survives(
     assert answer.startswith(b"HTTP/1.1 " + status), answer[:200]
     ok = await exchange(server, b"GET /after HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
     assert ok.startswith(b"HTTP/1.1 200 OK")
+
+
+async def test_an_idle_keep_alive_connection_is_closed_at_the_read_timeout(server: int) -> None:
+    async with await anyio.connect_tcp("127.0.0.1", server) as stream:
+        await stream.send(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n")
+        answer = b""
+        with anyio.fail_after(5):
+            try:
+                while True:
+                    answer += await stream.receive()
+            except anyio.EndOfStream:
+                pass  # the server hung up on the idle connection
+    assert answer.startswith(b"HTTP/1.1 200 OK")
+    assert b"Connection: close" not in answer  # it was kept alive, then timed out
 
 
 async def test_expect_100_continue_is_answered(server: int) -> None:

@@ -68,7 +68,8 @@ class Model:
 
 async def check(store: Store, model: Model) -> None:
     by_id = {img.image_id: i for i, img in enumerate(IMAGES)}
-    listed = {(by_id[r.image_id], r.runtime_handler) for r in await store.list_images()}
+    records = await store.list_images()
+    listed = {(by_id[r.image_id], r.runtime_handler) for r in records}
     assert listed == model.present
     expected = model.refcounts()
     refcounts = await store.blob_refcounts()
@@ -79,7 +80,7 @@ async def check(store: Store, model: Model) -> None:
     sizes = {str(d): len(b) for img in IMAGES for d, b in img.blobs.items()}
     sizes.update({str(d): len(b) for d, b in ((Digest.from_bytes(o), o) for o in ORPHANS)})
     assert await store.usage() == sum(sizes[d] for d in refcounts)
-    pinned = {(by_id[r.image_id], r.runtime_handler) for r in await store.list_images() if r.pinned}
+    pinned = {(by_id[r.image_id], r.runtime_handler) for r in records if r.pinned}
     assert pinned == model.pinned & model.present
 
 
