@@ -21,7 +21,7 @@ from typing import Protocol
 import structlog
 
 from kubelet_sim.config.kubelet import KubeletConfiguration
-from kubelet_sim.core.pods import PullRequest
+from kubelet_sim.core.pods import PodSpec, PullRequest
 from kubelet_sim.core.reference import ImageReference
 from kubelet_sim.credentials.dockerconfig import DockerConfigSearch, NodeDockerConfig
 from kubelet_sim.credentials.keyring import BasicKeyring, SourcedCredentials
@@ -145,18 +145,34 @@ class CredentialResolver:
 
     __call__ = lookup
 
-    def _secret_credentials(self, request: PullRequest, image: str) -> list[SourcedCredentials]:
+    async def pod_synced(self, spec: PodSpec) -> None:
+        """Once per pod sync, as ``getPullSecretsForPod``: warn (log and a
+        ``FailedToRetrieveImagePullSecret`` event on the pod) about every pull secret that cannot
+        be read, whether or not an image is then pulled."""
+        requests = spec.requests()
+        if not requests:
+            return
+        request = requests[0]  # the pod's pull secrets, the same for all its containers
         names = [n for n in request.pull_secrets if n]
+        if names:
+            _, failed = self._read_secrets(request, names)
+            if failed:
+                self._warn(request, failed)
+
+    def _secret_credentials(self, request: PullRequest, image: str) -> list[SourcedCredentials]:
+        # The sync already warned about unreadable secrets (pod_synced); the rest are used.
+        keyring, _ = self._read_secrets(request, [n for n in request.pull_secrets if n])
+        return keyring.lookup(image) if keyring is not None else []
+
+    def _read_secrets(
+        self, request: PullRequest, names: Sequence[str]
+    ) -> tuple[BasicKeyring | None, tuple[str, ...]]:
         if self.secrets is None or request.pod.static:
             # A static pod's mirror pod may not reference secrets (the API server refuses it), so
             # the node is never allowed to read them: each one fails to be retrieved.
-            result_keyring, failed = None, tuple(names)
-        else:
-            result = pod_secrets(self.secrets, request.pod.namespace, names)
-            result_keyring, failed = result.keyring, result.failed
-        if failed:
-            self._warn(request, failed)
-        return result_keyring.lookup(image) if result_keyring is not None else []
+            return None, tuple(names)
+        result = pod_secrets(self.secrets, request.pod.namespace, names)
+        return result.keyring, tuple(result.failed)
 
     def _warn(self, request: PullRequest, failed: Sequence[str]) -> None:
         log.warning("pull_secrets.unavailable", pod=str(request.pod), secrets=list(failed))

@@ -127,13 +127,14 @@ class ImageManager:
     async def ensure_image(self, request: PullRequest) -> EnsureResult:
         """Make sure ``request``'s image is present, as the kubelet's ``EnsureImageExists``."""
         present: bool | None = None
-        pull_required = False
+        pull_required: bool | None = None
         try:
             result = await self._ensure(request)
-            present = result.present if request.policy is not PullPolicy.ALWAYS else None
-            pull_required = result.pulled is not None or result.reason in _PULL_REASONS
+            present, pull_required = _ensure_labels(request.policy, result)
             return result
         finally:
+            # recordEnsureImageRequest, deferred: both labels stay "unknown" when the call ends
+            # before they are known (an invalid name, a failed inspect, Never with no image).
             self.metrics.ensure_image_request(str(request.policy), present, pull_required)
             self.metrics.set_backoff_entries(len(self.backoff))
 
@@ -149,12 +150,15 @@ class ImageManager:
 
         record = None
         if request.policy is not PullPolicy.ALWAYS:
+            started = self.clock()
             try:
                 record = await self.service.image_status(str(ref), request.runtime_handler)
             except StoreError as exc:
+                self.metrics.runtime_operation("image_status", self.clock() - started, True)
                 msg = messages.failed_to_inspect_image("", exc)
                 self._event(request, EventType.WARNING, EventReason.INSPECT_FAILED, msg)
                 return EnsureResult(reason=PullReason.ERR_IMAGE_INSPECT, message=msg)
+            self.metrics.runtime_operation("image_status", self.clock() - started, False)
             if record is None and request.policy is PullPolicy.NEVER:
                 return self._never_pull(request)
 
@@ -255,6 +259,21 @@ class ImageManager:
 
 
 _PULL_REASONS = frozenset({PullReason.ERR_IMAGE_PULL, PullReason.IMAGE_PULL_BACKOFF})
+# A present image the pod must prove access to, under Never, is ErrImageNeverPull after the pull
+# was found to be required.
+_PULL_REASONS_AND_NEVER = _PULL_REASONS | {PullReason.ERR_IMAGE_NEVER_PULL}
+_UNKNOWN_REASONS = frozenset(
+    {PullReason.INVALID_IMAGE_NAME, PullReason.ERR_IMAGE_INSPECT, PullReason.ERR_IMAGE_NEVER_PULL}
+)
+
+
+def _ensure_labels(policy: PullPolicy, result: EnsureResult) -> tuple[bool | None, bool | None]:
+    """``present_locally`` and ``pull_required`` of ``recordEnsureImageRequest`` for a finished
+    ``EnsureImageExists`` (None is ``unknown``)."""
+    if result.reason in _UNKNOWN_REASONS and not result.present:
+        return None, None  # ended in the pre-check, before either was known
+    present = result.present if policy is not PullPolicy.ALWAYS else None
+    return present, result.pulled is not None or result.reason in _PULL_REASONS_AND_NEVER
 
 
 def cri_error_message(ref: ImageReference, error: BaseException) -> str:

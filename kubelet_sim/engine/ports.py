@@ -14,9 +14,13 @@ from typing import Protocol
 
 from kubelet_sim.core.credentials import Credentials
 from kubelet_sim.core.digest import Digest
-from kubelet_sim.core.pods import PulledImage, PullRequest
+from kubelet_sim.core.pods import PodSpec, PulledImage, PullRequest
 from kubelet_sim.core.reference import ImageReference
 from kubelet_sim.telemetry.events import EventReason, EventType, ObjectRef
+
+PodSyncHook = Callable[[PodSpec], Awaitable[None]]
+"""Run at the start of every pod sync (the kubelet reads the pod's pull secrets then and warns
+about unreadable ones, :meth:`kubelet_sim.credentials.CredentialResolver.pod_synced`)."""
 
 
 class Layer(Protocol):
@@ -82,7 +86,7 @@ class ManagerMetrics(Protocol):
     """What the manager observes (:class:`kubelet_sim.telemetry.metrics.PullMetrics`)."""
 
     def ensure_image_request(
-        self, policy: str, present: bool | None, pull_required: bool
+        self, policy: str, present: bool | None, pull_required: bool | None
     ) -> None: ...
 
     def image_pull_duration(self, seconds: float, size: int) -> None: ...
@@ -90,6 +94,8 @@ class ManagerMetrics(Protocol):
     def cache_hit(self) -> None: ...
 
     def set_backoff_entries(self, n: int) -> None: ...
+
+    def runtime_operation(self, operation_type: str, duration: float, error: bool) -> None: ...
 
 
 CredentialLookup = Callable[[PullRequest, ImageReference], Awaitable[Sequence[Credentials]]]

@@ -27,7 +27,7 @@ from kubelet_sim.core.pods import (
     PullRequest,
 )
 from kubelet_sim.engine.manager import EnsureResult, ImageManager
-from kubelet_sim.engine.ports import EventSink
+from kubelet_sim.engine.ports import EventSink, PodSyncHook
 from kubelet_sim.errors import KubeletSimError, PullReason
 from kubelet_sim.telemetry.events import EventReason, EventType, ObjectRef
 
@@ -76,8 +76,10 @@ class PullEngine:
         settings: EngineSettings | None = None,
         clock: Callable[[], float] = anyio.current_time,
         queue_size: int = 10_000,
+        on_sync: PodSyncHook | None = None,
     ) -> None:
         self.manager = manager
+        self.on_sync = on_sync
         self.service = manager.service
         self.recorder = recorder
         self.settings = settings or EngineSettings()
@@ -186,6 +188,8 @@ class PullEngine:
         return period
 
     async def _sync(self, state: PodState) -> bool:
+        if self.on_sync is not None:
+            await self.on_sync(state.spec)
         for request in state.spec.init_containers:
             if not await self._ensure(state, request):
                 return False

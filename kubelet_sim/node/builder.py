@@ -39,6 +39,7 @@ from kubelet_sim.credentials.secrets import SecretGetter
 from kubelet_sim.engine.manager import ImageManager, anonymous
 from kubelet_sim.engine.ports import (
     CredentialLookup,
+    PodSyncHook,
     ProgressFn,
     PulledImageVerifier,
     PullObserver,
@@ -75,6 +76,8 @@ class NodeMetrics(PullObserver, RequestObserver, Protocol):
     def set_backoff_entries(self, n: int) -> None: ...
 
     def bytes_pulled(self, n: int) -> None: ...
+
+    def runtime_operation(self, operation_type: str, duration: float, error: bool) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +152,7 @@ class Node:
         platform: Platform | None = None,
         credentials: CredentialLookup = anonymous,
         verifier: PulledImageVerifier | None = None,
+        on_sync: PodSyncHook | None = None,
         settings: EngineSettings | None = None,
         progress: ProgressFn | None = None,
         backoff: Backoff | None = None,
@@ -179,7 +183,7 @@ class Node:
             verifier=verifier,
             clock=clock,
         )
-        engine = PullEngine(manager, recorder, settings=settings, clock=clock)
+        engine = PullEngine(manager, recorder, settings=settings, clock=clock, on_sync=on_sync)
         return cls(
             config, service, recorder, metrics, runner, puller, manager, engine,
             store, client, platform,
@@ -259,6 +263,7 @@ async def open_node(
             platform=platform,
             credentials=creds.resolver.lookup,
             verifier=creds.verifier,
+            on_sync=creds.resolver.pod_synced,
             settings=options.engine,
             progress=parts.progress,
             backoff=Backoff(*options.backoff),

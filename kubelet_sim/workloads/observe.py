@@ -93,6 +93,9 @@ class NodeObserver:
     def set_backoff_entries(self, n: int) -> None:
         self.metrics.set_backoff_entries(n)
 
+    def runtime_operation(self, operation_type: str, duration: float, error: bool) -> None:
+        self.metrics.runtime_operation(operation_type, duration, error)
+
     def pull_started(self) -> None:
         self.metrics.pull_started()
 

@@ -15,7 +15,7 @@ from prometheus_client import CollectorRegistry
 from kubelet_sim.config.kubelet import ImagePullCredentialsVerificationPolicy as Policy
 from kubelet_sim.config.kubelet import KubeletConfiguration
 from kubelet_sim.core.credentials import Credentials
-from kubelet_sim.core.pods import PodRef, PulledImage, PullRequest
+from kubelet_sim.core.pods import PodRef, PodSpec, PulledImage, PullRequest
 from kubelet_sim.core.policy import PullPolicy
 from kubelet_sim.core.reference import ImageReference, parse_normalized
 from kubelet_sim.credentials import (
@@ -166,6 +166,8 @@ async def test_unusable_secrets_warn_and_the_rest_are_used(
     )
     found = await resolver.lookup(request, parse_normalized(PRIVATE))
     assert [c.username for c in found] == users
+    assert recorder.events() == [], "the lookup itself never warns: the pod's sync does"
+    await resolver.pod_synced(PodSpec(request.pod, containers=(request,)))
     events = [(e.reason, e.message, e.field_path) for e in recorder.events()]
     if failed:
         assert events == [
@@ -195,6 +197,7 @@ async def test_a_static_pod_can_never_read_the_secrets_it_names() -> None:
         pull_secrets=("regcred",),
     )
     for _ in range(2):
+        await resolver.pod_synced(PodSpec(request.pod, containers=(request,)))
         assert await resolver.lookup(request, parse_normalized(PRIVATE)) == []
     assert [(e.reason, e.count) for e in recorder.events()] == [
         ("FailedToRetrieveImagePullSecret", 2)
@@ -439,15 +442,18 @@ async def test_pull_secret_lookup_runs_once_per_ensure(world: World) -> None:
     world.objects.apply_text(secret_yaml("regcred", "private.example.com", ALICE))
     world.objects.apply_text(pod_yaml("owner", secrets=["regcred"]))
     await world.ensure("owner")
+    lookups: list[str] = []
+    inner = world.node.manager.credentials
+
+    async def counting(request: PullRequest, ref: ImageReference) -> Sequence[Credentials]:
+        lookups.append(request.pod.name)
+        return await inner(request, ref)
+
+    world.node.manager.credentials = counting
     world.objects.apply_text(pod_yaml("other", secrets=["gone"]))
     reason, _ = await world.ensure("other")  # verifier looks up, then the pull reuses it
     assert reason is PullReason.ERR_IMAGE_PULL
-    warnings = [
-        e
-        for e in world.recorder.events(name="other")
-        if e.reason == "FailedToRetrieveImagePullSecret"
-    ]
-    assert [e.count for e in warnings] == [1]
+    assert lookups == ["other"]
 
 
 @pytest.mark.anyio
@@ -465,3 +471,34 @@ async def test_verifier_is_only_built_with_the_gate_on(tmp_path: Path) -> None:
 def test_docker_config_entry_repr_hides_secrets() -> None:
     entry = DockerConfigEntry("u", "pw-SECRET", "e", "idt-SECRET", "rt-SECRET")
     assert "SECRET" not in repr(entry)
+
+
+@pytest.mark.anyio
+async def test_an_unreadable_pull_secret_warns_on_every_sync_even_when_the_image_is_present() -> (
+    None
+):
+    # getPullSecretsForPod runs on every pod sync, before and whether or not anything is pulled.
+    objects = ObjectStore()
+    objects.apply_text(pod_yaml("p", PUBLIC, secrets=["gone"]))
+    recorder = EventRecorder(spam_filter=False)
+    resolver = CredentialResolver(secrets=objects, recorder=recorder)
+    runtime = FakeRuntime(pull_seconds=0.0)
+    runtime.add(PUBLIC)
+    node = Node.build(
+        KubeletConfiguration.default(),
+        runtime,
+        recorder,
+        PullMetrics(CollectorRegistry()),
+        credentials=resolver.lookup,
+        on_sync=resolver.pod_synced,
+    )
+    pod = objects.get_pod("default", "p")
+    assert pod is not None
+    async with node.running():
+        await node.engine.submit(pod_spec(pod))
+        await node.engine.wait_ready(pod.uid)
+    assert [(e.reason, e.count) for e in recorder.events()] == [
+        ("FailedToRetrieveImagePullSecret", 1),
+        ("Pulled", 1),
+    ]
+    assert runtime.calls == []

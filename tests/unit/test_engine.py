@@ -274,3 +274,64 @@ async def test_resync_jitter_stays_within_upstream_bounds() -> None:
     delays = [h.node.engine._resync_delay() for _ in range(200)]
     assert all(10 <= d <= 15 for d in delays)
     assert max(delays) - min(delays) > 3
+
+
+def _ensure_samples(h: object) -> dict[tuple[str, str, str], float]:
+    registry = h.registry  # type: ignore[attr-defined]
+    out: dict[tuple[str, str, str], float] = {}
+    for metric in registry.collect():
+        if metric.name == "kubelet_image_manager_ensure_image_requests":
+            for s in metric.samples:
+                if s.name.endswith("_total"):
+                    key = (
+                        s.labels["pull_policy"],
+                        s.labels["present_locally"],
+                        s.labels["pull_required"],
+                    )
+                    out[key] = s.value
+    return out
+
+
+async def test_ensure_image_request_labels_follow_record_ensure_image_request() -> None:
+    # recordEnsureImageRequest is deferred: a call that ends in the pre-check (an invalid name,
+    # Never with the image absent) leaves both labels "unknown".
+    runtime = FakeRuntime(pull_seconds=0)
+    runtime.add("registry.test/present:1")
+    h = make_node(runtime)
+    async with h.node.running():
+        await h.node.engine.submit(pod("bad", "Not_A/Valid::Name"))
+        await h.node.engine.submit(pod("never", "registry.test/absent:1", policy=PullPolicy.NEVER))
+        await h.node.engine.submit(pod("hit", "registry.test/present:1"))
+        await h.node.engine.wait_ready("uid-hit")
+        await h.node.engine.submit(pod("miss", "registry.test/new:1"))
+        await h.node.engine.wait_ready("uid-miss")
+        await h.node.engine.remove("uid-bad")
+        await h.node.engine.remove("uid-never")
+    samples = _ensure_samples(h)
+    assert samples[("ifnotpresent", "unknown", "unknown")] >= 1  # the invalid name
+    assert samples[("never", "unknown", "unknown")] >= 1
+    assert samples[("ifnotpresent", "true", "false")] == 1
+    assert samples[("ifnotpresent", "false", "true")] == 1
+    assert ("never", "false", "false") not in samples
+    assert ("ifnotpresent", "false", "false") not in samples
+
+
+async def test_image_status_calls_are_runtime_operations() -> None:
+    runtime = FakeRuntime(pull_seconds=0)
+    runtime.add("registry.test/present:1")
+    h = make_node(runtime)
+    async with h.node.running():
+        await h.node.engine.submit(pod("hit", "registry.test/present:1"))
+        await h.node.engine.wait_ready("uid-hit")
+        await h.node.engine.submit(
+            pod("always", "registry.test/present:1", policy=PullPolicy.ALWAYS)
+        )
+        await h.node.engine.wait_ready("uid-always")
+    sample = h.registry.get_sample_value
+    # IfNotPresent asks ImageStatus; Always does not (it pulls).
+    assert sample("kubelet_runtime_operations_total", {"operation_type": "image_status"}) == 1
+    assert sample("kubelet_runtime_operations_total", {"operation_type": "pull_image"}) == 1
+    assert (
+        sample("kubelet_runtime_operations_errors_total", {"operation_type": "image_status"})
+        is None
+    )
