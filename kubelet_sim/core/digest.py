@@ -75,15 +75,6 @@ def new_hasher(algorithm: str) -> Hasher:
     return hashlib.new(algorithm)
 
 
-def is_valid(value: str) -> bool:
-    """True when ``value`` parses as a supported digest."""
-    try:
-        Digest.parse(value)
-    except InvalidDigestError:
-        return False
-    return True
-
-
 def short_digest(value: str, length: int = 12) -> str:
     """The first ``length`` hex characters of a digest, as ``crictl images`` shows image IDs."""
     return value.partition(":")[2][:length] if ":" in value else value[:length]

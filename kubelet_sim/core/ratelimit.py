@@ -1,9 +1,14 @@
 """The registry pull throttle: a token bucket that never waits.
 
 Models ``pkg/kubelet/images/helpers.go`` (``throttleImagePulling``) over client-go's
-``flowcontrol.NewTokenBucketRateLimiter(qps, burst)``: the bucket starts full, refills at ``qps``
-tokens per second up to ``burst``, and ``try_accept`` takes a token or fails at once. With
+``flowcontrol.NewTokenBucketRateLimiter(qps, burst)``, which is ``golang.org/x/time/rate``'s
+``Limiter``: the bucket starts full, refills at ``qps`` tokens per second up to ``burst``, and
+``try_accept`` takes a token or fails at once, leaving the bucket as it was (``rate.Limiter``
+keeps its state on a refused reservation). A clock that steps back refills nothing. With
 ``qps == 0`` there is no throttle at all.
+
+The one token bucket of the package: the event recorder's per-object spam filter
+(client-go ``events_cache.go``, ``NewTokenBucketRateLimiterWithClock``) is the same limiter.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ QPS_EXCEEDED = "pull QPS exceeded"
 
 @dataclass(slots=True)
 class TokenBucket:
-    """A non-blocking token bucket; every call takes ``now`` (monotonic seconds)."""
+    """A non-blocking token bucket; every call takes ``now`` in seconds (any clock)."""
 
     qps: float
     burst: int
@@ -38,21 +43,19 @@ class TokenBucket:
         if self.unlimited:
             self.accepted += 1
             return True
-        if self._last is not None and now > self._last:
-            self._tokens = min(float(self.burst), self._tokens + (now - self._last) * self.qps)
-        if self._last is None or now > self._last:
-            self._last = now
-        if self._tokens >= 1.0:
-            self._tokens -= 1.0
-            self.accepted += 1
-            return True
-        self.rejected += 1
-        return False
+        tokens = self.tokens(now)
+        if tokens < 1.0:
+            self.rejected += 1
+            return False
+        self._tokens, self._last = tokens - 1.0, now
+        self.accepted += 1
+        return True
 
     def tokens(self, now: float) -> float:
         """Tokens available at ``now`` (without taking one)."""
         if self.unlimited:
             return float("inf")
-        if self._last is None or now <= self._last:
+        if self._last is None:
             return self._tokens
-        return min(float(self.burst), self._tokens + (now - self._last) * self.qps)
+        refill = max(0.0, now - self._last) * self.qps
+        return min(float(self.burst), self._tokens + refill)

@@ -100,34 +100,3 @@ class MemorySink:
     async def abort(self) -> None:
         self._chunks.clear()
         self._written = 0
-
-
-class DiscardSink:
-    """Hashes and counts, keeps nothing: for benchmarks that measure the transfer alone."""
-
-    def __init__(self, algorithm: str = "sha256") -> None:
-        self._algorithm = algorithm
-        self._written = 0
-        self._hasher = new_hasher(algorithm)
-        self.committed = False
-
-    @property
-    def written(self) -> int:
-        return self._written
-
-    async def write(self, chunk: bytes) -> None:
-        self._written += len(chunk)
-        self._hasher.update(chunk)
-
-    async def reset(self) -> None:
-        self._written = 0
-        self._hasher = new_hasher(self._algorithm)
-
-    async def commit(self, digest: Digest, size: int) -> None:
-        if digest.algorithm != self._algorithm:
-            raise DigestMismatchError(str(digest), f"a {self._algorithm} stream", what="blob")
-        verify(digest, size, self._written, self._hasher)
-        self.committed = True
-
-    async def abort(self) -> None:
-        self._written = 0

@@ -12,7 +12,10 @@ Models ``pkg/credentialprovider/plugin/plugin.go``:
 - answers are cached by ``cacheKeyType``: ``Image`` (the repository), ``Registry`` (the host) or
   ``Global``, for ``cacheDuration`` (absent: ``defaultCacheDuration``; 0: not cached); lookups
   try image, registry, then global; expired entries are purged at most every 15 minutes;
-- identical concurrent requests share one exec (``singleflight``, keyed by image).
+- identical concurrent requests share one exec (``singleflight``, keyed by image; here
+  :class:`~kubelet_sim.core.singleflight.SingleFlight`). Upstream runs the shared exec under
+  ``context.Background()``, so no caller's cancellation reaches the others; here a caller that is
+  cancelled while its exec runs kills that exec, and one of the waiters execs the plugin itself.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import os
 from collections.abc import Callable, Mapping
 from contextlib import suppress
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from subprocess import PIPE
 from typing import Protocol
@@ -31,6 +35,7 @@ import anyio.abc
 import structlog
 
 from kubelet_sim.core.durations import parse_go_duration
+from kubelet_sim.core.singleflight import SingleFlight
 from kubelet_sim.credentials.dockerconfig import DockerConfig, DockerConfigEntry
 from kubelet_sim.credentials.keyring import urls_match
 from kubelet_sim.credentials.plugin_config import CredentialProvider, plugin_executable
@@ -65,12 +70,6 @@ class _Response:
     cache_key_type: str
     cache_duration: float | None
     auth: dict[str, DockerConfigEntry] = field(repr=False)
-
-
-@dataclass(slots=True)
-class _Flight:
-    done: anyio.Event = field(default_factory=anyio.Event)
-    result: DockerConfig = field(default_factory=dict)
 
 
 def registry_of(image: str) -> str:
@@ -186,7 +185,7 @@ class PluginProvider:
         self._environ = dict(os.environ if environ is None else environ)
         self._cache: dict[str, tuple[DockerConfig, float]] = {}
         self._last_purge = clock()
-        self._flights: dict[str, _Flight] = {}
+        self._execs: SingleFlight[str, DockerConfig] = SingleFlight()
         self.execs = 0
 
     @property
@@ -219,17 +218,7 @@ class PluginProvider:
         cached = self._cached(image)
         if cached is not None:
             return cached
-        flight = self._flights.get(image)
-        if flight is not None:
-            await flight.done.wait()
-            return flight.result
-        flight = self._flights[image] = _Flight()
-        try:
-            flight.result = await self._provide(image)
-        finally:
-            del self._flights[image]
-            flight.done.set()
-        return flight.result
+        return await self._execs.run(image, partial(self._provide, image))
 
     async def _provide(self, image: str) -> DockerConfig:
         try:

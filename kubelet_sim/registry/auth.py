@@ -6,7 +6,9 @@ and lives in :mod:`~kubelet_sim.registry.challenge` (:func:`parse_challenges`,
 :func:`pick_challenge`, :func:`scope_for`) and :mod:`~kubelet_sim.registry.tokens`
 (:func:`plan_token_request`, :func:`parse_token_response`, :func:`check_realm`); their names are
 re-exported here. :class:`AuthManager` only adds I/O through an injected ``httpx.AsyncClient``, a
-cache and single-flight.
+cache and a :class:`~kubelet_sim.core.singleflight.SingleFlight` per token. :func:`send_authorized`
+is the one 401 path: :class:`~kubelet_sim.registry.transport.Transport` sends every registry
+request through it.
 
 Where credentials go: a Bearer challenge names a ``realm`` (the token server), which may live on
 another host than the registry. As docker and containerd do, the credentials for the registry are
@@ -20,16 +22,18 @@ output or a token fetched for *this* host/scope/credential ever becomes an Autho
 from __future__ import annotations
 
 import base64
-import copy
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 
 import anyio
 import httpx
 import structlog
 
 from kubelet_sim.core.credentials import ANONYMOUS, Credentials
-from kubelet_sim.errors import RegistryAuthError, RegistryError, RegistryTransportError
+from kubelet_sim.core.singleflight import SingleFlight
+from kubelet_sim.errors import RegistryAuthError, RegistryTransportError
+from kubelet_sim.registry.boundary import read_capped, read_error_body, translate_errors
 from kubelet_sim.registry.challenge import Challenge, parse_challenges, pick_challenge, scope_for
 from kubelet_sim.registry.tokens import (
     HEADER_SAFE,
@@ -42,7 +46,6 @@ from kubelet_sim.registry.tokens import (
     error_code,
     parse_token_response,
     plan_token_request,
-    read_capped,
     should_fall_back_to_get,
 )
 
@@ -87,17 +90,6 @@ class _Cached:
     expires_at: float | None  # None: never expires (Basic, a registry token given as is)
 
 
-class _Flight:
-    """One in-flight token fetch; waiters share its header or its error (containerd authResult)."""
-
-    __slots__ = ("done", "error", "header")
-
-    def __init__(self) -> None:
-        self.done = anyio.Event()
-        self.header: str | None = None
-        self.error: RegistryError | None = None
-
-
 def _key(host: str, scope: str, creds: Credentials | None) -> CacheKey:
     return (host.lower(), scope, (creds or ANONYMOUS).fingerprint())
 
@@ -128,7 +120,8 @@ class AuthManager:
         self._client_id = client_id
         self._tokens: dict[CacheKey, _Cached] = {}
         self._basic: dict[tuple[str, str], _Cached] = {}  # (host, fingerprint): host-wide
-        self._inflight: dict[CacheKey, _Flight] = {}
+        # containerd authResult: concurrent fetches of one token share its header or its error.
+        self._fetching: SingleFlight[CacheKey, str] = SingleFlight()
         self._fetches = 0
         self._hits = 0
         self._prune_at = 1024
@@ -138,7 +131,7 @@ class AuthManager:
             token_fetches=self._fetches,
             cache_hits=self._hits,
             cached=len(self._tokens) + len(self._basic),
-            in_flight=len(self._inflight),
+            in_flight=self._fetching.statistics().in_flight,
         )
 
     def _cached_token(self, key: CacheKey) -> str | None:
@@ -221,40 +214,23 @@ class AuthManager:
             header = f"Bearer {creds.registry_token}"
             self._store(key, header, None)
             return header
-        while True:
-            cached = self._cached_token(key)
-            if cached is not None:
-                self._hits += 1
-                log.debug("registry_token", host=host, scope=scope, cache="hit")
-                return cached
-            flight = self._inflight.get(key)
-            if flight is None:
-                break
-            await flight.done.wait()
-            if flight.error is not None:
-                raise copy.copy(flight.error) from flight.error
-            if flight.header is not None:
-                self._hits += 1
-                log.debug("registry_token", host=host, scope=scope, cache="shared")
-                return flight.header
-            # the fetching task was cancelled: loop, and fetch ourselves unless someone else does
-        flight = _Flight()
-        self._inflight[key] = flight
-        try:
-            header, expires_at = await self._fetch(host, scope, challenge, creds)
-            self._store(key, header, expires_at)
-            flight.header = header
-        except RegistryError as exc:
-            flight.error = exc
-            raise
-        finally:
-            del self._inflight[key]
-            flight.done.set()
-        return header
+        cached = self._cached_token(key)
+        if cached is not None:
+            self._hits += 1
+            log.debug("registry_token", host=host, scope=scope, cache="hit")
+            return cached
+        outcome = await self._fetching.run_shared(
+            key, partial(self._fetch, key, host, scope, challenge, creds)
+        )
+        if outcome.shared:
+            self._hits += 1
+            log.debug("registry_token", host=host, scope=scope, cache="shared")
+        return outcome.value
 
     async def _fetch(
-        self, host: str, scope: str, challenge: Challenge, creds: Credentials
-    ) -> tuple[str, float]:
+        self, key: CacheKey, host: str, scope: str, challenge: Challenge, creds: Credentials
+    ) -> str:
+        """Fetch a token and cache its header (the single-flight's function)."""
         shown = check_realm(challenge.realm, host)
         scopes = sorted(set(scope.split()) | set(challenge.scopes))
         started = self._clock()
@@ -270,7 +246,9 @@ class AuthManager:
                 f"token request to {shown} for {_what(scope)} timed out "
                 f"after {TOKEN_FETCH_TIMEOUT:g}s"
             ) from None
-        return f"Bearer {token.value}", started + token.lifetime - EXPIRY_MARGIN
+        header = f"Bearer {token.value}"
+        self._store(key, header, started + token.lifetime - EXPIRY_MARGIN)
+        return header
 
     async def _request_token(
         self,
@@ -337,20 +315,24 @@ class AuthManager:
         if request.authorization:
             headers["Authorization"] = request.authorization
         try:
-            async with self._http.stream(
-                request.method,
-                request.url,
-                params=list(request.params) or None,
-                data=dict(request.form) or None,
-                headers=headers,
-            ) as response:
-                body = await read_capped(response, what=f"token answer from {shown}")
-                return response.status_code, body
-        except httpx.TransportError as exc:
-            log.warning("registry_token_fetch", realm=shown, error=type(exc).__name__)
-            raise RegistryTransportError(
-                f"token request to {shown} failed: {type(exc).__name__}"
-            ) from exc
+            with translate_errors(f"token request to {shown} failed"):
+                async with self._http.stream(
+                    request.method,
+                    request.url,
+                    params=list(request.params) or None,
+                    data=dict(request.form) or None,
+                    headers=headers,
+                ) as response:
+                    body = await read_capped(
+                        response,
+                        limit=MAX_AUTH_BODY,
+                        what=f"token answer from {shown}",
+                        error=RegistryAuthError,
+                    )
+                    return response.status_code, body
+        except RegistryTransportError as exc:
+            log.warning("registry_token_fetch", realm=shown, error=type(exc.__cause__).__name__)
+            raise
 
 
 async def send_authorized(
@@ -362,10 +344,14 @@ async def send_authorized(
 ) -> httpx.Response:
     """Send with the cached Authorization value; on 401 authorize once and resend; never loop.
 
-    ``send(authorization)`` makes the request (None: no Authorization header). A 401 answer is
-    closed here; any other answer is returned open to the caller. The rule (containerd
-    ``invalidAuthorization``): a 401 for a cached value drops it and retries once with a fresh
-    one; a 401 to the fresh value fails.
+    The one 401 path: :class:`~kubelet_sim.registry.transport.Transport` sends every registry
+    request through it. ``send(authorization)`` makes the request (None: no Authorization header)
+    and returns an answer; every 401 it returns is taken for the registry's challenge (a sender
+    that must not answer some 401s, such as blob storage's after a redirect, raises for those
+    itself). A 401 answer is closed here; any other answer is returned open to the caller. The
+    rule (containerd ``invalidAuthorization``): a 401 for a cached value drops it and retries once
+    with a fresh one; a 401 to the fresh value fails with the error code of its body
+    (``UNAUTHORIZED`` when it names none).
 
     Raises:
         RegistryAuthError: status 401 after the retry (plus whatever :meth:`AuthManager.authorize`
@@ -384,17 +370,17 @@ async def send_authorized(
     if response.status_code != 401:
         return response
     try:
-        code = error_code(await read_capped(response, what=f"401 answer from {host}"))
-    except RegistryAuthError:
-        code = None
+        body = await read_error_body(response, what=f"401 answer from {host}")
+        code = error_code(body) or "UNAUTHORIZED"
     finally:
         await response.aclose()
     auth.invalidate(host, scope, creds, rejected=header)
     chosen = pick_challenge(parse_challenges(response.headers.get_list("www-authenticate")))
     said = chosen.error if chosen is not None and SAFE_CODE.fullmatch(chosen.error) else ""
     raise RegistryAuthError(
-        f"registry {host} refused authorization for {_what(scope)}: pull access denied, "
-        "repository does not exist or may require authorization"
+        # What happened, in the registry's terms; the CRI message around it adds containerd's
+        # "pull access denied, repository does not exist or may require authorization".
+        f"registry {host} refused the credentials for {_what(scope)} (401 after authorizing)"
         + (f" (server said {said})" if said else ""),
         code=code,
         status=401,

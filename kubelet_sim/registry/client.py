@@ -36,6 +36,7 @@ from kubelet_sim.errors import (
 )
 from kubelet_sim.registry import mediatypes as mt
 from kubelet_sim.registry.auth import scope_for
+from kubelet_sim.registry.boundary import read_capped, translate_errors
 from kubelet_sim.registry.hosts import RegistryHost, hosts_for, registry_hosts
 from kubelet_sim.registry.manifests import (
     Descriptor,
@@ -228,19 +229,15 @@ class RegistryClient:
             headers={"Accept": mt.ACCEPT_HEADER},
             params=params,
         ) as response:
-            length = response.headers.get("content-length")
-            if length is not None and length.isdigit() and int(length) > limit:
+            length = response.headers.get("content-length", "")
+            if length.isdigit() and int(length) > limit:
                 raise ManifestError(
                     f"rejecting {length} byte manifest: over the {limit} byte limit"
                 )
-            chunks: list[bytes] = []
-            total = 0
-            async for chunk in response.aiter_bytes():
-                total += len(chunk)
-                if total > limit:
-                    raise ManifestError(f"rejecting manifest over the {limit} byte limit")
-                chunks.append(chunk)
-            return b"".join(chunks), response.headers.get("content-type", "")
+            raw = await read_capped(
+                response, limit=limit, what=f"manifest {path}", error=ManifestError
+            )
+            return raw, response.headers.get("content-type", "")
 
     async def fetch_manifest(
         self, ref: ImageReference, desc: Descriptor, creds: Credentials | None = None
@@ -302,8 +299,16 @@ class RegistryClient:
             usable = [
                 d.platform if (d.is_manifest or d.is_index) else None for d in parsed.manifests
             ]
-            current = parsed.manifests[select_manifest(wanted, usable)]
+            index = select_manifest(wanted, usable)
+            current = parsed.manifests[index]
             chosen_platform = current.platform
+            log.debug(
+                "platform_selected",
+                image=str(ref),
+                wanted=str(wanted),
+                chosen=str(chosen_platform),
+                index=index,
+            )
             parsed = await self.fetch_manifest(ref, current, creds)
         config_sink = MemorySink(parsed.config.digest.algorithm)
         if parsed.config.size > MAX_CONFIG_SIZE:
@@ -362,46 +367,20 @@ class RegistryClient:
         sink: BlobSink,
         progress: ProgressFn | None,
     ) -> None:
+        """Fetch the blob from one host, resuming where each failed attempt stopped."""
         scope = scope_for(ref.repository, ("pull",))
         path = f"/{ref.repository}/blobs/{desc.digest}"
         failures = 0
-        pending = bytearray()
         while sink.written < desc.size:
             offset = sink.written
-            headers = {"Accept-Encoding": "identity", "Accept": f"{desc.media_type}, */*"}
-            if offset:
-                headers["Range"] = f"bytes={offset}-{desc.size - 1}"
+            pending = bytearray()
             try:
-                async with self.transport.open(
-                    "GET",
-                    host,
-                    path,
-                    scope=scope,
-                    creds=creds,
-                    headers=headers,
-                    params=params,
-                    ok=frozenset({200, 206}),
-                ) as response:
-                    await self._check_blob_response(response, desc, sink, offset)
-                    encoded = response.headers.get("content-encoding", "identity") != "identity"
-                    chunks = response.aiter_bytes() if encoded else response.aiter_raw()
-                    try:
-                        async for chunk in chunks:
-                            if len(chunk) > desc.size - sink.written - len(pending):
-                                raise DigestMismatchError(
-                                    f"size {desc.size}",
-                                    "more bytes than the descriptor's size",
-                                    what=f"blob {desc.digest}",
-                                )
-                            pending += chunk
-                            if len(pending) >= self.settings.read_chunk_size:
-                                await self._flush(pending, sink, desc, progress)
-                    except httpx.TransportError:
-                        # What arrived before the reset is a valid prefix: keep it for the resume.
-                        await self._flush(pending, sink, desc, progress)
-                        raise
-                    await self._flush(pending, sink, desc, progress)
-            except (httpx.TransportError, RegistryTransportError) as exc:
+                await self._fetch_from(
+                    host, path, scope, creds, params, desc, sink, pending, progress
+                )
+            except RegistryTransportError as exc:
+                # What arrived before the failure is a valid prefix: keep it for the resume.
+                await self._flush(pending, sink, desc, progress)
                 failures = 0 if sink.written > offset else failures + 1
                 if failures >= MAX_NO_PROGRESS_RETRIES:
                     raise RegistryTransportError(
@@ -413,16 +392,77 @@ class RegistryClient:
                     digest=str(desc.digest),
                     offset=sink.written,
                     size=desc.size,
-                    error=type(exc).__name__,
+                    error=type(exc.__cause__ or exc).__name__,
                 )
                 continue
             if sink.written < desc.size:
                 # The body ended early without a transport error (a lying Content-Length).
                 failures += 1
-                if failures >= MAX_NO_PROGRESS_RETRIES:
+            if failures >= MAX_NO_PROGRESS_RETRIES:
+                raise DigestMismatchError(
+                    f"size {desc.size}", f"size {sink.written}", what=f"blob {desc.digest}"
+                )
+
+    async def _fetch_from(
+        self,
+        host: RegistryHost,
+        path: str,
+        scope: str,
+        creds: Credentials | None,
+        params: dict[str, str],
+        desc: Descriptor,
+        sink: BlobSink,
+        pending: bytearray,
+        progress: ProgressFn | None,
+    ) -> None:
+        """One GET of the blob from ``sink.written`` on: a closed ``Range`` request when resuming.
+
+        Bytes received but not yet handed to the sink are in ``pending`` when this raises.
+        """
+        offset = sink.written
+        headers = {"Accept-Encoding": "identity", "Accept": f"{desc.media_type}, */*"}
+        if offset:
+            headers["Range"] = f"bytes={offset}-{desc.size - 1}"
+        async with self.transport.open(
+            "GET",
+            host,
+            path,
+            scope=scope,
+            creds=creds,
+            headers=headers,
+            params=params,
+            ok=frozenset({200, 206}),
+        ) as response:
+            await self._check_blob_response(response, desc, sink, offset)
+            await self._copy_body(response, desc, sink, pending, progress)
+
+    async def _copy_body(
+        self,
+        response: httpx.Response,
+        desc: Descriptor,
+        sink: BlobSink,
+        pending: bytearray,
+        progress: ProgressFn | None,
+    ) -> None:
+        """Stream the body into ``sink`` in large writes, never past the descriptor's size.
+
+        Raises:
+            DigestMismatchError: the body holds more bytes than the descriptor's size.
+            RegistryTransportError: the body failed while streaming.
+        """
+        encoded = response.headers.get("content-encoding", "identity") != "identity"
+        with translate_errors(f"GET {redact_url(response.url)}"):
+            async for chunk in response.aiter_bytes() if encoded else response.aiter_raw():
+                if len(chunk) > desc.size - sink.written - len(pending):
                     raise DigestMismatchError(
-                        f"size {desc.size}", f"size {sink.written}", what=f"blob {desc.digest}"
+                        f"size {desc.size}",
+                        "more bytes than the descriptor's size",
+                        what=f"blob {desc.digest}",
                     )
+                pending += chunk
+                if len(pending) >= self.settings.read_chunk_size:
+                    await self._flush(pending, sink, desc, progress)
+        await self._flush(pending, sink, desc, progress)
 
     @staticmethod
     async def _flush(

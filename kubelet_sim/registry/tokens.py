@@ -1,10 +1,10 @@
 """Token requests and answers: what to send to a Bearer realm and how to read what comes back.
 
 Models containerd ``core/remotes/docker/auth/fetch.go`` and ``authorizer.go`` and the distribution
-token specs (``docs/spec/auth/{token,oauth}.md``). Everything here is pure except
-:func:`read_capped`, which reads a streamed body it is handed; :class:`~kubelet_sim.registry.auth.
-AuthManager` does the I/O. :func:`check_realm` decides where credentials may be sent (see
-:mod:`kubelet_sim.registry.auth`).
+token specs (``docs/spec/auth/{token,oauth}.md``). Everything here is pure:
+:class:`~kubelet_sim.registry.auth.AuthManager` does the I/O (reading bodies with
+:func:`~kubelet_sim.registry.boundary.read_capped`, capped at :data:`MAX_AUTH_BODY`).
+:func:`check_realm` decides where credentials may be sent (see :mod:`kubelet_sim.registry.auth`).
 """
 
 from __future__ import annotations
@@ -13,11 +13,8 @@ import base64
 import ipaddress
 import json
 import re
-import zlib
-from collections.abc import AsyncGenerator, Sequence
-from contextlib import aclosing
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import cast
 
 import httpx
 
@@ -36,7 +33,6 @@ __all__ = [
     "error_code",
     "parse_token_response",
     "plan_token_request",
-    "read_capped",
     "should_fall_back_to_get",
 ]
 
@@ -188,40 +184,3 @@ def check_realm(realm: str, host: str) -> str:
     if url.scheme == "http" and not (url.host == registry_host or is_localhost(url.host)):
         raise RegistryAuthError(f"token realm {shown} of registry {host} must use https")
     return shown
-
-
-async def read_capped(response: httpx.Response, *, what: str, limit: int = MAX_AUTH_BODY) -> bytes:
-    """Read at most ``limit`` decoded bytes of a (streamed) body, then stop.
-
-    Reads raw chunks under ``aclosing`` (so nothing is left for the GC on trio) and inflates
-    gzip/deflate itself, bounded by ``limit``.
-
-    Raises:
-        RegistryAuthError: the body is larger than ``limit`` or uses another content-encoding.
-    """
-    status = response.status_code
-    too_large = RegistryAuthError(f"{what} was too large (over {limit} bytes)", status=status)
-    declared = response.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise too_large
-    if response.is_stream_consumed:  # httpx already holds the (decoded) body
-        if len(response.content) > limit:
-            raise too_large
-        return response.content
-    encoding = response.headers.get("content-encoding", "identity").strip().lower()
-    if encoding not in ("identity", "gzip", "x-gzip", "deflate"):
-        raise RegistryAuthError(f"{what} used an unsupported content-encoding", status=status)
-    inflate = None if encoding == "identity" else zlib.decompressobj(zlib.MAX_WBITS | 32)
-    body = bytearray()
-    try:
-        raw = cast("AsyncGenerator[bytes, None]", response.aiter_raw())  # it is one in httpx
-        async with aclosing(raw) as chunks:
-            async for chunk in chunks:
-                body += (
-                    chunk if inflate is None else inflate.decompress(chunk, limit + 1 - len(body))
-                )
-                if len(body) > limit:
-                    raise too_large
-    except zlib.error:
-        raise RegistryAuthError(f"{what} is not valid {encoding} data", status=status) from None
-    return bytes(body)

@@ -3,14 +3,16 @@
 Every call the client makes goes through :meth:`Transport.open`. It
 
 - sends a cached ``Authorization`` for the registry's own origin only, answers a 401 challenge once
-  through :class:`~kubelet_sim.registry.auth.AuthManager` and fails with
+  through :func:`~kubelet_sim.registry.auth.send_authorized` (the one 401 path) and fails with
   :class:`~kubelet_sim.errors.RegistryAuthError` on a second 401 instead of looping;
 - follows up to 10 redirects by hand, dropping ``Authorization`` whenever the origin changes (a
   registry's 307 to blob storage) while keeping ``Range`` and ``Accept``;
 - retries connection errors and 408/429/500/502/503/504 with bounded exponential backoff, honouring
   ``Retry-After`` (seconds or an HTTP date, capped), and never retries auth or not-found answers;
 - turns error answers into the typed errors of :mod:`kubelet_sim.errors`, reading at most 64 KiB of
-  the body and parsing the OCI ``{"errors": [...]}`` document.
+  the body and parsing the OCI ``{"errors": [...]}`` document, and httpx failures into
+  :class:`~kubelet_sim.errors.RegistryTransportError` (both through
+  :mod:`~kubelet_sim.registry.boundary`).
 
 Timeouts: httpx's per-read timeout is the stall timeout (no bytes for N seconds); the overall deadline
 of a request that is not a blob body is enforced with ``anyio.fail_after``.
@@ -39,12 +41,17 @@ from kubelet_sim.errors import (
     RegistryNotFoundError,
     RegistryTransportError,
 )
-from kubelet_sim.registry.auth import AuthManager
+from kubelet_sim.registry.auth import AuthManager, send_authorized
+from kubelet_sim.registry.boundary import (
+    HTTPX_ERRORS,
+    read_error_body,
+    translate_errors,
+    transport_error,
+)
 from kubelet_sim.registry.hosts import RegistryHost
 
 log = structlog.get_logger(__name__)
 
-MAX_ERROR_BODY = 64 * 1024
 MAX_REDIRECTS = 10
 RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 NOT_FOUND_CODES = frozenset({"MANIFEST_UNKNOWN", "BLOB_UNKNOWN", "NAME_UNKNOWN"})
@@ -217,19 +224,27 @@ def error_from_response(
     return cls(text, code=code, status=status, detail=detail)
 
 
-async def read_capped(response: httpx.Response, limit: int = MAX_ERROR_BODY) -> bytes:
-    """At most ``limit`` bytes of a streamed response body; the rest is not read."""
-    chunks: list[bytes] = []
-    total = 0
-    try:
-        async for chunk in response.aiter_bytes():
-            chunks.append(chunk)
-            total += len(chunk)
-            if total >= limit:
-                break
-    except httpx.HTTPError:
-        pass
-    return b"".join(chunks)[:limit]
+@dataclass(frozen=True, slots=True)
+class _Request:
+    """One logical request, as :meth:`Transport.open` was asked for it."""
+
+    method: str
+    host: RegistryHost
+    path: str
+    scope: str
+    creds: Credentials | None = field(repr=False)
+    headers: dict[str, str] = field(repr=False)
+    content: bytes | None = field(repr=False)
+    params: Mapping[str, str] | None
+    ok: frozenset[int]
+
+
+@dataclass(slots=True)
+class _Attempts:
+    """Retry state of one logical request, shared by its resend after a 401."""
+
+    count: int = 0
+    plain_http: bool = False
 
 
 class Transport:
@@ -286,128 +301,148 @@ class Transport:
         """Send one logical request and yield the streamed answer (status in ``ok``).
 
         ``path`` is relative to the host's base URL (e.g. ``/library/busybox/manifests/latest``) or
-        an absolute URL (an upload ``Location``). The response is closed when the block exits.
+        an absolute URL (an upload ``Location``). The response is closed when the block exits; an
+        httpx failure while the block reads the body is raised as ``RegistryTransportError``.
 
         Raises:
             RegistryError: typed by status and OCI error code, after retries.
         """
+        request = _Request(
+            method, host, path, scope, creds, dict(headers or {}), content, params, ok
+        )
         limit = self.settings.request_deadline if deadline is None else deadline
         try:
             with anyio.fail_after(limit or None):
-                response = await self._send(
-                    method, host, path, scope, creds, dict(headers or {}), content, params, ok
-                )
+                response = await self._send(request)
         except TimeoutError as exc:
             where = path if "://" in path else self.base_url(host) + path
             raise RegistryTransportError(
                 f"{method} {redact_url(where)}: no answer within the {limit:g}s request deadline"
             ) from exc
         try:
-            yield response
+            with translate_errors(f"{method} {redact_url(response.url)}"):
+                yield response
         finally:
             await response.aclose()
 
-    async def _send(
-        self,
-        method: str,
-        host: RegistryHost,
-        path: str,
-        scope: str,
-        creds: Credentials | None,
-        headers: dict[str, str],
-        content: bytes | None,
-        params: Mapping[str, str] | None,
-        ok: frozenset[int],
+    async def _send(self, request: _Request) -> httpx.Response:
+        """Send until an answer in ``ok``; a 401 challenge is answered by :func:`send_authorized`.
+
+        Both sends :func:`send_authorized` may make share one :class:`_Attempts`, so the retry
+        bound and a learnt plain-HTTP fallback hold for the logical request as a whole.
+        """
+        attempts = _Attempts()
+
+        async def send(authorization: str | None) -> httpx.Response:
+            return await self._send_retrying(request, authorization, attempts)
+
+        return await send_authorized(
+            self.auth, request.host.host, request.scope, request.creds, send
+        )
+
+    async def _send_retrying(
+        self, request: _Request, authorization: str | None, attempts: _Attempts
     ) -> httpx.Response:
-        auth_header = self.auth.header_for(host.host, scope, creds)
-        used_fresh_auth = False
-        plain_http = False
-        attempt = 0
+        """Retry failed sends and transient statuses; return an answer in ``ok`` or a challenge.
+
+        A challenge is a 401 from the origin the request was sent to; any other answer that is
+        not in ``ok`` raises its typed error once retries are spent.
+        """
         while True:
-            attempt += 1
-            base = self.base_url(host)
-            if plain_http and base.startswith("https://"):
-                base = "http://" + base[len("https://") :]
-            url = path if "://" in path else base + path
+            attempts.count += 1
+            base = self._attempt_base(request.host, attempts)
+            url = request.path if "://" in request.path else base + request.path
             try:
-                response = await self._follow(
-                    method, host, url, headers, auth_header, content, params, _origin(base)
-                )
-            except (httpx.TransportError, ssl.SSLError) as exc:
-                if not plain_http and self._may_fall_back(host, url, exc):
-                    # Docker's rule for loopback registries: HTTPS first, then plain HTTP.
-                    plain_http = True
-                    attempt -= 1
-                    continue
-                if attempt >= self.settings.max_attempts or _is_permanent(exc):
-                    raise RegistryTransportError(
-                        f"{method} {redact_url(url)}: {type(exc).__name__}: {exc}"
-                    ) from exc
-                self.observer.registry_retry(type(exc).__name__)
-                await anyio.sleep(self._backoff(attempt, None))
+                response = await self._follow(request, url, authorization, _origin(base))
+            except HTTPX_ERRORS as exc:
+                await self._after_send_error(request, url, exc, attempts)
                 continue
-            if plain_http:
-                self._scheme_for[host.host] = "http"
-                log.info("registry.http_fallback", host=host.host)
+            if attempts.plain_http:
+                self._scheme_for[request.host.host] = "http"
+                log.info("registry.http_fallback", host=request.host.host)
             status = response.status_code
-            if status in ok:
+            if status in request.ok or (status == 401 and _origin(response.url) == _origin(url)):
                 return response
-            if status == 401 and _origin(response.url) == _origin(url):
-                challenges = response.headers.get_list("www-authenticate")
-                await response.aclose()
-                if used_fresh_auth or not challenges:
-                    raise RegistryAuthError(
-                        f"{method} {redact_url(url)}: unauthorized after authenticating",
-                        code="UNAUTHORIZED",
-                        status=401,
-                    )
-                if auth_header is not None:
-                    self.auth.invalidate(host.host, scope, creds, rejected=auth_header)
-                auth_header = await self.auth.authorize(host.host, scope, challenges, creds)
-                used_fresh_auth = True
-                continue
-            if status in RETRYABLE_STATUS and attempt < self.settings.max_attempts:
-                retry_after = parse_retry_after(response.headers.get("retry-after"))
-                await response.aclose()
-                self.observer.registry_retry(str(status))
-                delay = self._backoff(attempt, retry_after)
-                log.info(
-                    "registry.retry",
-                    method=method,
-                    url=redact_url(url),
-                    status=status,
-                    attempt=attempt,
-                    delay=delay,
+            await self._after_error_answer(request, url, response, attempts)
+
+    def _attempt_base(self, host: RegistryHost, attempts: _Attempts) -> str:
+        """The base URL for this attempt: plain HTTP once the HTTPS attempt fell back."""
+        base = self.base_url(host)
+        if attempts.plain_http and base.startswith("https://"):
+            base = "http://" + base[len("https://") :]
+        return base
+
+    async def _after_send_error(
+        self, request: _Request, url: str, exc: Exception, attempts: _Attempts
+    ) -> None:
+        """Fall back to plain HTTP or back off for the next attempt; raise when none is left.
+
+        Raises:
+            RegistryTransportError: the attempts are spent or the failure is permanent.
+        """
+        if not attempts.plain_http and self._may_fall_back(request.host, url, exc):
+            # Docker's rule for loopback registries: HTTPS first, then plain HTTP.
+            attempts.plain_http = True
+            attempts.count -= 1
+            return
+        if attempts.count >= self.settings.max_attempts or _is_permanent(exc):
+            raise transport_error(f"{request.method} {redact_url(url)}", exc) from exc
+        self.observer.registry_retry(type(exc).__name__)
+        await anyio.sleep(self._backoff(attempts.count, None))
+
+    async def _after_error_answer(
+        self, request: _Request, url: str, response: httpx.Response, attempts: _Attempts
+    ) -> None:
+        """Close an error answer and back off before a retry of a transient status.
+
+        Raises:
+            RegistryError: typed from the status and the (capped) OCI error body, when the status
+                is not transient or the attempts are spent.
+        """
+        status = response.status_code
+        if status not in RETRYABLE_STATUS or attempts.count >= self.settings.max_attempts:
+            try:
+                body = await read_error_body(
+                    response, what=f"error answer from {request.host.host}"
                 )
-                await anyio.sleep(delay)
-                continue
-            body = await read_capped(response)
-            await response.aclose()
-            raise error_from_response(method, response.url, status, body)
+            finally:
+                await response.aclose()
+            raise error_from_response(request.method, response.url, status, body)
+        retry_after = parse_retry_after(response.headers.get("retry-after"))
+        await response.aclose()
+        self.observer.registry_retry(str(status))
+        delay = self._backoff(attempts.count, retry_after)
+        log.info(
+            "registry.retry",
+            method=request.method,
+            url=redact_url(url),
+            status=status,
+            attempt=attempts.count,
+            delay=delay,
+        )
+        await anyio.sleep(delay)
 
     async def _follow(
         self,
-        method: str,
-        host: RegistryHost,
+        request: _Request,
         url: str,
-        headers: dict[str, str],
         auth_header: str | None,
-        content: bytes | None,
-        params: Mapping[str, str] | None,
         registry_origin: tuple[str, str, int | None],
     ) -> httpx.Response:
-        client = self._pool.for_host(host)
+        """Send once, following up to :data:`MAX_REDIRECTS` redirects by hand."""
+        client = self._pool.for_host(request.host)
+        method, content, params = request.method, request.content, request.params
         # Authorization and hosts.toml headers go to the registry's own origin only: never to
         # blob storage a redirect points at, nor to an upload Location on another host.
         for _ in range(MAX_REDIRECTS + 1):
-            request_headers = dict(headers)
+            request_headers = dict(request.headers)
             if _origin(url) == registry_origin:
-                for name, value in host.headers:
+                for name, value in request.host.headers:
                     request_headers.setdefault(name, value)
                 if auth_header is not None:
                     request_headers["Authorization"] = auth_header
             try:
-                request = client.build_request(
+                sent = client.build_request(
                     method, url, headers=request_headers, content=content, params=params
                 )
             except httpx.InvalidURL:
@@ -415,7 +450,7 @@ class Transport:
                     f"{method}: the registry sent an unusable URL ({redact_url(url)})"
                 ) from None
             started = anyio.current_time()
-            response = await client.send(request, stream=True)
+            response = await client.send(sent, stream=True)
             self.observer.registry_response(
                 method, response.status_code, anyio.current_time() - started
             )

@@ -3,16 +3,16 @@
 This is what containerd does below the kubelet: resolve the reference for the node's platform,
 download the blobs the store does not have (once per digest however many pulls want it), and record
 the image in one transaction so it is present only when whole. Identical pulls in flight at the same
-time (same image, runtime handler and credentials) share one registry pull and its result.
+time (same image, runtime handler and credentials) share one registry pull and its result
+(:class:`~kubelet_sim.core.singleflight.SingleFlight`).
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from functools import partial
 
-import anyio
 import structlog
 
 from kubelet_sim.core.credentials import Credentials
@@ -20,6 +20,7 @@ from kubelet_sim.core.digest import Digest
 from kubelet_sim.core.platforms import Platform, host_platform
 from kubelet_sim.core.pods import PulledImage
 from kubelet_sim.core.reference import ImageReference
+from kubelet_sim.core.singleflight import SingleFlight
 from kubelet_sim.core.sinks import BlobSink
 from kubelet_sim.engine.ports import ProgressFn, ResolvedHook
 from kubelet_sim.errors import PlatformError, RegistryError
@@ -30,13 +31,7 @@ from kubelet_sim.store import ImageRecord, Store
 log = structlog.get_logger(__name__)
 
 DedupKey = tuple[str, str, str]
-
-
-@dataclass(slots=True)
-class _Shared:
-    done: anyio.Event = field(default_factory=anyio.Event)
-    result: PulledImage | None = None
-    error: BaseException | None = None
+"""(image reference, runtime handler, credential fingerprint)."""
 
 
 class ImageService:
@@ -54,9 +49,13 @@ class ImageService:
         self.store = store
         self.platform = platform or host_platform()
         self._bytes_observer = bytes_observer
-        self._inflight: dict[DedupKey, _Shared] = {}
+        self._pulls: SingleFlight[DedupKey, PulledImage] = SingleFlight()
         self.registry_pulls = 0
-        self.shared_pulls = 0
+
+    @property
+    def shared_pulls(self) -> int:
+        """Pulls that waited for an identical one in flight instead of pulling themselves."""
+        return self._pulls.statistics().joined
 
     async def image_status(self, image: str, runtime_handler: str = "") -> ImageRecord | None:
         """CRI ``ImageStatus``: the present image ``image`` names, or None."""
@@ -106,32 +105,13 @@ class ImageService:
         on_resolved: ResolvedHook | None,
     ) -> PulledImage:
         key: DedupKey = (str(ref), runtime_handler, creds.fingerprint() if creds else "")
-        waited = False
-        while (shared := self._inflight.get(key)) is not None:
-            if not waited:
-                self.shared_pulls += 1
-                waited = True
-            await shared.done.wait()
-            if shared.error is not None:
-                raise shared.error
-            if shared.result is not None:
-                if on_resolved is not None:  # the same credentials, maybe another pod's secret
-                    await on_resolved(shared.result.image_ref, shared.result.credential_fingerprint)
-                return shared.result
-            # The pull we waited for was cancelled: look again (another waiter may have taken
-            # over), else pull ourselves.
-        shared = _Shared()
-        self._inflight[key] = shared
-        try:
-            shared.result = await self._pull(ref, runtime_handler, creds, progress, on_resolved)
-            return shared.result
-        except Exception as exc:
-            shared.error = exc
-            raise
-        finally:
-            if self._inflight.get(key) is shared:
-                del self._inflight[key]
-            shared.done.set()
+        pull = partial(self._pull, ref, runtime_handler, creds, progress, on_resolved)
+        outcome = await self._pulls.run_shared(key, pull)
+        pulled = outcome.value
+        if outcome.shared and on_resolved is not None:
+            # The same credentials, maybe another pod's secret: record this pod's access too.
+            await on_resolved(pulled.image_ref, pulled.credential_fingerprint)
+        return pulled
 
     async def _pull(
         self,

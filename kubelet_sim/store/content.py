@@ -2,8 +2,9 @@
 
 :class:`ContentStore` knows blobs only; :class:`~kubelet_sim.store.store.Store` adds images on
 top. A blob is committed when its verified, fsynced file has been renamed into ``blobs/`` and its
-row recorded, both in one critical section. Downloads of the same digest are single-flight: one
-task fetches, the others wait and share its outcome. A :meth:`ContentStore.lease` protects the
+row recorded, both in one critical section. Downloads of the same digest are single-flight
+(:class:`~kubelet_sim.core.singleflight.SingleFlight`): one task fetches, the others wait and share
+its outcome. A :meth:`ContentStore.lease` protects the
 blobs a pull has fetched from being freed before the image that references them is committed.
 """
 
@@ -16,6 +17,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import BinaryIO
 
@@ -24,6 +26,7 @@ import anyio.to_thread
 import structlog
 
 from kubelet_sim.core.digest import Digest
+from kubelet_sim.core.singleflight import SingleFlight
 from kubelet_sim.core.sinks import BlobSink
 from kubelet_sim.errors import BlobCorruptError, DigestMismatchError, StoreError
 from kubelet_sim.store import catalog
@@ -32,15 +35,6 @@ from kubelet_sim.store.db import Database, transaction
 from kubelet_sim.store.records import BlobRef
 
 log = structlog.get_logger(__name__)
-
-
-@dataclass(slots=True)
-class _Flight:
-    """One download in progress; waiters share its outcome."""
-
-    done: anyio.Event = field(default_factory=anyio.Event)
-    error: Exception | None = None
-    waiters: int = 0
 
 
 @dataclass(slots=True)
@@ -62,7 +56,7 @@ class ContentStore:
         self._db = db
         self._clock = clock
         self._opener = opener
-        self._inflight: dict[str, _Flight] = {}
+        self._downloads: SingleFlight[str, None] = SingleFlight()
         self._holds: Counter[str] = Counter()
         self._writers: set[BlobWriter] = set()
 
@@ -211,43 +205,45 @@ class ContentStore:
             StoreFullError: the disk is full.
         """
         key = str(digest)
-        while True:
-            existing = await self.blob_size(digest)
-            if existing is not None:
-                self._hold(key)
-                if existing != size:
-                    raise DigestMismatchError(
-                        f"size {size}", f"size {existing} in the store", what=f"blob {digest}"
-                    )
-                return
-            flight = self._inflight.get(key)
-            if flight is None:
-                break
-            flight.waiters += 1
-            try:
-                await flight.done.wait()
-            finally:
-                flight.waiters -= 1
-            if flight.error is not None:
-                raise flight.error
-        flight = _Flight()
-        self._inflight[key] = flight
+        while not await self._committed(digest, size):
+            outcome = await self._downloads.run_shared(
+                key, partial(self._download, digest, size, fetch)
+            )
+            if not outcome.shared:
+                return  # this task committed it (and its lease holds it)
+            # Another task committed it: look it up, so this task's lease holds it too.
+
+    async def _committed(self, digest: Digest, size: int) -> bool:
+        """True when ``digest`` is committed (then held by the current lease) with ``size``.
+
+        Raises:
+            DigestMismatchError: the store has it with another size.
+        """
+        existing = await self.blob_size(digest)
+        if existing is None:
+            return False
+        self._hold(str(digest))
+        if existing != size:
+            raise DigestMismatchError(
+                f"size {size}", f"size {existing} in the store", what=f"blob {digest}"
+            )
+        return True
+
+    async def _download(
+        self, digest: Digest, size: int, fetch: Callable[[BlobSink], Awaitable[None]]
+    ) -> None:
+        """One download into a fresh writer (the single-flight's function); aborted on failure."""
         writer = self.blob_writer(digest, size)
         try:
             await fetch(writer)
             if not writer.committed:
                 raise StoreError(f"fetching blob {digest} returned without committing it")
-        except Exception as exc:
-            flight.error = exc
-            raise
         finally:
             await writer.abort()
-            del self._inflight[key]
-            flight.done.set()
 
     def inflight(self) -> dict[str, int]:
         """Digests being downloaded right now, with how many other tasks wait for each."""
-        return {digest: flight.waiters for digest, flight in self._inflight.items()}
+        return self._downloads.waiters()
 
     @asynccontextmanager
     async def lease(self) -> AsyncIterator[None]:
@@ -283,7 +279,7 @@ class ContentStore:
         Called from the catalogue's worker thread too: ``dict.copy`` is atomic under the GIL,
         iterating a dict the event loop may be changing is not.
         """
-        return frozenset(dict.copy(self._holds)) | frozenset(dict.copy(self._inflight))
+        return frozenset(dict.copy(self._holds)) | self._downloads.keys()
 
     def active_temp_files(self) -> frozenset[Path]:
         """Temp files of writers still open (fsck leaves them alone); call it on the loop."""

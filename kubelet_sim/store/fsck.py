@@ -18,19 +18,16 @@ import sqlite3
 from collections import defaultdict
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import anyio
 import anyio.to_thread
 import structlog
 
 from kubelet_sim.core.digest import Digest
-from kubelet_sim.store.blobs import Scan, hash_file, io_error
-from kubelet_sim.store.db import transaction
+from kubelet_sim.store.blobs import BlobLayout, Scan, hash_file, io_error
+from kubelet_sim.store.db import Database, transaction
 from kubelet_sim.store.records import ImageKey, format_key
-
-if TYPE_CHECKING:
-    from kubelet_sim.store.store import Store
 
 log = structlog.get_logger(__name__)
 
@@ -134,7 +131,32 @@ def _fingerprint(path: Path) -> Fingerprint | None:
     return (st.st_ino, st.st_size, st.st_mtime_ns)
 
 
-async def fsck(store: Store, *, repair: bool = True, rehash: bool = True) -> FsckReport:
+class FsckTarget(Protocol):
+    """What fsck needs of a store (:class:`~kubelet_sim.store.content.ContentStore` has it)."""
+
+    @property
+    def layout(self) -> BlobLayout: ...
+
+    @property
+    def db(self) -> Database: ...
+
+    def now(self) -> float: ...
+
+    def active_temp_files(self) -> frozenset[Path]: ...
+
+
+@dataclass(slots=True)
+class _Findings:
+    """What the read-only pass found; the repair re-checks each item under the lock."""
+
+    snap: _Snapshot
+    scan: Scan
+    corrupt: dict[str, Fingerprint | None]
+    missing: list[str]
+    adopt: dict[str, int]  # untracked blob files that hash right, with their sizes
+
+
+async def fsck(store: FsckTarget, *, repair: bool = True, rehash: bool = True) -> FsckReport:
     """Check the store; with ``repair`` quarantine damage and mark broken images not present.
 
     Args:
@@ -145,132 +167,183 @@ async def fsck(store: Store, *, repair: bool = True, rehash: bool = True) -> Fsc
     layout = store.layout
     snap = await store.db.run(lambda conn: _snapshot(conn, rehash), what="fsck")
     scan: Scan = await anyio.to_thread.run_sync(layout.scan)
-    corrupt: dict[str, Fingerprint | None] = {}
-    missing: list[str] = []
-    for digest, size in sorted(snap.blobs.items()):
-        path = scan.blobs.get(digest)
-        if path is None:
-            missing.append(digest)
-            continue
-        before = await anyio.to_thread.run_sync(_fingerprint, path)
-        if before is None:
-            missing.append(digest)
-        elif before[1] != size or (rehash and not await _hash_ok(path, digest, size)):
-            corrupt[digest] = before
-    adopt: dict[str, int] = {}
-    for digest, path in sorted(scan.blobs.items()):
-        if digest in snap.blobs:
-            continue
-        before = await anyio.to_thread.run_sync(_fingerprint, path)
-        if before is None:
-            continue
-        if await _hash_ok(path, digest, before[1]):
-            adopt[digest] = before[1]
-        else:
-            corrupt[digest] = before
-    dangling = {d for d in snap.refs if d not in snap.blobs}
-    bad = set(corrupt) | set(missing) | dangling
-    affected = {k for d in bad for k in snap.refs.get(d, set()) if k in snap.present}
-    affected |= snap.inconsistent & snap.present
-    unreferenced = sorted(d for d in snap.blobs if d not in snap.refs and d not in bad)
-    report = FsckReport(
-        checked=len(snap.blobs) + len(adopt),
-        corrupt=tuple(sorted(corrupt)),
-        missing=tuple(missing),
-        stray=tuple(str(p.relative_to(layout.root)) for p in scan.stray),
-        affected_images=tuple(sorted(format_key(k) for k in affected)),
-        database_errors=tuple(snap.db_errors),
-        untracked=tuple(sorted(adopt)),
-        temp_files=tuple(str(p.relative_to(layout.root)) for p in scan.temps),
-        unreferenced=tuple(unreferenced),
-        incomplete_images=tuple(sorted(format_key(k) for k in snap.absent | affected)),
-        rehashed=rehash,
-    )
+    findings = _Findings(snap, scan, {}, [], {})
+    await _check_recorded(findings, rehash)
+    await _check_untracked(findings)
+    report = _report(findings, layout, rehash)
     if not repair:
         return report
     active = store.active_temp_files()
     now = store.now()
-
-    def fix(conn: sqlite3.Connection) -> FsckReport:
-        # Re-check every finding under the lock: a pull may have repaired or replaced a file.
-        still_corrupt = {
-            d: fp for d, fp in corrupt.items() if _fingerprint(layout.path(Digest.parse(d))) == fp
-        }
-        still_missing = [
-            d
-            for d in missing
-            if not layout.path(Digest.parse(d)).exists()
-            and conn.execute("SELECT 1 FROM blobs WHERE digest = ?", (d,)).fetchone()
-        ]
-        with transaction(conn):
-            for digest in [*still_corrupt, *still_missing]:
-                conn.execute("DELETE FROM blobs WHERE digest = ?", (digest,))
-            adopted = []
-            for digest, size in adopt.items():
-                fp = _fingerprint(layout.path(Digest.parse(digest)))
-                if fp is not None and fp[1] == size and digest not in still_corrupt:
-                    conn.execute(
-                        "INSERT OR IGNORE INTO blobs VALUES (?, ?, ?)", (digest, size, now)
-                    )
-                    adopted.append(digest)
-            broken = conn.execute(
-                "SELECT DISTINCT i.image_id, i.runtime_handler FROM images i "
-                "JOIN image_blobs r USING (image_id, runtime_handler) "
-                "WHERE i.present = 1 AND r.digest NOT IN (SELECT digest FROM blobs)"
-            ).fetchall()
-            newly = {(str(a), str(b)) for a, b in broken} | (snap.inconsistent & snap.present)
-            for key in newly:
-                conn.execute(
-                    "UPDATE images SET present = 0 WHERE image_id = ? AND runtime_handler = ?", key
-                )
-        quarantined = []
-        for digest in still_corrupt:
-            path = layout.path(Digest.parse(digest))
-            if path.exists():
-                label = digest.replace(":", "-")
-                quarantined.append(
-                    str(layout.quarantine_file(path, label).relative_to(layout.root))
-                )
-        for path in scan.stray:
-            if path.exists():
-                label = "stray-" + "-".join(path.relative_to(layout.blobs).parts)
-                quarantined.append(
-                    str(layout.quarantine_file(path, label).relative_to(layout.root))
-                )
-        removed = []
-        for path in scan.temps:
-            if path not in active:
-                path.unlink(missing_ok=True)
-                removed.append(str(path.relative_to(layout.root)))
-        absent = {
-            (str(a), str(b))
-            for a, b in conn.execute(
-                "SELECT image_id, runtime_handler FROM images WHERE present = 0"
-            ).fetchall()
-        }
-        return FsckReport(
-            checked=report.checked,
-            corrupt=tuple(sorted(still_corrupt)),
-            missing=tuple(still_missing),
-            stray=report.stray,
-            affected_images=tuple(sorted(format_key(k) for k in newly)),
-            database_errors=report.database_errors,
-            untracked=tuple(sorted(adopted)),
-            temp_files=tuple(removed),
-            unreferenced=report.unreferenced,
-            incomplete_images=tuple(sorted(format_key(k) for k in absent)),
-            quarantined=tuple(quarantined),
-            repaired=True,
-            rehashed=rehash,
-        )
-
     try:
-        result = await store.db.run(fix, what="fsck repair")
+        result = await store.db.run(
+            lambda conn: _repair(conn, findings, report, layout, active, now), what="fsck repair"
+        )
     except OSError as exc:
         raise io_error(exc, "fsck repair") from exc
     if result.damaged:
         log.warning("fsck found damage", root=str(layout.root), **result.summary())
     return result
+
+
+async def _check_recorded(findings: _Findings, rehash: bool) -> None:
+    """Blobs with a row: missing files, wrong sizes and (with ``rehash``) wrong content."""
+    for digest, size in sorted(findings.snap.blobs.items()):
+        path = findings.scan.blobs.get(digest)
+        before = None if path is None else await anyio.to_thread.run_sync(_fingerprint, path)
+        if path is None or before is None:
+            findings.missing.append(digest)
+        elif before[1] != size or (rehash and not await _hash_ok(path, digest, size)):
+            findings.corrupt[digest] = before
+
+
+async def _check_untracked(findings: _Findings) -> None:
+    """Blob files without a row (a crash between rename and commit): adopt whole ones."""
+    for digest, path in sorted(findings.scan.blobs.items()):
+        if digest in findings.snap.blobs:
+            continue
+        before = await anyio.to_thread.run_sync(_fingerprint, path)
+        if before is None:
+            continue
+        if await _hash_ok(path, digest, before[1]):
+            findings.adopt[digest] = before[1]
+        else:
+            findings.corrupt[digest] = before
+
+
+def _report(findings: _Findings, layout: BlobLayout, rehash: bool) -> FsckReport:
+    """The report of the read-only pass."""
+    snap, scan = findings.snap, findings.scan
+    dangling = {d for d in snap.refs if d not in snap.blobs}
+    bad = set(findings.corrupt) | set(findings.missing) | dangling
+    affected = {k for d in bad for k in snap.refs.get(d, set()) if k in snap.present}
+    affected |= snap.inconsistent & snap.present
+    unreferenced = sorted(d for d in snap.blobs if d not in snap.refs and d not in bad)
+    return FsckReport(
+        checked=len(snap.blobs) + len(findings.adopt),
+        corrupt=tuple(sorted(findings.corrupt)),
+        missing=tuple(findings.missing),
+        stray=tuple(str(p.relative_to(layout.root)) for p in scan.stray),
+        affected_images=tuple(sorted(format_key(k) for k in affected)),
+        database_errors=tuple(snap.db_errors),
+        untracked=tuple(sorted(findings.adopt)),
+        temp_files=tuple(str(p.relative_to(layout.root)) for p in scan.temps),
+        unreferenced=tuple(unreferenced),
+        incomplete_images=tuple(sorted(format_key(k) for k in snap.absent | affected)),
+        rehashed=rehash,
+    )
+
+
+def _repair(
+    conn: sqlite3.Connection,
+    findings: _Findings,
+    report: FsckReport,
+    layout: BlobLayout,
+    active: frozenset[Path],
+    now: float,
+) -> FsckReport:
+    """Act on the findings under the catalogue lock (in its worker thread); the final report.
+
+    Every finding is re-checked first: a pull may have repaired or replaced a file meanwhile.
+    """
+    still_corrupt = {
+        d: fp
+        for d, fp in findings.corrupt.items()
+        if _fingerprint(layout.path(Digest.parse(d))) == fp
+    }
+    still_missing = [
+        d
+        for d in findings.missing
+        if not layout.path(Digest.parse(d)).exists()
+        and conn.execute("SELECT 1 FROM blobs WHERE digest = ?", (d,)).fetchone()
+    ]
+    with transaction(conn):
+        for digest in [*still_corrupt, *still_missing]:
+            conn.execute("DELETE FROM blobs WHERE digest = ?", (digest,))
+        adopted = _adopt(conn, findings.adopt, still_corrupt, layout, now)
+        newly = _mark_broken_images(conn, findings.snap)
+    quarantined = _quarantine(still_corrupt, findings.scan, layout)
+    removed = _remove_temp_files(findings.scan, layout, active)
+    absent = {
+        (str(a), str(b))
+        for a, b in conn.execute(
+            "SELECT image_id, runtime_handler FROM images WHERE present = 0"
+        ).fetchall()
+    }
+    return FsckReport(
+        checked=report.checked,
+        corrupt=tuple(sorted(still_corrupt)),
+        missing=tuple(still_missing),
+        stray=report.stray,
+        affected_images=tuple(sorted(format_key(k) for k in newly)),
+        database_errors=report.database_errors,
+        untracked=tuple(sorted(adopted)),
+        temp_files=tuple(removed),
+        unreferenced=report.unreferenced,
+        incomplete_images=tuple(sorted(format_key(k) for k in absent)),
+        quarantined=tuple(quarantined),
+        repaired=True,
+        rehashed=report.rehashed,
+    )
+
+
+def _adopt(
+    conn: sqlite3.Connection,
+    adopt: dict[str, int],
+    still_corrupt: dict[str, Fingerprint | None],
+    layout: BlobLayout,
+    now: float,
+) -> list[str]:
+    """Record the untracked blob files that are still there with their hashed size."""
+    adopted = []
+    for digest, size in adopt.items():
+        fp = _fingerprint(layout.path(Digest.parse(digest)))
+        if fp is not None and fp[1] == size and digest not in still_corrupt:
+            conn.execute("INSERT OR IGNORE INTO blobs VALUES (?, ?, ?)", (digest, size, now))
+            adopted.append(digest)
+    return adopted
+
+
+def _mark_broken_images(conn: sqlite3.Connection, snap: _Snapshot) -> set[ImageKey]:
+    """Mark present images that lack a blob (or whose rows disagree) not present."""
+    broken = conn.execute(
+        "SELECT DISTINCT i.image_id, i.runtime_handler FROM images i "
+        "JOIN image_blobs r USING (image_id, runtime_handler) "
+        "WHERE i.present = 1 AND r.digest NOT IN (SELECT digest FROM blobs)"
+    ).fetchall()
+    newly = {(str(a), str(b)) for a, b in broken} | (snap.inconsistent & snap.present)
+    for key in newly:
+        conn.execute(
+            "UPDATE images SET present = 0 WHERE image_id = ? AND runtime_handler = ?", key
+        )
+    return newly
+
+
+def _quarantine(
+    still_corrupt: dict[str, Fingerprint | None], scan: Scan, layout: BlobLayout
+) -> list[str]:
+    """Move corrupt blob files and stray files aside; their paths under the root."""
+    quarantined = []
+    for digest in still_corrupt:
+        path = layout.path(Digest.parse(digest))
+        if path.exists():
+            label = digest.replace(":", "-")
+            quarantined.append(str(layout.quarantine_file(path, label).relative_to(layout.root)))
+    for path in scan.stray:
+        if path.exists():
+            label = "stray-" + "-".join(path.relative_to(layout.blobs).parts)
+            quarantined.append(str(layout.quarantine_file(path, label).relative_to(layout.root)))
+    return quarantined
+
+
+def _remove_temp_files(scan: Scan, layout: BlobLayout, active: frozenset[Path]) -> list[str]:
+    """Remove leftover temp files, except those of writers still open."""
+    removed = []
+    for path in scan.temps:
+        if path not in active:
+            path.unlink(missing_ok=True)
+            removed.append(str(path.relative_to(layout.root)))
+    return removed
 
 
 async def _hash_ok(path: Path, digest: str, size: int) -> bool:

@@ -20,7 +20,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING
 
 import anyio
 import anyio.to_thread
@@ -32,15 +31,13 @@ from kubelet_sim.store import catalog, pullrecords
 from kubelet_sim.store.blobs import BlobLayout, FileOpener, default_opener, io_error
 from kubelet_sim.store.content import ContentStore
 from kubelet_sim.store.db import Database, transaction
+from kubelet_sim.store.fsck import FsckReport, fsck
 from kubelet_sim.store.records import (
     CredentialIdentity,
     ImageKey,
     ImageRecord,
     SizedDigest,
 )
-
-if TYPE_CHECKING:
-    from kubelet_sim.store.fsck import FsckReport
 
 log = structlog.get_logger(__name__)
 
@@ -131,8 +128,6 @@ class Store(ContentStore):
         if not recover:
             return store
         try:
-            from kubelet_sim.store.fsck import fsck  # fsck builds on the store's API
-
             store.recovery = await fsck(store, repair=True, rehash=False)
         except BaseException:
             with anyio.CancelScope(shield=True):

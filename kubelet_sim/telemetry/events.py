@@ -31,6 +31,7 @@ from typing import Final, Generic, TypeVar
 import structlog
 
 from kubelet_sim.core.durations import MILLISECOND, format_go_duration_ns, seconds_to_ns
+from kubelet_sim.core.ratelimit import TokenBucket
 from kubelet_sim.core.reference import go_quote, image_name_error_text
 from kubelet_sim.errors import InvalidImageNameError
 
@@ -274,25 +275,6 @@ class _Observation:
     name: str
 
 
-@dataclass(slots=True)
-class _TokenBucket:
-    """``flowcontrol.NewTokenBucketRateLimiter`` over ``x/time/rate``: starts full, ``TryAccept``."""
-
-    qps: float
-    burst: int
-    tokens: float
-    last: float | None = None
-
-    def try_accept(self, now: float) -> bool:
-        tokens = float(self.burst)
-        if self.last is not None:
-            tokens = min(tokens, self.tokens + max(0.0, now - self.last) * self.qps)
-        if tokens < 1.0:
-            return False  # rate.Limiter keeps its state unchanged on a refused reservation
-        self.tokens, self.last = tokens - 1.0, now
-        return True
-
-
 Subscriber = Callable[[Event], None]
 
 
@@ -327,6 +309,12 @@ class EventRecorder:
             raise ValueError(f"event recorder capacity must be at least 1, got {capacity}")
         if cache_size < 1:
             raise ValueError(f"event recorder cache_size must be at least 1, got {cache_size}")
+        if spam_qps <= 0:
+            # The spam filter's limiter refills at spam_qps; the shared bucket reads 0 as "no
+            # limit" (the pull throttle's meaning), which here is spam_filter=False.
+            raise ValueError(
+                f"spam_qps must be positive (spam_filter=False disables), got {spam_qps}"
+            )
         self._clock = clock
         self._capacity = capacity
         self.source_host = source_host
@@ -339,7 +327,7 @@ class EventRecorder:
         self._subscribers: list[Subscriber] = list(subscribers)
         self._aggregates: _LRU[tuple[str, ...], _AggregateRecord] = _LRU(cache_size)
         self._observed: _LRU[tuple[str, ...], _Observation] = _LRU(cache_size)
-        self._buckets: _LRU[tuple[str, ...], _TokenBucket] = _LRU(cache_size)
+        self._buckets: _LRU[tuple[str, ...], TokenBucket] = _LRU(cache_size)
         self._store: OrderedDict[tuple[str, ...], Event] = OrderedDict()
         self._recorded = self._aggregated = self._filtered = self._evicted = 0
 
@@ -395,7 +383,7 @@ class EventRecorder:
         if self._spam:
             bucket = self._buckets.get(obj_key)
             if bucket is None:
-                bucket = _TokenBucket(self._spam_qps, self._spam_burst, float(self._spam_burst))
+                bucket = TokenBucket(self._spam_qps, self._spam_burst)
             accepted = bucket.try_accept(now)
             self._buckets.put(obj_key, bucket)
             if not accepted:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import sys
 import textwrap
 from dataclasses import replace
@@ -157,7 +158,8 @@ async def test_images_outside_match_images_never_exec(tmp_path: Path) -> None:
 
 @pytest.mark.anyio
 async def test_identical_concurrent_requests_share_one_exec(tmp_path: Path) -> None:
-    body = "time.sleep(0.3)\n" + answer({"registry.local:5000": {"username": "u", "password": "p"}})
+    # The exec outlasts the four requests' start-up by far (they all start before it is spawned).
+    body = "time.sleep(0.1)\n" + answer({"registry.local:5000": {"username": "u", "password": "p"}})
     write_plugin(tmp_path / "bin", "test-plugin", body)
     plugin = PluginProvider(provider(), tmp_path / "bin")
     results = []
@@ -170,6 +172,48 @@ async def test_identical_concurrent_requests_share_one_exec(tmp_path: Path) -> N
             tg.start_soon(one)
     assert plugin.execs == 1
     assert all(r == results[0] and r for r in results)
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
+@pytest.mark.anyio
+async def test_a_cancelled_first_request_hands_the_exec_over_to_a_waiter(tmp_path: Path) -> None:
+    """The caller whose exec others wait for is cancelled: a waiter must not get ``{}`` (no
+    credentials, so an anonymous pull) but run the plugin itself and get its answer."""
+    started = tmp_path / "started"
+    body = (
+        f"if not os.path.exists({str(started)!r}):\n"
+        f"    open({str(started)!r}, 'w').close()\n"
+        "    time.sleep(60)\n"
+        + answer({"registry.local:5000": {"username": "u", "password": PLUGIN_PASSWORD}})
+    )
+    write_plugin(tmp_path / "bin", "test-plugin", body)
+    plugin = PluginProvider(provider(), tmp_path / "bin")
+    image = "registry.local:5000/app"
+    results = []
+
+    async def waiter() -> None:
+        results.append(await plugin.provide(image))
+
+    async with anyio.create_task_group() as tg:
+        first = anyio.CancelScope()
+
+        async def first_request() -> None:
+            with first:
+                await plugin.provide(image)
+
+        tg.start_soon(first_request)
+        with anyio.fail_after(30):
+            while not started.exists():  # noqa: ASYNC110 - a subprocess gives no event to await
+                await anyio.sleep(0.01)
+        tg.start_soon(waiter)
+        tg.start_soon(waiter)
+        await anyio.wait_all_tasks_blocked()
+        assert plugin._execs.statistics().waiting == 2  # both wait for the first exec
+        first.cancel()
+    assert first.cancelled_caught
+    assert len(results) == 2
+    assert all(r["registry.local:5000"].password == PLUGIN_PASSWORD for r in results)
+    assert plugin.execs == 2  # the cancelled exec and one take-over shared by both waiters
 
 
 SLOW_PLUGIN = "time.sleep(30)\n"
@@ -212,9 +256,10 @@ async def test_failures_give_no_credentials_a_log_and_never_the_output(
     write_plugin(tmp_path / "bin", "test-plugin", body)
     registry = CollectorRegistry()
     metrics = CredentialMetrics(registry)
-    # 1 s only for the plugin that must time out; the others must fail for their own reason even
-    # when a loaded machine is slow to start their interpreter.
-    timeout = 1.0 if body == SLOW_PLUGIN else 30.0
+    # A short timeout only for the plugin that must time out (it sleeps 30 s, so any timeout is hit);
+    # the others must fail for their own reason even when a loaded machine is slow to start their
+    # interpreter.
+    timeout = 0.2 if body == SLOW_PLUGIN else 30.0
     plugin = PluginProvider(provider(), tmp_path / "bin", timeout=timeout, metrics=metrics)
     started = anyio.current_time()
     with capture_logs() as logs:
@@ -238,12 +283,14 @@ async def test_failures_give_no_credentials_a_log_and_never_the_output(
 @pytest.mark.anyio
 async def test_a_plugin_past_its_timeout_is_killed(tmp_path: Path) -> None:
     pid_file = tmp_path / "pid"
-    write_plugin(
-        tmp_path / "bin",
-        "test-plugin",
-        f"open({str(pid_file)!r}, 'w').write(str(os.getpid()))\ntime.sleep(60)\n",
-    )
-    plugin = PluginProvider(provider(), tmp_path / "bin", timeout=0.5)
+    # A shell plugin: it has written its pid within a few milliseconds of the spawn, far inside
+    # the timeout even on a loaded machine (a Python one needs its interpreter start first), and
+    # ``exec`` keeps that pid for the process that outlives the timeout.
+    plugin_path = tmp_path / "bin" / "test-plugin"
+    plugin_path.parent.mkdir(parents=True)
+    plugin_path.write_text(f"#!/bin/sh\necho $$ > {shlex.quote(str(pid_file))}\nexec sleep 60\n")
+    plugin_path.chmod(0o755)
+    plugin = PluginProvider(provider(), tmp_path / "bin", timeout=0.3)
     assert await plugin.provide("registry.local:5000/app") == {}
     pid = int(pid_file.read_text())
     with pytest.raises(ProcessLookupError):

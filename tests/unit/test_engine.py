@@ -335,3 +335,18 @@ async def test_image_status_calls_are_runtime_operations() -> None:
         sample("kubelet_runtime_operations_errors_total", {"operation_type": "image_status"})
         is None
     )
+
+
+def test_an_auth_failure_reads_as_containerd_words_it_once() -> None:
+    from kubelet_sim.core.reference import parse_normalized
+    from kubelet_sim.engine.manager import cri_error_message
+    from kubelet_sim.errors import RegistryAuthError
+
+    ref = parse_normalized("registry.test/team/app:1")
+    error = RegistryAuthError(
+        "registry registry.test refused the credentials for pulling team/app", status=401
+    )
+    text = cri_error_message(ref, error)
+    assert text.startswith("rpc error: code = Unknown desc = failed to pull and unpack image")
+    assert text.count("pull access denied") == 1
+    assert text.endswith("refused the credentials for pulling team/app (status=401)")

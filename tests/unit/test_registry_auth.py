@@ -1,4 +1,8 @@
-"""Tests for kubelet_sim.registry.auth: challenge parsing, token fetches, cache, single-flight, leaks."""
+"""Tests for kubelet_sim.registry.auth: challenge parsing, token fetches, cache, single-flight, leaks.
+
+The token server is a ``respx.Router`` that routes the realm's URL to a scripted stub: a request
+anywhere else fails the test.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ from urllib.parse import parse_qs
 import anyio
 import httpx
 import pytest
+import respx
 import structlog
 import trio.testing
 from hypothesis import given
@@ -445,7 +450,7 @@ Handler = Callable[[httpx.Request], Any]
 
 
 class TokenServerStub:
-    """A scripted token endpoint for MockTransport that records every request."""
+    """A scripted token endpoint (a respx side effect) that records every request."""
 
     def __init__(self, handler: Handler | None = None) -> None:
         self.requests: list[httpx.Request] = []
@@ -474,9 +479,17 @@ def stub() -> TokenServerStub:
     return TokenServerStub()
 
 
+def token_router(stub: TokenServerStub) -> respx.Router:
+    """Only the realm (GET or POST, any query) is answered, by ``stub``."""
+    router = respx.Router()
+    router.route(scheme="https", host="auth.example.com", path="/token").mock(side_effect=stub)
+    return router
+
+
 @pytest.fixture
 async def manager(stub: TokenServerStub, clock: FakeClock) -> AsyncIterator[AuthManager]:
-    async with httpx.AsyncClient(transport=httpx.MockTransport(stub)) as http:
+    router = token_router(stub)
+    async with httpx.AsyncClient(transport=httpx.MockTransport(router.async_handler)) as http:
         yield AuthManager(http, clock=clock)
 
 
@@ -936,7 +949,8 @@ async def test_fetch_timeout(anyio_backend: Any, stub: TokenServerStub) -> None:
         raise AssertionError("unreachable")
 
     stub.handler = hang
-    async with httpx.AsyncClient(transport=httpx.MockTransport(stub)) as http:
+    router = token_router(stub)
+    async with httpx.AsyncClient(transport=httpx.MockTransport(router.async_handler)) as http:
         manager = AuthManager(http)
         started = anyio.current_time()
         with pytest.raises(RegistryTransportError, match="timed out after 60s"):
@@ -1004,7 +1018,7 @@ async def test_send_authorized_second_401_fails(
         await send_authorized(manager, HOST, SCOPE, USER, registry.send)
     assert len(registry.seen) == 2  # no loop
     assert (info.value.status, info.value.code) == (401, "UNAUTHORIZED")
-    assert "pull access denied" in info.value.message
+    assert "refused the credentials" in info.value.message
     assert "(server said insufficient_scope)" in info.value.message
     assert manager.header_for(HOST, SCOPE, USER) is None
 
@@ -1050,17 +1064,16 @@ async def test_no_secret_in_logs_errors_or_reprs(clock: FakeClock) -> None:
         ]
     )
 
-    def handler(request: httpx.Request) -> httpx.Response:
-        if request.url.host == "down.example.com":
-            raise httpx.ConnectError("refused", request=request)
-        return next(answers)
+    router = respx.Router()
+    down = router.route(host="down.example.com").mock(side_effect=httpx.ConnectError("refused"))
+    realm = router.route(host="auth.example.com", path="/token").mock(side_effect=answers)
 
     user = Credentials("alice", "pa55-SECRET-word", "", "")
     ident = Credentials("", "", "ident-SECRET-token", "")
     reg = Credentials(registry_token="reg-SECRET-token")
     texts: list[str] = []
     with structlog.testing.capture_logs() as logs:
-        async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
+        async with httpx.AsyncClient(transport=httpx.MockTransport(router.async_handler)) as http:
             manager = AuthManager(http, clock=clock)
             texts.append(await manager.authorize(HOST, SCOPE, [CHALLENGE], user))
             texts.append(await manager.authorize(HOST, "repository:b:pull", [CHALLENGE], ident))
@@ -1086,6 +1099,8 @@ async def test_no_secret_in_logs_errors_or_reprs(clock: FakeClock) -> None:
             reprs = [repr(manager.statistics()), repr(vars(manager))]
     # the headers we handed out do hold secrets: that is their job, and they go nowhere else
     assert any("tok-SECRET-a" in t for t in texts)
+    assert down.call_count == 1
+    assert realm.call_count == 7  # each scripted answer was asked for once; evil got nothing
     haystack = [repr(logs), *reprs, *(t for e in errors for t in _texts(e))]
     haystack += [repr(user), str(ident), repr(reg)]
     assert len(logs) >= 6

@@ -1,4 +1,8 @@
-"""Registry client edge cases a real registry cannot produce on demand, with httpx.MockTransport."""
+"""Registry client edge cases a real registry cannot produce on demand.
+
+Scripted answers go through ``httpx.MockTransport``; requests routed by host, path or method go
+through a ``respx.Router`` (every request must match a route).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ from collections.abc import AsyncIterator, Callable
 import anyio
 import httpx
 import pytest
+import respx
 import trio.testing
 
 from kubelet_sim.core.credentials import Credentials
@@ -22,6 +27,7 @@ from kubelet_sim.errors import (
     RegistryTransportError,
 )
 from kubelet_sim.registry import mediatypes as mt
+from kubelet_sim.registry.auth import AuthManager
 from kubelet_sim.registry.client import RegistryClient
 from kubelet_sim.registry.manifests import Descriptor
 from kubelet_sim.registry.transport import Transport, TransportSettings, parse_retry_after
@@ -37,6 +43,12 @@ Handler = Callable[[httpx.Request], httpx.Response]
 
 def client_for(handler: Handler, settings: TransportSettings = FAST) -> RegistryClient:
     http = httpx.AsyncClient(transport=httpx.MockTransport(handler), follow_redirects=False)
+    return RegistryClient(Transport(settings=settings, http=http))
+
+
+def routed(router: respx.Router, settings: TransportSettings = FAST) -> RegistryClient:
+    """A client whose every request must match one of ``router``'s routes."""
+    http = httpx.AsyncClient(transport=httpx.MockTransport(router.async_handler))
     return RegistryClient(Transport(settings=settings, http=http))
 
 
@@ -261,41 +273,46 @@ async def test_retries_are_bounded() -> None:
 
 
 async def test_oci_error_body_becomes_typed_error_and_is_capped() -> None:
-    def handler(request: httpx.Request) -> httpx.Response:
-        if request.url.path.endswith("/huge"):
-            return httpx.Response(404, content=b"x" * (1024 * 1024))
-        return httpx.Response(
-            404,
-            json={"errors": [{"code": "MANIFEST_UNKNOWN", "message": "manifest unknown"}]},
-        )
+    router = respx.Router()
+    huge = router.route(host="registry.test", path="/v2/team/app/manifests/huge").respond(
+        404, content=b"x" * (1024 * 1024)
+    )
+    known = router.route(host="registry.test", path="/v2/team/app/manifests/v1").respond(
+        404, json={"errors": [{"code": "MANIFEST_UNKNOWN", "message": "manifest unknown"}]}
+    )
 
-    async with client_for(handler) as client:
+    async with routed(router) as client:
         with pytest.raises(RegistryNotFoundError) as info:
             await client.resolve(REF)
         assert info.value.code == "MANIFEST_UNKNOWN"
         assert info.value.status == 404
-        with pytest.raises(RegistryNotFoundError):
+        assert info.value.message.endswith(": manifest unknown")
+        with pytest.raises(RegistryNotFoundError) as huge_info:
             await client.resolve(parse_normalized("registry.test/team/app:huge"))
+        assert (huge_info.value.status, huge_info.value.code) == (404, None)
+    # HEAD has no body to read the error from: GET once to surface it (containerd), never more
+    assert [c.request.method for c in known.calls] == ["HEAD", "GET"]
+    assert [c.request.method for c in huge.calls] == ["HEAD", "GET"]
 
 
 async def test_head_without_content_length_falls_back_to_get_and_hash() -> None:
     image = build_image("head", "linux/amd64", (64,))
     raw = image.manifest.data
+    url = "https://registry.test/v2/team/app/manifests/v1"
+    headers = {"Content-Type": mt.OCI_MANIFEST}
+    router = respx.Router()
+    # A digest header without Content-Length must not be trusted.
+    head = router.head(url).respond(
+        200, headers={**headers, "Docker-Content-Digest": "sha256:" + "0" * 64}
+    )
+    get = router.get(url).respond(200, headers=headers, content=raw)
 
-    def handler(request: httpx.Request) -> httpx.Response:
-        headers = {"Content-Type": mt.OCI_MANIFEST}
-        if request.method == "HEAD":
-            # A digest header without Content-Length must not be trusted.
-            return httpx.Response(
-                200, headers={**headers, "Docker-Content-Digest": "sha256:" + "0" * 64}
-            )
-        assert mt.OCI_INDEX in request.headers["accept"]
-        return httpx.Response(200, headers=headers, content=raw)
-
-    async with client_for(handler) as client:
+    async with routed(router) as client:
         desc = await client.resolve(REF)
     assert desc.digest == image.manifest.digest
     assert desc.size == len(raw)
+    assert (head.call_count, get.call_count) == (1, 1)
+    assert mt.OCI_INDEX in get.calls.last.request.headers["accept"]
 
 
 async def test_oversized_manifest_is_refused() -> None:
@@ -343,24 +360,55 @@ async def test_manifest_by_digest_with_wrong_bytes_is_refused() -> None:
             await client.fetch_manifest(REF, desc)
 
 
+def basic_registry(request: httpx.Request, location: str) -> httpx.Response:
+    """registry.test: a Basic challenge without credentials, else a redirect to ``location``."""
+    if "authorization" not in request.headers:
+        return httpx.Response(401, headers={"WWW-Authenticate": 'Basic realm="r"'})
+    return httpx.Response(307, headers={"Location": location})
+
+
 async def test_redirect_to_other_origin_drops_authorization_keeps_range() -> None:
     data = random_bytes("redirect", 20_000)
     creds = Credentials(username="u", password="redirect-secret")
-    storage_headers: list[httpx.Headers] = []
+    router = respx.Router()
+    registry = router.route(host="registry.test").mock(
+        side_effect=lambda request: basic_registry(request, "https://storage.test/blob?sig=abc")
+    )
+    storage = router.route(host="storage.test", path="/blob").mock(
+        side_effect=lambda request: httpx.Response(200, stream=BrokenStream(data, fail=False))
+    )
 
-    def handler(request: httpx.Request) -> httpx.Response:
-        if request.url.host == "storage.test":
-            storage_headers.append(request.headers)
-            return httpx.Response(200, stream=BrokenStream(data, fail=False))
-        if "authorization" not in request.headers:
-            return httpx.Response(401, headers={"WWW-Authenticate": 'Basic realm="r"'})
-        return httpx.Response(307, headers={"Location": "https://storage.test/blob?sig=abc"})
-
-    async with client_for(handler) as client:
-        await client.fetch_blob(REF, blob_descriptor(data), MemorySink(), creds)
-    assert storage_headers
+    sink = MemorySink()
+    async with routed(router) as client:
+        await client.fetch_blob(REF, blob_descriptor(data), sink, creds)
+    assert sink.data == data
+    assert registry.call_count == 2  # the challenge, then the authorized request
+    assert storage.call_count == 1
+    storage_headers = [call.request.headers for call in storage.calls]
     assert all("authorization" not in h for h in storage_headers)
     assert all(h.get("accept-encoding") == "identity" for h in storage_headers)
+    assert storage.calls.last.request.url.params["sig"] == "abc"
+
+
+async def test_a_401_from_blob_storage_is_not_answered_with_registry_credentials() -> None:
+    """Only the registry's own 401 is a challenge; storage's fails without another request."""
+    creds = Credentials(username="u", password="storage-secret")
+    router = respx.Router()
+    registry = router.route(host="registry.test").mock(
+        side_effect=lambda request: basic_registry(request, "https://storage.test/blob?sig=abc")
+    )
+    storage = router.route(host="storage.test").respond(
+        401, headers={"WWW-Authenticate": 'Basic realm="storage"'}
+    )
+
+    async with routed(router) as client:
+        with pytest.raises(RegistryAuthError) as info:
+            await client.fetch_blob(REF, blob_descriptor(b"x"), MemorySink(), creds)
+    assert info.value.status == 401
+    assert (registry.call_count, storage.call_count) == (2, 1)
+    assert "authorization" not in storage.calls.last.request.headers
+    assert "sig=abc" not in str(info.value)
+    assert "storage-secret" not in str(info.value)
 
 
 async def test_second_401_fails_with_auth_error_instead_of_looping() -> None:
@@ -372,11 +420,176 @@ async def test_second_401_fails_with_auth_error_instead_of_looping() -> None:
         return httpx.Response(401, headers={"WWW-Authenticate": 'Basic realm="r"'})
 
     async with client_for(handler) as client:
-        with pytest.raises(RegistryAuthError):
+        with pytest.raises(RegistryAuthError) as info:
             await client.fetch_blob(
                 REF, blob_descriptor(b"x"), MemorySink(), Credentials(username="u", password="p")
             )
     assert calls == 2
+    # the one 401 path (send_authorized) answered: no OCI code in the body reads as UNAUTHORIZED
+    assert (info.value.status, info.value.code) == (401, "UNAUTHORIZED")
+    assert "refused the credentials" in info.value.message
+
+
+REALM = "https://auth.test/token"
+BEARER = f'Bearer realm="{REALM}",service="registry.test"'
+
+
+def bearer_registry(valid: set[str], error: str = "invalid_token") -> respx.Router:
+    """registry.test wants ``Bearer <one of valid>`` (read per request); auth.test issues tok-1,
+    tok-2, ..."""
+    router = respx.Router()
+    issued = 0
+
+    def token(request: httpx.Request) -> httpx.Response:
+        nonlocal issued
+        issued += 1
+        return httpx.Response(200, json={"token": f"tok-{issued}", "expires_in": 300})
+
+    def registry(request: httpx.Request) -> httpx.Response:
+        if request.headers.get("authorization") in valid:
+            return httpx.Response(200, stream=BrokenStream(b"ok", fail=False))
+        said = f',error="{error}"' if "authorization" in request.headers else ""
+        return httpx.Response(
+            401,
+            headers={"WWW-Authenticate": BEARER + said},
+            json={"errors": [{"code": "DENIED", "message": "requested access is denied"}]},
+        )
+
+    router.get(REALM, name="token").mock(side_effect=token)
+    router.route(host="registry.test", name="registry").mock(side_effect=registry)
+    return router
+
+
+def auth_of(client: RegistryClient) -> AuthManager:
+    return client.transport.auth
+
+
+async def test_bearer_challenge_is_answered_once_and_the_token_reused() -> None:
+    router = bearer_registry({"Bearer tok-1"})
+    async with routed(router) as client:
+        for _ in range(2):
+            await client.fetch_blob(REF, blob_descriptor(b"ok"), MemorySink())
+        assert auth_of(client).statistics().token_fetches == 1
+    token, registry = router.routes["token"], router.routes["registry"]
+    assert token.call_count == 1
+    assert token.calls.last.request.url.params["scope"] == "repository:team/app:pull"
+    seen = [c.request.headers.get("authorization") for c in registry.calls]
+    assert seen == [None, "Bearer tok-1", "Bearer tok-1"]
+    # credentials and tokens go to their own origins only
+    assert "authorization" not in token.calls.last.request.headers
+
+
+async def test_a_rejected_cached_token_is_refreshed_once() -> None:
+    valid = {"Bearer tok-1"}
+    router = bearer_registry(valid)
+    async with routed(router) as client:
+        await client.fetch_blob(REF, blob_descriptor(b"ok"), MemorySink())
+        valid.clear()
+        valid.add("Bearer tok-2")  # the registry revoked tok-1
+        await client.fetch_blob(REF, blob_descriptor(b"ok"), MemorySink())
+    seen = [c.request.headers.get("authorization") for c in router.routes["registry"].calls]
+    assert seen == [None, "Bearer tok-1", "Bearer tok-1", "Bearer tok-2"]
+    assert router.routes["token"].call_count == 2
+
+
+async def test_a_fresh_token_that_is_refused_fails_with_the_registrys_code() -> None:
+    router = bearer_registry(set(), error="insufficient_scope")
+    async with routed(router) as client:
+        with pytest.raises(RegistryAuthError) as info:
+            await client.fetch_blob(REF, blob_descriptor(b"ok"), MemorySink())
+        assert auth_of(client).header_for("registry.test", "repository:team/app:pull", None) is None
+    assert (info.value.status, info.value.code) == (401, "DENIED")
+    assert "(server said insufficient_scope)" in info.value.message
+    assert "tok-1" not in str(info.value)
+    assert router.routes["registry"].call_count == 2  # no loop
+    assert router.routes["token"].call_count == 1
+
+
+BODY_FAILURES = [
+    pytest.param(httpx.ReadError("connection reset by peer"), id="ReadError"),
+    pytest.param(httpx.RemoteProtocolError("peer closed connection"), id="RemoteProtocolError"),
+    pytest.param(httpx.ReadTimeout("timed out"), id="ReadTimeout"),
+    pytest.param(httpx.DecodingError("incorrect header check"), id="DecodingError"),
+]
+
+
+class FailingStream(httpx.AsyncByteStream):
+    """Yields ``data`` then raises ``failure`` (any httpx error a body can end with)."""
+
+    def __init__(self, data: bytes, failure: Exception) -> None:
+        self.data = data
+        self.failure = failure
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        yield self.data
+        raise self.failure
+
+
+@pytest.mark.parametrize("failure", BODY_FAILURES)
+async def test_a_manifest_body_failing_mid_stream_is_a_transport_error(failure: Exception) -> None:
+    image = build_image("cut", "linux/amd64", (64,))
+    desc = Descriptor(mt.OCI_MANIFEST, image.manifest.digest, image.manifest.size)
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(
+            200,
+            headers={"Content-Type": mt.OCI_MANIFEST},
+            stream=FailingStream(image.manifest.data[:10], failure),
+        )
+
+    async with client_for(handler) as client:
+        with pytest.raises(RegistryTransportError) as info:
+            await client.fetch_manifest(REF, desc)
+    assert info.value.__cause__ is failure
+    assert type(failure).__name__ in info.value.message
+
+
+@pytest.mark.parametrize("failure", BODY_FAILURES)
+async def test_a_blob_body_failing_mid_stream_resumes(failure: Exception) -> None:
+    data = random_bytes("cut-blob", 50_000)
+    seen_ranges: list[str | None] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        rng = request.headers.get("range")
+        seen_ranges.append(rng)
+        if rng is None:
+            return httpx.Response(200, stream=FailingStream(data[:20_000], failure))
+        start = int(rng.removeprefix("bytes=").split("-")[0])
+        return httpx.Response(
+            206,
+            headers={"Content-Range": f"bytes {start}-{len(data) - 1}/{len(data)}"},
+            stream=BrokenStream(data[start:], fail=False),
+        )
+
+    sink = MemorySink()
+    async with client_for(handler) as client:
+        await client.fetch_blob(REF, blob_descriptor(data), sink)
+    assert sink.data == data
+    assert seen_ranges == [None, f"bytes=20000-{len(data) - 1}"]
+
+
+@pytest.mark.parametrize("failure", BODY_FAILURES)
+async def test_a_blob_body_that_always_fails_gives_up_typed(failure: Exception) -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, stream=FailingStream(b"", failure))
+
+    sink = MemorySink()
+    async with client_for(handler) as client:
+        with pytest.raises(RegistryTransportError, match="without progress") as info:
+            await client.fetch_blob(REF, blob_descriptor(b"never"), sink)
+    assert type(failure).__name__ in info.value.message
+    assert sink.data is None
+
+
+@pytest.mark.parametrize("failure", BODY_FAILURES)
+async def test_an_error_body_failing_mid_stream_keeps_the_status_type(failure: Exception) -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(404, stream=FailingStream(b'{"errors": [', failure))
+
+    async with client_for(handler) as client:
+        with pytest.raises(RegistryNotFoundError) as info:
+            await client.fetch_blob(REF, blob_descriptor(b"gone"), MemorySink())
+    assert (info.value.status, info.value.code) == (404, None)
 
 
 @pytest.mark.parametrize(
@@ -402,23 +615,25 @@ def anyio_backend() -> tuple[str, dict[str, object]]:
 async def test_upload_location_on_another_host_gets_no_authorization() -> None:
     from kubelet_sim.registry.push import Pusher
 
-    seen: dict[str, httpx.Headers] = {}
+    def registry(request: httpx.Request) -> httpx.Response:
+        if "authorization" not in request.headers:
+            return httpx.Response(401, headers={"WWW-Authenticate": 'Basic realm="r"'})
+        if request.method == "HEAD":
+            return httpx.Response(404)
+        return httpx.Response(202, headers={"Location": "https://uploads.test/session/1"})
 
-    def handler(request: httpx.Request) -> httpx.Response:
-        seen[f"{request.method} {request.url.host}"] = request.headers
-        if request.url.host == "registry.test":
-            if "authorization" not in request.headers:
-                return httpx.Response(401, headers={"WWW-Authenticate": 'Basic realm="r"'})
-            if request.method == "HEAD":
-                return httpx.Response(404)
-            return httpx.Response(202, headers={"Location": "https://uploads.test/session/1"})
-        return httpx.Response(201)
+    router = respx.Router()
+    router.route(host="registry.test").mock(side_effect=registry)
+    upload = router.put(host="uploads.test", path="/session/1").respond(201)
 
-    async with client_for(handler) as client:
+    async with routed(router) as client:
         pusher = Pusher(client, REF, Credentials(username="u", password="upload-secret"))
         await pusher.push_blob(b"data", Digest.from_bytes(b"data"), 4)
+    seen = {f"{c.request.method} {c.request.url.host}": c.request.headers for c in router.calls}
     assert "authorization" in seen["POST registry.test"]
+    assert upload.call_count == 1
     assert "authorization" not in seen["PUT uploads.test"]
+    assert upload.calls.last.request.url.params["digest"] == str(Digest.from_bytes(b"data"))
 
 
 async def test_hosts_toml_headers_stay_on_the_registry_origin(tmp_path: object) -> None:
@@ -430,23 +645,21 @@ async def test_hosts_toml_headers_stay_on_the_registry_origin(tmp_path: object) 
         'server = "https://registry.test"\n[header]\n  x-registry-key = "header-secret"\n'
     )
     data = b"layer-bytes"
-    seen: list[tuple[str, httpx.Headers]] = []
+    router = respx.Router()
+    registry = router.route(host="registry.test").respond(
+        307, headers={"Location": "https://storage.test/blob"}
+    )
+    storage = router.route(host="storage.test").mock(
+        side_effect=lambda request: httpx.Response(200, stream=BrokenStream(data, fail=False))
+    )
 
-    def handler(request: httpx.Request) -> httpx.Response:
-        seen.append((request.url.host, request.headers))
-        if request.url.host == "registry.test":
-            return httpx.Response(307, headers={"Location": "https://storage.test/blob"})
-        return httpx.Response(200, stream=BrokenStream(data, fail=False))
-
-    http = httpx.AsyncClient(transport=httpx.MockTransport(handler))
+    http = httpx.AsyncClient(transport=httpx.MockTransport(router.async_handler))
     async with RegistryClient(
         Transport(settings=FAST, http=http), hosts_dir=hosts.parent
     ) as client:
         await client.fetch_blob(REF, blob_descriptor(data), MemorySink())
-    assert [h.get("x-registry-key") for host, h in seen if host == "registry.test"] == [
-        "header-secret"
-    ]
-    assert [h.get("x-registry-key") for host, h in seen if host == "storage.test"] == [None]
+    assert [c.request.headers.get("x-registry-key") for c in registry.calls] == ["header-secret"]
+    assert [c.request.headers.get("x-registry-key") for c in storage.calls] == [None]
 
 
 async def test_request_deadline_becomes_a_transport_error() -> None:

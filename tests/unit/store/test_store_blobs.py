@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import anyio
+import anyio.to_thread
 import pytest
 from store_fakes import blob_bytes, fetch_bytes, make_image, pull
 
@@ -189,6 +190,13 @@ async def waiters(store: Store, digest: Digest, count: int) -> None:
             await anyio.sleep(0.001)
 
 
+async def downloading(store: Store, digest: Digest) -> None:
+    """Wait until some task downloads ``digest`` (it leads the single-flight)."""
+    with anyio.fail_after(10):
+        while str(digest) not in store.inflight():  # noqa: ASYNC110 - no event to await
+            await anyio.sleep(0.001)
+
+
 @pytest.mark.anyio
 async def test_ensure_blob_returns_at_once_when_committed(store: Store) -> None:
     data = b"present"
@@ -284,6 +292,71 @@ async def test_a_cancelled_download_is_taken_over_by_a_waiter(store: Store) -> N
     assert calls == 2
     assert await store.read_blob(digest) == data
     assert temp_files(store) == []
+
+
+@pytest.mark.anyio
+async def test_a_blob_in_flight_is_protected_and_a_waiters_lease_holds_it(store: Store) -> None:
+    """GC must not free a blob being downloaded, nor one a waiter's pull shares afterwards."""
+    data = b"protected while downloading"
+    digest = Digest.from_bytes(data)
+    gate = anyio.Event()
+    waiter_done = anyio.Event()
+    release_lease = anyio.Event()
+
+    async def slow_fetch(sink: BlobSink) -> None:
+        await gate.wait()
+        await fetch_bytes(data)(sink)
+
+    async def waiter() -> None:
+        async with store.lease():
+            await store.ensure_blob(digest, len(data), slow_fetch)
+            waiter_done.set()
+            await release_lease.wait()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(store.ensure_blob, digest, len(data), slow_fetch)  # leads, no lease
+        await downloading(store, digest)
+        tg.start_soon(waiter)
+        await waiters(store, digest, 1)
+        protected = await anyio.to_thread.run_sync(store.protected)  # as GC's thread sees it
+        assert str(digest) in protected
+        gate.set()
+        await waiter_done.wait()
+        assert store.inflight() == {}
+        assert str(digest) in store.protected()  # held by the waiter's lease, not the flight
+        release_lease.set()
+    assert str(digest) not in store.protected()
+
+
+@pytest.mark.anyio
+async def test_a_waiter_with_another_size_is_told_after_the_shared_download(store: Store) -> None:
+    data = b"four"
+    digest = Digest.from_bytes(data)
+    gate = anyio.Event()
+    calls: list[Digest] = []
+
+    async def slow_fetch(sink: BlobSink) -> None:
+        await gate.wait()
+        await fetch_bytes(data, calls=calls)(sink)
+
+    errors: list[DigestMismatchError] = []
+
+    async def wrong_size() -> None:
+        try:
+            await store.ensure_blob(digest, 5, slow_fetch)
+        except DigestMismatchError as exc:
+            errors.append(exc)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(store.ensure_blob, digest, len(data), slow_fetch)
+        await downloading(store, digest)
+        tg.start_soon(wrong_size)
+        await waiters(store, digest, 1)
+        gate.set()
+    assert calls == [digest]
+    assert [str(e) for e in errors] == [
+        f"blob {digest} failed verification: expected size 5, got size 4 in the store"
+    ]
 
 
 @pytest.mark.anyio
