@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -17,6 +18,8 @@ def test_demo_runs_end_to_end() -> None:
         text=True,
         timeout=240,
         check=False,
+        # Wide enough that no table cell wraps a message the test looks for.
+        env={**os.environ, "COLUMNS": "400"},
     )
     assert result.returncode == 0, result.stderr[-3000:]
     out = result.stdout

@@ -4,7 +4,7 @@ the cases in kubelet-images.md §1, the kubelet's applyDefaultImageTag, and gram
 from __future__ import annotations
 
 import pytest
-from hypothesis import given, reject
+from hypothesis import given, reject, settings
 from hypothesis import strategies as st
 
 from kubelet_sim.core.digest import Digest
@@ -510,18 +510,26 @@ def _parsed(value: str) -> ImageReference:
         reject()
 
 
+# The four round-trip properties share one draw: generating references from the grammar's regex
+# is the slow part, so each example is checked against all four (twice the examples of one).
+@settings(max_examples=200)
 @given(_any_input)
-def test_property_parse_str_parse_is_stable(value: str) -> None:
+def test_property_reference_round_trips(value: str) -> None:
     ref = _parsed(value)
+    _parse_str_parse_is_stable(ref)
+    _normalised_name_matches_the_grammar(ref)
+    _familiar_parses_back(ref)
+    _runtime_image_parses_to_the_defaulted_reference(value, ref)
+
+
+def _parse_str_parse_is_stable(ref: ImageReference) -> None:
     again = parse_normalized(str(ref))
     assert again == ref
     assert str(again) == str(ref)
     assert is_normalized(str(ref))
 
 
-@given(_any_input)
-def test_property_normalised_names_match_the_grammar(value: str) -> None:
-    ref = _parsed(value)
+def _normalised_name_matches_the_grammar(ref: ImageReference) -> None:
     assert ANCHORED_REFERENCE.fullmatch(str(ref))
     name = ANCHORED_NAME.fullmatch(ref.name)
     assert name is not None
@@ -532,9 +540,7 @@ def test_property_normalised_names_match_the_grammar(value: str) -> None:
         assert "/" in ref.path
 
 
-@given(_any_input)
-def test_property_familiar_parses_back(value: str) -> None:
-    ref = _parsed(value)
+def _familiar_parses_back(ref: ImageReference) -> None:
     familiar = ref.familiar()
     first, slash, _ = ref.familiar_name().partition("/")
     ambiguous = ANCHORED_IDENTIFIER.fullmatch(familiar) or (
@@ -544,9 +550,7 @@ def test_property_familiar_parses_back(value: str) -> None:
         assert parse_normalized(familiar) == ref
 
 
-@given(_any_input)
-def test_property_runtime_image_parses_to_the_defaulted_reference(value: str) -> None:
-    ref = _parsed(value)
+def _runtime_image_parses_to_the_defaulted_reference(value: str, ref: ImageReference) -> None:
     runtime = apply_default_image_tag(value)
     assert parse_normalized(runtime) == ref.with_default_tag()
     assert runtime == value or runtime == value + ":latest"

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import shutil
 import sys
 import tempfile
 import time
@@ -81,7 +82,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    console = Console(width=None if sys.stdout.isatty() else 160)
+    # Off a terminal rich would wrap at 80 columns; 160 unless COLUMNS says otherwise.
+    width = None if sys.stdout.isatty() else shutil.get_terminal_size((160, 24)).columns
+    console = Console(width=width)
     with tempfile.TemporaryDirectory(prefix="kubelet-sim-demo-") as tmp:
         work = args.workdir or Path(tmp)
         public = RegistryProcess(RegistryConfig(storage_dir=work / "public"), work / "public-reg")
