@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import os
+import resource
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -269,6 +270,20 @@ class Daemon:
                     self._ready = False
                     tg.cancel_scope.cancel()
         log.info("daemon.stopped")
+
+
+def raise_open_file_limit() -> tuple[int, int]:
+    """Raise this process's soft limit on open files to its hard limit, as daemons do (the
+    default soft limit of 1024 is ~1,000 idle API connections); returns (before, after)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError) as exc:
+            log.warning("daemon.file_limit_unchanged", soft=soft, hard=hard, error=str(exc))
+            return soft, soft
+        return soft, hard
+    return soft, soft
 
 
 def parse_listen(value: str) -> tuple[str, int]:

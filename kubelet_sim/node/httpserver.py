@@ -3,11 +3,18 @@
 h11 already comes with httpx, so this adds no dependency, and it runs on asyncio and trio alike.
 Each connection serves requests until the client closes or asks to; request bodies are limited,
 reading a request has a deadline, and a handler that raises answers 500 without taking the server
-down.
+down. At most ``max_connections`` connections are open: past that the oldest idle one (waiting
+for its next request) is closed to make room, and a new one is refused with 503 when none is
+idle. ``accept()`` failing for lack of resources (``EMFILE``, ``ENFILE``, ``ENOBUFS``,
+``ENOMEM``) closes the oldest idle connection and backs off (5 ms doubling to 1 s) instead of
+ending the server, and the daemon with it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import itertools
 import json
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
@@ -16,6 +23,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import anyio
 import anyio.abc
+import anyio.streams.stapled
 import h11
 import structlog
 
@@ -23,6 +31,26 @@ log = structlog.get_logger(__name__)
 
 MAX_BODY = 4 * 1024 * 1024
 READ_TIMEOUT = 30.0  # per request, including an idle keep-alive connection's wait for the next
+MAX_CONNECTIONS = 512
+ACCEPT_BACKOFF = (0.005, 1.0)  # first and longest pause after accept() ran out of resources
+_OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+
+
+@dataclass(slots=True)
+class _Open:
+    """One open connection: its cancel scope, and since when it waits for a request (None: busy)."""
+
+    scope: anyio.CancelScope
+    idle_since: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ServerStatistics:
+    connections: int
+    idle: int
+    accept_errors: int
+    closed_idle: int
+    refused: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,22 +102,113 @@ class HTTPServer:
     """
 
     def __init__(
-        self, handler: Handler, *, max_body: int = MAX_BODY, read_timeout: float = READ_TIMEOUT
+        self,
+        handler: Handler,
+        *,
+        max_body: int = MAX_BODY,
+        read_timeout: float = READ_TIMEOUT,
+        max_connections: int = MAX_CONNECTIONS,
     ) -> None:
+        if max_connections < 1:
+            raise ValueError(f"max_connections must be at least 1, got {max_connections}")
         self.handler = handler
         self.max_body = max_body
         self.read_timeout = read_timeout
+        self.max_connections = max_connections
+        self._open: dict[int, _Open] = {}
+        self._ids = itertools.count()
+        self._accept_errors = self._closed_idle = self._refused = 0
+
+    def statistics(self) -> ServerStatistics:
+        idle = sum(1 for c in self._open.values() if c.idle_since is not None)
+        return ServerStatistics(
+            len(self._open), idle, self._accept_errors, self._closed_idle, self._refused
+        )
 
     async def serve(self, listener: anyio.abc.Listener[anyio.abc.SocketStream]) -> None:
-        async with listener:
-            await listener.serve(self._connection)
+        """Accept and serve connections until cancelled (every address of a multi-listener)."""
+        inner = (
+            listener.listeners
+            if isinstance(listener, anyio.streams.stapled.MultiListener)
+            else [listener]
+        )
+        sockets = [one for one in inner if isinstance(one, anyio.abc.SocketListener)]
+        if len(sockets) != len(inner):
+            raise TypeError("HTTPServer.serve needs TCP socket listeners")
+        async with listener, anyio.create_task_group() as tg:
+            for one in sockets:
+                tg.start_soon(self._accept_loop, one, tg)
 
-    async def _connection(self, stream: anyio.abc.SocketStream) -> None:
+    async def _accept_loop(
+        self, listener: anyio.abc.SocketListener, tg: anyio.abc.TaskGroup
+    ) -> None:
+        pause = ACCEPT_BACKOFF[0]
+        while True:
+            try:
+                stream = await listener.accept()
+            except OSError as exc:
+                if exc.errno not in _OUT_OF_RESOURCES:
+                    raise
+                self._accept_errors += 1
+                closed = self._close_oldest_idle()
+                log.warning(
+                    "api.accept_failed",
+                    error=exc.strerror or str(exc),
+                    connections=len(self._open),
+                    closed_idle=closed,
+                    retry_in=pause,
+                )
+                await anyio.sleep(pause)
+                pause = min(pause * 2, ACCEPT_BACKOFF[1])
+                continue
+            pause = ACCEPT_BACKOFF[0]
+            if len(self._open) >= self.max_connections and not self._close_oldest_idle():
+                self._refused += 1
+                tg.start_soon(self._refuse, stream)
+                continue
+            key = next(self._ids)
+            self._open[key] = _Open(anyio.CancelScope())
+            tg.start_soon(self._connection, stream, key)
+
+    def _close_oldest_idle(self) -> bool:
+        """Close the connection that has waited longest for a request; False if none waits."""
+        idle = [(c.idle_since, k) for k, c in self._open.items() if c.idle_since is not None]
+        if not idle:
+            return False
+        _, key = min(idle)
+        self._open.pop(key).scope.cancel()
+        self._closed_idle += 1
+        return True
+
+    async def _refuse(self, stream: anyio.abc.SocketStream) -> None:
+        """Answer 503 before any request was read (h11 only answers a request), then close."""
+        body = Response.error(503, "too many connections").body
+        head = (
+            "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\nRetry-After: 1\r\nConnection: close\r\n\r\n"
+        )
+        async with stream:
+            with anyio.move_on_after(1), contextlib.suppress(anyio.BrokenResourceError, OSError):
+                await stream.send(head.encode() + body)
+
+    async def _connection(self, stream: anyio.abc.SocketStream, key: int) -> None:
+        state = self._open.get(key)
+        if state is None:  # closed to make room before it started
+            await stream.aclose()
+            return
+        try:
+            with state.scope:
+                await self._serve_connection(stream, state)
+        finally:
+            self._open.pop(key, None)
+            await stream.aclose()
+
+    async def _serve_connection(self, stream: anyio.abc.SocketStream, state: _Open) -> None:
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=64 * 1024)
         async with stream:
             while True:
                 try:
-                    request = await self._read_request(conn, stream)
+                    request = await self._read_request(conn, stream, state)
                 except _Reject as reject:
                     await self._send(conn, stream, reject.response, close=True)
                     return
@@ -112,10 +231,24 @@ class HTTPServer:
                     return
 
     async def _read_request(
-        self, conn: h11.Connection, stream: anyio.abc.SocketStream
+        self, conn: h11.Connection, stream: anyio.abc.SocketStream, state: _Open
     ) -> Request | None:
         head: h11.Request | None = None
         body = bytearray()
+        state.idle_since = anyio.current_time()  # until the first bytes of a request arrive
+        try:
+            return await self._read_request_within_deadline(conn, stream, state, head, body)
+        finally:
+            state.idle_since = None
+
+    async def _read_request_within_deadline(
+        self,
+        conn: h11.Connection,
+        stream: anyio.abc.SocketStream,
+        state: _Open,
+        head: h11.Request | None,
+        body: bytearray,
+    ) -> Request | None:
         with anyio.fail_after(self.read_timeout):
             while True:
                 try:
@@ -128,6 +261,7 @@ class HTTPServer:
                             conn.send(h11.InformationalResponse(status_code=100, headers=[])) or b""
                         )
                     data = await stream.receive(65536)
+                    state.idle_since = None
                     conn.receive_data(data)
                     if not data and head is None:
                         return None

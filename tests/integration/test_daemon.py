@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -81,7 +83,13 @@ def write_config(folder: Path, static: Path, **extra: str) -> Path:
     return path
 
 
-def start_daemon(tmp: Path, config: Path, root: Path | None = None) -> DaemonProc:
+def start_daemon(
+    tmp: Path,
+    config: Path,
+    root: Path | None = None,
+    *,
+    preexec: Callable[[], None] | None = None,
+) -> DaemonProc:
     root = root or tmp / "root"
     port = free_port()
     log = tmp / f"daemon-{port}.log"
@@ -106,6 +114,7 @@ def start_daemon(tmp: Path, config: Path, root: Path | None = None) -> DaemonPro
         stdout=handle,
         stderr=subprocess.STDOUT,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        preexec_fn=preexec,
     )
     handle.close()
     daemon = DaemonProc(proc, f"http://127.0.0.1:{port}", root, log)
@@ -507,3 +516,42 @@ def test_lenient_config_and_a_missing_static_pod_folder_start_the_daemon_with_wa
         "imagePullProgressDeadline",
     ]
     assert by_event["static.path_missing"]["static_pod_path"] == str(static)
+
+
+def test_the_daemon_survives_more_idle_connections_than_it_has_file_descriptors(
+    tmp_path: Path, daemons: list[DaemonProc]
+) -> None:
+    # A hard limit of 300 descriptors, 1,100 idle connections: accept() hits EMFILE. The daemon
+    # used to exit ("Too many open files"); it now closes the oldest idle ones and keeps serving.
+    static = tmp_path / "static"
+    static.mkdir()
+    limit = 300
+
+    def low_limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+
+    daemon = start_daemon(tmp_path, write_config(tmp_path / "cfg", static), preexec=low_limit)
+    daemons.append(daemon)
+    host, port = daemon.url.removeprefix("http://").split(":")
+    idle: list[socket.socket] = []
+    try:
+        for _ in range(1_100):
+            idle.append(socket.create_connection((host, int(port)), timeout=10))
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with daemon.client() as c:
+                    if c.get("/healthz").text == "ok":
+                        break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, daemon.log.read_text()[-2000:]
+            time.sleep(0.1)
+        assert daemon.proc.poll() is None
+    finally:
+        for conn in idle:
+            conn.close()
+    assert daemon.stop() == 0
+    log = daemon.log.read_text()
+    assert '"api.accept_failed"' in log
+    assert "Too many open files" in log

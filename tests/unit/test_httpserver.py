@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import errno
+import os
+import socket
 from collections.abc import AsyncIterator
 
 import anyio
@@ -123,3 +126,100 @@ async def test_expect_100_continue_is_answered(server: int) -> None:
                 pass
     assert b"HTTP/1.1 200 OK" in first + rest
     assert b'"size": 3' in first + rest
+
+
+async def _get(port: int, path: str = "/ok") -> bytes:
+    raw = f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode()
+    return await exchange(port, raw)
+
+
+async def test_past_max_connections_the_oldest_idle_connection_makes_room() -> None:
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0)
+    port = int(listener.extra(anyio.abc.SocketAttribute.local_port))
+    server = HTTPServer(echo, read_timeout=30, max_connections=4)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(server.serve, listener)
+        idle = [await anyio.connect_tcp("127.0.0.1", port) for _ in range(6)]
+        with anyio.fail_after(5):
+            while server.statistics().closed_idle < 2:  # noqa: ASYNC110 - polls the server
+                await anyio.sleep(0.01)
+        # The two oldest were closed (they see end of stream); the newest four stay open.
+        for stream in idle[:2]:
+            with anyio.fail_after(5), pytest.raises((anyio.EndOfStream, anyio.BrokenResourceError)):
+                await stream.receive()
+        assert server.statistics().connections == 4
+        # A request still gets through: it takes the place of another idle connection.
+        assert b"HTTP/1.1 200 OK" in await _get(port)
+        for stream in idle:
+            await stream.aclose()
+        tg.cancel_scope.cancel()
+
+
+async def test_with_every_connection_busy_a_new_one_is_refused_with_503() -> None:
+    release = anyio.Event()
+
+    async def slow(request: Request) -> Response:
+        await release.wait()
+        return Response.text(200, "done")
+
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0)
+    port = int(listener.extra(anyio.abc.SocketAttribute.local_port))
+    server = HTTPServer(slow, max_connections=1)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(server.serve, listener)
+        busy = await anyio.connect_tcp("127.0.0.1", port)
+        await busy.send(b"GET /wait HTTP/1.1\r\nHost: x\r\n\r\n")
+        with anyio.fail_after(5):
+            while server.statistics().connections < 1 or server.statistics().idle:  # noqa: ASYNC110
+                await anyio.sleep(0.01)
+        answer = await _get(port)
+        assert answer.startswith(b"HTTP/1.1 503")
+        assert b"too many connections" in answer
+        assert server.statistics().refused == 1
+        release.set()
+        assert b"200 OK" in await busy.receive()
+        await busy.aclose()
+        tg.cancel_scope.cancel()
+
+
+class _Exhausted(anyio.abc.SocketListener):
+    """A real listener whose first ``failures`` accepts fail as a process out of descriptors."""
+
+    def __init__(self, inner: anyio.abc.SocketListener, failures: int, code: int) -> None:
+        self.inner, self.failures, self.code = inner, failures, code
+
+    async def accept(self) -> anyio.abc.SocketStream:
+        if self.failures:
+            self.failures -= 1
+            raise OSError(self.code, os.strerror(self.code))
+        return await self.inner.accept()
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+    @property
+    def _raw_socket(self) -> socket.socket:
+        return self.inner._raw_socket
+
+
+@pytest.mark.parametrize("code", [errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM])
+async def test_accept_out_of_resources_backs_off_and_keeps_serving(code: int) -> None:
+    multi = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0)
+    inner = multi.listeners[0]
+    assert isinstance(inner, anyio.abc.SocketListener)
+    port = int(inner.extra(anyio.abc.SocketAttribute.local_port))
+    server = HTTPServer(echo)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(server.serve, _Exhausted(inner, failures=3, code=code))
+        assert b"HTTP/1.1 200 OK" in await _get(port)
+        assert server.statistics().accept_errors == 3
+        tg.cancel_scope.cancel()
+
+
+async def test_other_accept_errors_still_end_the_server() -> None:
+    multi = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0)
+    inner = multi.listeners[0]
+    assert isinstance(inner, anyio.abc.SocketListener)
+    with pytest.raises(ExceptionGroup) as info:
+        await HTTPServer(echo).serve(_Exhausted(inner, failures=1, code=errno.EBADF))
+    assert info.group_contains(OSError)

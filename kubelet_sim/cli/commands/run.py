@@ -16,7 +16,7 @@ from kubelet_sim.cli.main import configure_logging
 from kubelet_sim.config.kubelet import load_kubelet_config
 from kubelet_sim.core.platforms import parse_platform
 from kubelet_sim.errors import ConfigError, KubeletSimError, first_error
-from kubelet_sim.node.daemon import Daemon, DaemonOptions, parse_listen
+from kubelet_sim.node.daemon import Daemon, DaemonOptions, parse_listen, raise_open_file_limit
 
 log = structlog.get_logger(__name__)
 
@@ -74,6 +74,8 @@ def _run(args: argparse.Namespace) -> int:
     )
     if args.hostname_override:
         options = dataclasses.replace(options, node_name=_node_name(args.hostname_override))
+    before, after = raise_open_file_limit()
+    log.info("daemon.file_limit", soft_before=before, soft=after)
     try:
         anyio.run(_serve, options)
     except BaseExceptionGroup as group:
