@@ -38,6 +38,9 @@ class CompareRow:
                 "change": self.change, "ratio": self.ratio}  # fmt: skip
 
 
+MAX_REPORT_BYTES = 256 * 1024 * 1024  # a 1,000,000-pod report stays well below
+
+
 def load_report(path: Path) -> dict[str, Any]:
     """Read a ``report.json``.
 
@@ -45,14 +48,54 @@ def load_report(path: Path) -> dict[str, Any]:
         ConfigError: missing, not JSON, or not a bench report.
     """
     try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
+        with path.open("rb") as handle:
+            data = handle.read(MAX_REPORT_BYTES + 1)
     except FileNotFoundError:
         raise ConfigError(str(path), None, "report does not exist") from None
-    except (OSError, ValueError) as exc:
+    except OSError as exc:
+        raise ConfigError(str(path), None, f"cannot read the report: {exc.strerror}") from None
+    if len(data) > MAX_REPORT_BYTES:
+        raise ConfigError(str(path), None, f"larger than {MAX_REPORT_BYTES} bytes: not a report")
+    try:
+        doc = json.loads(data)
+    except RecursionError:
+        raise ConfigError(str(path), None, "not a bench report: JSON nested too deeply") from None
+    except ValueError as exc:
         raise ConfigError(str(path), None, f"not a readable JSON report: {exc}") from None
     if not isinstance(doc, dict) or doc.get("schema") != SCHEMA:
         raise ConfigError(str(path), "schema", f"not a kubelet-sim bench report ({SCHEMA})")
+    _check_figures(doc, str(path))
     return doc
+
+
+def _number(value: Any) -> bool:
+    return value is None or (isinstance(value, int | float) and not isinstance(value, bool))
+
+
+def _check_figures(doc: dict[str, Any], source: str) -> None:
+    """Every figure compared is there and a number (or null), so comparing cannot crash."""
+    summary = doc.get("summary")
+    if not isinstance(summary, dict):
+        raise ConfigError(source, "summary", "missing or not an object")
+    for name, _, get in _SUMMARY:
+        try:
+            value = get(summary)
+        except (KeyError, TypeError, AttributeError, IndexError):
+            value = "missing"
+        if not _number(value):
+            raise ConfigError(source, f"summary ({name})", "missing or not a number")
+    groups = doc.get("groups")
+    if not isinstance(groups, dict):
+        raise ConfigError(source, "groups", "missing or not an object")
+    for group, figures in groups.items():
+        try:
+            values = [figures["time_to_ready"][k] for k in ("p50", "p99")] + [figures["makespan"]]
+        except (KeyError, TypeError, IndexError):
+            values = ["missing"]
+        if not all(_number(v) for v in values):
+            raise ConfigError(
+                source, f"groups.{group}", "needs time_to_ready.p50/p99 and makespan numbers"
+            )
 
 
 _Get = Callable[[dict[str, Any]], Any]

@@ -9,6 +9,7 @@ The format is described with examples in ``benchmarks/workloads/README.md``.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 from pathlib import Path
@@ -23,6 +24,15 @@ from kubelet_sim.core.reference import parse_normalized
 from kubelet_sim.errors import ConfigError, InvalidImageNameError, PlatformError
 from kubelet_sim.registry.transport import TransportSettings
 from kubelet_sim.sim.faultproxy import FaultKind, FaultPlan, FaultWindow
+from kubelet_sim.workloads.limits import (
+    MAX_IMAGE_COUNT,
+    MAX_LAYER_BYTES,
+    MAX_LAYERS,
+    MAX_NODES,
+    MAX_PODS,
+    MAX_SEED_BYTES,
+    human,
+)
 from kubelet_sim.workloads.parse_pods import dns_label, pod_template, secret
 from kubelet_sim.workloads.source import Fields, Located, load_located, parse_size, type_name
 from kubelet_sim.workloads.spec import (
@@ -75,17 +85,22 @@ def parse_workload(
     bases = tuple(_base(doc, p, v) for p, v in top.items("bases"))
     _unique(doc, "bases", [b.name for b in bases])
     images = tuple(_image(doc, p, v, {b.name for b in bases}) for p, v in top.items("images"))
+    _check_seed_bytes(doc, bases, images)
     repos = [r for spec in images for r in spec.repositories()]
     _unique(doc, "images", repos, what="repository")
     known = {ref for spec in images for ref in spec.references()}
     nodes = tuple(_node_group(doc, p, v, known) for p, v in top.items("nodes", required=True))
     _unique(doc, "nodes", [g.name for g in nodes])
     groups = {g.name: g.count for g in nodes}
+    if sum(groups.values()) > MAX_NODES:
+        doc.fail("nodes", f"{sum(groups.values()):,} nodes in all; at most {MAX_NODES:,}")
     base = base_dir or Path.cwd()
     pods = tuple(
         pod_template(doc, p, v, groups, seed, base) for p, v in top.items("pods", required=True)
     )
     _unique(doc, "pods", [t.name for t in pods])
+    if sum(t.count for t in pods) > MAX_PODS:
+        doc.fail("pods", f"{sum(t.count for t in pods):,} pods in all; at most {MAX_PODS:,}")
     secrets = tuple(secret(doc, p, v) for p, v in top.items("secrets"))
     faults = _faults(doc, top.raw("faults"), seed)
     run = RunSettings()
@@ -156,11 +171,37 @@ def _layers(f: Fields) -> tuple[LayerGroup, ...]:
     for path, item in f.items("layers"):
         if isinstance(item, dict) and "count" in item:
             g = f.doc.fields(path, item, ("count", "size"))
-            size = _size_distribution(f.doc, g.at("size"), g.raw("size", required=True))
-            groups.append(LayerGroup(g.integer("count", 1, minimum=1), size))
+            size = _bounded(f.doc, g.at("size"), g.raw("size", required=True))
+            groups.append(LayerGroup(g.integer("count", 1, minimum=1, maximum=MAX_LAYERS), size))
         else:
-            groups.append(LayerGroup(1, _size_distribution(f.doc, path, item)))
+            groups.append(LayerGroup(1, _bounded(f.doc, path, item)))
     return tuple(groups)
+
+
+def _bounded(doc: Located, path: str, value: Any) -> SizeDistribution:
+    """A layer size distribution whose largest draw is at most MAX_LAYER_BYTES."""
+    size = _size_distribution(doc, path, value)
+    if size.kind is SizeKind.LOGNORMAL and not size.high:
+        # No max: clamp to the largest layer a workload may have instead of drawing 1 TB.
+        size = dataclasses.replace(size, high=max(MAX_LAYER_BYTES, size.low))
+    if size.largest > MAX_LAYER_BYTES or size.median > MAX_LAYER_BYTES:
+        doc.fail(path, f"a layer of up to {human(max(size.largest, size.median))}; "
+                 f"at most {human(MAX_LAYER_BYTES)}")  # fmt: skip
+    return size
+
+
+def _check_seed_bytes(
+    doc: Located, bases: tuple[BaseImage, ...], images: tuple[ImageSpec, ...]
+) -> None:
+    """Refuse a workload whose images could add up to more than MAX_SEED_BYTES of layers."""
+    base_bytes = {b.name: sum(g.count * g.size.largest for g in b.layers) for b in bases}
+    total = sum(base_bytes.values())
+    for spec in images:
+        own = sum(g.count * g.size.largest for g in spec.layers)
+        total += own * spec.count * len(spec.platforms) * max(1, len(spec.tags))
+    if total > MAX_SEED_BYTES:
+        doc.fail("images", f"seeding could write {human(total)} of layers; at most "
+                 f"{human(MAX_SEED_BYTES)}")  # fmt: skip
 
 
 def _base(doc: Located, path: str, value: Any) -> BaseImage:
@@ -174,7 +215,7 @@ def _base(doc: Located, path: str, value: Any) -> BaseImage:
 def _image(doc: Located, path: str, value: Any, bases: set[str]) -> ImageSpec:
     f = doc.fields(path, value, ("repository", "tags", "count", "platforms", "base", "layers",
                                  "compress", "mediaTypes"))  # fmt: skip
-    count = f.integer("count", 1, minimum=1)
+    count = f.integer("count", 1, minimum=1, maximum=MAX_IMAGE_COUNT)
     repository = f.string("repository", required=True)
     if count > 1 and "{i}" not in repository:
         f.fail("repository", "with count > 1 the repository must contain {i}")
@@ -232,7 +273,7 @@ def _node_group(doc: Located, path: str, value: Any, known: set[str]) -> NodeGro
             doc.fail(f"{f.at('prePulled')}[{i}]", f"{ref!r} is not one of the workload's images")
     return NodeGroup(
         name=dns_label(f, "name"),
-        count=f.integer("count", 1, minimum=1),
+        count=f.integer("count", 1, minimum=1, maximum=MAX_NODES),
         platform=platform,
         kubelet=_kubelet(f, kubelet_fields),
         kubelet_fields=MappingProxyType(dict(kubelet_fields)),

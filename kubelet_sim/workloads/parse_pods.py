@@ -12,6 +12,7 @@ from typing import Any
 
 from kubelet_sim.errors import ConfigError
 from kubelet_sim.k8s.objects import Pod, parse_object
+from kubelet_sim.workloads.limits import MAX_PODS, MAX_TRACE_BYTES, placeholder_problem
 from kubelet_sim.workloads.source import Fields, Located
 from kubelet_sim.workloads.spec import (
     Arrival,
@@ -45,10 +46,18 @@ def pod_template(
         field = (exc.field or path).replace(".metadata.name", ".name")
         doc.fail(field.replace(".metadata.namespace", ".namespace"), exc.message)
     assert isinstance(pod, Pod)
+    for list_name, containers in (
+        ("initContainers", pod.init_containers),
+        ("containers", pod.containers),
+    ):
+        for index, container in enumerate(containers):
+            problem = placeholder_problem(container.image)
+            if problem:
+                doc.fail(f"{path}.spec.{list_name}[{index}].image", problem)
     placement = _placement(f, groups, seed)
     arrival = _arrival(f, base)
     eligible = sum(groups[g] for g in placement.groups or tuple(groups))
-    count = f.integer("count", 0, minimum=1) if f.has("count") else 0
+    count = f.integer("count", 0, minimum=1, maximum=MAX_PODS) if f.has("count") else 0
     if placement.kind is PlacementKind.EVERY_NODE:
         if count and count != eligible:
             f.fail("count", f"every-node placement runs one pod per node ({eligible} nodes)")
@@ -123,10 +132,7 @@ def read_trace(path: Path, where: str = "") -> tuple[float, ...]:
     Raises:
         ConfigError: naming ``TRACE:LINE``.
     """
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        raise ConfigError(where or str(path), "trace", f"cannot read {path}: {exc}") from None
+    lines = _trace_lines(path, where)
     times: list[float] = []
     for number, line in enumerate(lines, 1):
         text = line.split("#", 1)[0].strip()
@@ -136,16 +142,37 @@ def read_trace(path: Path, where: str = "") -> tuple[float, ...]:
         try:
             count = int(count_text) if count_text else 1
             when = _timestamp(stamp)
-        except ValueError:
-            message = f"expected SECONDS or an ISO 8601 time, then optionally ,COUNT; got {line!r}"
+        except (ValueError, OverflowError):
+            # The line is not quoted: a file given as a trace by mistake may hold anything.
+            message = "expected SECONDS or an ISO 8601 time, then optionally ,COUNT"
             raise ConfigError(f"{path}:{number}", "trace", message) from None
         if count < 1:
             raise ConfigError(f"{path}:{number}", "trace", "COUNT must be positive")
+        if len(times) + count > MAX_PODS:
+            message = f"more than {MAX_PODS:,} arrivals; a workload has at most {MAX_PODS:,} pods"
+            raise ConfigError(f"{path}:{number}", "trace", message)
         times.extend([when] * count)
     if not times:
         raise ConfigError(str(path), "trace", "the trace holds no arrivals")
     first = min(times)
     return tuple(sorted(t - first for t in times))
+
+
+def _trace_lines(path: Path, where: str) -> list[str]:
+    """The lines of a trace file, read with a size cap (``/dev/zero`` is not read whole)."""
+    try:
+        with path.open("rb") as handle:
+            data = handle.read(MAX_TRACE_BYTES + 1)
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise ConfigError(where or str(path), "trace", f"cannot read {path}: {reason}") from None
+    if len(data) > MAX_TRACE_BYTES:
+        message = f"{path} is larger than {MAX_TRACE_BYTES // (1024 * 1024)} MiB"
+        raise ConfigError(where or str(path), "trace", message)
+    try:
+        return data.decode("utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise ConfigError(where or str(path), "trace", f"{path} is not UTF-8 text") from None
 
 
 def _timestamp(text: str) -> float:

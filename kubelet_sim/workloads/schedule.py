@@ -8,12 +8,12 @@ draws from ``random.Random(<seed>/<template>)``, ``every-node`` puts pod ``i`` o
 from __future__ import annotations
 
 import random
-import re
 from dataclasses import dataclass, replace
 
 from kubelet_sim.core.pods import PodSpec
 from kubelet_sim.k8s.admission import pod_spec
 from kubelet_sim.k8s.objects import Container, Pod, stable_uid
+from kubelet_sim.workloads.limits import INDEX_PLACEHOLDER
 from kubelet_sim.workloads.spec import PlacementKind, PodTemplate, Workload
 
 
@@ -46,7 +46,7 @@ class PlannedPod:
         return replace(container, image=f"{registry}/{expand_image(container.image, self.index)}")
 
 
-_INDEX = re.compile(r"\{i(?:%(\d+))?\}")
+_INDEX = INDEX_PLACEHOLDER
 
 
 def expand_image(image: str, index: int) -> str:

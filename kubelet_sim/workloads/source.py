@@ -167,7 +167,9 @@ class Fields:
             self.fail(key, f"expected true or false, got {type_name(value)}")
         return value
 
-    def integer(self, key: str, default: int, *, minimum: int | None = None) -> int:
+    def integer(
+        self, key: str, default: int, *, minimum: int | None = None, maximum: int | None = None
+    ) -> int:
         value = self.raw(key)
         if value is None:
             return default
@@ -175,6 +177,8 @@ class Fields:
             self.fail(key, f"expected an integer, got {type_name(value)}")
         if minimum is not None and value < minimum:
             self.fail(key, f"must be at least {minimum}, got {value}")
+        if maximum is not None and value > maximum:
+            self.fail(key, f"must be at most {maximum:,}, got {value:,}")
         return value
 
     def number(

@@ -35,6 +35,16 @@ class SizeDistribution:
     """Layer sizes in bytes: a fixed size, uniform in [low, high], log-normal around ``median``
     (clamped to [low, high] when set), or a choice among sizes."""
 
+    @property
+    def largest(self) -> int:
+        """The largest size this distribution can draw (a log-normal one without ``max`` has
+        none: 0)."""
+        if self.kind is SizeKind.FIXED:
+            return self.value
+        if self.kind is SizeKind.CHOICE:
+            return max(self.choices)
+        return self.high
+
     kind: SizeKind
     value: int = 0
     low: int = 0

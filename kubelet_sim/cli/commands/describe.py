@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 
-from kubelet_sim.errors import KubeletSimError
+from kubelet_sim.errors import ConfigError, KubeletSimError
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -20,26 +20,56 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser.set_defaults(func=_describe)
 
 
+MAX_ANSWER = 16 * 1024 * 1024  # a daemon's pod and event documents stay far below this
+
+
 def _get(client: httpx.Client, path: str, **params: str) -> Any:
+    """The JSON document at ``path``; anything that is not a daemon's answer is a clear error."""
+    where = f"{client.base_url}{path.lstrip('/')}"
     try:
-        response = client.get(path, params=params)
+        with client.stream("GET", path, params=params) as response:
+            body = bytearray()
+            for chunk in response.iter_bytes():
+                body += chunk
+                if len(body) > MAX_ANSWER:
+                    raise KubeletSimError(f"{where}: answer larger than {MAX_ANSWER} bytes")
     except httpx.HTTPError as exc:
-        raise KubeletSimError(f"cannot reach the daemon at {client.base_url}: {exc}") from exc
-    if response.status_code == 404:
-        raise KubeletSimError(json.loads(response.text).get("error", "not found"))
+        raise KubeletSimError(f"cannot reach the daemon at {client.base_url}: {exc}") from None
+    try:
+        doc = json.loads(bytes(body))
+    except (ValueError, RecursionError):
+        doc = None
+    if response.status_code == 404 and isinstance(doc, dict) and "error" in doc:
+        raise KubeletSimError(str(doc["error"]))
     if response.status_code != 200:
-        raise KubeletSimError(f"{path}: HTTP {response.status_code}: {response.text[:500]}")
-    return response.json()
+        raise KubeletSimError(f"{where}: HTTP {response.status_code}: not a kubelet-sim answer")
+    if not isinstance(doc, dict):
+        raise KubeletSimError(
+            f"{where}: not a kubelet-sim daemon (the answer is not a JSON object)"
+        )
+    return doc
 
 
 def _describe(args: argparse.Namespace) -> int:
     namespace, sep, name = args.target.partition("/")
     if not sep or not namespace or not name:
         raise KubeletSimError(f"want NAMESPACE/NAME, got {args.target!r}")
-    with httpx.Client(base_url=args.server, timeout=10.0, trust_env=False) as client:
-        pod = _get(client, f"/pods/{namespace}/{name}")
-        events = _get(client, "/events", pod=f"{namespace}/{name}")["items"]
-    print(render(pod, events))
+    try:
+        client = httpx.Client(base_url=args.server, timeout=10.0, trust_env=False)
+    except (httpx.InvalidURL, ValueError) as exc:
+        raise ConfigError(None, "--server", f"not a URL: {args.server!r} ({exc})") from None
+    with client:
+        try:
+            pod = _get(client, f"/pods/{namespace}/{name}")
+            events = _get(client, "/events", pod=f"{namespace}/{name}")["items"]
+            text = render(pod, events)
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise KubeletSimError(
+                f"{args.server}: not a kubelet-sim daemon (its answer lacks {exc})"
+            ) from None
+        except httpx.InvalidURL as exc:
+            raise ConfigError(None, "--server", f"not a URL: {args.server!r} ({exc})") from None
+    print(text)
     return 0
 
 
