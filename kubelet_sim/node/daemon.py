@@ -37,7 +37,7 @@ from kubelet_sim.node.httpserver import HTTPServer
 from kubelet_sim.node.paths import NodePaths
 from kubelet_sim.node.static import StaticPods, read_folder
 from kubelet_sim.store import GCPolicy, GCResult, Store, garbage_collect
-from kubelet_sim.telemetry.events import EventRecorder
+from kubelet_sim.telemetry.events import EventReason, EventRecorder, EventType, ObjectRef
 from kubelet_sim.telemetry.metrics import PullMetrics
 
 log = structlog.get_logger(__name__)
@@ -64,7 +64,10 @@ class DaemonOptions:
     kubelet's): static pods are named NAME-NODENAME."""
     static_poll_interval: float = 1.0
     gc_period: float = GC_PERIOD
-    gc_capacity_bytes: int | None = None  # default: the store filesystem's size
+    gc_capacity_bytes: int | None = None
+    """A simulated image filesystem of this size (default: measure the store's filesystem)."""
+    pinned_images: tuple[str, ...] = ()
+    """Images image GC never frees (``run --pinned-image``; containerd pins the sandbox image)."""
 
 
 class Daemon:
@@ -203,19 +206,52 @@ class Daemon:
             await self.run_image_gc()
 
     async def run_image_gc(self) -> GCResult | None:
-        """One GC pass (``imageGCHighThresholdPercent`` etc.); failures are logged, never fatal."""
+        """One GC pass (``imageGCHighThresholdPercent`` etc.) against the image filesystem.
+
+        Failures are Warning events on the Node (``ImageGCFailed``, ``FreeDiskSpaceFailed``, as
+        the kubelet records them), never fatal; every freed image counts in
+        ``kubelet_image_garbage_collected_total{reason}`` and as a ``remove_image`` operation.
+        """
         assert self.store is not None
-        stat = await anyio.to_thread.run_sync(os.statvfs, str(self.store.root))
-        capacity = self.options.gc_capacity_bytes or stat.f_blocks * stat.f_frsize
-        policy = GCPolicy.from_config(self.config, capacity)
+        store = self.store
+        started = anyio.current_time()
         try:
-            result = await garbage_collect(self.store, policy)
+            for ref in self.options.pinned_images:
+                await store.pin(ref)  # containerd's pinned label (the sandbox image)
+            capacity, other = await self._image_fs(store)
+            policy = GCPolicy.from_config(self.config, capacity, other)
+            result = await garbage_collect(store, policy)
         except KubeletSimError as exc:
             log.warning("image_gc.failed", error=str(exc))
+            self._node_event(EventReason.IMAGE_GC_FAILED, f"Image garbage collection failed: {exc}")
             return None
+        per_image = (anyio.current_time() - started) / max(1, len(result.freed))
+        for freed in result.freed:
+            self.metrics.image_garbage_collected(str(freed.reason))
+            self.metrics.runtime_operation("remove_image", per_image, False)
+        for event in result.events:
+            self._node_event(EventReason(event.reason), event.message)
         if result.freed:
             log.info("image_gc.freed", images=len(result.freed), bytes=result.bytes_freed)
         return result
+
+    async def _image_fs(self, store: Store) -> tuple[int, int]:
+        """Capacity of the image filesystem and the bytes on it used by anything but the store.
+
+        With ``gc_capacity_bytes`` the store is a simulated imagefs of that size, used only by
+        it; otherwise the filesystem the store lives on is measured (``ImageFsInfo``): usage is
+        what statvfs says is used, not just the images.
+        """
+        if self.options.gc_capacity_bytes is not None:
+            return self.options.gc_capacity_bytes, 0
+        stat = await anyio.to_thread.run_sync(os.statvfs, str(store.root))
+        capacity = stat.f_blocks * stat.f_frsize
+        used = capacity - stat.f_bavail * stat.f_frsize
+        return capacity, max(0, used - await store.usage())
+
+    def _node_event(self, reason: EventReason, message: str) -> None:
+        node = ObjectRef("", self.options.node_name, self.options.node_name, kind="Node")
+        self.recorder.event(node, EventType.WARNING, reason, message)
 
     # -- lifecycle -----------------------------------------------------------------------
 

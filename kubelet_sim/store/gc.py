@@ -8,8 +8,10 @@ than ``imageMinimumGCAge`` (``freeSpace``). Images used by a running container a
 
 Differences from upstream, on purpose:
 
-- the capacity is configured and usage is the bytes of committed blobs (a simulated imagefs),
-  which can exceed the capacity: the excess is then freed as well;
+- usage is the bytes of committed blobs plus ``other_bytes``, what else uses the image
+  filesystem: the daemon measures the filesystem the store lives on (capacity and used bytes,
+  as the kubelet's ``ImageFsInfo``), a test or a simulated imagefs gives a capacity and no other
+  usage; usage can then exceed the capacity, and the excess is freed as well;
 - freed bytes are the bytes of blobs actually deleted, where upstream credits each image's full
   size, which over-counts shared layers and can stop above the low threshold;
 - blobs no image references (a failed pull's leftovers) are pruned first, when older than the
@@ -68,6 +70,8 @@ class GCPolicy:
     low_threshold_percent: int = 80
     minimum_gc_age: float = 120.0
     maximum_gc_age: float = 0.0
+    other_bytes: int = 0
+    """Bytes of the image filesystem used by anything but the store's blobs."""
 
     def __post_init__(self) -> None:
         high, low = self.high_threshold_percent, self.low_threshold_percent
@@ -89,16 +93,20 @@ class GCPolicy:
              f"imageMinimumGCAge {_duration(self.minimum_gc_age)}"),
             (self.capacity_bytes < 0, "capacityBytes",
              f"capacity {self.capacity_bytes} must not be negative"),
+            (self.other_bytes < 0, "otherBytes",
+             f"other usage {self.other_bytes} must not be negative"),
         )  # fmt: skip
         for failed, field_name, message in checks:
             if failed:
                 raise ConfigError(None, field_name, message)
 
     @classmethod
-    def from_config(cls, config: GCSettings, capacity_bytes: int) -> GCPolicy:
-        """The policy a KubeletConfiguration describes, for an imagefs of ``capacity_bytes``."""
+    def from_config(cls, config: GCSettings, capacity_bytes: int, other_bytes: int = 0) -> GCPolicy:
+        """The policy a KubeletConfiguration describes, for an imagefs of ``capacity_bytes`` of
+        which ``other_bytes`` are used by something else."""
         return cls(
             capacity_bytes=capacity_bytes,
+            other_bytes=other_bytes,
             high_threshold_percent=config.image_gc_high_threshold_percent,
             low_threshold_percent=config.image_gc_low_threshold_percent,
             minimum_gc_age=config.image_minimum_gc_age,
@@ -208,7 +216,7 @@ async def garbage_collect(
     capacity = policy.capacity_bytes
     if capacity == 0:
         raise StoreError("invalid capacity 0 on image filesystem")
-    usage = await store.usage()
+    usage = await store.usage() + policy.other_bytes
     # Upstream clamps available to [0, capacity]; a simulated capacity can be exceeded, so below
     # zero it is kept: then the excess is freed too (identical to upstream while usage fits).
     available = capacity - usage

@@ -224,6 +224,13 @@ class PullMetrics:
             ["reason"],
             registry=inner,
         )
+        self._images_collected = Counter(
+            "kubelet_image_garbage_collected_total",
+            alpha + "Total number of images garbage collected by the kubelet, "
+            "whether through disk usage or image age.",
+            ["reason"],
+            registry=inner,
+        )
         self._cache_hits = Counter(
             "kubelet_sim_image_cache_hits_total",
             "Ensure-image requests answered by an image already present and accessible.",
@@ -262,6 +269,16 @@ class PullMetrics:
         self._ensure_requests.labels(
             lowered, _bool_label(present), _bool_label(pull_required)
         ).inc()
+
+    def image_garbage_collected(self, reason: str) -> None:
+        """One image freed by image GC (``reason``: ``age`` or ``space``).
+
+        Raises:
+            ValueError: another reason.
+        """
+        if reason not in ("age", "space"):
+            raise ValueError(f"unknown image GC reason {reason!r}")
+        self._images_collected.labels(reason).inc()
 
     def image_pull_duration(self, seconds: float, size: int) -> None:
         """A successful pull: total time including queueing, truncated to ms as upstream does."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import anyio
@@ -126,4 +127,78 @@ async def test_static_files_and_api_objects_are_separate_sources(
         assert kept is not None
         assert kept.data["token"] == b"from-the-api"
         assert daemon.pod("gc", "web") is not None
+        tg.cancel_scope.cancel()
+
+
+async def test_image_gc_pins_images_records_node_events_and_metrics(
+    registry: RegistryProcess, tmp_path: Path
+) -> None:
+    images = [f"{registry.host}/gcpin/app{i}:1.0" for i in range(3)]
+    async with RegistryClient() as client:
+        for i, ref in enumerate(images):
+            await push_image(client, ref, build_image(f"gcpin-{i}", "linux/amd64", (200_000,)))
+    config = parse_kubelet_config(
+        "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\n"
+        "imageMinimumGCAge: 1s\nimageGCHighThresholdPercent: 20\nimageGCLowThresholdPercent: 10\n"
+    )
+    daemon = Daemon(
+        DaemonOptions(
+            config=config,
+            root=tmp_path / "root",
+            listen_port=0,
+            gc_capacity_bytes=1_000_000,
+            pinned_images=(images[1],),
+            node_name="node-1",
+        )
+    )
+    async with anyio.create_task_group() as tg:
+        await tg.start(daemon.run)
+        body = "---\n".join(pod(f"p{i}", ref) for i, ref in enumerate(images))
+        await daemon.apply(body.encode(), "")
+        for i in range(3):
+            await wait_ready(daemon, "gc", f"p{i}")
+        for i in (1, 2):
+            assert await daemon.delete_pod("gc", f"p{i}")
+        await anyio.sleep(1.2)  # past imageMinimumGCAge
+        result = await daemon.run_image_gc()
+        assert result is not None
+        # app2 is freed; app1 is pinned and app0 in use: 10 % of 1 MB cannot be reached.
+        assert [f.repo_tags for f in result.freed] == [(images[2],)]
+        left = {f"{i['repository']}:{i['tag']}" for i in await daemon.images()}
+        assert left == {images[0], images[1]}
+        node_events = [
+            e for e in daemon.events(None, None) if e["involvedObject"]["kind"] == "Node"
+        ]
+        assert [e["reason"] for e in node_events] == ["FreeDiskSpaceFailed"]
+        assert node_events[0]["involvedObject"]["name"] == "node-1"
+        assert node_events[0]["message"].startswith(
+            "Failed to garbage collect required amount of images. Attempted to free "
+        )
+        sample = daemon.registry.get_sample_value
+        assert sample("kubelet_image_garbage_collected_total", {"reason": "space"}) == 1
+        assert sample("kubelet_runtime_operations_total", {"operation_type": "remove_image"}) == 1
+        tg.cancel_scope.cancel()
+
+
+async def test_without_a_capacity_gc_measures_the_filesystem_the_store_is_on(
+    tmp_path: Path,
+) -> None:
+    # The kubelet's ImageFsInfo: the filesystem's size, and all of its used bytes count.
+    daemon = Daemon(
+        DaemonOptions(
+            config=parse_kubelet_config(
+                "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\n"
+            ),
+            root=tmp_path / "root",
+            listen_port=0,
+        )
+    )
+    async with anyio.create_task_group() as tg:
+        await tg.start(daemon.run)
+        assert daemon.store is not None
+        capacity, other = await daemon._image_fs(daemon.store)
+        stat = os.statvfs(daemon.store.root)
+        assert capacity == stat.f_blocks * stat.f_frsize
+        used = capacity - stat.f_bavail * stat.f_frsize
+        assert abs(other - used) < 64 * 1024 * 1024  # the rest of the disk, give or take writes
         tg.cancel_scope.cancel()

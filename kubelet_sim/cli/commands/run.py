@@ -15,7 +15,8 @@ from kubelet_sim.cli.args import add_root
 from kubelet_sim.cli.main import configure_logging
 from kubelet_sim.config.kubelet import load_kubelet_config
 from kubelet_sim.core.platforms import parse_platform
-from kubelet_sim.errors import ConfigError, KubeletSimError, first_error
+from kubelet_sim.core.reference import parse_normalized
+from kubelet_sim.errors import ConfigError, InvalidImageNameError, KubeletSimError, first_error
 from kubelet_sim.node.daemon import Daemon, DaemonOptions, parse_listen, raise_open_file_limit
 
 log = structlog.get_logger(__name__)
@@ -30,6 +31,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser.add_argument("--listen", default="127.0.0.1:10255", help="API address HOST:PORT")
     parser.add_argument("--hosts-dir", type=Path, help="containerd hosts.toml folder (certs.d)")
     parser.add_argument("--node-platform", help="os/arch[/variant] of the simulated node")
+    parser.add_argument(
+        "--pinned-image",
+        action="append",
+        default=[],
+        metavar="IMAGE",
+        help="an image image GC never frees (repeatable), as containerd pins its sandbox image",
+    )
     parser.add_argument(
         "--hostname-override",
         metavar="NAME",
@@ -71,6 +79,7 @@ def _run(args: argparse.Namespace) -> int:
         node_platform=parse_platform(args.node_platform) if args.node_platform else None,
         image_credential_provider_config=args.image_credential_provider_config,
         image_credential_provider_bin_dir=args.image_credential_provider_bin_dir,
+        pinned_images=tuple(_pinned(ref) for ref in args.pinned_image),
     )
     if args.hostname_override:
         options = dataclasses.replace(options, node_name=_node_name(args.hostname_override))
@@ -83,6 +92,18 @@ def _run(args: argparse.Namespace) -> int:
     except OSError as exc:
         _raise_startup_error(exc)
     return 0
+
+
+def _pinned(value: str) -> str:
+    """A ``--pinned-image`` as the store names images (normalised, default tag).
+
+    Raises:
+        ConfigError: not an image reference.
+    """
+    try:
+        return str(parse_normalized(value).with_default_tag())
+    except InvalidImageNameError as exc:
+        raise ConfigError(None, "--pinned-image", f"{value!r}: {exc.message}") from None
 
 
 def _node_name(value: str) -> str:
