@@ -8,20 +8,24 @@ Manifests and indexes are ``PUT`` by tag or digest and the registry's digest is 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import tempfile
+from collections.abc import Iterable, Iterator
 from contextlib import AbstractAsyncContextManager
+from typing import BinaryIO
 from urllib.parse import urljoin
 
 import httpx
 import structlog
 
 from kubelet_sim.core.credentials import Credentials
-from kubelet_sim.core.digest import Digest
+from kubelet_sim.core.digest import Digest, new_hasher
 from kubelet_sim.core.reference import ImageReference
+from kubelet_sim.core.sinks import verify
 from kubelet_sim.errors import DigestMismatchError, RegistryError, RegistryNotFoundError
 from kubelet_sim.registry.auth import scope_for
 from kubelet_sim.registry.client import RegistryClient
 from kubelet_sim.registry.hosts import RegistryHost
+from kubelet_sim.registry.manifests import Descriptor
 
 log = structlog.get_logger(__name__)
 
@@ -102,6 +106,28 @@ class Pusher:
         self.uploaded += 1
         log.debug("push.blob", repository=self.ref.repository, digest=str(digest), size=size)
 
+    async def copy_blob(self, source: ImageReference, desc: Descriptor) -> None:
+        """Make the blob ``desc`` of ``source`` (same registry) exist in this repository.
+
+        A cross-repository mount is tried first; when the registry refuses it (it answers 202
+        with an upload location: no access to the source, or the blob is not there) the blob is
+        downloaded from ``source``, verified, and uploaded, as ``docker manifest push`` does.
+        """
+        if await self.blob_exists(desc.digest):
+            self.skipped += 1
+            return
+        location = await self._start_upload(desc.digest, source.repository)
+        if location is None:
+            self.mounted += 1
+            return
+        with tempfile.TemporaryFile(prefix="kubelet-sim-push-") as spool:
+            sink = _SpoolSink(spool, desc.digest.algorithm)
+            await self.client.fetch_blob(source, desc, sink, self.creds)
+            location = await self._patch_chunks(location, _read_chunks(spool))
+        await self._finish_upload(location, desc.digest, b"")
+        self.uploaded += 1
+        log.debug("push.blob_copied", source=source.repository, digest=str(desc.digest))
+
     async def _start_upload(self, digest: Digest, mount_from: str) -> str | None:
         path = f"/{self.ref.repository}/blobs/uploads/"
         params = {"mount": str(digest), "from": mount_from} if mount_from else None
@@ -153,6 +179,44 @@ class Pusher:
         if returned and returned != str(expected):
             raise DigestMismatchError(str(expected), returned, what="pushed manifest")
         return expected
+
+
+class _SpoolSink:
+    """A :class:`~kubelet_sim.core.sinks.BlobSink` onto a temporary file, verified on commit."""
+
+    def __init__(self, spool: BinaryIO, algorithm: str) -> None:
+        self._spool = spool
+        self._algorithm = algorithm
+        self._hasher = new_hasher(algorithm)
+        self._written = 0
+
+    @property
+    def written(self) -> int:
+        return self._written
+
+    async def write(self, chunk: bytes) -> None:
+        self._spool.write(chunk)
+        self._hasher.update(chunk)
+        self._written += len(chunk)
+
+    async def reset(self) -> None:
+        self._spool.seek(0)
+        self._spool.truncate()
+        self._hasher = new_hasher(self._algorithm)
+        self._written = 0
+
+    async def commit(self, digest: Digest, size: int) -> None:
+        verify(digest, size, self._written, self._hasher)
+        self._spool.flush()
+        self._spool.seek(0)
+
+    async def abort(self) -> None:
+        await self.reset()  # the file itself goes with copy_blob's block
+
+
+def _read_chunks(spool: BinaryIO) -> Iterator[bytes]:
+    while chunk := spool.read(DEFAULT_CHUNK):
+        yield chunk
 
 
 def _rechunk(chunks: Iterable[bytes], size: int) -> Iterable[bytes]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import subprocess
 import sys
@@ -11,10 +12,12 @@ import anyio
 import pytest
 
 from kubelet_sim.cli.main import main
+from kubelet_sim.core.credentials import Credentials
 from kubelet_sim.registry.client import RegistryClient
 from kubelet_sim.sim.images import build_image, build_multiarch
-from kubelet_sim.sim.registry import RegistryProcess
+from kubelet_sim.sim.registry import HTPASSWD_USERS, RegistryProcess
 from kubelet_sim.sim.seed import push_image, push_index
+from kubelet_sim.sim.tls import TLSMaterial
 
 pytestmark = pytest.mark.registry
 
@@ -130,3 +133,58 @@ def test_python_dash_m_entry_point(registry: RegistryProcess) -> None:
     )
     assert result.returncode == 1
     assert "MANIFEST_UNKNOWN" in result.stderr or "NAME_UNKNOWN" in result.stderr
+
+
+def test_manifest_commands_use_docker_config_credentials_and_inspect_verbose(
+    htpasswd_registry: RegistryProcess,
+    tls_material: TLSMaterial,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # docker manifest create/push/inspect against a private registry, credentials from a docker
+    # config; the list lives in another repository than its images, so every blob is mounted.
+    host = htpasswd_registry.host
+    hosts = tmp_path / "certs.d"
+    (hosts / host).mkdir(parents=True)
+    (hosts / host / "hosts.toml").write_text(
+        f'server = "https://{host}"\nca = "{tls_material.ca_cert}"\n'
+    )
+    user, password = next(iter(HTPASSWD_USERS.items()))
+    auth = base64.b64encode(f"{user}:{password}".encode()).decode()
+    (tmp_path / "docker").mkdir()
+    (tmp_path / "docker" / "config.json").write_text(json.dumps({"auths": {host: {"auth": auth}}}))
+    images = {p: build_image(f"cred-{p}", p, (3_000,)) for p in ("linux/amd64", "linux/arm64")}
+
+    async def seed() -> None:
+        async with RegistryClient(hosts_dir=hosts) as client:
+            for p, image in images.items():
+                tag = p.replace("/", "-")
+                ref = f"{host}/src/app:{tag}"
+                await push_image(client, ref, image, creds=Credentials(user, password))
+
+    anyio.run(seed)
+    common = ["--hosts-dir", str(hosts), "--root", str(tmp_path / "root")]
+    creds = ["--docker-config", str(tmp_path / "docker")]
+    refs = [f"{host}/src/app:{p.replace('/', '-')}" for p in images]
+    listed = f"{host}/lists/app:1"
+    status, _, err = run_cli(capsys, "manifest", "create", listed, *refs, *common)
+    assert status == 1, "without credentials the private registry refuses"
+    assert "401" in err or "credentials" in err
+    assert password not in err
+    assert run_cli(capsys, "manifest", "create", listed, *refs, *common, *creds)[0] == 0
+    status, out, err = run_cli(capsys, "manifest", "push", listed, *common, *creds)
+    assert status == 0, err
+    status, out, _ = run_cli(capsys, "manifest", "inspect", "--verbose", listed, *common, *creds)
+    assert status == 0
+    verbose = json.loads(out)
+    assert [entry["Ref"] for entry in verbose] == [
+        f"{host}/lists/app@{image.manifest.digest}" for image in images.values()
+    ]
+    assert {f"{e['Descriptor']['platform']['os']}/{e['Descriptor']['platform']['architecture']}"
+            for e in verbose} == set(images)  # fmt: skip
+    assert [e["SchemaV2Manifest"]["config"]["digest"] for e in verbose] == [
+        str(image.config.digest) for image in images.values()
+    ]
+    status, out, _ = run_cli(capsys, "manifest", "inspect", "-v", refs[0], *common, *creds)
+    single = json.loads(out)
+    assert single["Ref"] == f"{host}/src/app@{images['linux/amd64'].manifest.digest}"

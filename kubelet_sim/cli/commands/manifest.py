@@ -17,13 +17,16 @@ from typing import Any
 import anyio
 
 from kubelet_sim.cli.args import add_root, node_paths
+from kubelet_sim.core.credentials import Credentials
 from kubelet_sim.core.digest import Digest
 from kubelet_sim.core.platforms import Platform, parse_platform
 from kubelet_sim.core.reference import ImageReference, parse_normalized
+from kubelet_sim.credentials.dockerconfig import DockerConfigSearch
+from kubelet_sim.credentials.keyring import BasicKeyring
 from kubelet_sim.errors import ConfigError, KubeletSimError, ManifestError
 from kubelet_sim.registry import mediatypes as mt
 from kubelet_sim.registry.client import RegistryClient, ResolvedImage
-from kubelet_sim.registry.manifests import ImageManifest
+from kubelet_sim.registry.manifests import Descriptor, ImageManifest
 from kubelet_sim.registry.push import Pusher
 
 
@@ -33,12 +36,26 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
     def common(p: argparse.ArgumentParser) -> None:
         p.add_argument("--hosts-dir", type=Path, help="containerd hosts.toml folder (certs.d)")
+        p.add_argument(
+            "--docker-config",
+            type=Path,
+            metavar="PATH",
+            help="registry credentials: a docker config.json or the folder holding one "
+            "(default, as docker: $DOCKER_CONFIG/config.json, else ~/.docker/config.json)",
+        )
         add_root(p)
 
     inspect = msub.add_parser("inspect", help="show a manifest or index, or resolve a platform")
     inspect.add_argument("image")
     inspect.add_argument("--platform", help="os/arch[/variant]: resolve as containerd would")
     inspect.add_argument("--output", choices=["json", "text"], default="json")
+    inspect.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="as docker manifest inspect --verbose: every image of a list with its platform "
+        "and manifest",
+    )
     common(inspect)
     inspect.set_defaults(func=_inspect)
 
@@ -63,6 +80,33 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     push.add_argument("--purge", action="store_true", help="delete the draft after pushing")
     common(push)
     push.set_defaults(func=_push)
+
+
+def _docker_config(args: argparse.Namespace) -> Path | None:
+    """The docker config to read credentials from, as docker finds it; None when there is none.
+
+    Raises:
+        ConfigError: ``--docker-config`` names nothing.
+    """
+    if args.docker_config is not None:
+        if not args.docker_config.exists():
+            raise ConfigError(str(args.docker_config), "--docker-config", "no such file or folder")
+        return Path(args.docker_config)
+    folder = os.environ.get("DOCKER_CONFIG")
+    default = Path(folder) if folder else Path.home() / ".docker"
+    return default if (default / "config.json").is_file() else None
+
+
+def credentials_for(args: argparse.Namespace, ref: ImageReference) -> Credentials | None:
+    """The first docker config credentials whose key matches ``ref`` (docker's lookup)."""
+    path = _docker_config(args)
+    if path is None:
+        return None
+    entries, _ = DockerConfigSearch.only(path).read()
+    keyring = BasicKeyring()
+    keyring.add(None, entries)
+    found = keyring.lookup(ref.name)
+    return found[0] if found else None
 
 
 def _run(args: argparse.Namespace, body: Any) -> Any:
@@ -108,22 +152,49 @@ def _platform_from_config(config: bytes) -> Platform | None:
 def _inspect(args: argparse.Namespace) -> int:
     ref = parse_normalized(args.image)
 
-    async def body(client: RegistryClient) -> dict[str, Any]:
+    creds = credentials_for(args, ref)
+
+    async def body(client: RegistryClient) -> Any:
         if args.platform:
-            resolved = await client.resolve_image(ref, parse_platform(args.platform))
+            resolved = await client.resolve_image(ref, parse_platform(args.platform), creds)
             return resolution_json(resolved)
-        desc = await client.resolve(ref)
-        parsed = await client.fetch_manifest(ref, desc)
+        desc = await client.resolve(ref, creds)
+        parsed = await client.fetch_manifest(ref, desc, creds)
+        if args.verbose:
+            return await _verbose(client, ref, desc, parsed, creds)
         doc: dict[str, Any] = json.loads(parsed.raw)
         return doc
 
     result = _run(args, body)
-    if args.output == "json":
+    if args.output == "json" or isinstance(result, list):
         print(json.dumps(result, indent=2))
     else:
         for key, value in result.items():
             print(f"{key}: {json.dumps(value) if isinstance(value, list | dict) else value}")
     return 0
+
+
+async def _verbose(
+    client: RegistryClient,
+    ref: ImageReference,
+    desc: Descriptor,
+    parsed: Any,
+    creds: Credentials | None,
+) -> dict[str, Any] | list[dict[str, Any]]:
+    """``docker manifest inspect --verbose``: an image as Ref, Descriptor and its manifest; a
+    list as one such object per image it holds, each with the entry's platform."""
+    name = ref.name
+    if isinstance(parsed, ImageManifest):
+        return {"Ref": f"{name}@{desc.digest}", "Descriptor": desc.to_json(),
+                "SchemaV2Manifest": json.loads(parsed.raw)}  # fmt: skip
+    out = []
+    for entry in parsed.manifests:
+        if not entry.is_manifest:
+            continue  # a nested index: docker lists images only
+        image = await client.fetch_manifest(ref, entry, creds)
+        out.append({"Ref": f"{name}@{entry.digest}", "Descriptor": entry.to_json(),
+                    "SchemaV2Manifest": json.loads(image.raw)})  # fmt: skip
+    return out
 
 
 # --- drafts ------------------------------------------------------------------------------------
@@ -177,11 +248,12 @@ def _create(args: argparse.Namespace) -> int:
     async def body(client: RegistryClient) -> list[dict[str, Any]]:
         entries = []
         for ref in refs:
-            desc = await client.resolve(ref)
-            parsed = await client.fetch_manifest(ref, desc)
+            creds = credentials_for(args, ref)
+            desc = await client.resolve(ref, creds)
+            parsed = await client.fetch_manifest(ref, desc, creds)
             if not isinstance(parsed, ImageManifest):
                 raise ManifestError(f"{ref} is a manifest list; only images can be added")
-            resolved = await client.resolve_image(ref)
+            resolved = await client.resolve_image(ref, None, creds)
             platform = _platform_from_config(resolved.config)
             entries.append(
                 {
@@ -244,13 +316,11 @@ def _push(args: argparse.Namespace) -> int:
         index["mediaType"] = mt.DOCKER_MANIFEST_LIST
 
     async def body(client: RegistryClient) -> Digest:
-        pusher = Pusher(client, list_ref)
+        pusher = Pusher(client, list_ref, credentials_for(args, list_ref))
         for entry in draft["entries"]:
+            source = parse_normalized(entry["image"])
             for blob in entry["blobs"]:
-                digest = Digest.parse(blob["digest"])
-                if not await pusher.blob_exists(digest):
-                    mount_from = entry["repository"]
-                    await pusher.push_blob(b"", digest, blob["size"], mount_from=mount_from)
+                await pusher.copy_blob(source, Descriptor.from_json(blob, f"draft {path}"))
             raw = entry["manifest"].encode()
             await pusher.push_manifest(
                 raw, entry["descriptor"]["mediaType"], str(Digest.from_bytes(raw))
