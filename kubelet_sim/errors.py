@@ -12,11 +12,14 @@
     │   ├── RegistryNotFoundError  MANIFEST_UNKNOWN, BLOB_UNKNOWN, NAME_UNKNOWN, 404
     │   ├── RegistryTransportError connection errors, timeouts, stalls (after retries)
     │   ├── ManifestError          unsupported/unknown media type, schema 1, oversized, unparsable
+    │   │   └── NotAnImageError    an OCI artifact (non-image config, artifactType): no container image
     │   ├── NoMatchingPlatformError names the wanted platform and the ones offered
     │   └── DigestMismatchError    content whose size or digest is not what the descriptor says
     ├── StoreError                 the local image store
     │   ├── BlobCorruptError
-    │   └── StoreFullError
+    │   ├── StoreFullError         names the store folder; nothing partial was left behind
+    │   ├── StoreBusyError         another writer kept the store past the lock wait
+    │   └── StoreNotFoundError     no store at the folder (and none is created there)
     └── PullError                  carries the kubelet reason (ErrImagePull, ImagePullBackOff, ...)
 
 Messages never contain credentials, tokens or Authorization headers.
@@ -131,6 +134,23 @@ class ManifestError(RegistryError):
     """A manifest that cannot be used: schema 1, unknown media type, oversized, unparsable."""
 
 
+class NotAnImageError(ManifestError):
+    """A manifest that is not a container image (an OCI artifact): there is nothing to run.
+
+    containerd's CRI fails to unpack these; the message keeps its words and ``problem`` says
+    what gave the manifest away (its config media type, its ``artifactType``, a rootfs that does
+    not list the layers).
+    """
+
+    def __init__(self, digest: str, problem: str) -> None:
+        self.digest = digest
+        self.problem = problem
+        super().__init__(
+            "failed to unpack image on snapshotter overlayfs: mismatched image rootfs and "
+            f"manifest layers: manifest {digest} is not a container image ({problem})"
+        )
+
+
 class NoMatchingPlatformError(RegistryError):
     """No manifest in an index matches the wanted platform."""
 
@@ -160,6 +180,18 @@ class BlobCorruptError(StoreError):
 
 class StoreFullError(StoreError):
     """The store's filesystem ran out of space; nothing partial was left behind."""
+
+
+class StoreBusyError(StoreError):
+    """Another process kept the store open for writing for longer than the lock wait."""
+
+
+class StoreNotFoundError(StoreError):
+    """No store at the folder; opened without ``create``, nothing was created there."""
+
+    def __init__(self, root: str) -> None:
+        self.root = root
+        super().__init__(f"no image store at {root}")
 
 
 class PullError(KubeletSimError):

@@ -2,7 +2,9 @@
 
 ``run``, ``pull``, ``images``, ``rmi``, ``fsck``, ``gc`` and ``demo`` all take ``--root DIR`` and
 build a :class:`NodePaths` from it, so images pulled by ``kubelet-sim run --root D`` are the images
-``kubelet-sim images --root D`` lists. The layout under the root::
+``kubelet-sim images --root D`` lists. Only ``run``, ``pull`` and ``demo`` create a store; the
+commands that look at or change images refuse a root without one (a mistyped ``--root``) instead
+of starting an empty store there. The layout under the root::
 
     DIR/store/            the content-addressed image store (blobs, metadata database, lock)
     DIR/config.json       optional node docker config, searched first (the kubelet's --root-dir)
@@ -22,7 +24,9 @@ from kubelet_sim.errors import ConfigError
 
 __all__ = ["NodePaths", "default_root"]
 
-LEGACY_STORE_DB = "store.db"
+STORE_DB = "store.db"
+"""The store's database file (``Store``'s ``DB_NAME``; the CLI's start-up must not load sqlite3)."""
+LEGACY_STORE_DB = STORE_DB
 """The store's database file, which sat directly in the root before ``DIR/store``."""
 
 
@@ -65,6 +69,23 @@ class NodePaths:
                 f"holds an image store in the old layout ({legacy}); images now live in "
                 f"{self.store}: move blobs/, {LEGACY_STORE_DB}*, tmp/, quarantine/ and lock there",
             )
+
+    def existing_store(self) -> Path:
+        """The image store's folder, which must hold a store already.
+
+        Raises:
+            ConfigError: naming the root, when it holds no store (nothing was created), or a
+                store of the old layout.
+        """
+        self.check_layout()
+        if not (self.store / STORE_DB).is_file():
+            raise ConfigError(
+                str(self.root),
+                "--root",
+                f"holds no image store ({self.store / STORE_DB} does not exist): nothing was "
+                "pulled with this --root; check the folder",
+            )
+        return self.store
 
     @property
     def docker_config_dir(self) -> Path:

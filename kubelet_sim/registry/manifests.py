@@ -24,6 +24,8 @@ from kubelet_sim.errors import (
 )
 from kubelet_sim.registry import mediatypes as mt
 
+MAX_DESCRIPTOR_SIZE = (1 << 63) - 1  # a descriptor's size is an int64 (image-spec descriptor.md)
+
 
 @dataclass(frozen=True, slots=True)
 class Descriptor:
@@ -53,6 +55,8 @@ class Descriptor:
         size = obj.get("size")
         if not isinstance(size, int) or isinstance(size, bool) or size < 0:
             raise ManifestError(f"{where}.size: must be a non-negative integer, got {size!r}")
+        if size > MAX_DESCRIPTOR_SIZE:
+            raise ManifestError(f"{where}.size: {size} does not fit an int64")
         platform = None
         if obj.get("platform") is not None:
             try:
@@ -114,6 +118,7 @@ class ImageManifest:
     config: Descriptor
     layers: tuple[Descriptor, ...]
     raw: bytes = field(repr=False)
+    artifact_type: str | None = None
 
     @property
     def size(self) -> int:
@@ -164,6 +169,8 @@ def parse_manifest(
         header_type = mt.DOCKER_SCHEMA1_SIGNED  # registry.access.redhat.com quirk, as containerd
     try:
         doc = json.loads(raw)
+    except RecursionError:  # brackets nested past the interpreter's recursion limit
+        raise ManifestError(f"manifest {digest} is not valid JSON: nested too deeply") from None
     except ValueError as exc:
         if header_type in mt.SCHEMA1_TYPES:
             raise _schema1_error(digest) from exc
@@ -202,6 +209,7 @@ def parse_manifest(
         manifests = tuple(
             Descriptor.from_json(entry, f"manifests[{i}]") for i, entry in enumerate(entries)
         )
+        _check_sizes(digest, [(f"manifests[{i}]", d) for i, d in enumerate(manifests)])
         return ImageIndex(media_type, digest, manifests, raw)
     if media_type in mt.MANIFEST_TYPES:
         config = Descriptor.from_json(doc.get("config"), "config")
@@ -211,10 +219,32 @@ def parse_manifest(
         layers = tuple(
             Descriptor.from_json(layer, f"layers[{i}]") for i, layer in enumerate(layers_doc)
         )
-        return ImageManifest(media_type, digest, config, layers, raw)
+        _check_sizes(
+            digest, [("config", config), *((f"layers[{i}]", d) for i, d in enumerate(layers))]
+        )
+        artifact_type = doc.get("artifactType")
+        if artifact_type is not None and not isinstance(artifact_type, str):
+            raise ManifestError(f"manifest {digest}: artifactType must be a string")
+        return ImageManifest(media_type, digest, config, layers, raw, artifact_type or None)
     raise ManifestError(
         f"manifest {digest}: unsupported media type {media_type or '(none)'!r}", code="UNSUPPORTED"
     )
+
+
+def _check_sizes(digest: Digest, entries: list[tuple[str, Descriptor]]) -> None:
+    """One digest, one size: content cannot be two lengths, so such a manifest lies.
+
+    Raises:
+        ManifestError: naming both places and sizes.
+    """
+    seen: dict[Digest, tuple[str, int]] = {}
+    for where, desc in entries:
+        first = seen.setdefault(desc.digest, (where, desc.size))
+        if first[1] != desc.size:
+            raise ManifestError(
+                f"manifest {digest}: {where} lists {desc.digest} with size {desc.size}, "
+                f"{first[0]} with size {first[1]}"
+            )
 
 
 def _schema1_error(digest: Digest) -> ManifestError:

@@ -5,10 +5,23 @@ download the blobs the store does not have (once per digest however many pulls w
 the image in one transaction so it is present only when whole. Identical pulls in flight at the same
 time (same image, runtime handler and credentials) share one registry pull and its result
 (:class:`~kubelet_sim.core.singleflight.SingleFlight`).
+
+As containerd's CRI ``PullImage``:
+
+- the reference is normalised with ``ParseDockerRef``: in ``name:tag@digest`` the digest wins and
+  the tag is dropped, so such a pull records the repo digest only, never the tag;
+- the registry is asked what the reference points to (a ``HEAD``), and the manifests and config
+  of that digest come from the store when it has them (``Always`` with the image present costs
+  one request); layers already committed are never fetched, and a layer an earlier attempt or
+  process left half-downloaded is resumed with a ``Range`` request;
+- what is not a container image (an OCI artifact: a config of another media type, an
+  ``artifactType``, a rootfs that does not list the layers) is refused before any layer is
+  downloaded (containerd fails to unpack it: ``mismatched image rootfs and manifest layers``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable, Sequence
 from functools import partial
@@ -19,19 +32,84 @@ from kubelet_sim.core.credentials import Credentials
 from kubelet_sim.core.digest import Digest
 from kubelet_sim.core.platforms import Platform, host_platform
 from kubelet_sim.core.pods import PulledImage
-from kubelet_sim.core.reference import ImageReference
+from kubelet_sim.core.reference import ImageReference, parse_docker_ref
 from kubelet_sim.core.singleflight import SingleFlight
 from kubelet_sim.core.sinks import BlobSink
+from kubelet_sim.engine.manager import cri_error_message
 from kubelet_sim.engine.ports import ProgressFn, ResolvedHook
-from kubelet_sim.errors import PlatformError, RegistryError
+from kubelet_sim.errors import (
+    BlobCorruptError,
+    NotAnImageError,
+    PlatformError,
+    PullError,
+    PullReason,
+    RegistryError,
+)
+from kubelet_sim.registry import mediatypes as mt
 from kubelet_sim.registry.client import RegistryClient, ResolvedImage, for_each_layer
-from kubelet_sim.registry.manifests import Descriptor
+from kubelet_sim.registry.manifests import Descriptor, ImageIndex, ImageManifest
 from kubelet_sim.store import ImageRecord, Store
 
 log = structlog.get_logger(__name__)
 
 DedupKey = tuple[str, str, str]
 """(image reference, runtime handler, credential fingerprint)."""
+
+
+class CredentialsFailedError(PullError):
+    """Every matching credential failed; ``errors`` holds each one's typed error, in order.
+
+    The message is the kubelet's (``kuberuntime_image.go: PullImage`` returns
+    ``utilerrors.NewAggregate(pullErrs)``): each credential's CRI error text, duplicates dropped,
+    as ``[e1, e2]``.
+    """
+
+    def __init__(self, message: str, errors: Sequence[RegistryError]) -> None:
+        super().__init__(PullReason.ERR_IMAGE_PULL, message)
+        self.errors = tuple(errors)
+
+
+STORED_READ_LIMIT = 16 << 20  # above every manifest and config the client accepts
+
+
+class StoreFirstClient(RegistryClient):
+    """The node's registry client, taking manifests and configs from the store when it has them.
+
+    containerd resolves a reference with the registry and then fetches each descriptor through
+    handlers that look in its content store first (``core/remotes/handlers.go``); this view does
+    the same for the manifests and the config. Stored content is handed to the client as the
+    descriptor's embedded ``data``, so it goes through the client's own size, digest and media
+    type checks, exactly as content from the registry does.
+    """
+
+    def __init__(self, client: RegistryClient, store: Store) -> None:
+        super().__init__(client.transport, hosts_dir=client.hosts_dir, settings=client.settings)
+        self._store = store
+
+    async def fetch_manifest(
+        self, ref: ImageReference, desc: Descriptor, creds: Credentials | None = None
+    ) -> ImageManifest | ImageIndex:
+        """The manifest or index ``desc`` names, from the store if there, else the registry; a
+        manifest's config descriptor carries the config when the store has that too."""
+        parsed = await super().fetch_manifest(ref, await self._stored(desc), creds)
+        if isinstance(parsed, ImageManifest):
+            config = await self._stored(parsed.config)
+            if config is not parsed.config:
+                parsed = dataclasses.replace(parsed, config=config)
+        return parsed
+
+    async def _stored(self, desc: Descriptor) -> Descriptor:
+        """``desc`` with the store's copy of its content as ``data``, or unchanged."""
+        if desc.data is not None or desc.size > STORED_READ_LIMIT:
+            return desc
+        if await self._store.blob_size(desc.digest) != desc.size:
+            return desc
+        try:
+            data = await self._store.read_blob(desc.digest, max_size=STORED_READ_LIMIT)
+        except BlobCorruptError:
+            log.warning("store.blob_corrupt", digest=str(desc.digest))  # fsck quarantines it
+            return desc
+        return dataclasses.replace(desc, data=data)
 
 
 class ImageService:
@@ -50,7 +128,15 @@ class ImageService:
         self.platform = platform or host_platform()
         self._bytes_observer = bytes_observer
         self._pulls: SingleFlight[DedupKey, PulledImage] = SingleFlight()
+        self._resolver: StoreFirstClient | None = None
         self.registry_pulls = 0
+
+    @property
+    def resolver(self) -> StoreFirstClient:
+        """The client that resolves pulls: the node's, with manifests and configs from the store."""
+        if self._resolver is None:
+            self._resolver = StoreFirstClient(self.client, self.store)
+        return self._resolver
 
     @property
     def shared_pulls(self) -> int:
@@ -80,21 +166,26 @@ class ImageService:
         """CRI ``PullImage`` with the kubelet's credential loop (``pkg/kubelet/images/puller.go``).
 
         Each matching credential is tried in turn until one works; with none, the pull is anonymous.
-        Once credentials matched and all failed there is no anonymous fall-back.
+        Once credentials matched and all failed there is no anonymous fall-back. ``ref`` is
+        normalised first as containerd's ``ParseDockerRef`` does (a digest drops the tag).
         """
+        ref = parse_docker_ref(str(ref))
         if not credentials:
             return await self._pull_shared(ref, runtime_handler, None, progress, on_resolved)
-        last: RegistryError | None = None
+        failed: list[RegistryError] = []
         for creds in credentials:
             try:
                 return await self._pull_shared(ref, runtime_handler, creds, progress, on_resolved)
             except RegistryError as exc:
                 # Upstream tries the next credential whatever the error: a registry may answer
                 # 404/NAME_UNKNOWN instead of 401 to a login without access.
-                last = exc
+                failed.append(exc)
                 log.info("pull.credential_failed", image=str(ref), status=exc.status, code=exc.code)
-        assert last is not None
-        raise last
+        # utilerrors.NewAggregate: one distinct message reads as itself, several as [e1, e2].
+        texts = list(dict.fromkeys(cri_error_message(ref, exc) for exc in failed))
+        if len(texts) == 1:
+            raise failed[-1]
+        raise CredentialsFailedError(f"[{', '.join(texts)}]", failed) from failed[-1]
 
     async def _pull_shared(
         self,
@@ -124,7 +215,8 @@ class ImageService:
         self.registry_pulls += 1
         downloaded = 0
         async with self.store.lease():
-            resolved = await self.client.resolve_image(ref, self.platform, creds)
+            resolved = await self.resolver.resolve_image(ref, self.platform, creds)
+            check_runnable(resolved)
             if on_resolved is not None:
                 # Resolving with these credentials proved access: record it before the image
                 # can be present, so it is never present without a record (no "preloaded" gap).
@@ -146,12 +238,15 @@ class ImageService:
                         if progress is not None:
                             progress(str(ref), desc, received)
 
+                    resumed_at = sink.written  # what an earlier attempt's ingest already holds
                     await self.client.fetch_blob(ref, layer, sink, creds, on_progress)
-                    downloaded += layer.size
+                    downloaded += layer.size - resumed_at
                     if self._bytes_observer is not None:
-                        self._bytes_observer(layer.size)
+                        self._bytes_observer(layer.size - resumed_at)
 
-                await self.store.ensure_blob(layer.digest, layer.size, fetch)
+                await self.store.ensure_blob(
+                    layer.digest, layer.size, fetch, resumable=layer.data is None
+                )
 
             limit = self.client.settings.max_concurrent_downloads
             await for_each_layer(resolved.manifest.layers, limit, one)
@@ -159,7 +254,7 @@ class ImageService:
                 resolved.manifest.digest,
                 resolved.manifest.config.digest,
                 resolved.manifest.layers,
-                repo_tag=f"{ref.name}:{ref.tag}" if ref.tag else None,
+                repo_tag=f"{ref.name}:{ref.tag}" if ref.tag and ref.digest is None else None,
                 repo_digest=resolved.repo_digest,
                 platform=_platform_string(resolved, self.platform),
                 runtime_handler=runtime_handler,
@@ -174,6 +269,42 @@ class ImageService:
             bytes_downloaded=downloaded,
             credential_fingerprint=creds.fingerprint() if creds else "",
             layers=tuple(str(layer.digest) for layer in resolved.manifest.layers),
+        )
+
+
+def check_runnable(resolved: ResolvedImage) -> None:
+    """Refuse a manifest that is not a container image, before anything is stored.
+
+    containerd unpacks a pulled image's layers into a rootfs from its config's ``diff_ids``; an
+    OCI artifact (the empty config ``application/vnd.oci.empty.v1+json``, any other non-image
+    config, an ``artifactType``) has no such rootfs and fails with ``mismatched image rootfs and
+    manifest layers`` (``client/image.go: getLayers``).
+
+    Raises:
+        NotAnImageError: naming the manifest and what makes it an artifact.
+    """
+    manifest = resolved.manifest
+    digest = str(manifest.digest)
+    if manifest.artifact_type is not None:
+        raise NotAnImageError(digest, f"it is an OCI artifact of type {manifest.artifact_type!r}")
+    config_type = manifest.config.media_type
+    if config_type not in mt.CONFIG_TYPES:
+        raise NotAnImageError(digest, f"it is an OCI artifact: config mediaType {config_type!r}")
+    try:
+        doc = json.loads(resolved.config)
+    except (ValueError, RecursionError):
+        doc = None
+    if not isinstance(doc, dict):
+        raise NotAnImageError(digest, f"config {manifest.config.digest} is not a JSON object")
+    # An image without layers may say "diff_ids": null, which Go reads as none.
+    rootfs = doc.get("rootfs")
+    diff_ids = rootfs.get("diff_ids") if isinstance(rootfs, dict) else None
+    count = len(diff_ids) if isinstance(diff_ids, list) else 0
+    if count != len(manifest.layers):
+        raise NotAnImageError(
+            digest,
+            f"config {manifest.config.digest} lists {count} rootfs.diff_ids for "
+            f"{len(manifest.layers)} layers",
         )
 
 

@@ -1,7 +1,8 @@
 """The node's local image store: content-addressed blobs, a SQLite catalogue, fsck and image GC.
 
-Layout under the root: ``blobs/<alg>/<hex>``, ``tmp/``, ``quarantine/``, ``store.db`` (WAL) and
-``lock`` (one process at a time). See :class:`Store` for the operations.
+Layout under the root: ``blobs/<alg>/<hex>``, ``tmp/`` (writes in progress, resumable ingests),
+``quarantine/``, ``store.db`` (WAL) and ``lock`` (one writer at a time; readers need none). See
+:class:`Store` for the operations.
 """
 
 from kubelet_sim.store.blobs import FLUSH_BYTES, BlobWriter, FileOpener, WritableFile

@@ -3,7 +3,8 @@
 Layout under the store root::
 
     blobs/<alg>/<hex>   committed blobs, named by their validated digest
-    tmp/                temp files of writes in progress (same filesystem, removed on open)
+    tmp/                temp files of writes in progress (same filesystem, removed on open),
+                        and resumable ingests of layer downloads (kept: see ``ingest``)
     quarantine/         corrupt or stray files moved aside by fsck
 
 A :class:`BlobWriter` is a :class:`~kubelet_sim.core.sinks.BlobSink`. It buffers small writes and hands
@@ -11,6 +12,10 @@ big pieces (:data:`FLUSH_BYTES`) to a worker thread that hashes and writes them,
 loop neither hashes nor waits on the disk. ``commit`` verifies size then digest, fsyncs the temp
 file and asks the store to publish it: the rename into ``blobs/`` and the database row happen in
 one critical section, so a partial or unverified write is never visible as a blob.
+
+A *resumable* writer (a layer download) writes the blob's ingest file instead of a fresh temp
+file and keeps it when aborted, unless the content proved wrong or the disk is full; its
+:meth:`BlobWriter.resume` picks up where an earlier writer of the same digest stopped.
 """
 
 from __future__ import annotations
@@ -23,12 +28,12 @@ from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Final, Protocol
+from typing import Final, Protocol, cast
 
 import anyio
 import anyio.to_thread
 
-from kubelet_sim.core.digest import HEX_LENGTHS, Digest, new_hasher
+from kubelet_sim.core.digest import HEX_LENGTHS, Digest, Hasher, new_hasher
 from kubelet_sim.core.sinks import verify
 from kubelet_sim.errors import (
     DigestMismatchError,
@@ -36,6 +41,7 @@ from kubelet_sim.errors import (
     StoreError,
     StoreFullError,
 )
+from kubelet_sim.store import ingest
 
 FLUSH_BYTES: Final = 4 << 20  # big enough that a thread hop costs nothing next to the hashing
 READ_CHUNK: Final = 1 << 20
@@ -63,15 +69,29 @@ class WritableFile(Protocol):
 FileOpener = Callable[[Path], WritableFile]
 
 
+class _Hasher(Hasher, Protocol):
+    """A ``hashlib`` object, whose state can be copied (an ingest records its prefix digest)."""
+
+    def copy(self) -> _Hasher: ...
+
+
+def _fresh_hasher(digest: Digest) -> _Hasher:
+    return cast(_Hasher, digest.hasher())  # hashlib objects, which have copy()
+
+
 def default_opener(path: Path) -> WritableFile:
     """Create ``path`` exclusively for writing."""
     return open(path, "xb")
 
 
-def io_error(exc: OSError, what: str) -> StoreError:
-    """Map an OS error to the store's errors; no space becomes :class:`StoreFullError`."""
+def io_error(exc: OSError, what: str, *, folder: Path | None = None) -> StoreError:
+    """Map an OS error to the store's errors; no space becomes :class:`StoreFullError`.
+
+    ``folder`` (the store root) is named when the disk is full.
+    """
     if exc.errno in _NO_SPACE:
-        return StoreFullError(f"{what}: no space left ({exc.strerror or exc})")
+        where = f"store {folder} is full: " if folder is not None else ""
+        return StoreFullError(f"{what}: {where}no space left ({exc.strerror or exc})")
     return StoreError(f"{what}: {exc.strerror or exc}")
 
 
@@ -192,12 +212,19 @@ class BlobWriter:
         publish: Publisher,
         opener: FileOpener = default_opener,
         on_close: Callable[[BlobWriter], None] | None = None,
+        resumable: bool = False,
     ) -> None:
         if isinstance(size, bool) or not isinstance(size, int) or size < 0:
             raise StoreError(f"blob {digest}: size must be a non-negative integer, got {size!r}")
         self.digest = digest
         self.size = size
-        self.temp_path = layout.temp_path(digest)
+        self.resumable = resumable
+        self._root = layout.root
+        self.record_path: Path | None = None
+        if resumable:
+            self.temp_path, self.record_path = ingest.paths(layout.tmp, digest)
+        else:
+            self.temp_path = layout.temp_path(digest)
         self._publish = publish
         self._opener = opener
         self._on_close = on_close
@@ -205,8 +232,40 @@ class BlobWriter:
         self._chunks: list[bytes] = []
         self._pending = 0
         self._written = 0
-        self._hasher = digest.hasher()
+        self._hasher = _fresh_hasher(digest)
+        self._on_disk = 0
+        # A resumable writer keeps its ingest when aborted, until the content proves wrong or
+        # the disk is full.
+        self._keep = resumable
+        self.resumed_from = 0
         self.state = WriterState.OPEN
+
+    @property
+    def files(self) -> tuple[Path, ...]:
+        """The files this writer owns under ``tmp/`` (fsck leaves them alone while it is open)."""
+        return (self.temp_path,) if self.record_path is None else (self.temp_path, self.record_path)
+
+    async def resume(self) -> int:
+        """Continue the ingest an earlier writer of this digest left, if its prefix checks out.
+
+        Returns:
+            The offset the download goes on from (0: from the start); :attr:`written` too.
+        """
+        self._check_open()
+        if self.record_path is None or self._file is not None or self._written:
+            return self._written
+        record = self.record_path
+        try:
+            resumed = await anyio.to_thread.run_sync(
+                ingest.resume, self.temp_path, record, self.digest, self.size
+            )
+        except OSError as exc:
+            raise io_error(exc, f"resuming blob {self.digest}", folder=self._root) from exc
+        if resumed is not None:
+            self._file = resumed.file
+            self._hasher = cast(_Hasher, resumed.hasher)
+            self._written = self._on_disk = self.resumed_from = resumed.offset
+        return self._written
 
     @property
     def written(self) -> int:
@@ -226,6 +285,7 @@ class BlobWriter:
         """Append ``chunk``; never more than the declared size."""
         self._check_open()
         if self._written + len(chunk) > self.size:
+            self._keep = False  # the source sends something else: its prefix is no good either
             raise DigestMismatchError(
                 f"size {self.size}", f"more than {self.size} bytes", what=f"blob {self.digest}"
             )
@@ -239,12 +299,14 @@ class BlobWriter:
         """Discard everything written; the next write starts at offset 0."""
         self._check_open()
         self._chunks, self._pending = [], 0
-        self._written = 0
-        self._hasher = self.digest.hasher()
+        self._written = self._on_disk = 0
+        self._hasher = _fresh_hasher(self.digest)
         if self._file is not None:
-            file = self._file
+            file, record = self._file, self.record_path
 
             def truncate() -> None:
+                if record is not None:
+                    ingest.discard(record)
                 file.seek(0)
                 file.truncate(0)
 
@@ -260,7 +322,11 @@ class BlobWriter:
             if digest != self.digest:
                 raise DigestMismatchError(str(self.digest), str(digest), what="blob commit")
             await self._flush(final=True)
-            verify(digest, size, self._written, self._hasher)
+            try:
+                verify(digest, size, self._written, self._hasher)
+            except DigestMismatchError:
+                self._keep = False  # wrong content: nothing of it is worth resuming
+                raise
             await self._publish(self.temp_path, digest, size)
             published = True
             self.state = WriterState.COMMITTED
@@ -268,22 +334,26 @@ class BlobWriter:
         finally:
             if not published:
                 await self.abort()
+        if self.record_path is not None:
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(ingest.discard, self.record_path)
 
     async def abort(self) -> None:
-        """Discard the temp file; idempotent and safe after commit."""
+        """Discard the temp file (a resumable writer keeps its ingest); idempotent, safe after
+        commit."""
         if self.state is not WriterState.OPEN:
             return
         self.state = WriterState.ABORTED
         self._chunks, self._pending = [], 0
         file, self._file = self._file, None
-        path = self.temp_path
+        files = () if self._keep else self.files
 
         def discard() -> None:
             if file is not None:
                 # Closing flushes; a full disk here changes nothing, the file goes anyway.
                 with contextlib.suppress(OSError):
                     file.close()
-            path.unlink(missing_ok=True)
+            ingest.discard(*files)
 
         with anyio.CancelScope(shield=True):
             await anyio.to_thread.run_sync(discard)
@@ -296,10 +366,13 @@ class BlobWriter:
     async def _flush(self, *, final: bool) -> None:
         chunks, self._chunks, self._pending = self._chunks, [], 0
         hasher = self._hasher
+        record = self.record_path
 
         def work() -> None:
             data = b"".join(chunks)  # joined here, off the event loop
             if self._file is None:
+                if record is not None:
+                    ingest.discard(self.temp_path, record)  # not resumed: start afresh
                 self._file = self._opener(self.temp_path)
             file = self._file
             if data:
@@ -308,11 +381,16 @@ class BlobWriter:
                 while view:
                     n = file.write(view)
                     view = view[n:]
+                self._on_disk += len(data)
             if final:
                 file.flush()
                 os.fsync(file.fileno())
                 self._file = None
                 file.close()
+            elif record is not None and data:
+                file.flush()  # the record must never claim bytes still in a buffer
+                prefix = f"{self.digest.algorithm}:{hasher.copy().hexdigest()}"
+                ingest.write_record(record, self.digest, self.size, self._on_disk, prefix)
 
         await self._io(work)
 
@@ -320,6 +398,7 @@ class BlobWriter:
         try:
             await anyio.to_thread.run_sync(fn)
         except OSError as exc:
-            error = io_error(exc, f"writing blob {self.digest}")
+            error = io_error(exc, f"writing blob {self.digest}", folder=self._root)
+            self._keep = False  # a full or failing disk: give the space back
             await self.abort()
             raise error from exc

@@ -186,8 +186,14 @@ def commit(
     repo_digest: str | None,
     platform: str,
     now: float,
-) -> None:
-    """Record the image whole, in one transaction; every blob must be committed on disk."""
+) -> str | None:
+    """Record the image whole, in one transaction; every blob must be committed on disk.
+
+    A record is one manifest: when ``key`` is recorded with another manifest (two manifests with
+    one config, e.g. the same image recompressed), this one replaces it, and the tags and repo
+    digests that named the old manifest go with it, so that none of them can name content it
+    did not resolve to. Returns the replaced manifest's digest, if any.
+    """
     roles = blobs.roles()
     sizes = committed_sizes(conn, roles)
     for digest, (role, declared) in roles.items():
@@ -213,6 +219,13 @@ def commit(
     layers_json = json.dumps([[str(d), sizes[str(d)]] for d, _ in blobs.layers])
     total = sum(sizes.values())
     with transaction(conn):
+        row = conn.execute(
+            "SELECT manifest_digest FROM images WHERE image_id = ? AND runtime_handler = ?", key
+        ).fetchone()
+        replaced = None if row is None or str(row[0]) == str(blobs.manifest) else str(row[0])
+        if replaced is not None:
+            conn.execute("DELETE FROM repo_tags WHERE image_id = ? AND runtime_handler = ?", key)
+            conn.execute("DELETE FROM repo_digests WHERE image_id = ? AND runtime_handler = ?", key)
         conn.execute(
             f"INSERT INTO images ({_IMAGE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 0, 1) "  # noqa: S608
             "ON CONFLICT (image_id, runtime_handler) DO UPDATE SET "
@@ -239,6 +252,7 @@ def commit(
                 (repo_digest, key[1]),
             )
             conn.execute("INSERT INTO repo_digests VALUES (?, ?, ?)", (repo_digest, key[1], key[0]))
+    return replaced
 
 
 def committed_sizes(conn: sqlite3.Connection, digests: Iterable[str]) -> dict[str, int]:

@@ -6,6 +6,11 @@ row recorded, both in one critical section. Downloads of the same digest are sin
 (:class:`~kubelet_sim.core.singleflight.SingleFlight`): one task fetches, the others wait and share
 its outcome. A :meth:`ContentStore.lease` protects the
 blobs a pull has fetched from being freed before the image that references them is committed.
+
+Before a download starts, the blob must fit: a blob larger than the free space of the store's
+filesystem (what is left after the part an ingest already holds) is refused at once with
+:class:`~kubelet_sim.errors.StoreFullError`, instead of being streamed until the disk is full.
+Resumable downloads (layers) continue the ingest an earlier attempt or process left behind.
 """
 
 from __future__ import annotations
@@ -28,10 +33,10 @@ import structlog
 from kubelet_sim.core.digest import Digest
 from kubelet_sim.core.singleflight import SingleFlight
 from kubelet_sim.core.sinks import BlobSink
-from kubelet_sim.errors import BlobCorruptError, DigestMismatchError, StoreError
-from kubelet_sim.store import catalog
+from kubelet_sim.errors import BlobCorruptError, DigestMismatchError, StoreError, StoreFullError
+from kubelet_sim.store import catalog, ingest
 from kubelet_sim.store.blobs import BlobLayout, BlobWriter, FileOpener, fsync_dir, io_error
-from kubelet_sim.store.db import Database, transaction
+from kubelet_sim.store.db import Database, FreeSpace, free_bytes, transaction
 from kubelet_sim.store.records import BlobRef
 
 log = structlog.get_logger(__name__)
@@ -50,15 +55,25 @@ class ContentStore:
     """Committed blobs under one root, with their rows in the store's database."""
 
     def __init__(
-        self, layout: BlobLayout, db: Database, *, clock: Callable[[], float], opener: FileOpener
+        self,
+        layout: BlobLayout,
+        db: Database,
+        *,
+        clock: Callable[[], float],
+        opener: FileOpener,
+        free_space: FreeSpace = free_bytes,
+        ingest_expiry: float = ingest.DEFAULT_EXPIRY,
     ) -> None:
         self._layout = layout
         self._db = db
         self._clock = clock
         self._opener = opener
+        self._free_space = free_space
+        self.ingest_expiry = ingest_expiry
         self._downloads: SingleFlight[str, None] = SingleFlight()
         self._holds: Counter[str] = Counter()
         self._writers: set[BlobWriter] = set()
+        self._ingesting: set[str] = set()  # digests whose ingest a writer of ours has open
 
     @property
     def root(self) -> Path:
@@ -75,9 +90,21 @@ class ContentStore:
         """The catalogue database (for fsck and GC)."""
         return self._db
 
+    @property
+    def read_only(self) -> bool:
+        """True when opened to read only: no blob can be written, nothing is changed."""
+        return self._db.read_only
+
     def now(self) -> float:
         """The injected wall clock."""
         return self._clock()
+
+    async def free_space(self) -> int:
+        """Bytes still free on the store's filesystem (the injected ``free_space``)."""
+        try:
+            return await anyio.to_thread.run_sync(self._free_space, self._layout.root)
+        except OSError as exc:
+            raise io_error(exc, "measuring free space", folder=self._layout.root) from exc
 
     async def has_blob(self, digest: Digest) -> bool:
         """True when ``digest`` is committed and its file is there."""
@@ -91,7 +118,7 @@ class ContentStore:
             row = conn.execute("SELECT size FROM blobs WHERE digest = ?", (str(digest),)).fetchone()
             return int(row[0]) if row is not None and path.exists() else None
 
-        return await self._db.run(work, what=f"looking up blob {digest}")
+        return await self._db.run(work, what=f"looking up blob {digest}", readonly=True)
 
     async def open_blob(self, digest: Digest) -> BinaryIO:
         """Open a committed blob for reading; the caller closes it.
@@ -133,18 +160,37 @@ class ContentStore:
             raise BlobCorruptError(f"blob {digest} is corrupt on disk (run fsck)")
         return data
 
-    def blob_writer(self, digest: Digest, size: int) -> BlobWriter:
-        """A sink for one blob; its temp file lives in ``<root>/tmp/`` until commit or abort."""
+    def blob_writer(self, digest: Digest, size: int, *, resumable: bool = False) -> BlobWriter:
+        """A sink for one blob; its temp file lives in ``<root>/tmp/`` until commit or abort.
+
+        A ``resumable`` writer uses the digest's ingest (call :meth:`BlobWriter.resume` before
+        writing) and keeps it when aborted; while another writer of ours has that ingest open,
+        the new one writes a plain temp file.
+
+        Raises:
+            StoreError: the store is open read-only.
+        """
+        if self.read_only:
+            raise StoreError(f"writing blob {digest}: the store {self.root} is open read-only")
+        resumable = resumable and str(digest) not in self._ingesting
         writer = BlobWriter(
             self._layout,
             digest,
             size,
             publish=self._publish,
             opener=self._opener,
-            on_close=self._writers.discard,
+            on_close=self._writer_closed,
+            resumable=resumable,
         )
         self._writers.add(writer)
+        if resumable:
+            self._ingesting.add(str(digest))
         return writer
+
+    def _writer_closed(self, writer: BlobWriter) -> None:
+        self._writers.discard(writer)
+        if writer.resumable:
+            self._ingesting.discard(str(writer.digest))
 
     async def _publish(self, temp: Path, digest: Digest, size: int) -> None:
         """Rename a verified, fsynced temp file into place and record it, atomically."""
@@ -175,7 +221,7 @@ class ContentStore:
         try:
             await self._db.run(work, what=f"committing blob {digest}")
         except OSError as exc:
-            raise io_error(exc, f"committing blob {digest}") from exc
+            raise io_error(exc, f"committing blob {digest}", folder=self.root) from exc
         self._hold(str(digest))
         log.debug("blob committed", digest=str(digest), size=size)
 
@@ -191,7 +237,12 @@ class ContentStore:
         return BlobRef(digest, len(data))
 
     async def ensure_blob(
-        self, digest: Digest, size: int, fetch: Callable[[BlobSink], Awaitable[None]]
+        self,
+        digest: Digest,
+        size: int,
+        fetch: Callable[[BlobSink], Awaitable[None]],
+        *,
+        resumable: bool = False,
     ) -> None:
         """Make ``digest`` present, downloading it at most once however many tasks ask.
 
@@ -199,15 +250,18 @@ class ContentStore:
         shares the outcome: the same exception is raised here when that fetch failed; if it was
         cancelled, this task tries itself. Otherwise calls ``fetch(writer)``, which streams into
         the writer and commits it; the writer is aborted on any error, cancellation included.
+        With ``resumable`` the writer starts at :attr:`BlobWriter.written` (an earlier attempt's
+        ingest) and ``fetch`` must continue from there (the registry client's ``fetch_blob``
+        does, with a ``Range`` request).
 
         Raises:
             StoreError: ``fetch`` returned without committing, or the store failed.
-            StoreFullError: the disk is full.
+            StoreFullError: the blob does not fit in the free space, or the disk is full.
         """
         key = str(digest)
         while not await self._committed(digest, size):
             outcome = await self._downloads.run_shared(
-                key, partial(self._download, digest, size, fetch)
+                key, partial(self._download, digest, size, fetch, resumable)
             )
             if not outcome.shared:
                 return  # this task committed it (and its lease holds it)
@@ -230,11 +284,22 @@ class ContentStore:
         return True
 
     async def _download(
-        self, digest: Digest, size: int, fetch: Callable[[BlobSink], Awaitable[None]]
+        self,
+        digest: Digest,
+        size: int,
+        fetch: Callable[[BlobSink], Awaitable[None]],
+        resumable: bool,
     ) -> None:
-        """One download into a fresh writer (the single-flight's function); aborted on failure."""
-        writer = self.blob_writer(digest, size)
+        """One download into a writer (the single-flight's function); aborted on failure."""
+        writer = self.blob_writer(digest, size, resumable=resumable)
         try:
+            offset = await writer.resume()
+            free = await self.free_space()
+            if size - offset > free:
+                raise StoreFullError(
+                    f"store {self.root} is full: blob {digest} needs {size - offset} more bytes, "
+                    f"its filesystem has {free} free; refused before downloading"
+                )
             await fetch(writer)
             if not writer.committed:
                 raise StoreError(f"fetching blob {digest} returned without committing it")
@@ -283,7 +348,7 @@ class ContentStore:
 
     def active_temp_files(self) -> frozenset[Path]:
         """Temp files of writers still open (fsck leaves them alone); call it on the loop."""
-        return frozenset(w.temp_path for w in self._writers)
+        return frozenset(path for w in self._writers for path in w.files)
 
     async def prune_blobs(self, committed_before: float) -> tuple[tuple[str, ...], int]:
         """Free committed blobs no image references (and no lease holds); ``(digests, bytes)``."""
@@ -298,14 +363,38 @@ class ContentStore:
         freed = await self._db.run(work, what="pruning unreferenced blobs")
         return tuple(d for d, _ in freed), sum(s for _, s in freed)
 
+    async def prune_ingests(self, now: float | None = None) -> list[Path]:
+        """Remove partial downloads untouched for longer than the expiry, or whose blob got
+        committed, except those of writers still open; the files removed."""
+        when = self._clock() if now is None else now
+        active = self.active_temp_files()
+        committed = set(await self.blob_refcounts())
+        tmp = self._layout.tmp
+
+        def work() -> list[Path]:
+            temps = [p for p in tmp.iterdir() if ingest.digest_of(p) is not None]
+            fresh = ingest.keep(temps, committed=committed, now=when, expiry=self.ingest_expiry)
+            gone = [p for p in temps if p not in fresh and p not in active]
+            ingest.discard(*gone)
+            return gone
+
+        try:
+            gone = await anyio.to_thread.run_sync(work)
+        except OSError as exc:
+            raise io_error(exc, "removing stale partial downloads", folder=self.root) from exc
+        if gone:
+            log.info("ingests pruned", files=len(gone))
+        return gone
+
     async def usage(self) -> int:
         """Bytes of committed blobs in the store."""
         row = await self._db.run(
             lambda conn: conn.execute("SELECT COALESCE(SUM(size), 0) FROM blobs").fetchone(),
             what="measuring usage",
+            readonly=True,
         )
         return int(row[0])
 
     async def blob_refcounts(self) -> dict[str, int]:
         """Every committed blob with the number of images that reference it."""
-        return await self._db.run(catalog.refcounts, what="counting references")
+        return await self._db.run(catalog.refcounts, what="counting references", readonly=True)

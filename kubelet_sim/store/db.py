@@ -9,15 +9,25 @@ is delivered.
 Crash safety comes from SQLite itself: an interrupted transaction is rolled back from the WAL
 when the database is opened again, and ``synchronous=FULL`` makes a commit durable before it
 returns.
+
+A read-only database (``images``, ``fsck --no-repair`` beside a running writer) opens the file
+with ``mode=ro``, never migrates, refuses calls not marked read-only, and runs each call in one
+read transaction, so it sees one consistent snapshot of what the writer committed.
+
+A full disk reaches SQLite as ``SQLITE_FULL`` or, when it cannot even grow its WAL or shared
+memory file, as ``SQLITE_IOERR`` ("disk I/O error"); the latter is reported as the store being
+full when the store's filesystem has (next to) no space left.
 """
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Final, TypeVar
+from urllib.parse import quote
 
 import anyio
 import anyio.to_thread
@@ -97,11 +107,46 @@ MIGRATIONS: Final[tuple[str, ...]] = (
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 
 
-def translate(exc: sqlite3.Error, what: str) -> StoreError:
-    """Map a SQLite error to the store's errors; a full disk becomes :class:`StoreFullError`."""
+FreeSpace = Callable[[Path], int]
+"""Bytes an unprivileged writer may still use on the filesystem holding a folder (the seam for
+full-disk tests)."""
+
+# An I/O error while the filesystem has less than this left is the disk being full: SQLite
+# writes whole pages and grows its WAL and shared-memory files in chunks of this order.
+NEARLY_FULL: Final = 64 << 10
+
+
+def free_bytes(path: Path) -> int:
+    """``statvfs``: the bytes available to unprivileged writers on ``path``'s filesystem."""
+    stats = os.statvfs(path)
+    return stats.f_bavail * stats.f_frsize
+
+
+def translate(
+    exc: sqlite3.Error,
+    what: str,
+    *,
+    folder: Path | None = None,
+    free_space: FreeSpace = free_bytes,
+) -> StoreError:
+    """Map a SQLite error to the store's errors; a full disk becomes :class:`StoreFullError`.
+
+    ``SQLITE_FULL`` always is; ``SQLITE_IOERR`` is when ``folder``'s filesystem has less than
+    :data:`NEARLY_FULL` bytes free. Blocking (``statvfs``): call it from the worker thread.
+    """
     code = getattr(exc, "sqlite_errorcode", None)
+    where = f"store {folder}" if folder is not None else "the store"
     if code == sqlite3.SQLITE_FULL:
-        return StoreFullError(f"{what}: the metadata database is full ({exc})")
+        return StoreFullError(f"{what}: the metadata database is full: {where} has no space left")
+    if code is not None and code & 0xFF == sqlite3.SQLITE_IOERR and folder is not None:
+        try:
+            free = free_space(folder)
+        except OSError:
+            free = None
+        if free is not None and free < NEARLY_FULL:
+            return StoreFullError(
+                f"{what}: {where} is full ({free} bytes free on its filesystem; SQLite: {exc})"
+            )
     return StoreError(f"{what}: {exc}")
 
 
@@ -172,53 +217,91 @@ def connect(path: Path) -> sqlite3.Connection:
 class Database:
     """The single connection, used one call at a time from worker threads."""
 
-    def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        path: Path,
+        *,
+        read_only: bool = False,
+        free_space: FreeSpace = free_bytes,
+    ) -> None:
         self._conn = conn
         self.path = path
+        self.read_only = read_only
+        self._free_space = free_space
         self._lock = anyio.Lock()
         self._closed = False
         # Bumped around every call not marked read-only, so in-process caches of read results
-        # know when to drop them (the store's root lock keeps other processes out).
+        # know when to drop them (the store's root lock keeps other writers out).
         self.generation = 0
 
     @classmethod
-    async def open(cls, path: Path) -> Database:
-        """Connect and migrate; SQLite rolls back any transaction a crash interrupted."""
+    async def open(
+        cls, path: Path, *, read_only: bool = False, free_space: FreeSpace = free_bytes
+    ) -> Database:
+        """Connect and migrate; SQLite rolls back any transaction a crash interrupted.
+
+        With ``read_only`` the file must exist and be at this code's schema version.
+        """
 
         def work() -> sqlite3.Connection:
-            conn = connect(path)
+            conn = connect_read_only(path) if read_only else connect(path)
             try:
-                migrate(conn)
+                if read_only:
+                    _check_readable(conn, path)
+                else:
+                    migrate(conn)
             except BaseException:
                 conn.close()
                 raise
             return conn
 
-        try:
-            conn = await anyio.to_thread.run_sync(work)
-        except sqlite3.Error as exc:
-            raise translate(exc, f"opening {path}") from exc
-        return cls(conn, path)
+        def guarded() -> sqlite3.Connection:
+            try:
+                return work()
+            except sqlite3.Error as exc:
+                raise translate(
+                    exc, f"opening {path}", folder=path.parent, free_space=free_space
+                ) from exc
+
+        conn = await anyio.to_thread.run_sync(guarded)
+        return cls(conn, path, read_only=read_only, free_space=free_space)
 
     async def run(
         self, fn: Callable[[sqlite3.Connection], T], *, what: str = "store", readonly: bool = False
     ) -> T:
         """Run ``fn(conn)`` in a worker thread, alone; SQLite errors become store errors.
 
-        Calls that may write bump :attr:`generation` before and after they run.
+        Calls that may write bump :attr:`generation` before and after they run. On a read-only
+        database only ``readonly`` calls are allowed, each in one read transaction.
         """
         async with self._lock:
             if self._closed:
                 raise StoreError(f"{what}: the store is closed")
+            if self.read_only and not readonly:
+                raise StoreError(f"{what}: the store {self.path.parent} is open read-only")
             if not readonly:
                 self.generation += 1
             try:
-                return await anyio.to_thread.run_sync(fn, self._conn)
-            except sqlite3.Error as exc:
-                raise translate(exc, what) from exc
+                return await anyio.to_thread.run_sync(self._call, fn, what)
             finally:
                 if not readonly:
                     self.generation += 1
+
+    def _call(self, fn: Callable[[sqlite3.Connection], T], what: str) -> T:
+        """``fn(conn)`` in the worker thread, translating SQLite errors there (statvfs blocks)."""
+        try:
+            if not self.read_only:
+                return fn(self._conn)
+            self._conn.execute("BEGIN")
+            try:
+                return fn(self._conn)
+            finally:
+                self._conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise translate(
+                exc, what, folder=self.path.parent, free_space=self._free_space
+            ) from exc
 
     async def aclose(self) -> None:
         """Close the connection after the calls already queued."""
@@ -226,3 +309,26 @@ class Database:
             if not self._closed:
                 self._closed = True
                 await anyio.to_thread.run_sync(self._conn.close)
+
+
+def connect_read_only(path: Path) -> sqlite3.Connection:
+    """Open the existing database at ``path`` for reading only (``mode=ro``: nothing is created)."""
+    uri = f"file:{quote(str(path))}?mode=ro"
+    return sqlite3.connect(
+        uri, uri=True, isolation_level=None, check_same_thread=False, timeout=30.0
+    )
+
+
+def _check_readable(conn: sqlite3.Connection, path: Path) -> None:
+    """A reader never migrates: the schema must be the one this code writes."""
+    version = schema_version(conn)
+    if version > SCHEMA_VERSION:
+        raise StoreError(
+            f"store schema version {version} is newer than this kubelet-sim supports "
+            f"({SCHEMA_VERSION})"
+        )
+    if version < SCHEMA_VERSION:
+        raise StoreError(
+            f"store {path.parent} has schema version {version}, older than {SCHEMA_VERSION}: "
+            "open it for writing once (a pull, rmi, gc or fsck) to upgrade it"
+        )

@@ -8,7 +8,13 @@ by a digest are quarantined.
 
 The same pass, without re-hashing recorded blobs (sizes only), is the store's recovery on open.
 Hashing runs in worker threads outside the catalogue lock; the repair re-checks each finding
-under the lock, so fsck can run next to pulls and removals.
+under the lock, so fsck can run next to pulls and removals. A report-only fsck in another process
+than the writer (a read-only store) re-checks its findings against the database the same way,
+so a blob removed meanwhile is not reported missing.
+
+Fresh ingests (resumable partial layer downloads, see :mod:`~kubelet_sim.store.ingest`) are kept
+and listed as ``partial_ingests``; stale ones, and ingests of blobs committed since, are removed
+with the other temp files.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import json
 import sqlite3
 from collections import defaultdict
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Protocol
 
@@ -25,6 +32,7 @@ import anyio.to_thread
 import structlog
 
 from kubelet_sim.core.digest import Digest
+from kubelet_sim.store import ingest
 from kubelet_sim.store.blobs import BlobLayout, Scan, hash_file, io_error
 from kubelet_sim.store.db import Database, transaction
 from kubelet_sim.store.records import ImageKey, format_key
@@ -46,6 +54,7 @@ class FsckReport:
     database_errors: tuple[str, ...] = ()
     untracked: tuple[str, ...] = ()
     temp_files: tuple[str, ...] = ()
+    partial_ingests: tuple[str, ...] = ()
     unreferenced: tuple[str, ...] = ()
     incomplete_images: tuple[str, ...] = ()
     quarantined: tuple[str, ...] = ()
@@ -140,6 +149,9 @@ class FsckTarget(Protocol):
     @property
     def db(self) -> Database: ...
 
+    @property
+    def ingest_expiry(self) -> float: ...
+
     def now(self) -> float: ...
 
     def active_temp_files(self) -> frozenset[Path]: ...
@@ -154,6 +166,7 @@ class _Findings:
     corrupt: dict[str, Fingerprint | None]
     missing: list[str]
     adopt: dict[str, int]  # untracked blob files that hash right, with their sizes
+    ingests: frozenset[Path] = frozenset()  # fresh resumable ingests: kept
 
 
 async def fsck(store: FsckTarget, *, repair: bool = True, rehash: bool = True) -> FsckReport:
@@ -165,14 +178,27 @@ async def fsck(store: FsckTarget, *, repair: bool = True, rehash: bool = True) -
             run on open). Blob files without a row are always re-hashed.
     """
     layout = store.layout
-    snap = await store.db.run(lambda conn: _snapshot(conn, rehash), what="fsck")
+    snap = await store.db.run(lambda conn: _snapshot(conn, rehash), what="fsck", readonly=True)
     scan: Scan = await anyio.to_thread.run_sync(layout.scan)
-    findings = _Findings(snap, scan, {}, [], {})
+    fresh = await anyio.to_thread.run_sync(
+        partial(
+            ingest.keep,
+            scan.temps,
+            committed=set(snap.blobs),
+            now=store.now(),
+            expiry=store.ingest_expiry,
+        )
+    )
+    findings = _Findings(snap, scan, {}, [], {}, frozenset(fresh))
     await _check_recorded(findings, rehash)
     await _check_untracked(findings)
-    report = _report(findings, layout, rehash)
     if not repair:
-        return report
+        if store.db.read_only:
+            await store.db.run(
+                lambda conn: _confirm(conn, findings, layout), what="fsck", readonly=True
+            )
+        return _report(findings, layout, rehash)
+    report = _report(findings, layout, rehash)
     active = store.active_temp_files()
     now = store.now()
     try:
@@ -184,6 +210,23 @@ async def fsck(store: FsckTarget, *, repair: bool = True, rehash: bool = True) -
     if result.damaged:
         log.warning("fsck found damage", root=str(layout.root), **result.summary())
     return result
+
+
+def _confirm(conn: sqlite3.Connection, findings: _Findings, layout: BlobLayout) -> None:
+    """Drop findings another process's writes explain (a reader runs beside the writer).
+
+    A blob removed (row, then file) after the snapshot is not missing; one committed after the
+    scan is not untracked.
+    """
+    rows = {str(d) for (d,) in conn.execute("SELECT digest FROM blobs")}
+    findings.missing[:] = [
+        d for d in findings.missing if d in rows and not layout.path(Digest.parse(d)).exists()
+    ]
+    findings.corrupt = {
+        d: fp for d, fp in findings.corrupt.items() if d in rows or d not in findings.snap.blobs
+    }
+    findings.adopt = {d: s for d, s in findings.adopt.items() if d not in rows}
+    findings.snap.blobs = {d: s for d, s in findings.snap.blobs.items() if d in rows}
 
 
 async def _check_recorded(findings: _Findings, rehash: bool) -> None:
@@ -227,7 +270,10 @@ def _report(findings: _Findings, layout: BlobLayout, rehash: bool) -> FsckReport
         affected_images=tuple(sorted(format_key(k) for k in affected)),
         database_errors=tuple(snap.db_errors),
         untracked=tuple(sorted(findings.adopt)),
-        temp_files=tuple(str(p.relative_to(layout.root)) for p in scan.temps),
+        temp_files=tuple(
+            str(p.relative_to(layout.root)) for p in scan.temps if p not in findings.ingests
+        ),
+        partial_ingests=_ingest_names(findings.ingests, layout),
         unreferenced=tuple(unreferenced),
         incomplete_images=tuple(sorted(format_key(k) for k in snap.absent | affected)),
         rehashed=rehash,
@@ -263,7 +309,7 @@ def _repair(
         adopted = _adopt(conn, findings.adopt, still_corrupt, layout, now)
         newly = _mark_broken_images(conn, findings.snap)
     quarantined = _quarantine(still_corrupt, findings.scan, layout)
-    removed = _remove_temp_files(findings.scan, layout, active)
+    removed = _remove_temp_files(findings.scan, layout, active | findings.ingests)
     absent = {
         (str(a), str(b))
         for a, b in conn.execute(
@@ -279,6 +325,7 @@ def _repair(
         database_errors=report.database_errors,
         untracked=tuple(sorted(adopted)),
         temp_files=tuple(removed),
+        partial_ingests=report.partial_ingests,
         unreferenced=report.unreferenced,
         incomplete_images=tuple(sorted(format_key(k) for k in absent)),
         quarantined=tuple(quarantined),
@@ -336,8 +383,17 @@ def _quarantine(
     return quarantined
 
 
+def _ingest_names(ingests: frozenset[Path], layout: BlobLayout) -> tuple[str, ...]:
+    """The data files of the kept ingests, relative to the root."""
+    return tuple(
+        sorted(
+            str(p.relative_to(layout.root)) for p in ingests if p.name.endswith(ingest.DATA_SUFFIX)
+        )
+    )
+
+
 def _remove_temp_files(scan: Scan, layout: BlobLayout, active: frozenset[Path]) -> list[str]:
-    """Remove leftover temp files, except those of writers still open."""
+    """Remove leftover temp files, except those of writers still open and fresh ingests."""
     removed = []
     for path in scan.temps:
         if path not in active:

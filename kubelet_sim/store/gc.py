@@ -14,6 +14,7 @@ Differences from upstream, on purpose:
   usage; usage can then exceed the capacity, and the excess is freed as well;
 - freed bytes are the bytes of blobs actually deleted, where upstream credits each image's full
   size, which over-counts shared layers and can stop above the low threshold;
+- stale partial downloads (ingests) are removed, as containerd's GC removes expired ingests;
 - blobs no image references (a failed pull's leftovers) are pruned first, when older than the
   minimum age and not held by a pull's lease; containerd's own GC does that upstream;
 - upstream skips the age pass until ``maximum_gc_age`` has passed since the kubelet started,
@@ -190,6 +191,7 @@ async def garbage_collect(
     for image_id, handler in in_use:
         await store.touch(image_id, now, handler)
     pruned, pruned_bytes = await store.prune_blobs(now - policy.minimum_gc_age)
+    await store.prune_ingests(now)  # partial downloads nobody resumed within the expiry
     records = await store.list_images(None, include_absent=True)
     candidates = _candidates(records, in_use)
     freed: list[FreedImage] = []

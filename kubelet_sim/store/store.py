@@ -7,6 +7,11 @@ last image referencing them goes. With ``RuntimeClassInImageCriApi`` an image is
 
 The blob operations (writers, single-flight ``ensure_blob``, leases) come from
 :class:`~kubelet_sim.store.content.ContentStore`.
+
+One writer at a time: a writer takes the root's ``lock`` file (``flock``), and a second writer
+waits for it, bounded and saying so, instead of failing. Readers (``read_only``: ``images``,
+``fsck --no-repair``) take no lock and run beside the writer on SQLite's WAL snapshots; they never
+create, migrate or recover anything, and keep no lookup cache (the writer changes what they see).
 """
 
 from __future__ import annotations
@@ -26,11 +31,11 @@ import anyio.to_thread
 import structlog
 
 from kubelet_sim.core.digest import Digest
-from kubelet_sim.errors import StoreError
-from kubelet_sim.store import catalog, pullrecords
+from kubelet_sim.errors import StoreBusyError, StoreError, StoreNotFoundError
+from kubelet_sim.store import catalog, ingest, pullrecords
 from kubelet_sim.store.blobs import BlobLayout, FileOpener, default_opener, io_error
 from kubelet_sim.store.content import ContentStore
-from kubelet_sim.store.db import Database, transaction
+from kubelet_sim.store.db import Database, FreeSpace, free_bytes, transaction
 from kubelet_sim.store.fsck import FsckReport, fsck
 from kubelet_sim.store.records import (
     CredentialIdentity,
@@ -44,6 +49,8 @@ log = structlog.get_logger(__name__)
 DB_NAME = "store.db"
 LOCK_NAME = "lock"
 LOOKUP_CACHE_SIZE = 10_000
+LOCK_TIMEOUT = 300.0  # how long a second writer waits for the first (seconds)
+LOCK_POLL = 0.1
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,8 +84,17 @@ class Store(ContentStore):
         runtime_class_in_image_cri_api: bool,
         clock: Callable[[], float],
         opener: FileOpener,
+        free_space: FreeSpace = free_bytes,
+        ingest_expiry: float = ingest.DEFAULT_EXPIRY,
     ) -> None:
-        super().__init__(layout, db, clock=clock, opener=opener)
+        super().__init__(
+            layout,
+            db,
+            clock=clock,
+            opener=opener,
+            free_space=free_space,
+            ingest_expiry=ingest_expiry,
+        )
         self._lock_fd = lock_fd
         self.runtime_class_in_image_cri_api = runtime_class_in_image_cri_api
         self._in_use: Counter[ImageKey] = Counter()
@@ -94,26 +110,59 @@ class Store(ContentStore):
         clock: Callable[[], float] = time.time,
         opener: FileOpener = default_opener,
         recover: bool = True,
+        read_only: bool = False,
+        create: bool = True,
+        lock_timeout: float = LOCK_TIMEOUT,
+        free_space: FreeSpace = free_bytes,
+        ingest_expiry: float = ingest.DEFAULT_EXPIRY,
     ) -> Store:
         """Open (creating if needed) the store at ``root`` and recover from any crash.
 
-        Recovery: SQLite rolls back interrupted transactions, temp files are removed, blob files
-        are checked against their rows (size) and images whose blobs are not all there are
-        marked not present. Untracked blob files (a crash between rename and commit) are
-        re-hashed and adopted or quarantined. ``recover=False`` skips all but SQLite's own
-        rollback (for ``fsck --no-repair``, which must look before anything is changed).
+        Recovery: SQLite rolls back interrupted transactions, temp files are removed (fresh
+        ingests of layer downloads are kept for resumption), blob files are checked against their
+        rows (size) and images whose blobs are not all there are marked not present. Untracked
+        blob files (a crash between rename and commit) are re-hashed and adopted or quarantined.
+        ``recover=False`` skips all but SQLite's own rollback (``fsck`` runs the same pass
+        itself, to report what it repaired). What recovery found is :attr:`recovery`.
+
+        Args:
+            read_only: open beside a writer to read only: no lock, no recovery, no writes.
+            create: create the store when there is none (else :class:`StoreNotFoundError`);
+                a read-only open never creates.
+            lock_timeout: how long a writer waits for another writer to close the store.
+            free_space: bytes free on the store's filesystem (statvfs; injectable for tests).
+            ingest_expiry: seconds after which an untouched partial download is discarded.
 
         Raises:
-            StoreError: another process has the store open, or it cannot be opened.
+            StoreNotFoundError: there is no store at ``root`` and it may not be created.
+            StoreBusyError: another writer kept the store for longer than ``lock_timeout``.
+            StoreError: the store cannot be opened.
         """
         layout = BlobLayout(Path(root))
+        db_path = layout.root / DB_NAME
+        if read_only or not create:
+            exists = await anyio.to_thread.run_sync(db_path.is_file)
+            if not exists:
+                raise StoreNotFoundError(str(root))
+        if read_only:
+            db = await Database.open(db_path, read_only=True, free_space=free_space)
+            return cls(
+                layout,
+                db,
+                -1,
+                runtime_class_in_image_cri_api=runtime_class_in_image_cri_api,
+                clock=clock,
+                opener=opener,
+                free_space=free_space,
+                ingest_expiry=ingest_expiry,
+            )
         try:
             await anyio.to_thread.run_sync(layout.create)
-            lock_fd = await anyio.to_thread.run_sync(_lock, layout.root / LOCK_NAME)
         except OSError as exc:
-            raise io_error(exc, f"opening store {root}") from exc
+            raise io_error(exc, f"opening store {root}", folder=layout.root) from exc
+        lock_fd = await _lock(layout.root / LOCK_NAME, lock_timeout)
         try:
-            db = await Database.open(layout.root / DB_NAME)
+            db = await Database.open(db_path, free_space=free_space)
         except BaseException:
             os.close(lock_fd)
             raise
@@ -124,6 +173,8 @@ class Store(ContentStore):
             runtime_class_in_image_cri_api=runtime_class_in_image_cri_api,
             clock=clock,
             opener=opener,
+            free_space=free_space,
+            ingest_expiry=ingest_expiry,
         )
         if not recover:
             return store
@@ -181,7 +232,9 @@ class Store(ContentStore):
 
         The image ID is the config digest. A repo tag or repo digest held by another image of
         the same handler moves to this one (as containerd does). Re-committing an image keeps
-        its first-used time and pin.
+        its first-used time and pin. A record holds one manifest: committing another manifest
+        with the same config replaces it and drops the tags and repo digests that named the old
+        one (they would otherwise show content they never resolved to).
 
         Raises:
             StoreError: a referenced blob is not committed (nothing is recorded).
@@ -201,8 +254,8 @@ class Store(ContentStore):
         rdigest = None if repo_digest is None else catalog.check_repo_digest(repo_digest)
         now = self._clock()
 
-        def work(conn: sqlite3.Connection) -> ImageRecord | None:
-            catalog.commit(
+        def work(conn: sqlite3.Connection) -> tuple[ImageRecord | None, str | None]:
+            replaced = catalog.commit(
                 conn,
                 self._layout,
                 key,
@@ -212,10 +265,18 @@ class Store(ContentStore):
                 platform=platform,
                 now=now,
             )
-            return catalog.load(conn, key)
+            return catalog.load(conn, key), replaced
 
-        record = await self._db.run(work, what=f"committing image {key[0]}")
+        record, replaced = await self._db.run(work, what=f"committing image {key[0]}")
         assert record is not None
+        if replaced is not None:
+            log.warning(
+                "image manifest replaced",
+                image=record.image_id,
+                old_manifest=replaced,
+                manifest=str(manifest_digest),
+                handler=key[1],
+            )
         log.info("image committed", image=record.image_id, tag=repo_tag, handler=key[1])
         return record
 
@@ -223,17 +284,20 @@ class Store(ContentStore):
         """The present image ``ref`` names (``name:tag``, ``name@digest``, ``name:tag@digest``
         where the digest wins, or an image ID) for ``runtime_handler``, or None."""
         handler = self.handler(runtime_handler)
+
+        def work(conn: sqlite3.Connection) -> ImageRecord | None:
+            key = catalog.resolve(conn, ref, handler)
+            return None if key is None else catalog.load(conn, key)
+
+        if self.read_only:
+            # Another process writes: only SQLite knows what is current.
+            return await self._db.run(work, what=f"looking up {ref}", readonly=True)
         # Lookups are the hot path of every cache-hit decision; answers are kept until the next
         # write (the root lock means every write goes through this process's Database).
         cache_key = (ref, handler)
         cached = self._lookups.get(cache_key)
         if cached is not None and cached[0] == self._db.generation:
             return cached[1]
-
-        def work(conn: sqlite3.Connection) -> ImageRecord | None:
-            key = catalog.resolve(conn, ref, handler)
-            return None if key is None else catalog.load(conn, key)
-
         generation = self._db.generation
         record = await self._db.run(work, what=f"looking up {ref}", readonly=True)
         if generation == self._db.generation:
@@ -250,6 +314,7 @@ class Store(ContentStore):
         return await self._db.run(
             lambda conn: catalog.list_records(conn, handler, include_absent=include_absent),
             what="listing images",
+            readonly=True,
         )
 
     async def inspect(self, ref: str, runtime_handler: str = "") -> ImageInspection | None:
@@ -267,7 +332,7 @@ class Store(ContentStore):
             records = tuple(pullrecords.load(conn, key[0], None))
             return ImageInspection(record, blobs, records, self._in_use.get(key, 0))
 
-        return await self._db.run(work, what=f"inspecting {ref}")
+        return await self._db.run(work, what=f"inspecting {ref}", readonly=True)
 
     async def remove(self, ref: str, runtime_handler: str = "") -> bool:
         """Remove the image ``ref`` names with all its tags, freeing blobs nothing else uses.
@@ -388,6 +453,7 @@ class Store(ContentStore):
         return await self._db.run(
             lambda conn: pullrecords.load(conn, image_id, repository),
             what=f"reading pull records of {image_id}",
+            readonly=True,
         )
 
     async def prune_pull_records(self, before: float) -> int:
@@ -397,18 +463,52 @@ class Store(ContentStore):
         )
 
 
-def _lock(path: Path) -> int:
-    """Take the store's exclusive lock; blocking call, non-blocking lock."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+async def _lock(path: Path, wait: float) -> int:
+    """Take the store's writer lock, waiting up to ``wait`` seconds for another writer.
+
+    Raises:
+        StoreBusyError: the other writer still has it after ``wait`` seconds.
+    """
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "another process"
+        fd = await anyio.to_thread.run_sync(_open_lock, path)
+    except OSError as exc:
+        raise io_error(exc, f"opening store {path.parent}", folder=path.parent) from exc
+    try:
+        holder = await anyio.to_thread.run_sync(_try_lock, fd)
+        if holder is not None:
+            log.warning("store.waiting_for_lock", root=str(path.parent), holder=holder, wait=wait)
+            deadline = anyio.current_time() + wait
+            while holder is not None:
+                if anyio.current_time() >= deadline:
+                    raise StoreBusyError(
+                        f"store {path.parent} is in use by {holder}: waited {wait:g}s "
+                        "for it to finish"
+                    )
+                await anyio.sleep(LOCK_POLL)
+                holder = await anyio.to_thread.run_sync(_try_lock, fd)
+        await anyio.to_thread.run_sync(_claim, fd)
+    except OSError as exc:
         os.close(fd)
-        raise StoreError(f"store {path.parent} is in use by {holder}") from None
+        raise io_error(exc, f"locking store {path.parent}", folder=path.parent) from exc
     except BaseException:
         os.close(fd)
         raise
+    return fd
+
+
+def _open_lock(path: Path) -> int:
+    return os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+
+
+def _try_lock(fd: int) -> str | None:
+    """Take the exclusive lock without blocking; None when taken, else who holds it."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return os.pread(fd, 32, 0).decode(errors="replace").strip() or "another process"
+    return None
+
+
+def _claim(fd: int) -> None:
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"pid {os.getpid()}\n".encode(), 0)
-    return fd

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import itertools
 import json
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -20,11 +22,13 @@ from kubelet_sim.core.pods import PodRef, PodSpec, PullRequest
 from kubelet_sim.core.policy import PullPolicy
 from kubelet_sim.core.reference import parse_normalized
 from kubelet_sim.engine.workers import EngineSettings
+from kubelet_sim.errors import NotAnImageError
 from kubelet_sim.node.builder import Node
+from kubelet_sim.registry import mediatypes as mt
 from kubelet_sim.registry.client import RegistryClient
 from kubelet_sim.registry.transport import Transport, TransportSettings
 from kubelet_sim.runtime.images import ImageService
-from kubelet_sim.sim.images import build_image, build_multiarch
+from kubelet_sim.sim.images import Blob, Image, build_image, build_multiarch
 from kubelet_sim.sim.registry import RegistryFactory, RegistryProcess
 from kubelet_sim.sim.seed import push_image, push_index
 from kubelet_sim.store import Store, fsck
@@ -37,11 +41,26 @@ _n = itertools.count()
 FAST = TransportSettings(backoff_initial=0.05, backoff_max=0.1, max_attempts=2, stall_timeout=5)
 
 
+class Answers:
+    """A transport observer keeping the method and status of every registry answer."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, int | None]] = []
+
+    def registry_response(self, method: str, status: int | None, duration: float) -> None:
+        self.seen.append((method, status))
+
+    def registry_retry(self, reason: str) -> None:
+        pass
+
+
 @asynccontextmanager
-async def runtime(root: Path, platform: str = "linux/amd64") -> AsyncIterator[ImageService]:
+async def runtime(
+    root: Path, platform: str = "linux/amd64", *, observer: Answers | None = None
+) -> AsyncIterator[ImageService]:
     async with (
         await Store.open(root) as store,
-        RegistryClient(Transport(settings=FAST)) as client,
+        RegistryClient(Transport(settings=FAST, observer=observer)) as client,
     ):
         yield ImageService(client, store, platform=parse_platform(platform))
 
@@ -100,18 +119,63 @@ async def test_always_with_unchanged_tag_downloads_no_blob_and_moved_tag_repulls
         assert ref not in old.repo_tags  # the tag moved to the new image
 
 
-async def test_tag_and_digest_together_records_the_tag(
+async def test_a_repeated_pull_of_a_present_image_sends_only_a_head(
     registry: RegistryProcess, tmp_path: Path
 ) -> None:
-    image = build_image("tag-and-digest", "linux/amd64", (1000,))
+    """What Always costs when the tag has not moved: containerd HEADs, the rest is in its store."""
+    ref = f"{registry.host}/engine/head-only:v1"
+    await seed(ref, build_multiarch("head-only", platforms=("linux/amd64", "linux/arm64")))
+    answers = Answers()
+    async with runtime(tmp_path, observer=answers) as service:
+        first = await service.pull_image(parse_normalized(ref))
+        assert ("GET", 200) in answers.seen
+        answers.seen.clear()
+        again = await service.pull_image(parse_normalized(ref))
+    assert again.image_ref == first.image_ref
+    assert answers.seen == [("HEAD", 200)]
+
+
+async def test_tag_and_digest_together_records_no_tag(
+    registry: RegistryProcess, tmp_path: Path
+) -> None:
+    """containerd's CRI parses name:tag@digest with ParseDockerRef, which drops the tag."""
+    current = build_image("tag-and-digest-current", "linux/amd64", (1000,))
+    pinned = build_image("tag-and-digest-pinned", "linux/amd64", (1200,))
     name = f"{registry.host}/engine/both"
-    await seed(f"{name}:v1", image)
+    await seed(f"{name}:old", pinned)
+    await seed(f"{name}:v1", current)
     async with runtime(tmp_path) as service:
-        pulled = await service.pull_image(parse_normalized(f"{name}:v1@{image.manifest.digest}"))
-        record = await service.image_status(f"{name}:v1")
+        pulled = await service.pull_image(parse_normalized(f"{name}:v1@{pinned.manifest.digest}"))
+        assert pulled.image_ref == str(pinned.config.digest)
+        record = await service.image_status(f"{name}@{pinned.manifest.digest}")
         assert record is not None
-        assert record.image_id == pulled.image_ref
-        assert f"{name}:v1" in record.repo_tags
+        assert record.repo_tags == ()
+        assert record.repo_digests == (f"{name}@{pinned.manifest.digest}",)
+        assert await service.image_status(f"{name}:v1") is None  # v1 is the registry's, not this
+        again = await service.pull_image(parse_normalized(f"{name}:v1"))
+        assert again.image_ref == str(current.config.digest)
+
+
+async def test_an_oci_artifact_is_refused_and_nothing_is_stored(
+    registry: RegistryProcess, tmp_path: Path
+) -> None:
+    empty = Blob(mt.OCI_EMPTY, b"{}")
+    payload = Blob("application/vnd.example.payload", b"an artifact, not an image")
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": mt.OCI_MANIFEST,
+        "artifactType": "application/vnd.example.thing",
+        "config": empty.descriptor(),
+        "layers": [payload.descriptor()],
+    }
+    artifact = Image(Blob(mt.OCI_MANIFEST, json.dumps(manifest).encode()), empty, (payload,), {})
+    ref = f"{registry.host}/engine/artifact:v1"
+    await seed(ref, artifact)
+    async with runtime(tmp_path) as service:
+        with pytest.raises(NotAnImageError, match="mismatched image rootfs and manifest layers"):
+            await service.pull_image(parse_normalized(ref))
+        assert await service.store.list_images(include_absent=True) == []
+        assert await service.store.blob_refcounts() == {}
 
 
 async def test_identical_concurrent_pulls_share_one_registry_pull(
@@ -255,3 +319,29 @@ async def test_pull_records_are_written_before_the_image_is_present(
 
         pulled = await service.pull_image(parse_normalized(ref), on_resolved=on_resolved)
     assert calls == [(pulled.image_ref, False)]
+
+
+def test_ten_simultaneous_pull_commands_on_one_root_all_succeed(
+    registry: RegistryProcess, tmp_path: Path
+) -> None:
+    """One writer at a time: the others wait for the store instead of failing."""
+    refs = [f"{registry.host}/engine/many-{i}:v1" for i in range(10)]
+    for i, ref in enumerate(refs):
+        anyio.run(seed, ref, build_image(f"many-{i}", "linux/amd64", (30_000,)))
+    root = tmp_path / "root"
+    argv = [sys.executable, "-m", "kubelet_sim", "pull", "--root", str(root), "--output", "json"]
+    procs = [
+        subprocess.Popen([*argv, ref], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for ref in refs
+    ]
+    outputs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0] * 10, outputs
+    assert any("store.waiting_for_lock" in err for _, err in outputs)  # said so, and waited
+    listed = subprocess.run(
+        [sys.executable, "-m", "kubelet_sim", "images", "--root", str(root), "-o", "json"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    tags = {t for image in json.loads(listed.stdout)["images"] for t in image["repoTags"]}
+    assert tags == set(refs)

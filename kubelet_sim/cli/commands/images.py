@@ -130,8 +130,9 @@ def _table(header: list[str], body: list[list[str]]) -> str:
 
 
 async def _list(args: argparse.Namespace) -> list[ImageRecord]:
+    # Read-only: runs beside a daemon or a pull writing the store, and never creates one.
     async with await Store.open(
-        node_paths(args).store, runtime_class_in_image_cri_api=True
+        node_paths(args).existing_store(), runtime_class_in_image_cri_api=True, read_only=True
     ) as store:
         return await store.list_images(args.runtime_handler, include_absent=args.all)
 
@@ -160,7 +161,7 @@ def normalize(value: str) -> str:
 async def _rmi(args: argparse.Namespace) -> int:
     status = 0
     async with await Store.open(
-        node_paths(args).store, runtime_class_in_image_cri_api=True
+        node_paths(args).existing_store(), runtime_class_in_image_cri_api=True, create=False
     ) as store:
         for value in args.images:
             try:

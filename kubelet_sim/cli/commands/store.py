@@ -62,7 +62,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         description=(
             "Re-hash every blob and check every reference. Corrupt or missing blobs are "
             "quarantined and the images using them marked not present, so that the next pull "
-            "repairs them. Exits 1 when damage was found."
+            "repairs them. Exits 1 when damage was found. With --no-repair it only reads, and "
+            "runs beside a daemon or pull using the store; repairing waits for them."
         ),
         epilog=f"default store root: {default_root()}",
     )
@@ -106,7 +107,15 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 async def _fsck(args: argparse.Namespace) -> FsckReport:
     repair = not args.no_repair
-    async with await Store.open(node_paths(args).store, recover=repair) as store:
+    root = node_paths(args).existing_store()
+    # Not the open-time recovery: it would repair before this fsck looks, and the report would
+    # say "no damage found" about damage just repaired. fsck runs the same pass and reports it.
+    store = await (
+        Store.open(root, recover=False, create=False)
+        if repair
+        else Store.open(root, read_only=True)
+    )
+    async with store:
         return await fsck(store, repair=repair, rehash=not args.quick)
 
 
@@ -131,7 +140,8 @@ def _fsck_text(report: FsckReport) -> str:
         ("affected_images", "image marked not present (the next pull repairs it)"),
         ("quarantined", "quarantined"),
         ("untracked", "untracked blob adopted"),
-        ("temp_files", "temp file removed"),
+        ("temp_files", "temp file removed" if report.repaired else "temp file"),
+        ("partial_ingests", "partial download kept (the next pull resumes it)"),
         ("incomplete_images", "image not present, waiting for a pull"),
         ("unreferenced", "unreferenced blob (gc frees it)"),
     )
@@ -147,7 +157,7 @@ def _fsck_text(report: FsckReport) -> str:
 
 async def _gc(args: argparse.Namespace) -> tuple[GCPolicy, GCResult | None]:
     async with await Store.open(
-        node_paths(args).store, runtime_class_in_image_cri_api=True
+        node_paths(args).existing_store(), runtime_class_in_image_cri_api=True, create=False
     ) as store:
         capacity = args.capacity
         if capacity is None:

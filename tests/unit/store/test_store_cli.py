@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
+import sqlite3
 from pathlib import Path
 
 import anyio
@@ -258,3 +261,66 @@ def test_the_old_layout_is_recognised_by_the_store_s_own_database_name() -> None
 
     # node.paths cannot import the store (the CLI's start-up would load sqlite3): same literal.
     assert LEGACY_STORE_DB == DB_NAME
+
+
+@pytest.mark.parametrize("output", ["text", "json"])
+def test_fsck_reports_what_the_open_time_recovery_used_to_repair_silently(
+    root: Path, output: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    layer = Digest.from_bytes(BUSYBOX.layers[1])
+    (NodePaths(root).store / "blobs" / "sha256" / layer.hex).unlink()
+    assert main(["fsck", "--root", str(root), "--output", output]) == 1
+    out = capsys.readouterr().out
+    if output == "json":
+        report = json.loads(out)
+        assert report["missing"] == [str(layer)]
+        assert report["affected_images"] == [BUSYBOX.image_id]
+        assert report["repaired"] is True
+    else:
+        assert f"missing blob: {layer}" in out
+        assert f"image marked not present (the next pull repairs it): {BUSYBOX.image_id}" in out
+        assert "damage found and repaired" in out
+        assert "no damage found" not in out
+    assert main(["fsck", "--root", str(root)]) == 0  # repaired: nothing new
+    assert "no damage found" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        pytest.param(["images"], id="images"),
+        pytest.param(["fsck", "--no-repair"], id="fsck-no-repair"),
+        pytest.param(["fsck"], id="fsck"),
+        pytest.param(["gc"], id="gc"),
+        pytest.param(["rmi", "busybox"], id="rmi"),
+    ],
+)
+def test_a_root_without_a_store_is_refused_and_left_alone(
+    tmp_path: Path, argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    typo = tmp_path / "rooot"
+    assert main([*argv, "--root", str(typo)]) == 1
+    err = capsys.readouterr().err
+    assert str(typo) in err
+    assert "holds no image store" in err
+    assert not typo.exists()
+
+
+def test_images_and_fsck_no_repair_run_beside_a_writer(
+    root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store = NodePaths(root).store
+    fd = os.open(store / "lock", os.O_RDWR)
+    conn = sqlite3.connect(store / "store.db", isolation_level=None)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a daemon or a pull holds the store
+        os.pwrite(fd, b"pid 4242\n", 0)
+        conn.execute("BEGIN IMMEDIATE")  # and is writing
+        assert main(["images", "--root", str(root), "--output", "json"]) == 0
+        images = json.loads(capsys.readouterr().out)["images"]
+        assert sorted(i["id"] for i in images) == sorted([BUSYBOX.image_id, APP.image_id])
+        assert main(["fsck", "--root", str(root), "--no-repair"]) == 0
+        assert "no damage found" in capsys.readouterr().out
+    finally:
+        conn.close()
+        os.close(fd)

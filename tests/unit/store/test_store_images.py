@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from store_fakes import Clock, assert_whole, blob_bytes, fetch_bytes, make_image, pull
+from store_fakes import Clock, FakeImage, assert_whole, blob_bytes, fetch_bytes, make_image, pull
+from structlog.testing import capture_logs
 
 from kubelet_sim.core.digest import Digest
 from kubelet_sim.errors import InvalidImageNameError, StoreError
@@ -391,3 +393,48 @@ async def test_cached_lookups_follow_every_write(store: Store) -> None:
     assert await store.pin("example.com/app:1", pinned=False)
     assert await store.remove("example.com/app:1")
     assert await store.lookup("example.com/app:1") is None
+
+
+def same_config_other_manifest(image: FakeImage, seed: str) -> FakeImage:
+    """Another manifest for ``image``'s config: e.g. its layers recompressed, or two OCI
+    artifacts sharing the empty config."""
+    layers = (blob_bytes(seed, 12_000),)
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"digest": image.image_id, "size": len(image.config)},
+            "layers": [{"digest": str(Digest.from_bytes(b)), "size": len(b)} for b in layers],
+            "annotations": {"seed": seed},
+        },
+        sort_keys=True,
+    ).encode()
+    return FakeImage(layers, image.config, manifest)
+
+
+@pytest.mark.anyio
+async def test_two_manifests_never_share_one_record(store: Store) -> None:
+    twin = same_config_other_manifest(A, "twin")
+    assert twin.image_id == A.image_id
+    assert twin.manifest_digest != A.manifest_digest
+    await pull(store, A, tag="example.com/a:1", repo_digest=f"example.com/a@{A.manifest_digest}")
+    with capture_logs() as logs:
+        record = await pull(
+            store, twin, tag="example.com/b:1", repo_digest=f"example.com/b@{twin.manifest_digest}"
+        )
+    assert record.manifest_digest == twin.manifest_digest
+    assert record.layers == twin.layer_refs
+    # The names that resolved to A's manifest no longer name this record, which is twin's.
+    assert record.repo_tags == ("example.com/b:1",)
+    assert record.repo_digests == (f"example.com/b@{twin.manifest_digest}",)
+    assert await store.lookup("example.com/a:1") is None
+    assert await store.lookup(f"example.com/a@{A.manifest_digest}") is None
+    assert [e["old_manifest"] for e in logs if e["event"] == "image manifest replaced"] == [
+        str(A.manifest_digest)
+    ]
+    # Pulling A again takes the record back, and only A's names.
+    again = await pull(store, A, tag="example.com/a:1")
+    assert again.manifest_digest == A.manifest_digest
+    assert again.repo_tags == ("example.com/a:1",)
+    assert await store.lookup("example.com/b:1") is None
+    await assert_whole(store, again)

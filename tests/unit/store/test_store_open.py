@@ -37,12 +37,12 @@ async def test_a_new_store_has_its_layout_wal_and_private_files(tmp_path: Path) 
 
 
 @pytest.mark.anyio
-async def test_only_one_process_opens_a_store(tmp_path: Path) -> None:
+async def test_only_one_writer_opens_a_store(tmp_path: Path) -> None:
     async with await Store.open(tmp_path / "root"):
         with pytest.raises(StoreError, match=r"is in use by pid \d+"):
-            await Store.open(tmp_path / "root")
-    async with await Store.open(tmp_path / "root"):
-        pass  # released on close
+            await Store.open(tmp_path / "root", lock_timeout=0)
+    async with await Store.open(tmp_path / "root", lock_timeout=0):
+        pass  # released on close (test_store_access: waiting writers, readers beside them)
 
 
 @pytest.mark.anyio

@@ -1,0 +1,231 @@
+"""Resumable partial downloads (ingests) and the free-space check before a download starts."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import pytest
+from store_fakes import blob_bytes, fetch_bytes
+from structlog.testing import capture_logs
+
+from kubelet_sim.core.digest import Digest
+from kubelet_sim.core.sinks import BlobSink
+from kubelet_sim.errors import DigestMismatchError, StoreFullError
+from kubelet_sim.store import FLUSH_BYTES, GCPolicy, Store, fsck, garbage_collect
+from kubelet_sim.store import ingest as ingests
+
+pytestmark = pytest.mark.anyio
+
+DATA = blob_bytes("ingest", FLUSH_BYTES + 300_000)
+DIGEST = Digest.from_bytes(DATA)
+
+
+class Interrupted(Exception):
+    """The download broke off (a transport failure, as far as the store is concerned)."""
+
+
+def fetch_until(
+    stop_at: int, *, offsets: list[int] | None = None
+) -> Callable[[BlobSink], Awaitable[None]]:
+    """A fetch that, like the registry client, goes on from ``sink.written`` and breaks off at
+    ``stop_at`` (never, when ``stop_at`` is past the end)."""
+
+    async def fetch(sink: BlobSink) -> None:
+        if offsets is not None:
+            offsets.append(sink.written)
+        position = sink.written
+        while position < len(DATA):
+            if position >= stop_at:
+                raise Interrupted(f"connection reset at byte {position}")
+            end = min(len(DATA), position + (256 << 10), max(stop_at, position + 1))
+            await sink.write(DATA[position:end])
+            position = end
+        await sink.commit(DIGEST, len(DATA))
+
+    return fetch
+
+
+def ingest_files(root: Path) -> list[str]:
+    return sorted(p.name for p in (root / "tmp").iterdir())
+
+
+async def test_an_interrupted_download_resumes_after_a_restart(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    async with await Store.open(root) as store:
+        with pytest.raises(Interrupted):
+            await store.ensure_blob(
+                DIGEST, len(DATA), fetch_until(FLUSH_BYTES + 100), resumable=True
+            )
+        assert not await store.has_blob(DIGEST)
+    # The store closed (a restart): the ingest stays, as containerd's do.
+    data_file, record_file = ingests.paths(root / "tmp", DIGEST)
+    assert ingest_files(root) == sorted([data_file.name, record_file.name])
+    assert json.loads(record_file.read_text())["offset"] == FLUSH_BYTES
+    async with await Store.open(root) as store:
+        assert store.recovery is not None
+        assert store.recovery.partial_ingests == (f"tmp/{data_file.name}",)
+        assert store.recovery.temp_files == ()
+        assert store.recovery.clean
+        offsets: list[int] = []
+        await store.ensure_blob(
+            DIGEST, len(DATA), fetch_until(len(DATA), offsets=offsets), resumable=True
+        )
+        assert offsets == [FLUSH_BYTES]  # went on from the verified prefix: a Range request
+        assert await store.read_blob(DIGEST) == DATA
+        assert ingest_files(root) == []
+        assert (await fsck(store)).clean
+
+
+async def test_a_failed_attempt_is_resumed_by_the_next_in_the_same_process(tmp_path: Path) -> None:
+    async with await Store.open(tmp_path / "root") as store:
+        with pytest.raises(Interrupted):
+            await store.ensure_blob(DIGEST, len(DATA), fetch_until(FLUSH_BYTES + 5), resumable=True)
+        offsets: list[int] = []
+        await store.ensure_blob(
+            DIGEST, len(DATA), fetch_until(len(DATA), offsets=offsets), resumable=True
+        )
+        assert offsets == [FLUSH_BYTES]
+
+
+async def test_a_corrupt_prefix_is_discarded_and_the_download_starts_over(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    async with await Store.open(root) as store:
+        with pytest.raises(Interrupted):
+            await store.ensure_blob(DIGEST, len(DATA), fetch_until(FLUSH_BYTES + 5), resumable=True)
+    data_file, _ = ingests.paths(root / "tmp", DIGEST)
+    damaged = bytearray(data_file.read_bytes())
+    damaged[1000] ^= 0xFF
+    data_file.write_bytes(bytes(damaged))
+    async with await Store.open(root) as store:
+        offsets: list[int] = []
+        with capture_logs() as logs:
+            await store.ensure_blob(
+                DIGEST, len(DATA), fetch_until(len(DATA), offsets=offsets), resumable=True
+            )
+        assert offsets == [0]
+        assert [e["event"] for e in logs if e["log_level"] == "warning"] == ["ingest.discarded"]
+        assert await store.read_blob(DIGEST) == DATA
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        pytest.param("no-record", id="record-missing"),
+        pytest.param("short", id="data-shorter-than-record"),
+        pytest.param("other-size", id="record-for-another-size"),
+    ],
+)
+async def test_an_ingest_that_does_not_check_out_is_not_resumed(
+    tmp_path: Path, damage: str
+) -> None:
+    root = tmp_path / "root"
+    async with await Store.open(root) as store:
+        with pytest.raises(Interrupted):
+            await store.ensure_blob(DIGEST, len(DATA), fetch_until(FLUSH_BYTES + 5), resumable=True)
+        data_file, record_file = ingests.paths(root / "tmp", DIGEST)
+        if damage == "no-record":
+            record_file.unlink()
+        elif damage == "short":
+            with data_file.open("r+b") as f:
+                f.truncate(1000)
+        else:
+            doc = json.loads(record_file.read_text())
+            record_file.write_text(json.dumps({**doc, "size": len(DATA) + 1}))
+        offsets: list[int] = []
+        await store.ensure_blob(
+            DIGEST, len(DATA), fetch_until(len(DATA), offsets=offsets), resumable=True
+        )
+        assert offsets == [0]
+        assert await store.read_blob(DIGEST) == DATA
+        assert ingest_files(root) == []
+
+
+async def test_wrong_content_keeps_no_ingest(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    wrong = Digest.from_bytes(b"something else entirely")
+    async with await Store.open(root) as store:
+        with pytest.raises(DigestMismatchError):
+            await store.ensure_blob(
+                wrong, len(DATA), fetch_bytes(DATA, digest=wrong), resumable=True
+            )
+        assert ingest_files(root) == []
+
+
+async def test_stale_ingests_and_those_of_committed_blobs_are_removed(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    other = blob_bytes("other", FLUSH_BYTES + 10)
+    async with await Store.open(root) as store:
+        for data in (DATA, other):
+            digest = Digest.from_bytes(data)
+            writer = store.blob_writer(digest, len(data), resumable=True)
+            await writer.resume()
+            await writer.write(data[: FLUSH_BYTES + 1])
+            await writer.abort()
+        await store.put_blob(other)  # committed anyway, by a download that did not resume
+    old = time.time() - ingests.DEFAULT_EXPIRY - 60
+    for path in ingests.paths(root / "tmp", DIGEST):
+        os.utime(path, (old, old))
+    async with await Store.open(root) as store:
+        assert store.recovery is not None
+        assert len(store.recovery.temp_files) == 4
+        assert store.recovery.partial_ingests == ()
+        assert ingest_files(root) == []
+
+
+async def test_plain_writers_and_a_second_writer_of_one_digest_keep_nothing(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    async with await Store.open(root) as store:
+        first = store.blob_writer(DIGEST, len(DATA), resumable=True)
+        second = store.blob_writer(DIGEST, len(DATA), resumable=True)  # the ingest is taken
+        plain = store.blob_writer(DIGEST, len(DATA))
+        assert [w.resumable for w in (first, second, plain)] == [True, False, False]
+        for writer in (second, plain):
+            await writer.write(DATA[: FLUSH_BYTES + 1])
+            await writer.abort()
+        assert ingest_files(root) == []
+        await first.abort()
+
+
+# -- the free space --------------------------------------------------------------------------
+
+
+async def test_a_blob_larger_than_the_free_space_is_refused_before_downloading(
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / "root"
+    calls: list[Digest] = []
+    async with await Store.open(root, free_space=lambda _: 1 << 20) as store:
+        with pytest.raises(StoreFullError) as caught:
+            await store.ensure_blob(DIGEST, 1 << 62, fetch_bytes(DATA, calls=calls))
+        assert calls == []  # nothing was asked of the registry
+        assert str(root) in str(caught.value)
+        assert str(DIGEST) in str(caught.value)
+        assert ingest_files(root) == []
+        small = blob_bytes("small", 1000)
+        await store.ensure_blob(Digest.from_bytes(small), len(small), fetch_bytes(small))
+
+
+async def test_the_free_space_counts_what_an_ingest_already_holds(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    async with await Store.open(root) as store:
+        with pytest.raises(Interrupted):
+            await store.ensure_blob(DIGEST, len(DATA), fetch_until(FLUSH_BYTES + 5), resumable=True)
+    remaining = len(DATA) - FLUSH_BYTES
+    async with await Store.open(root, free_space=lambda _: remaining) as store:
+        await store.ensure_blob(DIGEST, len(DATA), fetch_until(len(DATA)), resumable=True)
+        assert await store.has_blob(DIGEST)
+
+
+async def test_gc_removes_stale_ingests_of_a_long_running_store(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    async with await Store.open(root) as store:
+        with pytest.raises(Interrupted):
+            await store.ensure_blob(DIGEST, len(DATA), fetch_until(FLUSH_BYTES + 5), resumable=True)
+        assert await store.prune_ingests() == []  # fresh: kept for the next attempt
+        later = time.time() + ingests.DEFAULT_EXPIRY + 60
+        await garbage_collect(store, GCPolicy(capacity_bytes=10 << 30), now=later)
+        assert ingest_files(root) == []

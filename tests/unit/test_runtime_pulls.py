@@ -1,0 +1,349 @@
+"""The runtime's pull against an in-memory registry: references, artifacts, sizes, requests made.
+
+The registry answers through ``httpx.MockTransport`` and records every request, so a test can say
+what a pull asked for (only a ``HEAD`` for ``Always`` with the image present; a ``Range`` request
+when a layer resumes) and serve what a real registry would not (artifacts, lying sizes).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from kubelet_sim.core.digest import Digest
+from kubelet_sim.core.platforms import parse_platform
+from kubelet_sim.core.reference import parse_normalized
+from kubelet_sim.errors import (
+    ManifestError,
+    NotAnImageError,
+    RegistryTransportError,
+    StoreFullError,
+)
+from kubelet_sim.registry import mediatypes as mt
+from kubelet_sim.registry.client import RegistryClient
+from kubelet_sim.registry.transport import Transport, TransportSettings
+from kubelet_sim.runtime.images import ImageService
+from kubelet_sim.sim.images import Blob, Image, build_image
+from kubelet_sim.store import FLUSH_BYTES, Store
+from kubelet_sim.store import ingest as ingests
+
+pytestmark = pytest.mark.anyio
+
+HOST = "registry.test"
+REPO = "team/app"
+NAME = f"{HOST}/{REPO}"
+FAST = TransportSettings(backoff_initial=0.001, backoff_max=0.01, max_attempts=2)
+
+
+@dataclass
+class FakeRegistry:
+    """Manifests by tag and digest, blobs by digest; every request is kept in ``requests``."""
+
+    manifests: dict[str, tuple[bytes, str]] = field(default_factory=dict)
+    blobs: dict[str, bytes] = field(default_factory=dict)
+    requests: list[tuple[str, str, str | None]] = field(default_factory=list)
+    cut_blob_at: dict[str, int] = field(default_factory=dict)  # digest -> bytes sent, then reset
+    down: bool = False
+
+    def push(self, tag: str, image: Image) -> None:
+        for blob in image.blobs():
+            self.blobs[str(blob.digest)] = blob.data
+        self.put_manifest(tag, image.manifest)
+
+    def put_manifest(self, tag: str | None, manifest: Blob) -> None:
+        entry = (manifest.data, manifest.media_type)
+        self.manifests[str(manifest.digest)] = entry
+        if tag is not None:
+            self.manifests[tag] = entry
+
+    def handler(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append((request.method, request.url.path, request.headers.get("range")))
+        if self.down:
+            raise httpx.ConnectError("connection refused", request=request)
+        prefix = f"/v2/{REPO}/"
+        path = request.url.path
+        if path.startswith(prefix + "manifests/"):
+            found = self.manifests.get(path.removeprefix(prefix + "manifests/"))
+            if found is None:
+                return httpx.Response(404, json={"errors": [{"code": "MANIFEST_UNKNOWN"}]})
+            data, media_type = found
+            headers = {
+                "Content-Type": media_type,
+                "Docker-Content-Digest": str(Digest.from_bytes(data)),
+                "Content-Length": str(len(data)),
+            }
+            return httpx.Response(
+                200, headers=headers, content=b"" if request.method == "HEAD" else data
+            )
+        if path.startswith(prefix + "blobs/"):
+            digest = path.removeprefix(prefix + "blobs/")
+            blob = self.blobs.get(digest)
+            if blob is None:
+                return httpx.Response(404, json={"errors": [{"code": "BLOB_UNKNOWN"}]})
+            rng = request.headers.get("range")
+            if digest in self.cut_blob_at:
+                sent = self.cut_blob_at.pop(digest)
+                self.down = True  # the registry goes away mid-layer
+                return httpx.Response(200, stream=_Broken(blob[:sent]))
+            if rng is None:
+                return httpx.Response(200, content=blob)
+            start, end = (int(x) for x in rng.removeprefix("bytes=").split("-"))
+            headers = {"Content-Range": f"bytes {start}-{end}/{len(blob)}"}
+            return httpx.Response(206, headers=headers, content=blob[start : end + 1])
+        return httpx.Response(404)
+
+    def gets(self) -> list[str]:
+        return [path for method, path, _ in self.requests if method == "GET"]
+
+
+class _Broken(httpx.AsyncByteStream):
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        for start in range(0, len(self.data), 1 << 20):
+            yield self.data[start : start + (1 << 20)]
+        raise httpx.ReadError("connection reset by peer")
+
+
+@pytest.fixture
+def registry() -> FakeRegistry:
+    return FakeRegistry()
+
+
+@asynccontextmanager
+async def service(
+    registry: FakeRegistry, root: Path, **options: Any
+) -> AsyncIterator[ImageService]:
+    http = httpx.AsyncClient(transport=httpx.MockTransport(registry.handler))
+    async with (
+        await Store.open(root, **options) as store,
+        RegistryClient(Transport(settings=FAST, http=http)) as client,
+    ):
+        yield ImageService(client, store, platform=parse_platform("linux/amd64"))
+
+
+# -- 1: name:tag@digest -----------------------------------------------------------------------
+
+
+async def test_tag_and_digest_records_the_digest_only_as_containerd(
+    registry: FakeRegistry, tmp_path: Path
+) -> None:
+    tagged = build_image("tagged", "linux/amd64", (1000,))
+    pinned = build_image("pinned", "linux/amd64", (2000,))
+    registry.push("v1", tagged)
+    registry.push("old", pinned)
+    async with service(registry, tmp_path / "store") as images:
+        pulled = await images.pull_image(parse_normalized(f"{NAME}:v1@{pinned.manifest.digest}"))
+        assert pulled.image_ref == str(pinned.config.digest)
+        assert pulled.repo_digest == f"{NAME}@{pinned.manifest.digest}"
+        record = await images.image_status(f"{NAME}@{pinned.manifest.digest}")
+        assert record is not None
+        assert record.repo_tags == ()  # ParseDockerRef dropped the tag: no tag is recorded
+        assert record.repo_digests == (f"{NAME}@{pinned.manifest.digest}",)
+        # So IfNotPresent for name:v1 does not find the pinned image "already present".
+        assert await images.image_status(f"{NAME}:v1") is None
+        assert await images.image_status(f"{NAME}:v1@{pinned.manifest.digest}") == record
+        assert ("GET", f"/v2/{REPO}/manifests/v1", None) not in registry.requests
+        tag_pull = await images.pull_image(parse_normalized(f"{NAME}:v1"))
+        assert tag_pull.image_ref == str(tagged.config.digest)
+
+
+# -- 11: Always with the image present; resuming a layer ----------------------------------------
+
+
+async def test_a_repeated_pull_of_a_present_image_only_asks_the_registry_with_head(
+    registry: FakeRegistry, tmp_path: Path
+) -> None:
+    image = build_image("always", "linux/amd64", (5000, 7000))
+    registry.push("v1", image)
+    async with service(registry, tmp_path / "store") as images:
+        first = await images.pull_image(parse_normalized(f"{NAME}:v1"))
+        registry.requests.clear()
+        again = await images.pull_image(parse_normalized(f"{NAME}:v1"))  # what Always does
+        assert again.image_ref == first.image_ref
+        assert again.bytes_downloaded == 0
+        assert registry.requests == [("HEAD", f"/v2/{REPO}/manifests/v1", None)]
+
+
+async def test_a_layer_cut_off_resumes_with_a_range_request_after_a_restart(
+    registry: FakeRegistry, tmp_path: Path
+) -> None:
+    image = build_image("resume", "linux/amd64", (FLUSH_BYTES + 600_000,), compress=False)
+    layer = image.layers[0]
+    registry.push("v1", image)
+    registry.cut_blob_at[str(layer.digest)] = FLUSH_BYTES + 500_000
+    root = tmp_path / "store"
+    async with service(registry, root) as images:
+        with pytest.raises(RegistryTransportError):
+            await images.pull_image(parse_normalized(f"{NAME}:v1"))
+    data_file, _ = ingests.paths(root / "tmp", layer.digest)
+    assert data_file.stat().st_size == FLUSH_BYTES  # what reached the disk, verified later
+    registry.down = False
+    registry.requests.clear()
+    async with service(registry, root) as images:  # a new process on the same store
+        pulled = await images.pull_image(parse_normalized(f"{NAME}:v1"))
+        assert pulled.bytes_downloaded == layer.size - FLUSH_BYTES
+    ranged = [r for m, p, r in registry.requests if p.endswith(str(layer.digest)) and m == "GET"]
+    assert ranged == [f"bytes={FLUSH_BYTES}-{layer.size - 1}"]
+    assert not data_file.exists()
+
+
+# -- 9: OCI artifacts --------------------------------------------------------------------------
+
+
+EMPTY = Blob(mt.OCI_EMPTY, b"{}")
+
+
+def artifact(seed: str, *, config: Blob = EMPTY, **fields: Any) -> tuple[Blob, Blob]:
+    """An OCI artifact manifest over one blob (``oras push`` style) and that blob."""
+    payload = Blob("application/vnd.example.payload", f"artifact {seed}".encode())
+    doc = {
+        "schemaVersion": 2,
+        "mediaType": mt.OCI_MANIFEST,
+        "config": config.descriptor(),
+        "layers": [payload.descriptor()],
+        **fields,
+    }
+    return Blob(mt.OCI_MANIFEST, json.dumps(doc).encode()), payload
+
+
+def image_config(diff_ids: int) -> Blob:
+    doc = {
+        "architecture": "amd64",
+        "os": "linux",
+        "rootfs": {"type": "layers", "diff_ids": [f"sha256:{'0' * 64}"] * diff_ids},
+    }
+    return Blob(mt.OCI_CONFIG, json.dumps(doc).encode())
+
+
+@pytest.mark.parametrize(
+    ("fields", "config", "problem"),
+    [
+        pytest.param(
+            {}, EMPTY, "config mediaType 'application/vnd.oci.empty.v1+json'", id="empty-config"
+        ),
+        pytest.param(
+            {},
+            Blob("application/vnd.cncf.helm.config.v1+json", b"{}"),
+            "helm.config",
+            id="helm-chart",
+        ),
+        pytest.param(
+            {"artifactType": "application/vnd.example.sbom"},
+            image_config(1),
+            "application/vnd.example.sbom",
+            id="artifact-type",
+        ),
+        pytest.param(
+            {}, image_config(3), "lists 3 rootfs.diff_ids for 1 layers", id="rootfs-mismatch"
+        ),
+        pytest.param(
+            {}, Blob(mt.OCI_CONFIG, b"[]"), "is not a JSON object", id="config-not-an-object"
+        ),
+    ],
+)
+async def test_an_artifact_is_refused_before_any_layer_is_downloaded(
+    registry: FakeRegistry, tmp_path: Path, fields: dict[str, str], config: Blob, problem: str
+) -> None:
+    manifest, payload = artifact("one", config=config, **fields)
+    registry.blobs |= {str(config.digest): config.data, str(payload.digest): payload.data}
+    registry.put_manifest("v1", manifest)
+    async with service(registry, tmp_path / "store") as images:
+        with pytest.raises(NotAnImageError) as caught:
+            await images.pull_image(parse_normalized(f"{NAME}:v1"))
+        assert caught.value.digest == str(manifest.digest)
+        assert problem in str(caught.value)
+        assert "mismatched image rootfs and manifest layers" in str(caught.value)
+        assert f"/v2/{REPO}/blobs/{payload.digest}" not in registry.gets()
+        assert await images.store.list_images(include_absent=True) == []
+        assert await images.store.blob_refcounts() == {}
+
+
+async def test_two_artifacts_sharing_the_empty_config_never_become_one_image(
+    registry: FakeRegistry, tmp_path: Path
+) -> None:
+    for tag in ("a", "b"):
+        manifest, payload = artifact(tag)
+        registry.blobs |= {str(EMPTY.digest): EMPTY.data, str(payload.digest): payload.data}
+        registry.put_manifest(tag, manifest)
+    async with service(registry, tmp_path / "store") as images:
+        for tag in ("a", "b"):
+            with pytest.raises(NotAnImageError):
+                await images.pull_image(parse_normalized(f"{NAME}:{tag}"))
+        assert await images.image_status(f"{NAME}:a") is None
+        assert await images.image_status(str(EMPTY.digest)) is None
+
+
+# -- 8: sizes ----------------------------------------------------------------------------------
+
+
+def manifest_with_layers(image: Image, layers: list[dict[str, Any]]) -> Blob:
+    doc = json.loads(image.manifest.data)
+    doc["layers"] = layers
+    return Blob(mt.OCI_MANIFEST, json.dumps(doc).encode())
+
+
+@pytest.mark.parametrize(
+    ("size", "error", "text"),
+    [
+        pytest.param(1 << 63, ManifestError, "does not fit an int64", id="2^63"),
+        pytest.param(1 << 62, StoreFullError, "refused before downloading", id="2^62"),
+    ],
+)
+async def test_a_layer_too_large_for_the_disk_is_refused_before_downloading(
+    registry: FakeRegistry, tmp_path: Path, size: int, error: type[Exception], text: str
+) -> None:
+    image = build_image("huge", "linux/amd64", (1000,))
+    huge = {"mediaType": mt.OCI_LAYER_GZIP, "digest": str(image.layers[0].digest), "size": size}
+    registry.push("v1", image)
+    manifest = manifest_with_layers(image, [huge])
+    registry.put_manifest("v1", manifest)
+    # The config lists one diff ID for the one layer: a real image but for the size.
+    async with service(registry, tmp_path / "store", free_space=lambda _: 10 << 30) as images:
+        with pytest.raises(error, match=text):
+            await images.pull_image(parse_normalized(f"{NAME}:v1"))
+        assert f"/v2/{REPO}/blobs/{image.layers[0].digest}" not in registry.gets()
+        assert list((tmp_path / "store" / "tmp").iterdir()) == []
+
+
+async def test_a_manifest_listing_one_digest_with_two_sizes_is_refused(
+    registry: FakeRegistry, tmp_path: Path
+) -> None:
+    image = build_image("twice", "linux/amd64", (1000, 2000))
+    first = image.layers[0].descriptor()
+    registry.push("v1", image)
+    registry.put_manifest("v1", manifest_with_layers(image, [first, {**first, "size": 999_999}]))
+    async with service(registry, tmp_path / "store") as images:
+        with pytest.raises(
+            ManifestError, match=r"layers\[1\] lists .* with size 999999, layers\[0\]"
+        ):
+            await images.pull_image(parse_normalized(f"{NAME}:v1"))
+        assert registry.gets() == [
+            f"/v2/{REPO}/manifests/{Digest.from_bytes(registry.manifests['v1'][0])}"
+        ]
+
+
+async def test_an_image_without_layers_is_an_image(registry: FakeRegistry, tmp_path: Path) -> None:
+    config = Blob(
+        mt.OCI_CONFIG,
+        b'{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":null}}',
+    )
+    doc = {
+        "schemaVersion": 2,
+        "mediaType": mt.OCI_MANIFEST,
+        "config": config.descriptor(),
+        "layers": [],
+    }
+    registry.blobs[str(config.digest)] = config.data
+    registry.put_manifest("v1", Blob(mt.OCI_MANIFEST, json.dumps(doc).encode()))
+    async with service(registry, tmp_path / "store") as images:
+        pulled = await images.pull_image(parse_normalized(f"{NAME}:v1"))
+        assert pulled.image_ref == str(config.digest)
