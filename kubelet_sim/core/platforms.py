@@ -1,9 +1,10 @@
 """Platform parsing, normalisation and matching with containerd's semantics.
 
-Models ``containerd/platforms`` (``database.go``, ``platforms.go``, ``compare.go``, tag v1.0.0-rc.4)
-and the manifest pick of ``containerd/core/images/image.go: Manifest``: children of an index are
-filtered with ``Match``, stable-sorted with ``Less``, and the first survivor wins, so index order
-breaks ties. Every comparison normalises both sides first, so ``arm64 == arm64/v8``,
+Models ``containerd/platforms`` (``database.go``, ``platforms.go``, ``compare.go``,
+``platform_windows_compat.go``, ``defaults_windows.go``, tag v1.0.0-rc.4) and the manifest pick of
+``containerd/core/images/image.go: Manifest``: children of an index are filtered with ``Match``,
+stable-sorted with ``Less`` (children without a platform last), and the first survivor wins, so
+index order breaks ties. Every comparison normalises both sides first, so ``arm64 == arm64/v8``,
 ``arm == arm/v7`` and ``amd64 == amd64/v1``.
 """
 
@@ -279,11 +280,14 @@ def _windows_version(value: str) -> tuple[int, int, int] | None:
     return None if parsed == (0, 0, 0) else parsed
 
 
-_WS2022_BUILD = 20348  # v21H2Server; later hosts run ltsc2022 images (stable ABI)
+# platform_windows_compat.go: the stable-ABI LTSC releases, ascending (ltsc2022, ltsc2025).
+_WS2022_BUILD = 20348
+_COMPAT_LTSC_BUILDS = (_WS2022_BUILD, 26100)
 
 
 def _windows_version_compatible(host_version: str, image_version: str) -> bool:
-    # models platform_windows_compat.go: windowsVersionMatcher.Match
+    # models platform_windows_compat.go: windowsVersionMatcher.Match and
+    # checkWindowsHostAndContainerCompat
     host = _windows_version(host_version)
     if host is None or not image_version:
         return True
@@ -292,7 +296,13 @@ def _windows_version_compatible(host_version: str, image_version: str) -> bool:
         return False
     if host[2] < _WS2022_BUILD:
         return host[2] == image[2]
-    return _WS2022_BUILD <= image[2] <= host[2]
+    # The host runs images from the latest LTSC release before it (from its own build if it is
+    # ltsc2022), up to its own build: a 26100 host runs 20348..26100, a 26200 host 26100..26200.
+    oldest = next((b for b in reversed(_COMPAT_LTSC_BUILDS) if host[2] > b), _WS2022_BUILD)
+    return oldest <= image[2] <= host[2]
+
+
+_WIN32K = "win32k"
 
 
 @dataclass(frozen=True, slots=True)
@@ -314,11 +324,13 @@ class _Matcher:
             self.platform.variant,
         ):
             return False
-        if self.platform.os == "windows" and not _windows_version_compatible(
-            self.platform.os_version, p.os_version
-        ):
-            return False
-        return set(q.os_features) <= set(self.platform.os_features)
+        features = set(q.os_features)
+        if self.platform.os == "windows":
+            if not _windows_version_compatible(self.platform.os_version, p.os_version):
+                return False
+            # windowsStripFeaturesMatcher: older releases ignored win32k, so it never excludes.
+            features.discard(_WIN32K)
+        return features <= set(self.platform.os_features)
 
 
 @dataclass(frozen=True, slots=True)
@@ -439,9 +451,54 @@ def all_platforms() -> MatchComparer:
     return _AllComparer()
 
 
+@dataclass(frozen=True, slots=True)
+class _WindowsComparer:
+    """``platforms.Default()`` on a Windows node (``defaults_windows.go: windowsMatchComparer``).
+
+    Matches the node's own platform only (OS version compatibility, ``win32k`` ignored) and, of
+    two matching entries, prefers the higher ``os.version``.
+    """
+
+    matcher: _Matcher
+
+    def __str__(self) -> str:
+        return str(self.matcher.platform)
+
+    def match(self, p: Platform) -> bool:
+        return self.matcher.match(p)
+
+    def less(self, a: Platform, b: Platform) -> bool:
+        am, bm = self.match(a), self.match(b)
+        if am and bm:
+            return _version_key(a.os_version) > _version_key(b.os_version)
+        return am and not bm
+
+
+def _version_key(version: str) -> tuple[int, ...]:
+    # Upstream compares the strings; numbers agree with that for the builds that can both match
+    # and also order revisions right (10.0.26100.1742 after 10.0.26100.32).
+    parts = []
+    for part in version.split("."):
+        if not part.isdigit():
+            break
+        parts.append(int(part))
+    return tuple(parts)
+
+
+def node_matcher(p: Platform) -> MatchComparer:
+    """The matcher containerd pulls with on a node of platform ``p`` (CRI: ``platforms.Default``).
+
+    ``only(p)`` on Linux and other systems; on Windows the node's own platform, newest compatible
+    ``os.version`` first (no ``386`` fallback).
+    """
+    if normalize(p).os == "windows":
+        return _WindowsComparer(_Matcher.of(p))
+    return only(p)
+
+
 def default_matcher() -> MatchComparer:
-    """``platforms.Default``: ``only(host_platform())``."""
-    return only(host_platform())
+    """``platforms.Default``: :func:`node_matcher` of :func:`host_platform`."""
+    return node_matcher(host_platform())
 
 
 # --- picking the manifest (core/images/image.go: Manifest) ----------------------------------
@@ -452,19 +509,24 @@ def _is_attestation(p: Platform) -> bool:
 
 
 def select_manifest(wanted: MatchComparer | Platform, entries: Sequence[Platform | None]) -> int:
-    """Index of the index child to pull for ``wanted``.
+    """Index of the index child to pull for ``wanted`` (a Platform: :func:`node_matcher`).
 
-    Entries without a platform and attestation entries (``unknown/unknown``) are never chosen.
-    The others are filtered with ``match`` and stable-sorted with ``less``; the first wins, so
-    among equally good matches the earliest in index order is taken.
+    As ``core/images/image.go: Manifest``: entries that match are stable-sorted with ``less`` and
+    the first wins, so among equally good matches the earliest in index order is taken. Entries
+    without a platform (``None``) are kept and sort last: one is chosen only when nothing with a
+    platform matches (a nested index is then followed, a manifest is checked against its
+    config's platform by the caller). Attestation entries (``unknown/unknown``) are never chosen.
 
     Raises:
         NoMatchingPlatformError: nothing matches; names the wanted and the offered platforms.
     """
-    matcher = only(wanted) if isinstance(wanted, Platform) else wanted
+    matcher = node_matcher(wanted) if isinstance(wanted, Platform) else wanted
     offered = [(i, p) for i, p in enumerate(entries) if p is not None and not _is_attestation(p)]
     candidates = [(i, p) for i, p in offered if matcher.match(p)]
     if not candidates:
+        without = [i for i, p in enumerate(entries) if p is None]
+        if without:
+            return without[0]
         raise NoMatchingPlatformError(wanted=str(wanted), offered=[str(p) for _, p in offered])
 
     def compare(a: tuple[int, Platform], b: tuple[int, Platform]) -> int:

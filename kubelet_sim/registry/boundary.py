@@ -6,28 +6,57 @@ blob bodies, error documents) reads bodies with :func:`read_capped` and turns ht
 :func:`translate_errors` block around it). That covers failures while sending and failures while a
 body streams: ``RemoteProtocolError``, ``ReadError``, ``ReadTimeout`` and ``DecodingError`` during
 ``aiter_bytes``/``aiter_raw``/``aread`` surface as the same typed error as a refused connection.
+A connection that could not be made at all reads as Go's dialer words it
+(``dial tcp 127.0.0.1:5000: connect: connection refused``, :func:`dial_failure`). Error answers
+become typed errors in :func:`error_from_response`; URLs in messages go through :func:`redact_url`.
 """
 
 from __future__ import annotations
 
+import email.utils
+import errno
+import json
+import socket
 import ssl
+import time
 import zlib
 from collections.abc import AsyncGenerator, Iterator
 from contextlib import aclosing, contextmanager
-from typing import cast
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, cast
+from urllib.parse import SplitResult, urlsplit
 
 import httpx
 
-from kubelet_sim.errors import RegistryError, RegistryTransportError
+from kubelet_sim.errors import (
+    RegistryAuthError,
+    RegistryError,
+    RegistryNotFoundError,
+    RegistryTransportError,
+)
+
+if TYPE_CHECKING:
+    from kubelet_sim.registry.hosts import RegistryHost
+    from kubelet_sim.registry.transport import TransportSettings
 
 __all__ = [
     "HTTPX_ERRORS",
     "MAX_ERROR_BODY",
+    "ClientPool",
+    "dial_failure",
+    "error_from_response",
+    "make_http_client",
+    "parse_retry_after",
     "read_capped",
     "read_error_body",
+    "redact_url",
+    "ssl_context",
     "translate_errors",
     "transport_error",
 ]
+
+NOT_FOUND_CODES = frozenset({"MANIFEST_UNKNOWN", "BLOB_UNKNOWN", "NAME_UNKNOWN"})
+AUTH_CODES = frozenset({"UNAUTHORIZED", "DENIED"})
 
 MAX_ERROR_BODY = 64 * 1024
 """Error documents larger than this are not read (their status still types the error)."""
@@ -132,3 +161,184 @@ async def read_error_body(response: httpx.Response, *, what: str) -> bytes:
         return await read_capped(response, limit=MAX_ERROR_BODY, what=what)
     except RegistryError:
         return b""
+
+
+# --- URLs and error answers ------------------------------------------------------------------
+
+
+def url_port(parts: SplitResult) -> int | None:
+    """The URL's port, defaulted by scheme; -1 for a port that is not a number."""
+    try:
+        return parts.port or {"http": 80, "https": 443}.get(parts.scheme)
+    except ValueError:
+        return -1  # an invalid port: an origin of its own, refused when the request is built
+
+
+def redact_url(url: str | httpx.URL) -> str:
+    """The URL without query string or userinfo (pre-signed storage URLs carry secrets there)."""
+    parts = urlsplit(str(url))
+    host = parts.hostname or ""
+    port = url_port(parts)
+    if port not in (None, -1, {"http": 80, "https": 443}.get(parts.scheme)):
+        host = f"{host}:{port}"
+    return f"{parts.scheme}://{host}{parts.path}"
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP-date), or None."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    current = time.time() if now is None else now
+    return max(0.0, when.timestamp() - current)
+
+
+def error_from_response(
+    method: str, url: str | httpx.URL, status: int, body: bytes, *, note: str = ""
+) -> RegistryError:
+    """The typed error for an error answer, from its status and (capped) OCI error body.
+
+    ``note`` is appended to the message (why retrying stopped, for instance).
+    """
+    code: str | None = None
+    message = ""
+    detail: object = None
+    try:
+        doc = json.loads(body) if body else None
+    except (ValueError, RecursionError):  # 64 KiB of brackets nest past the recursion limit
+        doc = None
+    if isinstance(doc, dict) and isinstance(doc.get("errors"), list) and doc["errors"]:
+        first = doc["errors"][0]
+        if isinstance(first, dict):
+            code = str(first.get("code") or "") or None
+            message = str(first.get("message") or "")
+            detail = first.get("detail")
+    where = f"{method} {redact_url(url)}"
+    text = f"{where}: {message}" if message else f"{where}: HTTP {status}"
+    if note:
+        text = f"{text} ({note})"
+    cls: type[RegistryError] = RegistryError
+    if status in (401, 403) or code in AUTH_CODES:
+        cls = RegistryAuthError
+    elif status == 404 or code in NOT_FOUND_CODES:
+        cls = RegistryNotFoundError
+    return cls(text, code=code, status=status, detail=detail)
+
+
+# --- connections that could not be made ------------------------------------------------------
+
+# Go's syscall error texts, as its dialer prints them after "connect: ".
+_DIAL_ERRNOS = {
+    errno.ECONNREFUSED: "connection refused",
+    errno.ENETUNREACH: "network is unreachable",
+    errno.EHOSTUNREACH: "no route to host",
+    errno.EADDRNOTAVAIL: "cannot assign requested address",
+}
+
+
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    """``exc`` and everything behind it: causes, contexts and (trio) exception group members."""
+    stack, seen = [exc], set()
+    while stack:
+        current = stack.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        yield current
+        if isinstance(current, BaseExceptionGroup):
+            stack.extend(current.exceptions)
+        for nxt in (current.__cause__, current.__context__):
+            if nxt is not None:
+                stack.append(nxt)
+
+
+def dial_failure(
+    where: str, url: str | httpx.URL, exc: BaseException
+) -> RegistryTransportError | None:
+    """The error for a connection that was refused or could not be routed, else None.
+
+    Such a failure is not retried (containerd retries only timeouts and cut-off answers), and
+    reads as Go's dialer words it: ``dial tcp 127.0.0.1:25999: connect: connection refused``.
+    """
+    if not isinstance(exc, httpx.ConnectError):
+        return None
+    parts = urlsplit(str(url))
+    name = parts.hostname or ""
+    port = url_port(parts)
+    address = f"[{name}]:{port}" if ":" in name else f"{name}:{port}"
+    for cause in _causes(exc):
+        if isinstance(cause, socket.gaierror):
+            return RegistryTransportError(f"{where}: dial tcp: lookup {name}: no such host")
+        if isinstance(cause, OSError) and cause.errno in _DIAL_ERRNOS:
+            text = _DIAL_ERRNOS[cause.errno]
+            return RegistryTransportError(f"{where}: dial tcp {address}: connect: {text}")
+    return None
+
+
+# --- HTTP clients ---------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class ClientPool:
+    """The shared ``httpx.AsyncClient`` plus one per distinct TLS setting (custom CA, client cert)."""
+
+    settings: TransportSettings
+    default: httpx.AsyncClient
+    by_tls: dict[tuple[object, ...], httpx.AsyncClient] = field(default_factory=dict)
+
+    def for_host(self, host: RegistryHost) -> httpx.AsyncClient:
+        if not host.ca_files and not host.client_certs and not host.skip_verify:
+            return self.default
+        key: tuple[object, ...] = (host.ca_files, host.client_certs, host.skip_verify)
+        client = self.by_tls.get(key)
+        if client is None:
+            client = make_http_client(self.settings, verify=ssl_context(host))
+            self.by_tls[key] = client
+        return client
+
+    async def aclose(self) -> None:
+        await self.default.aclose()
+        for client in self.by_tls.values():
+            await client.aclose()
+        self.by_tls.clear()
+
+
+def ssl_context(host: RegistryHost) -> ssl.SSLContext:
+    """The TLS context for a host's hosts.toml ``ca``, ``client`` and ``skip_verify``."""
+    context = ssl.create_default_context()
+    for ca in host.ca_files:
+        context.load_verify_locations(cafile=str(ca))
+    for cert, key in host.client_certs:
+        context.load_cert_chain(str(cert), str(key) if key else None)
+    if host.skip_verify:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def make_http_client(
+    settings: TransportSettings, *, verify: ssl.SSLContext | bool = True
+) -> httpx.AsyncClient:
+    """An ``httpx.AsyncClient`` with explicit timeouts and limits; redirects are ours to follow."""
+    return httpx.AsyncClient(
+        timeout=httpx.Timeout(
+            connect=settings.connect_timeout,
+            read=settings.stall_timeout,
+            write=settings.stall_timeout,
+            pool=settings.connect_timeout,
+        ),
+        limits=httpx.Limits(
+            max_connections=settings.max_connections,
+            max_keepalive_connections=settings.max_keepalive,
+        ),
+        follow_redirects=False,
+        verify=verify,
+        headers={"User-Agent": settings.user_agent},
+        trust_env=False,
+    )

@@ -3,13 +3,24 @@
 Models containerd's resolver and fetcher (``core/remotes/docker/resolver.go``, ``fetcher.go``,
 ``httpreadseeker.go``): a tag is resolved once with ``HEAD`` (trusting ``Docker-Content-Digest`` only
 when ``Content-Length`` is present, else ``GET`` and hash), and everything after that is fetched by
-digest. Manifests are size-capped and verified; blobs stream into a :class:`~kubelet_sim.core.sinks.BlobSink`
-with bounded memory, stop at the descriptor's size, resume with closed ``Range`` requests and are
-verified by the sink before it commits.
+digest. Manifests and the config are size-capped, read whole within the request deadline and
+verified; layers stream into a :class:`~kubelet_sim.core.sinks.BlobSink` with bounded memory, stop at
+the descriptor's size, resume with closed ``Range`` requests and are verified by the sink before it
+commits. A layer with ``urls`` (a foreign / non-distributable layer) is fetched from those first.
+
+Hosts (hosts.toml mirrors, then the upstream) are tried in order; only the last one retries
+transient failures, so a mirror that refuses or fails is left at once. When every host fails, the
+most useful error is raised: containerd's priority (transport < not found < any other answer), the
+first one of the highest priority.
+
+The platform walk is ``core/images/image.go: Manifest``: index children without ``platform`` sort
+last, the best child is followed (a nested index too), and a chosen manifest without ``platform``
+is accepted only if its config's platform matches.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,13 +32,21 @@ import structlog
 
 from kubelet_sim.core.credentials import Credentials
 from kubelet_sim.core.digest import Digest
-from kubelet_sim.core.platforms import Platform, host_platform, select_manifest
+from kubelet_sim.core.platforms import (
+    Platform,
+    host_platform,
+    node_matcher,
+    normalize,
+    select_manifest,
+)
 from kubelet_sim.core.reference import ImageReference
-from kubelet_sim.core.sinks import BlobSink, MemorySink
+from kubelet_sim.core.sinks import BlobSink
 from kubelet_sim.errors import (
     DigestMismatchError,
     InvalidDigestError,
     ManifestError,
+    NoMatchingPlatformError,
+    PlatformError,
     RegistryAuthError,
     RegistryError,
     RegistryNotFoundError,
@@ -36,8 +55,8 @@ from kubelet_sim.errors import (
 )
 from kubelet_sim.registry import mediatypes as mt
 from kubelet_sim.registry.auth import scope_for
-from kubelet_sim.registry.boundary import read_capped, translate_errors
 from kubelet_sim.registry.hosts import RegistryHost, hosts_for, registry_hosts
+from kubelet_sim.registry.layers import HostCall, LayerStreamer, ProgressFn, Target
 from kubelet_sim.registry.manifests import (
     Descriptor,
     ImageIndex,
@@ -46,18 +65,15 @@ from kubelet_sim.registry.manifests import (
     parse_manifest,
     verify_content,
 )
-from kubelet_sim.registry.transport import Transport, redact_url
+from kubelet_sim.registry.transport import RETRYABLE_STATUS, Transport
 
 log = structlog.get_logger(__name__)
 
 T = TypeVar("T")
 
-ProgressFn = Callable[[Descriptor, int], None]
-"""Called with a blob's descriptor and the bytes received so far."""
 
 MAX_INDEX_DEPTH = 4
 MAX_CONFIG_SIZE = 8 * 1024 * 1024
-MAX_NO_PROGRESS_RETRIES = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +125,7 @@ class RegistryClient:
         self.transport = transport or Transport()
         self.hosts_dir = hosts_dir
         self.settings = settings or ClientSettings()
+        self._layers = LayerStreamer(self.transport, self.settings.read_chunk_size)
 
     async def aclose(self) -> None:
         await self.transport.aclose()
@@ -124,15 +141,12 @@ class RegistryClient:
         return hosts_for(capability, registry_hosts(ref.domain, self.hosts_dir))
 
     async def _on_hosts(
-        self,
-        ref: ImageReference,
-        capability: str,
-        creds: Credentials | None,
-        call: Callable[[RegistryHost, Credentials | None, dict[str, str]], Awaitable[T]],
+        self, ref: ImageReference, capability: str, creds: Credentials | None, call: HostCall[T]
     ) -> T:
         """Run ``call`` on each host in turn until one succeeds (containerd's host fallback).
 
-        Upstream credentials go to the upstream host only; mirrors get ``ns=<registry>``.
+        Upstream credentials go to the upstream host only; mirrors get ``ns=<registry>``. Only the
+        last host retries. When all fail, the first error of the highest :func:`_rank` is raised.
         """
         all_hosts = registry_hosts(ref.domain, self.hosts_dir)
         upstream = all_hosts[-1].host if all_hosts else ""
@@ -142,18 +156,21 @@ class RegistryClient:
         best: RegistryError | None = None
         for host in candidates:
             is_upstream = host.host == upstream
-            params = {} if is_upstream else {"ns": ref.domain}
+            target = Target(
+                host,
+                creds if is_upstream else None,
+                {} if is_upstream else {"ns": ref.domain},
+                last=host is candidates[-1],
+            )
             try:
-                return await call(host, creds if is_upstream else None, params)
-            except (RegistryNotFoundError, RegistryTransportError, RegistryAuthError) as exc:
-                if host is candidates[-1] or best is None or _rank(exc) >= _rank(best):
-                    best = exc
-                log.info("registry.next_host", host=host.host, error=str(exc))
+                return await call(target)
             except ManifestError:
                 raise
             except RegistryError as exc:
-                best = exc
-                log.info("registry.next_host", host=host.host, error=str(exc))
+                if best is None or _rank(exc) > _rank(best):
+                    best = exc
+                if not target.last:
+                    log.info("registry.next_host", host=host.host, error=str(exc))
         assert best is not None
         raise best
 
@@ -162,29 +179,29 @@ class RegistryClient:
         scope = scope_for(ref.repository, ("pull",))
         path = f"/{ref.repository}/manifests/{ref.identifier}"
 
-        async def on_host(
-            host: RegistryHost, host_creds: Credentials | None, params: dict[str, str]
-        ) -> Descriptor:
-            headers = {"Accept": mt.ACCEPT_HEADER}
+        async def on_host(target: Target) -> Descriptor:
             try:
                 async with self.transport.open(
                     "HEAD",
-                    host,
+                    target.host,
                     path,
                     scope=scope,
-                    creds=host_creds,
-                    headers=headers,
-                    params=params,
+                    creds=target.creds,
+                    headers={"Accept": mt.ACCEPT_HEADER},
+                    params=target.params,
+                    last_host=target.last,
                 ) as response:
                     desc = self._descriptor_from_head(ref, response)
                 if desc is not None:
                     return desc
-            except RegistryAuthError:
-                raise
+            except (RegistryAuthError, RegistryTransportError, ManifestError):
+                raise  # no answer, no access or too large: a GET would only say so again
             except RegistryError as exc:
+                if exc.status in RETRYABLE_STATUS:
+                    raise  # retried already (on the last host); the status says it all
                 # HEAD answers have no body: GET to surface the error document (containerd).
                 log.debug("registry.head_failed", error=str(exc))
-            raw, content_type = await self._get_manifest(host, host_creds, params, path, scope)
+            raw, content_type = await self._get_manifest(target, path, scope)
             expected = ref.digest or Digest.from_bytes(raw)
             verify_content(raw, expected, what=f"manifest {ref}")
             media_type = clean_media_type(content_type) or _sniff_media_type(raw)
@@ -211,33 +228,22 @@ class RegistryClient:
         media_type = clean_media_type(response.headers.get("content-type"))
         return Descriptor(media_type=media_type, digest=digest, size=size)
 
-    async def _get_manifest(
-        self,
-        host: RegistryHost,
-        creds: Credentials | None,
-        params: dict[str, str],
-        path: str,
-        scope: str,
-    ) -> tuple[bytes, str]:
-        limit = self.settings.max_manifest_size
-        async with self.transport.open(
+    async def _get_manifest(self, target: Target, path: str, scope: str) -> tuple[bytes, str]:
+        """GET a manifest whole (headers and body within the request deadline), size-capped."""
+        answer = await self.transport.read(
             "GET",
-            host,
+            target.host,
             path,
             scope=scope,
-            creds=creds,
+            limit=self.settings.max_manifest_size,
+            what=f"manifest {path}",
+            error=ManifestError,
+            creds=target.creds,
             headers={"Accept": mt.ACCEPT_HEADER},
-            params=params,
-        ) as response:
-            length = response.headers.get("content-length", "")
-            if length.isdigit() and int(length) > limit:
-                raise ManifestError(
-                    f"rejecting {length} byte manifest: over the {limit} byte limit"
-                )
-            raw = await read_capped(
-                response, limit=limit, what=f"manifest {path}", error=ManifestError
-            )
-            return raw, response.headers.get("content-type", "")
+            params=target.params,
+            last_host=target.last,
+        )
+        return answer.body, answer.content_type
 
     async def fetch_manifest(
         self, ref: ImageReference, desc: Descriptor, creds: Credentials | None = None
@@ -250,10 +256,8 @@ class RegistryClient:
         scope = scope_for(ref.repository, ("pull",))
         path = f"/{ref.repository}/manifests/{desc.digest}"
 
-        async def on_host(
-            host: RegistryHost, host_creds: Credentials | None, params: dict[str, str]
-        ) -> tuple[bytes, str]:
-            return await self._get_manifest(host, host_creds, params, path, scope)
+        async def on_host(target: Target) -> tuple[bytes, str]:
+            return await self._get_manifest(target, path, scope)
 
         if desc.data is not None and len(desc.data) == desc.size:
             raw, content_type = desc.data, desc.media_type
@@ -286,44 +290,80 @@ class RegistryClient:
             NoMatchingPlatformError: the index offers no manifest for the platform.
         """
         wanted = platform or host_platform()
+        matcher = node_matcher(wanted)
         top = await self.resolve(ref, creds)
         current = top
         parsed = await self.fetch_manifest(ref, top, creds)
         first_index = parsed if isinstance(parsed, ImageIndex) else None
-        chosen_platform: Platform | None = None
         depth = 0
         while isinstance(parsed, ImageIndex):
             depth += 1
             if depth > MAX_INDEX_DEPTH:
                 raise ManifestError(f"index {top.digest}: nested deeper than {MAX_INDEX_DEPTH}")
-            usable = [
-                d.platform if (d.is_manifest or d.is_index) else None for d in parsed.manifests
-            ]
-            index = select_manifest(wanted, usable)
-            current = parsed.manifests[index]
-            chosen_platform = current.platform
+            # Children of unknown media types are never chosen (image-spec: not an error).
+            children = [d for d in parsed.manifests if d.is_manifest or d.is_index]
+            index = select_manifest(matcher, [d.platform for d in children])
+            current = children[index]
             log.debug(
                 "platform_selected",
                 image=str(ref),
                 wanted=str(wanted),
-                chosen=str(chosen_platform),
+                chosen=str(current.platform),
                 index=index,
             )
             parsed = await self.fetch_manifest(ref, current, creds)
-        config_sink = MemorySink(parsed.config.digest.algorithm)
-        if parsed.config.size > MAX_CONFIG_SIZE:
-            raise ManifestError(f"config {parsed.config.digest} is larger than {MAX_CONFIG_SIZE}")
-        await self.fetch_blob(ref, parsed.config, config_sink, creds)
-        assert config_sink.data is not None
+        config = await self._fetch_config(ref, parsed.config, creds)
+        if first_index is not None and current.platform is None:
+            # image.go: a child manifest without platform runs only if its config's does.
+            declared = _config_platform(config, parsed.config.digest)
+            if not matcher.match(declared):
+                raise NoMatchingPlatformError(str(wanted), [str(declared)])
         return ResolvedImage(
             reference=ref,
             descriptor=top,
             manifest_descriptor=current,
             manifest=parsed,
-            config=config_sink.data,
-            platform=chosen_platform,
+            config=config,
+            platform=current.platform,
             index=first_index,
         )
+
+    async def _fetch_config(
+        self, ref: ImageReference, desc: Descriptor, creds: Credentials | None
+    ) -> bytes:
+        """The image config, read whole within the request deadline and verified."""
+        if desc.size > MAX_CONFIG_SIZE:
+            raise ManifestError(f"config {desc.digest} is larger than {MAX_CONFIG_SIZE}")
+        if desc.data is not None and len(desc.data) == desc.size:
+            raw = desc.data
+        else:
+            scope = scope_for(ref.repository, ("pull",))
+            path = f"/{ref.repository}/blobs/{desc.digest}"
+
+            async def on_host(target: Target) -> bytes:
+                answer = await self.transport.read(
+                    "GET",
+                    target.host,
+                    path,
+                    scope=scope,
+                    limit=desc.size,
+                    what=f"config {desc.digest}",
+                    error=RegistryError,
+                    creds=target.creds,
+                    # A blob is addressed by the digest of its stored bytes: no re-encoding.
+                    headers={"Accept": f"{desc.media_type}, */*", "Accept-Encoding": "identity"},
+                    params=target.params,
+                    last_host=target.last,
+                )
+                return answer.body
+
+            raw = await self._on_hosts(ref, "pull", creds, on_host)
+        if len(raw) != desc.size:
+            raise DigestMismatchError(
+                f"size {desc.size}", f"size {len(raw)}", what=f"config {desc.digest}"
+            )
+        verify_content(raw, desc.digest, what=f"config {desc.digest}")
+        return raw
 
     async def fetch_blob(
         self,
@@ -333,169 +373,42 @@ class RegistryClient:
         creds: Credentials | None = None,
         progress: ProgressFn | None = None,
     ) -> None:
-        """Stream the blob ``desc`` into ``sink`` and commit it once size and digest check out.
+        """Stream the layer ``desc`` into ``sink`` and commit it once size and digest check out.
 
-        Resumes an interrupted download with a closed ``Range`` request, accepting only a ``206``
-        whose ``Content-Range`` starts at the offset; anything else restarts from zero. Three
-        failures in a row without progress give up. The sink is aborted on every failure.
+        The layer's ``urls`` (http/https) are tried first, without credentials; a 404 there moves
+        to the next one, any other failure fails the fetch (containerd ``fetcher.go``). Then the
+        registry hosts. Resumes an interrupted download with a closed ``Range`` request,
+        accepting only a ``206`` whose ``Content-Range`` starts at the offset; anything else
+        restarts from zero. Three failures in a row without progress give up (one on a mirror).
+        The sink is aborted on every failure.
         """
         try:
             if desc.data is not None and len(desc.data) == desc.size:
                 await sink.write(desc.data)
-            elif desc.size > 0:
-                await self._on_hosts(
-                    ref,
-                    "pull",
-                    creds,
-                    lambda host, host_creds, params: self._stream_blob(
-                        ref, host, host_creds, params, desc, sink, progress
-                    ),
-                )
+            elif desc.size > 0 and not await self._layers.fetch_foreign(desc, sink, progress):
+                scope = scope_for(ref.repository, ("pull",))
+                path = f"/{ref.repository}/blobs/{desc.digest}"
+                try:
+                    await self._on_hosts(
+                        ref,
+                        "pull",
+                        creds,
+                        lambda target: self._layers.stream(
+                            target, path, scope, desc, sink, progress
+                        ),
+                    )
+                except RegistryNotFoundError as exc:
+                    raise RegistryNotFoundError(
+                        f"could not fetch content descriptor {desc.digest} ({desc.media_type}) "
+                        f"from remote: not found: {exc.message}",
+                        code=exc.code,
+                        status=exc.status,
+                    ) from exc
             await sink.commit(desc.digest, desc.size)
         except BaseException:
             with anyio.CancelScope(shield=True):
                 await sink.abort()
             raise
-
-    async def _stream_blob(
-        self,
-        ref: ImageReference,
-        host: RegistryHost,
-        creds: Credentials | None,
-        params: dict[str, str],
-        desc: Descriptor,
-        sink: BlobSink,
-        progress: ProgressFn | None,
-    ) -> None:
-        """Fetch the blob from one host, resuming where each failed attempt stopped."""
-        scope = scope_for(ref.repository, ("pull",))
-        path = f"/{ref.repository}/blobs/{desc.digest}"
-        failures = 0
-        while sink.written < desc.size:
-            offset = sink.written
-            pending = bytearray()
-            try:
-                await self._fetch_from(
-                    host, path, scope, creds, params, desc, sink, pending, progress
-                )
-            except RegistryTransportError as exc:
-                # What arrived before the failure is a valid prefix: keep it for the resume.
-                await self._flush(pending, sink, desc, progress)
-                failures = 0 if sink.written > offset else failures + 1
-                if failures >= MAX_NO_PROGRESS_RETRIES:
-                    raise RegistryTransportError(
-                        f"GET {redact_url(self.transport.base_url(host) + path)}: "
-                        f"{failures} failures without progress at byte {sink.written}: {exc}"
-                    ) from exc
-                log.info(
-                    "registry.blob_resume",
-                    digest=str(desc.digest),
-                    offset=sink.written,
-                    size=desc.size,
-                    error=type(exc.__cause__ or exc).__name__,
-                )
-                continue
-            if sink.written < desc.size:
-                # The body ended early without a transport error (a lying Content-Length).
-                failures += 1
-            if failures >= MAX_NO_PROGRESS_RETRIES:
-                raise DigestMismatchError(
-                    f"size {desc.size}", f"size {sink.written}", what=f"blob {desc.digest}"
-                )
-
-    async def _fetch_from(
-        self,
-        host: RegistryHost,
-        path: str,
-        scope: str,
-        creds: Credentials | None,
-        params: dict[str, str],
-        desc: Descriptor,
-        sink: BlobSink,
-        pending: bytearray,
-        progress: ProgressFn | None,
-    ) -> None:
-        """One GET of the blob from ``sink.written`` on: a closed ``Range`` request when resuming.
-
-        Bytes received but not yet handed to the sink are in ``pending`` when this raises.
-        """
-        offset = sink.written
-        headers = {"Accept-Encoding": "identity", "Accept": f"{desc.media_type}, */*"}
-        if offset:
-            headers["Range"] = f"bytes={offset}-{desc.size - 1}"
-        async with self.transport.open(
-            "GET",
-            host,
-            path,
-            scope=scope,
-            creds=creds,
-            headers=headers,
-            params=params,
-            ok=frozenset({200, 206}),
-        ) as response:
-            await self._check_blob_response(response, desc, sink, offset)
-            await self._copy_body(response, desc, sink, pending, progress)
-
-    async def _copy_body(
-        self,
-        response: httpx.Response,
-        desc: Descriptor,
-        sink: BlobSink,
-        pending: bytearray,
-        progress: ProgressFn | None,
-    ) -> None:
-        """Stream the body into ``sink`` in large writes, never past the descriptor's size.
-
-        Raises:
-            DigestMismatchError: the body holds more bytes than the descriptor's size.
-            RegistryTransportError: the body failed while streaming.
-        """
-        encoded = response.headers.get("content-encoding", "identity") != "identity"
-        with translate_errors(f"GET {redact_url(response.url)}"):
-            async for chunk in response.aiter_bytes() if encoded else response.aiter_raw():
-                if len(chunk) > desc.size - sink.written - len(pending):
-                    raise DigestMismatchError(
-                        f"size {desc.size}",
-                        "more bytes than the descriptor's size",
-                        what=f"blob {desc.digest}",
-                    )
-                pending += chunk
-                if len(pending) >= self.settings.read_chunk_size:
-                    await self._flush(pending, sink, desc, progress)
-        await self._flush(pending, sink, desc, progress)
-
-    @staticmethod
-    async def _flush(
-        pending: bytearray, sink: BlobSink, desc: Descriptor, progress: ProgressFn | None
-    ) -> None:
-        """Hand the bytes received so far to the sink in one large write (few thread hops)."""
-        if pending:
-            await sink.write(bytes(pending))
-            pending.clear()
-            if progress is not None:
-                progress(desc, sink.written)
-
-    @staticmethod
-    async def _check_blob_response(
-        response: httpx.Response, desc: Descriptor, sink: BlobSink, offset: int
-    ) -> None:
-        """Accept a ranged answer only if it starts at ``offset``; otherwise restart from zero."""
-        if offset:
-            content_range = response.headers.get("content-range", "")
-            if response.status_code == 206 and content_range.startswith(f"bytes {offset}-"):
-                return
-            log.info("registry.range_not_honoured", status=response.status_code)
-            await sink.reset()
-            if response.status_code == 206:
-                raise RegistryTransportError(
-                    f"range answer {content_range!r} does not start at byte {offset}"
-                )
-        length = response.headers.get("content-length")
-        too_long = length is not None and length.isdigit() and int(length) > desc.size
-        if response.status_code == 200 and too_long:
-            raise DigestMismatchError(
-                f"size {desc.size}", f"Content-Length {length}", what=f"blob {desc.digest}"
-            )
 
     async def pull(
         self,
@@ -545,8 +458,28 @@ async def for_each_layer(
         raise first_error(group) from None
 
 
+def _config_platform(config: bytes, digest: Digest) -> Platform:
+    """The normalised platform an image config declares (containerd ``images.ConfigPlatform``).
+
+    Raises:
+        ManifestError: the config is not a JSON object with string platform fields.
+    """
+    try:
+        doc = json.loads(config)
+    except (ValueError, RecursionError) as exc:
+        raise ManifestError(f"config {digest} is not valid JSON") from exc
+    if not isinstance(doc, dict):
+        raise ManifestError(f"config {digest} is not a JSON object")
+    try:
+        declared = Platform.from_oci(doc)
+    except PlatformError as exc:
+        raise ManifestError(f"config {digest}: {exc}") from exc
+    assert declared is not None
+    return normalize(declared)
+
+
 def _rank(exc: RegistryError) -> int:
-    """containerd's error priority across hosts: transport < not found < other."""
+    """containerd's error priority across hosts (``resolver.go``): transport < not found < other."""
     if isinstance(exc, RegistryTransportError):
         return 1
     if isinstance(exc, RegistryNotFoundError):

@@ -1,70 +1,95 @@
-"""One registry request, done properly: auth challenges, redirects, retries, timeouts, typed errors.
+"""One registry request, done properly: auth challenges, redirects, retries, deadlines, typed errors.
 
-Every call the client makes goes through :meth:`Transport.open`. It
+Every call the client makes goes through :meth:`Transport.open` (a streamed answer) or
+:meth:`Transport.read` (a small body read whole). A request
 
 - sends a cached ``Authorization`` for the registry's own origin only, answers a 401 challenge once
   through :func:`~kubelet_sim.registry.auth.send_authorized` (the one 401 path) and fails with
   :class:`~kubelet_sim.errors.RegistryAuthError` on a second 401 instead of looping;
 - follows up to 10 redirects by hand, dropping ``Authorization`` whenever the origin changes (a
   registry's 307 to blob storage) while keeping ``Range`` and ``Accept``;
-- retries connection errors and 408/429/500/502/503/504 with bounded exponential backoff, honouring
-  ``Retry-After`` (seconds or an HTTP date, capped), and never retries auth or not-found answers;
-- turns error answers into the typed errors of :mod:`kubelet_sim.errors`, reading at most 64 KiB of
-  the body and parsing the OCI ``{"errors": [...]}`` document, and httpx failures into
-  :class:`~kubelet_sim.errors.RegistryTransportError` (both through
+- on the last host only (``last_host``), retries answers cut off mid-way (reset, EOF, a broken
+  body) and 408/429/500/502/503/504 with bounded exponential backoff, honouring ``Retry-After``
+  (seconds or an HTTP date, capped); a mirror that fails is left for the next host at once, as
+  containerd does (``resolver.go: doWithRetries(ctx, lastHost)``);
+- never retries auth or not-found answers, a refused connection (Go's wording:
+  ``dial tcp 127.0.0.1:5000: connect: connection refused``) or a host that does not answer;
+- turns error answers into the typed errors of :mod:`kubelet_sim.errors` (through
   :mod:`~kubelet_sim.registry.boundary`).
 
-Timeouts: httpx's per-read timeout is the stall timeout (no bytes for N seconds); the overall deadline
-of a request that is not a blob body is enforced with ``anyio.fail_after``.
+Timeouts (:class:`TransportSettings`): ``connect_timeout`` (a hosts.toml ``dial_timeout`` overrides it
+per host) and ``header_timeout`` (containerd's ``ResponseHeaderTimeout``) bound each attempt, and a
+host that lets either pass gave *no answer*: that is reported naming the host and the step, never
+retried. ``request_deadline`` bounds one logical request, every attempt and backoff included, and
+its body too unless the caller streams a layer (``whole=False``): a layer's body is governed by
+``stall_timeout`` (no byte for that long), the no-progress rule of the client. When the deadline
+ends a request that got error answers, the last answer is what is reported (a 503 stays a 503).
 """
 
 from __future__ import annotations
 
-import email.utils
-import json
+import math
 import ssl
-import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Protocol
-from urllib.parse import SplitResult, urljoin, urlsplit
+from urllib.parse import urljoin, urlsplit
 
 import anyio
 import httpx
 import structlog
 
 from kubelet_sim.core.credentials import Credentials
-from kubelet_sim.errors import (
-    RegistryAuthError,
-    RegistryError,
-    RegistryNotFoundError,
-    RegistryTransportError,
-)
+from kubelet_sim.errors import RegistryError, RegistryTransportError
 from kubelet_sim.registry.auth import AuthManager, send_authorized
 from kubelet_sim.registry.boundary import (
     HTTPX_ERRORS,
+    ClientPool,
+    dial_failure,
+    error_from_response,
+    make_http_client,
+    parse_retry_after,
+    read_capped,
     read_error_body,
+    redact_url,
     translate_errors,
     transport_error,
+    url_port,
 )
 from kubelet_sim.registry.hosts import RegistryHost
 
 log = structlog.get_logger(__name__)
 
+__all__ = [
+    "MAX_REDIRECTS",
+    "RETRYABLE_STATUS",
+    "Answer",
+    "RequestObserver",
+    "Transport",
+    "TransportSettings",
+    "error_from_response",
+    "make_http_client",
+    "parse_retry_after",
+    "redact_url",
+]
+
 MAX_REDIRECTS = 10
 RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
-NOT_FOUND_CODES = frozenset({"MANIFEST_UNKNOWN", "BLOB_UNKNOWN", "NAME_UNKNOWN"})
-AUTH_CODES = frozenset({"UNAUTHORIZED", "DENIED"})
 
 
 @dataclass(frozen=True, slots=True)
 class TransportSettings:
-    """Timeouts, retry and connection-pool settings of the shared HTTP client."""
+    """Timeouts, retry and connection-pool settings of the shared HTTP client (seconds).
 
-    connect_timeout: float = 30.0
-    stall_timeout: float = 30.0
-    request_deadline: float = 120.0
+    A deadline or timeout of 0 means none.
+    """
+
+    connect_timeout: float = 30.0  # containerd's dial timeout
+    header_timeout: float = 30.0  # containerd's ResponseHeaderTimeout: status line and headers
+    stall_timeout: float = 30.0  # no byte of a body for this long
+    request_deadline: float = 60.0  # one request, all attempts, headers and (not a layer's) body
     max_attempts: int = 4
     backoff_initial: float = 0.5
     backoff_factor: float = 2.0
@@ -91,75 +116,9 @@ class _NullObserver:
         pass
 
 
-@dataclass(slots=True)
-class _ClientPool:
-    """The shared ``httpx.AsyncClient`` plus one per distinct TLS setting (custom CA, client cert)."""
-
-    settings: TransportSettings
-    default: httpx.AsyncClient
-    by_tls: dict[tuple[object, ...], httpx.AsyncClient] = field(default_factory=dict)
-
-    def for_host(self, host: RegistryHost) -> httpx.AsyncClient:
-        if not host.ca_files and not host.client_certs and not host.skip_verify:
-            return self.default
-        key: tuple[object, ...] = (host.ca_files, host.client_certs, host.skip_verify)
-        client = self.by_tls.get(key)
-        if client is None:
-            client = make_http_client(self.settings, verify=_ssl_context(host))
-            self.by_tls[key] = client
-        return client
-
-    async def aclose(self) -> None:
-        await self.default.aclose()
-        for client in self.by_tls.values():
-            await client.aclose()
-        self.by_tls.clear()
-
-
-def _ssl_context(host: RegistryHost) -> ssl.SSLContext:
-    context = ssl.create_default_context()
-    for ca in host.ca_files:
-        context.load_verify_locations(cafile=str(ca))
-    for cert, key in host.client_certs:
-        context.load_cert_chain(str(cert), str(key) if key else None)
-    if host.skip_verify:
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    return context
-
-
-def make_http_client(
-    settings: TransportSettings, *, verify: ssl.SSLContext | bool = True
-) -> httpx.AsyncClient:
-    """An ``httpx.AsyncClient`` with explicit timeouts and limits; redirects are ours to follow."""
-    return httpx.AsyncClient(
-        timeout=httpx.Timeout(
-            connect=settings.connect_timeout,
-            read=settings.stall_timeout,
-            write=settings.stall_timeout,
-            pool=settings.connect_timeout,
-        ),
-        limits=httpx.Limits(
-            max_connections=settings.max_connections,
-            max_keepalive_connections=settings.max_keepalive,
-        ),
-        follow_redirects=False,
-        verify=verify,
-        headers={"User-Agent": settings.user_agent},
-        trust_env=False,
-    )
-
-
-def _port(parts: SplitResult) -> int | None:
-    try:
-        return parts.port or {"http": 80, "https": 443}.get(parts.scheme)
-    except ValueError:
-        return -1  # an invalid port: an origin of its own, refused when the request is built
-
-
 def _origin(url: str | httpx.URL) -> tuple[str, str, int | None]:
     parts = urlsplit(str(url))
-    return (parts.scheme, (parts.hostname or "").lower(), _port(parts))
+    return (parts.scheme, (parts.hostname or "").lower(), url_port(parts))
 
 
 def _is_permanent(exc: BaseException) -> bool:
@@ -172,56 +131,22 @@ def _is_permanent(exc: BaseException) -> bool:
     return False
 
 
-def redact_url(url: str | httpx.URL) -> str:
-    """The URL without query string or userinfo (pre-signed storage URLs carry secrets there)."""
-    parts = urlsplit(str(url))
-    host = parts.hostname or ""
-    port = _port(parts)
-    if port not in (None, -1, {"http": 80, "https": 443}.get(parts.scheme)):
-        host = f"{host}:{port}"
-    return f"{parts.scheme}://{host}{parts.path}"
+class _Step(StrEnum):
+    """What a request is waiting for; a deadline error names it."""
+
+    HEADERS = "response headers"
+    TOKEN = "token request"  # noqa: S105 - a step, not a secret
+    BACKOFF = "backoff before a retry"
+    BODY = "body"
 
 
-def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP-date), or None."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    current = time.time() if now is None else now
-    return max(0.0, when.timestamp() - current)
+class _NoAnswer(Exception):
+    """The host let the connect or the response-header timeout pass (internal; never escapes)."""
 
-
-def error_from_response(
-    method: str, url: str | httpx.URL, status: int, body: bytes
-) -> RegistryError:
-    """The typed error for an error answer, from its status and (capped) OCI error body."""
-    code: str | None = None
-    message = ""
-    detail: object = None
-    try:
-        doc = json.loads(body) if body else None
-    except ValueError:
-        doc = None
-    if isinstance(doc, dict) and isinstance(doc.get("errors"), list) and doc["errors"]:
-        first = doc["errors"][0]
-        if isinstance(first, dict):
-            code = str(first.get("code") or "") or None
-            message = str(first.get("message") or "")
-            detail = first.get("detail")
-    where = f"{method} {redact_url(url)}"
-    text = f"{where}: {message}" if message else f"{where}: HTTP {status}"
-    cls: type[RegistryError] = RegistryError
-    if status in (401, 403) or code in AUTH_CODES:
-        cls = RegistryAuthError
-    elif status == 404 or code in NOT_FOUND_CODES:
-        cls = RegistryNotFoundError
-    return cls(text, code=code, status=status, detail=detail)
+    def __init__(self, step: str, seconds: float) -> None:
+        super().__init__(step)
+        self.step = step
+        self.seconds = seconds
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,14 +162,33 @@ class _Request:
     content: bytes | None = field(repr=False)
     params: Mapping[str, str] | None
     ok: frozenset[int]
+    authorize: bool = True
 
 
 @dataclass(slots=True)
 class _Attempts:
-    """Retry state of one logical request, shared by its resend after a 401."""
+    """State of one logical request, shared by its resend after a 401 and its body retries."""
 
+    retry: bool  # the last host: transient failures are retried
+    limit: float  # the request deadline in seconds (0: none), for messages
+    until: float  # anyio time at which the deadline ends
     count: int = 0
     plain_http: bool = False
+    step: _Step = _Step.HEADERS
+    url: str = ""  # the URL of the latest attempt
+    answer: RegistryError | None = field(default=None, repr=False)  # latest retried error answer
+
+    def time_left(self) -> float:
+        return self.until - anyio.current_time()
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """A small answer read whole by :meth:`Transport.read`."""
+
+    body: bytes = field(repr=False)
+    content_type: str
+    url: str
 
 
 class Transport:
@@ -261,7 +205,7 @@ class Transport:
         self.settings = settings or TransportSettings()
         self._owns_http = http is None
         default = http or make_http_client(self.settings)
-        self._pool = _ClientPool(self.settings, default)
+        self._pool = ClientPool(self.settings, default)
         self.auth = auth or AuthManager(default)
         self.observer: RequestObserver = observer or _NullObserver()
         # Loopback registries without settings: "https" or "http" once we know which one answers.
@@ -283,6 +227,11 @@ class Transport:
             url = f"{scheme}://{url.split('://', 1)[1]}"
         return url
 
+    def _attempts(self, last_host: bool, deadline: float | None) -> _Attempts:
+        limit = self.settings.request_deadline if deadline is None else deadline
+        until = anyio.current_time() + limit if limit > 0 else math.inf
+        return _Attempts(retry=last_host, limit=limit, until=until)
+
     @asynccontextmanager
     async def open(
         self,
@@ -297,129 +246,250 @@ class Transport:
         params: Mapping[str, str] | None = None,
         ok: frozenset[int] = frozenset({200}),
         deadline: float | None = None,
+        whole: bool = True,
+        last_host: bool = True,
+        authorize: bool = True,
     ) -> AsyncIterator[httpx.Response]:
         """Send one logical request and yield the streamed answer (status in ``ok``).
 
         ``path`` is relative to the host's base URL (e.g. ``/library/busybox/manifests/latest``) or
-        an absolute URL (an upload ``Location``). The response is closed when the block exits; an
-        httpx failure while the block reads the body is raised as ``RegistryTransportError``.
+        an absolute URL (an upload ``Location``, a layer's foreign URL). The response is closed when
+        the block exits; an httpx failure while the block reads the body is raised as
+        ``RegistryTransportError``.
+
+        Args:
+            deadline: seconds for the whole request (default ``request_deadline``; 0: none).
+            whole: the deadline also covers reading the body in the block (False for a layer,
+                whose body is bounded by the stall timeout and the client's no-progress rule).
+            last_host: retry transient failures; False for a mirror, which is left at once.
+            authorize: answer a 401 challenge (False: a 401 is an error, e.g. a foreign URL).
 
         Raises:
             RegistryError: typed by status and OCI error code, after retries.
         """
         request = _Request(
-            method, host, path, scope, creds, dict(headers or {}), content, params, ok
+            method, host, path, scope, creds, dict(headers or {}), content, params, ok, authorize
         )
-        limit = self.settings.request_deadline if deadline is None else deadline
-        try:
-            with anyio.fail_after(limit or None):
-                response = await self._send(request)
-        except TimeoutError as exc:
-            where = path if "://" in path else self.base_url(host) + path
-            raise RegistryTransportError(
-                f"{method} {redact_url(where)}: no answer within the {limit:g}s request deadline"
-            ) from exc
-        try:
-            with translate_errors(f"{method} {redact_url(response.url)}"):
-                yield response
-        finally:
-            await response.aclose()
+        state = self._attempts(last_host, deadline)
+        async with self._exchange(request, state, whole=whole) as response:
+            yield response
 
-    async def _send(self, request: _Request) -> httpx.Response:
+    async def read(
+        self,
+        method: str,
+        host: RegistryHost,
+        path: str,
+        *,
+        scope: str,
+        limit: int,
+        what: str,
+        error: type[RegistryError] = RegistryError,
+        creds: Credentials | None = None,
+        headers: Mapping[str, str] | None = None,
+        params: Mapping[str, str] | None = None,
+        last_host: bool = True,
+    ) -> Answer:
+        """One request whose answer, headers and body, is read whole within the request deadline.
+
+        For manifests and configs (at most ``limit`` bytes, see
+        :func:`~kubelet_sim.registry.boundary.read_capped`). A body that breaks off (reset, EOF,
+        bad framing) is fetched again on the last host while attempts and deadline last.
+
+        Raises:
+            error: the body is over ``limit`` or badly encoded.
+            RegistryError: as :meth:`open`.
+        """
+        request = _Request(
+            method, host, path, scope, creds, dict(headers or {}), None, params, frozenset({200})
+        )
+        state = self._attempts(last_host, None)
+        while True:
+            try:
+                async with self._exchange(request, state, whole=True) as response:
+                    body = await read_capped(
+                        response, limit=limit, what=f"{what} from {host.host}", error=error
+                    )
+                    return Answer(body, response.headers.get("content-type", ""), str(response.url))
+            except RegistryTransportError as exc:
+                delay = self._backoff(state.count, None)
+                broken_body = state.step is _Step.BODY and state.time_left() > delay
+                if not (broken_body and state.retry and state.count < self.settings.max_attempts):
+                    raise
+                self.observer.registry_retry(type(exc.__cause__ or exc).__name__)
+                log.info("registry.retry", method=method, url=redact_url(state.url), error=str(exc))
+                await anyio.sleep(delay)
+
+    @asynccontextmanager
+    async def _exchange(
+        self, request: _Request, state: _Attempts, *, whole: bool
+    ) -> AsyncIterator[httpx.Response]:
+        """Send within the deadline and yield the answer, closing it afterwards (see :meth:`open`)."""
+        state.step = _Step.HEADERS
+        with anyio.CancelScope(deadline=state.until) as scope:
+            response = await self._send(request, state)
+            if whole:
+                state.step = _Step.BODY
+                async with _answer(response):
+                    yield response
+        if scope.cancelled_caught:
+            raise self._deadline_error(request, state)
+        if not whole:
+            async with _answer(response):
+                yield response
+
+    def _deadline_error(self, request: _Request, state: _Attempts) -> RegistryError:
+        """The request deadline passed: the last error answer if there was one, else the step."""
+        limit = f"{state.limit:g}s request deadline"
+        if state.answer is not None:
+            answer = state.answer
+            return type(answer)(
+                f"{answer.message} (still failing at the {limit})",
+                code=answer.code,
+                status=answer.status,
+                detail=answer.detail,
+            )
+        where = f"{request.method} {redact_url(state.url or self._url_for(request, state))}"
+        host = request.host.host
+        text = {
+            _Step.HEADERS: f"no answer from {host} within the {limit} (waiting for response headers)",
+            _Step.TOKEN: f"the token request for {host} did not finish within the {limit}",
+            _Step.BACKOFF: f"{host} kept failing until the {limit}",
+            _Step.BODY: f"the body from {host} was not complete within the {limit}",
+        }[state.step]
+        return RegistryTransportError(f"{where}: {text}")
+
+    def _url_for(self, request: _Request, state: _Attempts) -> str:
+        base = self._attempt_base(request.host, state)
+        return request.path if "://" in request.path else base + request.path
+
+    async def _send(self, request: _Request, state: _Attempts) -> httpx.Response:
         """Send until an answer in ``ok``; a 401 challenge is answered by :func:`send_authorized`.
 
         Both sends :func:`send_authorized` may make share one :class:`_Attempts`, so the retry
         bound and a learnt plain-HTTP fallback hold for the logical request as a whole.
         """
-        attempts = _Attempts()
 
         async def send(authorization: str | None) -> httpx.Response:
-            return await self._send_retrying(request, authorization, attempts)
+            state.step = _Step.HEADERS
+            response = await self._send_retrying(request, authorization, state)
+            if response.status_code == 401:
+                state.step = _Step.TOKEN  # send_authorized now fetches a token
+            return response
 
+        if not request.authorize:
+            return await send(None)
         return await send_authorized(
             self.auth, request.host.host, request.scope, request.creds, send
         )
 
     async def _send_retrying(
-        self, request: _Request, authorization: str | None, attempts: _Attempts
+        self, request: _Request, authorization: str | None, state: _Attempts
     ) -> httpx.Response:
         """Retry failed sends and transient statuses; return an answer in ``ok`` or a challenge.
 
-        A challenge is a 401 from the origin the request was sent to; any other answer that is
-        not in ``ok`` raises its typed error once retries are spent.
+        A challenge is a 401 from the origin the request was sent to (when ``authorize``); any
+        other answer that is not in ``ok`` raises its typed error once retries are spent.
         """
         while True:
-            attempts.count += 1
-            base = self._attempt_base(request.host, attempts)
-            url = request.path if "://" in request.path else base + request.path
+            state.count += 1
+            base = self._attempt_base(request.host, state)
+            url = state.url = self._url_for(request, state)
             try:
                 response = await self._follow(request, url, authorization, _origin(base))
+            except _NoAnswer as exc:
+                raise RegistryTransportError(
+                    f"{request.method} {redact_url(url)}: no answer from {request.host.host}: "
+                    f"no {exc.step} within {exc.seconds:g}s"
+                ) from exc.__cause__
             except HTTPX_ERRORS as exc:
-                await self._after_send_error(request, url, exc, attempts)
+                await self._after_send_error(request, url, exc, state)
                 continue
-            if attempts.plain_http:
+            if state.plain_http:
                 self._scheme_for[request.host.host] = "http"
                 log.info("registry.http_fallback", host=request.host.host)
             status = response.status_code
-            if status in request.ok or (status == 401 and _origin(response.url) == _origin(url)):
+            challenge = status == 401 and request.authorize
+            if status in request.ok or (challenge and _origin(response.url) == _origin(url)):
                 return response
-            await self._after_error_answer(request, url, response, attempts)
+            await self._after_error_answer(request, url, response, state)
 
-    def _attempt_base(self, host: RegistryHost, attempts: _Attempts) -> str:
+    def _attempt_base(self, host: RegistryHost, state: _Attempts) -> str:
         """The base URL for this attempt: plain HTTP once the HTTPS attempt fell back."""
         base = self.base_url(host)
-        if attempts.plain_http and base.startswith("https://"):
+        if state.plain_http and base.startswith("https://"):
             base = "http://" + base[len("https://") :]
         return base
 
     async def _after_send_error(
-        self, request: _Request, url: str, exc: Exception, attempts: _Attempts
+        self, request: _Request, url: str, exc: Exception, state: _Attempts
     ) -> None:
         """Fall back to plain HTTP or back off for the next attempt; raise when none is left.
 
         Raises:
-            RegistryTransportError: the attempts are spent or the failure is permanent.
+            RegistryTransportError: not the last host, the attempts are spent, the failure is
+                permanent (a refused connection, a certificate) or the deadline is too near.
         """
-        if not attempts.plain_http and self._may_fall_back(request.host, url, exc):
+        if not state.plain_http and self._may_fall_back(request.host, url, exc):
             # Docker's rule for loopback registries: HTTPS first, then plain HTTP.
-            attempts.plain_http = True
-            attempts.count -= 1
+            state.plain_http = True
+            state.count -= 1
             return
-        if attempts.count >= self.settings.max_attempts or _is_permanent(exc):
-            raise transport_error(f"{request.method} {redact_url(url)}", exc) from exc
+        where = f"{request.method} {redact_url(url)}"
+        dialled = dial_failure(where, url, exc)
+        if dialled is not None:
+            raise dialled from exc
+        delay = self._backoff(state.count, None)
+        if (
+            not state.retry
+            or state.count >= self.settings.max_attempts
+            or _is_permanent(exc)
+            or delay >= state.time_left()
+        ):
+            raise transport_error(where, exc) from exc
         self.observer.registry_retry(type(exc).__name__)
-        await anyio.sleep(self._backoff(attempts.count, None))
+        state.step = _Step.BACKOFF
+        await anyio.sleep(delay)
 
     async def _after_error_answer(
-        self, request: _Request, url: str, response: httpx.Response, attempts: _Attempts
+        self, request: _Request, url: str, response: httpx.Response, state: _Attempts
     ) -> None:
         """Close an error answer and back off before a retry of a transient status.
 
         Raises:
             RegistryError: typed from the status and the (capped) OCI error body, when the status
-                is not transient or the attempts are spent.
+                is not transient, this is not the last host, the attempts are spent, or the wait
+                the registry asks for would pass the request deadline.
         """
         status = response.status_code
-        if status not in RETRYABLE_STATUS or attempts.count >= self.settings.max_attempts:
+        retry_after = parse_retry_after(response.headers.get("retry-after"))
+        delay = self._backoff(state.count, retry_after)
+        note = ""
+        retry = (
+            status in RETRYABLE_STATUS and state.retry and state.count < self.settings.max_attempts
+        )
+        if retry and delay >= state.time_left():
+            retry = False
+            note = f"retrying in {delay:g}s would pass the {state.limit:g}s request deadline"
+        if not retry:
             try:
                 body = await read_error_body(
                     response, what=f"error answer from {request.host.host}"
                 )
             finally:
                 await response.aclose()
-            raise error_from_response(request.method, response.url, status, body)
-        retry_after = parse_retry_after(response.headers.get("retry-after"))
+            raise error_from_response(request.method, response.url, status, body, note=note)
+        state.answer = error_from_response(request.method, response.url, status, b"")
         await response.aclose()
         self.observer.registry_retry(str(status))
-        delay = self._backoff(attempts.count, retry_after)
         log.info(
             "registry.retry",
             method=request.method,
             url=redact_url(url),
             status=status,
-            attempt=attempts.count,
+            attempt=state.count,
             delay=delay,
         )
+        state.step = _Step.BACKOFF
         await anyio.sleep(delay)
 
     async def _follow(
@@ -443,14 +513,19 @@ class Transport:
                     request_headers["Authorization"] = auth_header
             try:
                 sent = client.build_request(
-                    method, url, headers=request_headers, content=content, params=params
+                    method,
+                    url,
+                    headers=request_headers,
+                    content=content,
+                    params=params,
+                    timeout=self._timeout_for(request.host),
                 )
             except httpx.InvalidURL:
                 raise RegistryTransportError(
                     f"{method}: the registry sent an unusable URL ({redact_url(url)})"
                 ) from None
             started = anyio.current_time()
-            response = await client.send(sent, stream=True)
+            response = await self._send_once(client, sent, request.host)
             self.observer.registry_response(
                 method, response.status_code, anyio.current_time() - started
             )
@@ -467,6 +542,40 @@ class Transport:
             f"{method} {redact_url(url)}: more than {MAX_REDIRECTS} redirects"
         )
 
+    async def _send_once(
+        self, client: httpx.AsyncClient, sent: httpx.Request, host: RegistryHost
+    ) -> httpx.Response:
+        """One exchange up to the response headers, bounded by the header timeout.
+
+        Raises:
+            _NoAnswer: the connect or the response-header timeout passed.
+        """
+        settings = self.settings
+        limit = settings.header_timeout if settings.header_timeout > 0 else math.inf
+        with anyio.move_on_after(limit) as waiting:
+            try:
+                return await client.send(sent, stream=True)
+            except httpx.ConnectTimeout as exc:
+                raise _NoAnswer(
+                    "connection", host.dial_timeout or settings.connect_timeout
+                ) from exc
+            except (httpx.ReadTimeout, httpx.WriteTimeout) as exc:
+                raise _NoAnswer("response headers", settings.stall_timeout) from exc
+        assert waiting.cancelled_caught
+        raise _NoAnswer("response headers", limit)
+
+    def _timeout_for(self, host: RegistryHost) -> httpx.Timeout | httpx._client.UseClientDefault:
+        """A host's hosts.toml ``dial_timeout`` replaces the connect timeout for its requests."""
+        if host.dial_timeout is None:
+            return httpx.USE_CLIENT_DEFAULT
+        settings = self.settings
+        return httpx.Timeout(
+            connect=host.dial_timeout or None,
+            read=settings.stall_timeout or None,
+            write=settings.stall_timeout or None,
+            pool=settings.connect_timeout or None,
+        )
+
     def _may_fall_back(self, host: RegistryHost, url: str, exc: Exception) -> bool:
         """True when a loopback registry without settings failed over HTTPS (as Docker retries)."""
         return (
@@ -480,3 +589,15 @@ class Transport:
             return min(retry_after, self.settings.retry_after_max)
         delay = self.settings.backoff_initial * self.settings.backoff_factor ** (attempt - 1)
         return float(min(delay, self.settings.backoff_max))
+
+
+@asynccontextmanager
+async def _answer(response: httpx.Response) -> AsyncIterator[httpx.Response]:
+    """Yield an open answer; httpx failures while its body is read become typed; close it after."""
+    try:
+        with translate_errors(f"{response.request.method} {redact_url(response.url)}"):
+            yield response
+    finally:
+        # Shielded: a body read that the deadline cancelled still releases its connection.
+        with anyio.move_on_after(5, shield=True):
+            await response.aclose()

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from kubelet_sim.core.credentials import Credentials
 from kubelet_sim.core.digest import Digest
 from kubelet_sim.core.platforms import parse_platform
 from kubelet_sim.core.reference import parse_normalized
@@ -16,6 +17,7 @@ from kubelet_sim.errors import (
     DigestMismatchError,
     ManifestError,
     NoMatchingPlatformError,
+    RegistryAuthError,
     RegistryNotFoundError,
 )
 from kubelet_sim.registry import mediatypes as mt
@@ -29,8 +31,9 @@ from kubelet_sim.sim.images import (
     build_multiarch,
     canonical_json,
 )
-from kubelet_sim.sim.registry import RegistryProcess
+from kubelet_sim.sim.registry import HTPASSWD_USERS, RegistryProcess
 from kubelet_sim.sim.seed import push_image, push_index
+from kubelet_sim.sim.tls import TLSMaterial
 
 pytestmark = [pytest.mark.anyio, pytest.mark.registry]
 
@@ -215,3 +218,35 @@ def _blob_data_path(storage: Path, digest: Digest) -> Path:
     assert path.exists(), path
     assert hashlib.sha256(path.read_bytes()).hexdigest() == hexd
     return path
+
+
+async def test_a_401_behind_the_documented_private_ca_layout_stays_a_401(
+    htpasswd_registry: RegistryProcess, tls_material: TLSMaterial, tmp_path: Path
+) -> None:
+    # containerd docs/hosts.md: the CA is set on a [host] table for the server's own URL; the
+    # server line itself (appended last, without the CA) then fails certificate verification.
+    # The answer worth showing is the first host's 401, not the fallback's certificate error.
+    folder = tmp_path / "certs.d" / htpasswd_registry.host
+    folder.mkdir(parents=True)
+    (folder / "hosts.toml").write_text(
+        f'server = "https://{htpasswd_registry.host}"\n\n'
+        f'[host."https://{htpasswd_registry.host}"]\n'
+        f'  ca = "{tls_material.ca_cert}"\n'
+    )
+    alice = Credentials(username="alice", password=HTPASSWD_USERS["alice"])
+    wrong = Credentials(username="alice", password="not-the-password")
+    ref = parse_normalized(f"{htpasswd_registry.host}/private/ca-layout:v1")
+    seeding = tmp_path / "seed.d" / htpasswd_registry.host
+    seeding.mkdir(parents=True)
+    (seeding / "hosts.toml").write_text(
+        f'server = "https://{htpasswd_registry.host}"\nca = "{tls_material.ca_cert}"\n'
+    )
+    async with RegistryClient(hosts_dir=tmp_path / "seed.d") as seeder:
+        await push_image(seeder, ref, build_image("ca-layout", "linux/amd64", (128,)), creds=alice)
+    async with RegistryClient(hosts_dir=tmp_path / "certs.d") as client:
+        assert (await client.resolve_image(ref, creds=alice)).reference == ref
+        for creds in (None, wrong):
+            with pytest.raises(RegistryAuthError) as info:
+                await client.resolve_image(ref, creds=creds)
+            assert info.value.status == 401
+            assert "CERTIFICATE_VERIFY_FAILED" not in str(info.value)

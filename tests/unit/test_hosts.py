@@ -5,9 +5,12 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
+import httpx
 import pytest
 
-from kubelet_sim.errors import ConfigError
+from kubelet_sim.core.reference import parse_normalized
+from kubelet_sim.errors import ConfigError, RegistryNotFoundError
+from kubelet_sim.registry.client import RegistryClient
 from kubelet_sim.registry.hosts import (
     DEFAULT_CAPABILITIES,
     RegistryHost,
@@ -16,6 +19,7 @@ from kubelet_sim.registry.hosts import (
     is_localhost,
     registry_hosts,
 )
+from kubelet_sim.registry.transport import Transport
 
 ALL = DEFAULT_CAPABILITIES
 PULL = frozenset({"pull"})
@@ -505,6 +509,27 @@ def test_dial_timeout_go_durations(text: str, seconds: float, tmp_path: Path) ->
     write_hosts(tmp_path, "r.example", f'dial_timeout = "{text}"\n')
     (host,) = registry_hosts("r.example", tmp_path)
     assert host.dial_timeout == pytest.approx(seconds)
+
+
+@pytest.mark.anyio
+async def test_dial_timeout_is_the_connect_timeout_of_that_host_only(tmp_path: Path) -> None:
+    # docs/hosts.md: "dial_timeout ... a shorter timeout speeds up the fallback to the next host".
+    write_hosts(
+        tmp_path,
+        "r.example",
+        'server = "https://r.example"\n[host."https://mirror.example"]\n  dial_timeout = "2s"\n',
+    )
+    connect: dict[str, float | None] = {}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        connect.setdefault(request.url.host, request.extensions["timeout"]["connect"])
+        return httpx.Response(404)
+
+    http = httpx.AsyncClient(transport=httpx.MockTransport(handler), timeout=30.0)
+    async with RegistryClient(Transport(http=http), hosts_dir=tmp_path) as client:
+        with pytest.raises(RegistryNotFoundError):
+            await client.resolve(parse_normalized("r.example/app:v1"))
+    assert connect == {"mirror.example": 2.0, "r.example": 30.0}
 
 
 @pytest.mark.parametrize(

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from kubelet_sim.core.platforms import (
+    MatchComparer,
     Platform,
     all_platforms,
     default_matcher,
     host_platform,
+    node_matcher,
     normalize,
     only,
     only_strict,
@@ -583,7 +587,7 @@ def test_select_manifest_all_still_skips_attestations() -> None:
 
 
 def test_no_matching_platform_names_wanted_and_offered() -> None:
-    entries = [P("linux", "arm64"), ATTEST, None, P("linux", "arm", "v7")]
+    entries = [P("linux", "arm64"), ATTEST, P("linux", "arm", "v7")]
     with pytest.raises(NoMatchingPlatformError) as info:
         select_manifest(parse_platform("linux/s390x"), entries)
     assert info.value.wanted == "linux/s390x"
@@ -593,8 +597,88 @@ def test_no_matching_platform_names_wanted_and_offered() -> None:
 
 def test_no_matching_platform_with_only_attestations() -> None:
     with pytest.raises(NoMatchingPlatformError) as info:
-        select_manifest(P("linux", "amd64"), [ATTEST, None])
+        select_manifest(P("linux", "amd64"), [ATTEST, ATTEST])
     assert info.value.offered == []
+
+
+# image.go: Manifest keeps children with Platform == nil and sorts them last.
+NO_PLATFORM_CASES = [
+    ("linux/amd64", [None, P("linux", "amd64")], 1, "a-match-beats-no-platform"),
+    ("linux/amd64", [None, P("linux", "arm64")], 0, "no-platform-when-nothing-matches"),
+    ("linux/amd64", [ATTEST, P("linux", "s390x"), None, None], 2, "first-without-platform"),
+    ("linux/amd64", [P("linux", "386"), None], 0, "a-fallback-match-beats-no-platform"),
+]
+
+
+@pytest.mark.parametrize(
+    ("wanted", "entries", "expected"),
+    [pytest.param(w, e, x, id=i) for w, e, x, i in NO_PLATFORM_CASES],
+)
+def test_entries_without_platform_sort_last(
+    wanted: str, entries: list[Platform | None], expected: int
+) -> None:
+    assert select_manifest(parse_platform(wanted), entries) == expected
+
+
+WIN = "windows"
+
+
+@pytest.mark.parametrize(
+    "matcher",
+    [
+        pytest.param(lambda p: only(p), id="only"),
+        pytest.param(lambda p: only_strict(p), id="only-strict"),
+        pytest.param(node_matcher, id="windows-node"),
+    ],
+)
+def test_win32k_feature_matches_plain_windows(matcher: Callable[[Platform], MatchComparer]) -> None:
+    # platforms.go: windowsStripFeaturesMatcher (win32k was not considered by older releases).
+    comparer = matcher(P(WIN, "amd64", "", "10.0.20348"))
+    assert comparer.match(P(WIN, "amd64", "", "10.0.20348.1", ("win32k",)))
+    assert not comparer.match(P(WIN, "amd64", "", "10.0.20348.1", ("win32k", "gpu")))
+    assert not only(P("linux", "amd64")).match(P("linux", "amd64", "", "", ("win32k",)))
+
+
+@pytest.mark.parametrize(
+    ("host_version", "image_version", "expected"),
+    [
+        pytest.param("10.0.26100", "10.0.20348.2", True, id="ws2025-runs-ltsc2022"),
+        pytest.param("10.0.26100.1", "10.0.26100.9", True, id="ws2025-runs-itself"),
+        pytest.param("10.0.26200", "10.0.26100.1", True, id="after-ltsc2025-runs-ltsc2025"),
+        pytest.param("10.0.26200", "10.0.26200.5", True, id="after-ltsc2025-runs-itself"),
+        pytest.param("10.0.26200", "10.0.20348.5", False, id="after-ltsc2025-not-ltsc2022"),
+        pytest.param("10.0.26200", "10.0.26300", False, id="after-ltsc2025-not-newer"),
+        pytest.param("10.0.25398", "10.0.20348", True, id="23h2-runs-ltsc2022"),
+    ],
+)
+def test_windows_hosts_after_ltsc2025(
+    host_version: str, image_version: str, expected: bool
+) -> None:
+    # platform_windows_compat.go: the host runs the latest LTSC before it up to itself.
+    wanted = P(WIN, "amd64", "", host_version)
+    assert node_matcher(wanted).match(P(WIN, "amd64", "", image_version)) is expected
+    assert only(wanted).match(P(WIN, "amd64", "", image_version)) is expected
+
+
+def test_windows_node_prefers_the_newest_compatible_os_version() -> None:
+    # defaults_windows.go: windowsMatchComparer.Less, higher OSVersion first.
+    entries = [
+        P(WIN, "amd64", "", "10.0.20348.2700"),
+        P(WIN, "amd64", "", "10.0.26100.32"),
+        P(WIN, "amd64", "", "10.0.26100.1742"),
+        P(WIN, "amd64", "", "10.0.26200.1"),
+        P("linux", "amd64"),
+    ]
+    assert select_manifest(P(WIN, "amd64", "", "10.0.26100"), entries) == 2
+    assert select_manifest(P(WIN, "amd64", "", "10.0.26200"), entries) == 3
+    assert select_manifest(P(WIN, "amd64", "", "10.0.20348"), entries) == 0
+
+
+def test_a_windows_node_does_not_fall_back_to_386() -> None:
+    # Default() on Windows is the node's own platform, not Only()'s vector.
+    assert not node_matcher(P(WIN, "amd64")).match(P(WIN, "386"))
+    assert only(P(WIN, "amd64")).match(P(WIN, "386"))
+    assert node_matcher(P("linux", "amd64")).match(P("linux", "386"))
 
 
 # --- value type -----------------------------------------------------------------------------

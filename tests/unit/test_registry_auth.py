@@ -11,7 +11,7 @@ import gzip
 import hashlib
 import json
 from collections.abc import AsyncIterator, Callable, Iterator
-from typing import Any
+from typing import Any, cast
 from urllib.parse import parse_qs
 
 import anyio
@@ -23,7 +23,17 @@ import trio.testing
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kubelet_sim.errors import RegistryAuthError, RegistryError, RegistryTransportError
+from kubelet_sim.core.pods import PulledImage
+from kubelet_sim.core.reference import ImageReference, parse_normalized
+from kubelet_sim.engine.manager import cri_error_message
+from kubelet_sim.engine.ports import ProgressFn, ResolvedHook
+from kubelet_sim.errors import (
+    PullReason,
+    RegistryAuthError,
+    RegistryError,
+    RegistryNotFoundError,
+    RegistryTransportError,
+)
 from kubelet_sim.registry.auth import (
     ANONYMOUS,
     MAX_AUTH_BODY,
@@ -42,6 +52,9 @@ from kubelet_sim.registry.auth import (
     send_authorized,
     should_fall_back_to_get,
 )
+from kubelet_sim.registry.client import RegistryClient
+from kubelet_sim.runtime.images import CredentialsFailedError, ImageService
+from kubelet_sim.store import Store
 
 HOST = "registry.example.com"
 REALM = "https://auth.example.com/token"
@@ -1117,3 +1130,59 @@ def test_request_and_token_reprs_hide_secrets() -> None:
     for text in (repr(request), repr(post), repr(token)):
         for secret in (*SECRETS, "tok-SECRET-z"):
             assert secret not in text
+
+
+# --------------------------------------------------------------------------- every credential failed
+# kubelet kuberuntime_image.go: PullImage tries each credential and returns
+# utilerrors.NewAggregate(pullErrs): one distinct message as itself, several as "[e1, e2]".
+
+AGG_REF = parse_normalized("registry.example.com/library/busybox:latest")
+BOB = Credentials(username="bob", password="bob-SECRET-pw")
+
+
+class FailingPulls(ImageService):
+    """An ImageService whose registry pull fails with a scripted error per credential user."""
+
+    def __init__(self, errors: dict[str, RegistryError]) -> None:
+        super().__init__(cast(RegistryClient, None), cast(Store, None))
+        self.errors = errors
+
+    async def _pull(
+        self,
+        ref: ImageReference,
+        runtime_handler: str,
+        creds: Credentials | None,
+        progress: ProgressFn | None,
+        on_resolved: ResolvedHook | None = None,
+    ) -> PulledImage:
+        raise self.errors[creds.username if creds else ""]
+
+
+@pytest.mark.anyio
+async def test_when_every_credential_fails_all_their_errors_are_shown() -> None:
+    denied = RegistryAuthError(
+        "registry refused the credentials (401 after authorizing)", status=401
+    )
+    missing = RegistryNotFoundError("GET .../manifests/latest: manifest unknown", status=404)
+    service = FailingPulls({"alice": denied, "bob": missing})
+    with pytest.raises(CredentialsFailedError) as info:
+        await service.pull_image(AGG_REF, credentials=[USER, BOB])
+    texts = [cri_error_message(AGG_REF, e) for e in (denied, missing)]
+    assert cri_error_message(AGG_REF, info.value) == f"[{texts[0]}, {texts[1]}]"
+    assert info.value.errors == (denied, missing)
+    assert info.value.reason is PullReason.ERR_IMAGE_PULL
+    assert "pa55-SECRET-word" not in str(info.value)
+    assert "bob-SECRET-pw" not in str(info.value)
+
+
+@pytest.mark.anyio
+async def test_identical_credential_errors_read_as_one_typed_error() -> None:
+    denied = RegistryAuthError(
+        "registry refused the credentials (401 after authorizing)", status=401
+    )
+    service = FailingPulls({"alice": denied, "bob": denied})
+    with pytest.raises(RegistryAuthError) as info:
+        await service.pull_image(AGG_REF, credentials=[USER, BOB])
+    assert info.value is denied
+    with pytest.raises(RegistryAuthError):
+        await FailingPulls({"alice": denied}).pull_image(AGG_REF, credentials=[USER])

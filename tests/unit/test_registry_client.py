@@ -16,11 +16,13 @@ import trio.testing
 
 from kubelet_sim.core.credentials import Credentials
 from kubelet_sim.core.digest import Digest
+from kubelet_sim.core.platforms import Platform, parse_platform
 from kubelet_sim.core.reference import parse_normalized
 from kubelet_sim.core.sinks import MemorySink
 from kubelet_sim.errors import (
     DigestMismatchError,
     ManifestError,
+    NoMatchingPlatformError,
     RegistryAuthError,
     RegistryError,
     RegistryNotFoundError,
@@ -31,7 +33,14 @@ from kubelet_sim.registry.auth import AuthManager
 from kubelet_sim.registry.client import RegistryClient
 from kubelet_sim.registry.manifests import Descriptor
 from kubelet_sim.registry.transport import Transport, TransportSettings, parse_retry_after
-from kubelet_sim.sim.images import build_image, random_bytes
+from kubelet_sim.sim.images import (
+    Blob,
+    Image,
+    build_image,
+    build_layer,
+    canonical_json,
+    random_bytes,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -681,3 +690,155 @@ async def test_unusable_redirect_location_is_a_typed_error() -> None:
         with pytest.raises(RegistryTransportError) as info:
             await client.fetch_blob(REF, blob_descriptor(b"x"), MemorySink())
     assert "s3cr3t" not in str(info.value)
+
+
+# --- platform walk (core/images/image.go: Manifest) and foreign layers (fetcher.go) ---------
+
+
+def serving(blobs: dict[str, tuple[str, bytes]], seen: list[httpx.Request]) -> Handler:
+    """A registry that serves ``path suffix -> (media type, bytes)``; anything else is a 404."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        for suffix, (media_type, data) in blobs.items():
+            if request.url.path.endswith(suffix):
+                headers = {
+                    "Content-Type": media_type,
+                    "Docker-Content-Digest": str(Digest.from_bytes(data)),
+                }
+                return httpx.Response(200, headers=headers, content=data)
+        return httpx.Response(404)
+
+    return handler
+
+
+def publish(*blobs: Blob, tag: Blob | None = None) -> dict[str, tuple[str, bytes]]:
+    served = {f"/{b.digest}": (b.media_type, b.data) for b in blobs}
+    if tag is not None:
+        served["/manifests/v1"] = (tag.media_type, tag.data)
+    return served
+
+
+def index_of(*entries: dict[str, object]) -> Blob:
+    return Blob(
+        mt.OCI_INDEX,
+        canonical_json({"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": list(entries)}),
+    )
+
+
+AMD64 = build_image("walk", "linux/amd64", (32,))
+ARM64 = build_image("walk", "linux/arm64", (32,))
+
+
+def image_blobs(*images: Image) -> list[Blob]:
+    return [blob for image in images for blob in (image.manifest, *image.blobs())]
+
+
+async def test_a_nested_index_without_platform_is_followed() -> None:
+    inner = index_of(
+        AMD64.manifest.descriptor(platform=AMD64.platform),
+        ARM64.manifest.descriptor(platform=ARM64.platform),
+    )
+    outer = index_of(inner.descriptor())
+    seen: list[httpx.Request] = []
+    served = publish(inner, outer, *image_blobs(AMD64, ARM64), tag=outer)
+    async with client_for(serving(served, seen)) as client:
+        resolved = await client.resolve_image(REF, parse_platform("linux/arm64"))
+    assert resolved.manifest.digest == ARM64.manifest.digest
+    assert resolved.platform == Platform("linux", "arm64")
+
+
+@pytest.mark.parametrize(
+    ("wanted", "chosen"),
+    [
+        pytest.param("linux/amd64", AMD64, id="config-matches"),
+        pytest.param("linux/arm64", ARM64, id="a-platformed-match-wins"),
+    ],
+)
+async def test_a_manifest_without_platform_is_checked_against_its_config(
+    wanted: str, chosen: Image
+) -> None:
+    top = index_of(AMD64.manifest.descriptor(), ARM64.manifest.descriptor(platform=ARM64.platform))
+    served = publish(top, *image_blobs(AMD64, ARM64), tag=top)
+    async with client_for(serving(served, [])) as client:
+        resolved = await client.resolve_image(REF, parse_platform(wanted))
+    assert resolved.manifest.digest == chosen.manifest.digest
+
+
+async def test_a_manifest_without_platform_whose_config_differs_is_no_match() -> None:
+    top = index_of(ARM64.manifest.descriptor(), AMD64.manifest.descriptor())
+    served = publish(top, *image_blobs(AMD64, ARM64), tag=top)
+    async with client_for(serving(served, [])) as client:
+        # As containerd: only the first entry without platform is looked at.
+        with pytest.raises(NoMatchingPlatformError) as info:
+            await client.resolve_image(REF, parse_platform("linux/amd64"))
+    assert info.value.offered == ["linux/arm64"]
+
+
+FOREIGN = build_layer("foreign", 2048)
+
+
+def foreign_layer(*urls: str) -> Descriptor:
+    return Descriptor(mt.OCI_LAYER_GZIP, FOREIGN.digest, FOREIGN.size, urls=urls)
+
+
+async def test_a_foreign_layer_comes_from_its_urls_without_credentials() -> None:
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        if request.url.host == "foreign.test":
+            if request.url.path == "/gone":
+                return httpx.Response(404)
+            return httpx.Response(200, content=FOREIGN.data)
+        return httpx.Response(404)
+
+    urls = (
+        "ftp://foreign.test/skipped",
+        "https://user:pw@foreign.test/gone",
+        "https://foreign.test/l?sig=1",
+    )
+    sink = MemorySink()
+    async with client_for(handler) as client:
+        await client.fetch_blob(REF, foreign_layer(*urls), sink, Credentials("alice", "pw-SECRET"))
+    assert sink.data == FOREIGN.data
+    assert [(r.url.host, r.url.path) for r in seen] == [
+        ("foreign.test", "/gone"),
+        ("foreign.test", "/l"),
+    ]
+    assert all("authorization" not in r.headers for r in seen)
+
+
+async def test_a_foreign_layer_not_at_its_urls_comes_from_the_registry() -> None:
+    seen: list[httpx.Request] = []
+    served = publish(FOREIGN)
+    async with client_for(serving(served, seen)) as client:
+        sink = MemorySink()
+        await client.fetch_blob(REF, foreign_layer("https://foreign.test/missing"), sink)
+    assert sink.data == FOREIGN.data
+    assert [r.url.host for r in seen] == ["foreign.test", "registry.test"]
+
+
+async def test_a_failing_foreign_url_fails_the_layer_as_containerd_does() -> None:
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(
+            500 if request.url.host == "foreign.test" else 200, content=FOREIGN.data
+        )
+
+    async with client_for(handler) as client:
+        with pytest.raises(RegistryError) as info:
+            await client.fetch_blob(REF, foreign_layer("https://foreign.test/l"), MemorySink())
+    assert info.value.status == 500
+    assert [r.url.host for r in seen] == ["foreign.test"]  # a mirror-like URL: not retried
+
+
+async def test_a_layer_missing_everywhere_says_so_in_containerd_words() -> None:
+    async with client_for(serving({}, [])) as client:
+        with pytest.raises(
+            RegistryNotFoundError, match="could not fetch content descriptor"
+        ) as info:
+            await client.fetch_blob(REF, blob_descriptor(b"nowhere"), MemorySink())
+    assert info.value.status == 404
