@@ -157,6 +157,8 @@ def _load_folder(folder: Path) -> list[_HostConfig]:
         raise ConfigError(str(file), None, "not UTF-8 text") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(str(file), None, f"invalid TOML: {exc}") from exc
+    except RecursionError:  # tomllib recurses once per nested array or table
+        raise ConfigError(str(file), None, "invalid TOML: nested too deeply") from None
     return _parse_hosts_file(file, data)
 
 
@@ -255,7 +257,10 @@ def _parse_server(
 ) -> _HostConfig:
     if not server.startswith("http") and "://" not in server:
         server = "https://" + server
-    parts = urlsplit(server)
+    try:
+        parts = urlsplit(server)
+    except ValueError:  # "http://[::1": an unclosed IPv6 literal
+        raise fail(key, f"not an http(s) URL: {_without_userinfo(server)!r}") from None
     netloc = _without_userinfo(parts.netloc)
     try:
         valid = parts.scheme in ("http", "https") and bool(parts.hostname) and parts.port != 0

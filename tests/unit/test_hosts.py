@@ -450,6 +450,9 @@ MALFORMED = [
     ('dial_timeout = "3"\n', "dial_timeout", "missing unit"),
     ("dial_timeout = 3\n", "dial_timeout", "duration string"),
     ("server = \n", None, "invalid TOML"),
+    ('server = "http://[::1"\n', "server", "not an http(s) URL"),
+    ('[host."http://[::1"]\n  capabilities = ["pull"]\n', 'host."http://[::1"', "not an http"),
+    ("x = " + "[" * 3000 + "]" * 3000 + "\n", None, "invalid TOML: nested too deeply"),
 ]
 
 
