@@ -139,7 +139,7 @@ class Daemon:
         return [views.pod_summary(p, self._pod_state(p)) for p in self._pod_keys().values()]
 
     def pod(self, namespace: str, name: str) -> dict[str, Any] | None:
-        pod = self._pod_keys().get((namespace, name))
+        pod = self.static.get(namespace, name) or self.objects.get_pod(namespace, name)
         if pod is None:
             return None
         assert self.node is not None

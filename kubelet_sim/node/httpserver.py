@@ -233,22 +233,17 @@ class HTTPServer:
     async def _read_request(
         self, conn: h11.Connection, stream: anyio.abc.SocketStream, state: _Open
     ) -> Request | None:
-        head: h11.Request | None = None
-        body = bytearray()
         state.idle_since = anyio.current_time()  # until the first bytes of a request arrive
         try:
-            return await self._read_request_within_deadline(conn, stream, state, head, body)
+            return await self._read_request_within_deadline(conn, stream, state)
         finally:
             state.idle_since = None
 
     async def _read_request_within_deadline(
-        self,
-        conn: h11.Connection,
-        stream: anyio.abc.SocketStream,
-        state: _Open,
-        head: h11.Request | None,
-        body: bytearray,
+        self, conn: h11.Connection, stream: anyio.abc.SocketStream, state: _Open
     ) -> Request | None:
+        head: h11.Request | None = None
+        body = bytearray()
         with anyio.fail_after(self.read_timeout):
             while True:
                 try:

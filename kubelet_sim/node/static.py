@@ -64,9 +64,17 @@ class StaticPods:
     def __init__(self, node_name: str) -> None:
         self.node_name = node_name
         self._files: dict[Path, _File] = {}
+        self._pods: dict[PodKey, Pod] = {}
 
-    def pods(self) -> dict[PodKey, Pod]:
-        """Every static pod by (namespace, name)."""
+    def pods(self) -> Mapping[PodKey, Pod]:
+        """Every static pod by (namespace, name), as of the last :meth:`update`."""
+        return self._pods
+
+    def get(self, namespace: str, name: str) -> Pod | None:
+        return self._pods.get((namespace, name))
+
+    def _merge(self) -> dict[PodKey, Pod]:
+        """The files' pods in file-name order; a pod a later file repeats is logged and skipped."""
         out: dict[PodKey, Pod] = {}
         for file in sorted(self._files):
             for key, pod in self._files[file].pods.items():
@@ -75,9 +83,6 @@ class StaticPods:
                     continue
                 out[key] = pod
         return out
-
-    def get(self, namespace: str, name: str) -> Pod | None:
-        return self.pods().get((namespace, name))
 
     def update(self, contents: Mapping[Path, bytes]) -> bool:
         """Take the folder's current files; True when any static pod was added, changed or
@@ -98,6 +103,8 @@ class StaticPods:
             changed |= known is None or known.pods != pods
             self._files[file] = _File(digest, pods)
             log.info("static.applied", file=str(file), pods=len(pods))
+        if changed:
+            self._pods = self._merge()
         return changed
 
     def _parse(self, file: Path, data: bytes) -> dict[PodKey, Pod] | None:
