@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import math
 import os
 from pathlib import Path
 from types import MappingProxyType
@@ -190,15 +191,29 @@ def _bounded(doc: Located, path: str, value: Any) -> SizeDistribution:
     return size
 
 
+def _seed_estimate(size: SizeDistribution) -> int:
+    if size.kind is SizeKind.LOGNORMAL:
+        return min(size.high, int(size.median * math.exp(3.1 * size.sigma)))
+    return size.largest
+
+
 def _check_seed_bytes(
     doc: Located, bases: tuple[BaseImage, ...], images: tuple[ImageSpec, ...]
 ) -> None:
-    """Refuse a workload whose images could add up to more than MAX_SEED_BYTES of layers."""
-    base_bytes = {b.name: sum(g.count * g.size.largest for g in b.layers) for b in bases}
-    total = sum(base_bytes.values())
+    """Refuse a workload whose images could add up to more than MAX_SEED_BYTES of layers, each
+    counted at its largest (a log-normal one at its 99.9th percentile, since its clamp is only a
+    safety bound): every repository x tag x platform has its own layers, a base has one
+    set per platform (as the generator builds them)."""
+
+    def layer_bytes(groups: tuple[LayerGroup, ...]) -> int:
+        return sum(g.count * _seed_estimate(g.size) for g in groups)
+
+    base_bytes = {b.name: layer_bytes(b.layers) for b in bases}
+    base_platforms = {(s.base, p) for s in images if s.base is not None for p in s.platforms}
+    total = sum(base_bytes[name] for name, _ in base_platforms)
     for spec in images:
-        own = sum(g.count * g.size.largest for g in spec.layers)
-        total += own * spec.count * len(spec.platforms) * max(1, len(spec.tags))
+        own = layer_bytes(spec.layers)
+        total += own * spec.count * len(spec.platforms) * len(spec.tags)
     if total > MAX_SEED_BYTES:
         doc.fail("images", f"seeding could write {human(total)} of layers; at most "
                  f"{human(MAX_SEED_BYTES)}")  # fmt: skip

@@ -113,3 +113,12 @@ def test_a_trace_with_more_arrivals_than_a_workload_may_have_is_refused(tmp_path
     with pytest.raises(ConfigError, match="more than 1,000,000 arrivals") as info:
         read_trace(trace)
     assert info.value.file == f"{trace}:2"
+
+
+def test_log_normal_layers_count_toward_seed_bytes_by_their_percentile_not_their_clamp() -> None:
+    # 1,000 repositories x 10 layers around 10 MiB: about 100 GiB, not 1,000 x 10 x 16 GiB.
+    layers = "[{count: 10, size: {lognormal: {median: 10MiB, sigma: 0.5}}}]"
+    parsed = parse_workload(workload(layers=layers, image_count=1_000), "w.yaml")
+    assert parsed.images[0].count == 1_000
+    with pytest.raises(ConfigError, match="seeding could write"):
+        parse_workload(workload(layers=layers.replace("10MiB", "1GiB"), image_count=1_000), "w")
