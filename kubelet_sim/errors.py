@@ -126,6 +126,14 @@ class RegistryNotFoundError(RegistryError):
     """The repository, manifest or blob does not exist."""
 
 
+class BlobNotFoundError(RegistryNotFoundError):
+    """A blob (config or layer) the manifest lists that no host would serve.
+
+    The reference itself resolved; containerd reports these from its fetcher (``could not fetch
+    content descriptor ... from remote: not found``), never as "failed to resolve reference".
+    """
+
+
 class RegistryTransportError(RegistryError):
     """Connection failures, timeouts and stalls that outlived the retries."""
 

@@ -34,6 +34,7 @@ from kubelet_sim.engine.ports import (
 )
 from kubelet_sim.engine.pullers import ImagePuller, PullJob
 from kubelet_sim.errors import (
+    BlobNotFoundError,
     InvalidImageNameError,
     KubeletSimError,
     PullError,
@@ -285,6 +286,12 @@ def cri_error_message(ref: ImageReference, error: BaseException) -> str:
     if isinstance(error, PullError):
         return error.message
     prefix = f'failed to pull and unpack image "{ref}"'
+    if isinstance(error, BlobNotFoundError):
+        # The reference resolved; a blob it lists is missing (containerd's fetcher).
+        return (
+            f"rpc error: code = NotFound desc = {prefix}: failed to copy: httpReadSeeker: "
+            f"failed open: {error.message}"
+        )
     if isinstance(error, RegistryNotFoundError):
         return (
             f"rpc error: code = NotFound desc = {prefix}: "

@@ -42,6 +42,7 @@ from kubelet_sim.core.platforms import (
 from kubelet_sim.core.reference import ImageReference
 from kubelet_sim.core.sinks import BlobSink
 from kubelet_sim.errors import (
+    BlobNotFoundError,
     DigestMismatchError,
     InvalidDigestError,
     ManifestError,
@@ -357,7 +358,10 @@ class RegistryClient:
                 )
                 return answer.body
 
-            raw = await self._on_hosts(ref, "pull", creds, on_host)
+            try:
+                raw = await self._on_hosts(ref, "pull", creds, on_host)
+            except RegistryNotFoundError as exc:
+                raise _blob_not_found(desc, exc) from exc
         if len(raw) != desc.size:
             raise DigestMismatchError(
                 f"size {desc.size}", f"size {len(raw)}", what=f"config {desc.digest}"
@@ -398,12 +402,7 @@ class RegistryClient:
                         ),
                     )
                 except RegistryNotFoundError as exc:
-                    raise RegistryNotFoundError(
-                        f"could not fetch content descriptor {desc.digest} ({desc.media_type}) "
-                        f"from remote: not found: {exc.message}",
-                        code=exc.code,
-                        status=exc.status,
-                    ) from exc
+                    raise _blob_not_found(desc, exc) from exc
             await sink.commit(desc.digest, desc.size)
         except BaseException:
             with anyio.CancelScope(shield=True):
@@ -492,3 +491,13 @@ def _sniff_media_type(raw: bytes) -> str:
         return parse_manifest(raw, None, Digest.from_bytes(raw)).media_type
     except RegistryError:
         return ""
+
+
+def _blob_not_found(desc: Descriptor, exc: RegistryNotFoundError) -> BlobNotFoundError:
+    """containerd's words for a listed blob that no host serves (``remotes/docker/fetcher.go``)."""
+    return BlobNotFoundError(
+        f"could not fetch content descriptor {desc.digest} ({desc.media_type}) "
+        f"from remote: not found: {exc.message}",
+        code=exc.code,
+        status=exc.status,
+    )

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import TypeAlias, TypeVar
 from urllib.parse import urlsplit
 
+import anyio
 import httpx
 import structlog
 
@@ -33,6 +34,9 @@ ProgressFn = Callable[[Descriptor, int], None]
 """Called with a blob's descriptor and the bytes received so far."""
 
 MAX_NO_PROGRESS_RETRIES = 3
+
+PROGRESS_INTERVAL = 0.05
+"""Seconds (event-loop clock) between progress reports while bytes arrive between large writes."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,6 +180,9 @@ class LayerStreamer:
         encoded = response.headers.get("content-encoding", "identity") != "identity"
         # aiter_bytes: decoded, or the body httpx already holds (a transport that read it).
         whole = encoded or response.is_stream_consumed
+        # Bytes held in ``pending`` count as received: a bar moves with the socket, not with
+        # the large writes (a slow layer would otherwise sit still for a whole write's worth).
+        next_report = anyio.current_time() + PROGRESS_INTERVAL
         with translate_errors(f"GET {redact_url(response.url)}"):
             async for chunk in response.aiter_bytes() if whole else response.aiter_raw():
                 if len(chunk) > desc.size - sink.written - len(pending):
@@ -187,6 +194,9 @@ class LayerStreamer:
                 pending += chunk
                 if len(pending) >= self.read_chunk_size:
                     await self._flush(pending, sink, desc, progress)
+                elif progress is not None and (now := anyio.current_time()) >= next_report:
+                    next_report = now + PROGRESS_INTERVAL
+                    progress(desc, sink.written + len(pending))
         await self._flush(pending, sink, desc, progress)
 
     @staticmethod

@@ -315,6 +315,6 @@ def _platform_string(resolved: ResolvedImage, wanted: Platform) -> str:
     try:
         doc = json.loads(resolved.config)
         declared = Platform.from_oci(doc) if isinstance(doc, dict) else None
-    except (ValueError, PlatformError):
+    except (ValueError, RecursionError, PlatformError):
         declared = None
     return str(declared or wanted)

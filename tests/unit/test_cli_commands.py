@@ -199,3 +199,33 @@ def test_a_reader_that_goes_away_ends_the_command_quietly(argv: list[str], tmp_p
         os.close(write_end)
     assert "Traceback" not in done.stderr, done.stderr
     assert done.returncode == 128 + signal.SIGPIPE
+
+
+def test_pull_progress_shows_a_live_rate_in_the_same_units_as_the_sizes() -> None:
+    import io
+    import re
+    import time
+
+    from rich.console import Console
+
+    from kubelet_sim.cli.commands.pull import progress_bars
+    from kubelet_sim.core.digest import Digest
+    from kubelet_sim.registry.manifests import Descriptor
+
+    layer = Descriptor("application/vnd.oci.image.layer.v1.tar", Digest.from_bytes(b"x"), 10**7)
+    out = io.StringIO()
+    console = Console(file=out, width=160, color_system=None)
+    bars, on_progress = progress_bars(console)
+    for received in range(1, 6):  # five reports 20 ms apart, the layer still arriving
+        on_progress("img", layer, received * 100_000)
+        time.sleep(0.02)
+    task = bars.tasks[0]
+    assert not task.finished
+    assert task.speed is not None
+    assert task.speed > 0
+    console.print(bars.make_tasks_table(bars.tasks))
+    line = out.getvalue()
+    assert "?" not in line  # neither the rate nor the time left is unknown
+    assert re.search(r"0\.5/10\.0 MB [\d.]+ MB/s", line), line
+    assert "MiB" not in line
+    assert "KiB" not in line

@@ -6,6 +6,7 @@ through a ``respx.Router`` (every request must match a route).
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import AsyncIterator, Callable
 
 import anyio
@@ -842,3 +843,42 @@ async def test_a_layer_missing_everywhere_says_so_in_containerd_words() -> None:
         ) as info:
             await client.fetch_blob(REF, blob_descriptor(b"nowhere"), MemorySink())
     assert info.value.status == 404
+
+
+class DrippingStream(httpx.AsyncByteStream):
+    """Yields ``data`` in ``piece``-byte chunks ``every`` seconds apart: a slow layer."""
+
+    def __init__(self, data: bytes, piece: int, every: float) -> None:
+        self.data, self.piece, self.every = data, piece, every
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        for start in range(0, len(self.data), self.piece):
+            await anyio.sleep(self.every)
+            yield self.data[start : start + self.piece]
+
+
+async def test_a_slow_layer_reports_progress_more_than_ten_times_a_second() -> None:
+    # 48 KiB a second: far below one large write (1 MiB), so progress once per write would
+    # not move at all until the layer ends.
+    data = random_bytes("drip", 48 * 1024)
+    reports: list[tuple[float, int]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, stream=DrippingStream(data, 1024, 1 / 48))
+
+    sink = MemorySink()
+    async with client_for(handler) as client:
+        await client.fetch_blob(
+            REF,
+            blob_descriptor(data),
+            sink,
+            progress=lambda _desc, got: reports.append((anyio.current_time(), got)),
+        )
+    assert sink.data == data
+    received = [got for _, got in reports]
+    assert received == sorted(received)
+    assert received[-1] == len(data)
+    span = reports[-1][0] - reports[0][0]
+    assert len(reports) >= 10 * span
+    assert len(reports) >= 10
+    assert max(b - a for (a, _), (b, _) in itertools.pairwise(reports)) < 0.2

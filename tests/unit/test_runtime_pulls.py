@@ -20,9 +20,13 @@ import pytest
 from kubelet_sim.core.digest import Digest
 from kubelet_sim.core.platforms import parse_platform
 from kubelet_sim.core.reference import parse_normalized
+from kubelet_sim.engine.manager import cri_error_message
 from kubelet_sim.errors import (
+    BlobNotFoundError,
+    KubeletSimError,
     ManifestError,
     NotAnImageError,
+    RegistryNotFoundError,
     RegistryTransportError,
     StoreFullError,
 )
@@ -347,3 +351,49 @@ async def test_an_image_without_layers_is_an_image(registry: FakeRegistry, tmp_p
     async with service(registry, tmp_path / "store") as images:
         pulled = await images.pull_image(parse_normalized(f"{NAME}:v1"))
         assert pulled.image_ref == str(config.digest)
+
+
+# -- 10: a blob the manifest lists is missing ------------------------------------------------
+
+
+@pytest.mark.parametrize("missing", ["config", "layer"])
+async def test_a_missing_blob_is_not_worded_as_an_unresolvable_reference(
+    registry: FakeRegistry, tmp_path: Path, missing: str
+) -> None:
+    image = build_image("gone", "linux/amd64", (1000,))
+    registry.push("v1", image)
+    gone = image.config if missing == "config" else image.layers[0]
+    del registry.blobs[str(gone.digest)]
+    ref = parse_normalized(f"{NAME}:v1")
+    async with service(registry, tmp_path / "store") as images:
+        with pytest.raises(BlobNotFoundError) as caught:
+            await images.pull_image(ref)
+    text = cri_error_message(ref, caught.value)
+    assert text.startswith("rpc error: code = NotFound desc = failed to pull and unpack image")
+    assert f"could not fetch content descriptor {gone.digest} ({gone.media_type})" in text
+    assert "failed to resolve reference" not in text
+    # The reference itself resolved: a missing tag still reads as containerd words it.
+    with pytest.raises(RegistryNotFoundError) as unknown:
+        async with service(registry, tmp_path / "store") as images:
+            await images.pull_image(parse_normalized(f"{NAME}:nope"))
+    assert not isinstance(unknown.value, BlobNotFoundError)
+    assert "failed to resolve reference" in cri_error_message(ref, unknown.value)
+
+
+async def test_a_config_nested_past_the_recursion_limit_is_refused_not_a_crash(
+    registry: FakeRegistry, tmp_path: Path
+) -> None:
+    deep = b'{"architecture":"amd64","os":"linux","x":' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    config = Blob(mt.OCI_CONFIG, deep)
+    doc = {
+        "schemaVersion": 2,
+        "mediaType": mt.OCI_MANIFEST,
+        "config": config.descriptor(),
+        "layers": [],
+    }
+    registry.blobs[str(config.digest)] = config.data
+    registry.put_manifest("v1", Blob(mt.OCI_MANIFEST, json.dumps(doc).encode()))
+    async with service(registry, tmp_path / "store") as images:
+        with pytest.raises(KubeletSimError) as caught:
+            await images.pull_image(parse_normalized(f"{NAME}:v1"))
+    assert str(config.digest) in str(caught.value)

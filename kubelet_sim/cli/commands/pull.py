@@ -169,14 +169,26 @@ def _progress(enabled: bool) -> Iterator[ProgressFn | None]:
         with nullcontext():
             yield None
         return
+    bars, on_progress = progress_bars(Console(stderr=True))
+    with bars:
+        yield on_progress
+
+
+def progress_bars(console: Console) -> tuple[Progress, ProgressFn]:
+    """One bar per blob: bytes, live rate and time left, all in decimal units as crictl prints.
+
+    The registry client reports a blob's progress at least 20 times a second while bytes
+    arrive, so the rate is live from the first report, not ``?`` until the blob ends.
+    """
     bars = Progress(
         TextColumn("{task.description}"),
         BarColumn(),
-        DownloadColumn(),
+        DownloadColumn(binary_units=False),
         TransferSpeedColumn(),
         TimeRemainingColumn(),
-        console=Console(stderr=True),
+        console=console,
         transient=False,
+        speed_estimate_period=5.0,
     )
     tasks: dict[str, TaskID] = {}
 
@@ -186,5 +198,4 @@ def _progress(enabled: bool) -> Iterator[ProgressFn | None]:
             tasks[key] = bars.add_task(short_digest(key), total=desc.size)
         bars.update(tasks[key], completed=received)
 
-    with bars:
-        yield on_progress
+    return bars, on_progress
