@@ -9,11 +9,12 @@ the daemon) and ``bench`` (one node per simulated kubelet). So the wiring exists
   puller, serial or parallel puller, image manager, pod workers; metrics and events injected.
 
 What a caller may swap is a :class:`NodeParts` field (event recorder, metrics, clock, an already
-open store, the registry transport, the object store the pull secrets come from); what it may tune
-is a :class:`NodeOptions` field (the kubelet's flags). The bench and virtual time swap parts; they
-never wire a second node. A node owns a task group that runs the serial puller's worker and the
-engine's dispatcher; leaving :meth:`Node.running` cancels both, and every in-flight pull with them
-(the store aborts its temp files).
+open store, durable or a :class:`~kubelet_sim.store.MemoryStore`, the registry transport, the
+object store the pull secrets come from); what it may tune is a :class:`NodeOptions` field (the
+kubelet's flags). The bench and virtual time swap parts; they never wire a second node. A node
+owns a task group that runs the serial puller's worker and the engine's dispatcher; leaving
+:meth:`Node.running` cancels both, and every in-flight pull with them (the store aborts its temp
+files).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import Protocol
 
 import anyio
+import anyio.abc
 from prometheus_client import CollectorRegistry
 
 from kubelet_sim.config.kubelet import KubeletConfiguration
@@ -51,7 +53,7 @@ from kubelet_sim.node.paths import NodePaths
 from kubelet_sim.registry.client import ClientSettings, RegistryClient
 from kubelet_sim.registry.transport import RequestObserver, Transport, TransportSettings
 from kubelet_sim.runtime.images import ImageService
-from kubelet_sim.store import Store
+from kubelet_sim.store import NodeStore, Store
 from kubelet_sim.telemetry.events import EventRecorder
 from kubelet_sim.telemetry.metrics import PullMetrics
 
@@ -113,8 +115,9 @@ class NodeParts:
     """Default: :class:`PullMetrics` on :attr:`metrics_registry`."""
     metrics_registry: CollectorRegistry = field(default_factory=CollectorRegistry)
     credential_metrics: CredentialMetrics | None = None
-    store: Store | None = None
-    """An open store to use (the caller closes it); default: open ``paths.store``."""
+    store: NodeStore | None = None
+    """An open store to use, durable or in memory (the caller closes it); default: open the
+    durable store at ``paths.store``."""
     transport: Transport | None = None
     """The registry transport, closed with the node (default: a new one observed by the metrics)."""
     secrets: SecretGetter | None = None
@@ -136,8 +139,11 @@ class Node:
     manager: ImageManager
     engine: PullEngine
     store: Store | None = None
+    """The durable store, when the node runs on one (what the daemon's GC and listing use)."""
     client: RegistryClient | None = None
     platform: Platform | None = None
+    image_store: NodeStore | None = None
+    """The store the node pulls into: :attr:`store`, or a memory store (a bench node)."""
 
     @classmethod
     def build(
@@ -147,7 +153,7 @@ class Node:
         recorder: EventRecorder,
         metrics: NodeMetrics,
         *,
-        store: Store | None = None,
+        store: NodeStore | None = None,
         client: RegistryClient | None = None,
         platform: Platform | None = None,
         credentials: CredentialLookup = anonymous,
@@ -184,9 +190,10 @@ class Node:
             clock=clock,
         )
         engine = PullEngine(manager, recorder, settings=settings, clock=clock, on_sync=on_sync)
+        durable = store if isinstance(store, Store) else None
         return cls(
             config, service, recorder, metrics, runner, puller, manager, engine,
-            store, client, platform,
+            durable, client, platform, store,
         )  # fmt: skip
 
     @asynccontextmanager
@@ -200,6 +207,23 @@ class Node:
                 yield self
             finally:
                 tg.cancel_scope.cancel()
+
+    async def serve(
+        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Run the puller worker and the engine dispatcher as one task, until cancelled.
+
+        For many nodes in one event loop: started side by side in one task group, each node's
+        tasks sit two cancel scopes deep. Entering :meth:`running` for node after node nests
+        every node's scopes inside the previous one's, and each checkpoint walks that chain
+        (quadratic in the number of nodes: at 1,000 nodes most of the CPU).
+        """
+        async with anyio.create_task_group() as tg:
+            if isinstance(self.puller, SerialPuller):
+                await tg.start(self.puller.run)
+            await tg.start(self.engine.run)
+            task_status.started()
+            await anyio.sleep_forever()
 
     @property
     def peak_in_flight(self) -> int:
@@ -225,7 +249,7 @@ async def open_node(
     metrics = parts.metrics or PullMetrics(parts.metrics_registry)
     platform = options.platform or host_platform()
     async with AsyncExitStack() as stack:
-        store = parts.store
+        store: NodeStore | None = parts.store
         if store is None:
             paths.check_layout()
             store = await stack.enter_async_context(
@@ -272,11 +296,11 @@ async def open_node(
 
 
 @asynccontextmanager
-async def quiet_image_service(node: Node) -> AsyncIterator[ImageService]:
+async def quiet_image_service(node: Node) -> AsyncIterator[ImageService[NodeStore]]:
     """The node's image service without its metrics, events or progress (pre-pulls before a
     measured run): the same store, platform, ``hosts.toml`` and client settings."""
-    if node.store is None or node.client is None:
+    if node.image_store is None or node.client is None:
         raise TypeError("quiet_image_service needs a node built by open_node")
     client = RegistryClient(hosts_dir=node.client.hosts_dir, settings=node.client.settings)
     async with client:
-        yield ImageService(client, node.store, platform=node.platform or host_platform())
+        yield ImageService(client, node.image_store, platform=node.platform or host_platform())

@@ -23,8 +23,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 from collections.abc import Callable, Sequence
 from functools import partial
+from typing import Generic
 
 import structlog
 
@@ -48,9 +50,18 @@ from kubelet_sim.errors import (
 from kubelet_sim.registry import mediatypes as mt
 from kubelet_sim.registry.client import RegistryClient, ResolvedImage, for_each_layer
 from kubelet_sim.registry.manifests import Descriptor, ImageIndex, ImageManifest
-from kubelet_sim.store import ImageRecord, Store
+from kubelet_sim.store import ImageRecord, NodeStore, Store
+
+if sys.version_info >= (3, 13):
+    from typing import TypeVar
+else:  # PEP 696 type-variable defaults (typing_extensions comes with anyio before 3.13)
+    from typing_extensions import TypeVar
 
 log = structlog.get_logger(__name__)
+
+StoreT = TypeVar("StoreT", bound=NodeStore, default=Store)
+"""The store an :class:`ImageService` pulls into: the durable :class:`Store` unless told
+otherwise (``ImageService[NodeStore]`` for a node that may run on a ``MemoryStore``)."""
 
 DedupKey = tuple[str, str, str]
 """(image reference, runtime handler, credential fingerprint)."""
@@ -82,7 +93,7 @@ class StoreFirstClient(RegistryClient):
     type checks, exactly as content from the registry does.
     """
 
-    def __init__(self, client: RegistryClient, store: Store) -> None:
+    def __init__(self, client: RegistryClient, store: NodeStore) -> None:
         super().__init__(client.transport, hosts_dir=client.hosts_dir, settings=client.settings)
         self._store = store
 
@@ -112,19 +123,19 @@ class StoreFirstClient(RegistryClient):
         return dataclasses.replace(desc, data=data)
 
 
-class ImageService:
+class ImageService(Generic[StoreT]):
     """Pulls images into a store through a registry client, for one node (one platform)."""
 
     def __init__(
         self,
         client: RegistryClient,
-        store: Store,
+        store: StoreT,
         *,
         platform: Platform | None = None,
         bytes_observer: Callable[[int], None] | None = None,
     ) -> None:
         self.client = client
-        self.store = store
+        self.store: StoreT = store
         self.platform = platform or host_platform()
         self._bytes_observer = bytes_observer
         self._pulls: SingleFlight[DedupKey, PulledImage] = SingleFlight()

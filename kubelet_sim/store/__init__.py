@@ -2,13 +2,17 @@
 
 Layout under the root: ``blobs/<alg>/<hex>``, ``tmp/`` (writes in progress, resumable ingests),
 ``quarantine/``, ``store.db`` (WAL) and ``lock`` (one writer at a time; readers need none). See
-:class:`Store` for the operations.
+:class:`Store` for the operations. :class:`MemoryStore` is the light store of simulated nodes
+(in memory, every byte verified, nothing on disk); both satisfy :class:`NodeStore`, what a node
+needs from its store.
 """
 
 from kubelet_sim.store.blobs import FLUSH_BYTES, BlobWriter, FileOpener, WritableFile
 from kubelet_sim.store.content import ContentStore
 from kubelet_sim.store.fsck import FsckReport, fsck
 from kubelet_sim.store.gc import FreedImage, GCEvent, GCPolicy, GCReason, GCResult, garbage_collect
+from kubelet_sim.store.memory import HashingSink, MemoryStore
+from kubelet_sim.store.port import NodeStore
 from kubelet_sim.store.records import (
     BlobRef,
     CredentialIdentity,
@@ -35,9 +39,12 @@ __all__ = [
     "GCPolicy",
     "GCReason",
     "GCResult",
+    "HashingSink",
     "ImageInspection",
     "ImageKey",
     "ImageRecord",
+    "MemoryStore",
+    "NodeStore",
     "Removal",
     "SizedDigest",
     "Store",
