@@ -69,6 +69,7 @@ class RegistryConfig:
     token: TokenAuthConfig | None = None
     redirect_baseurl: str | None = None
     delete_enabled: bool = True
+    access_log: bool = False  # one combined-log line per request in the process log
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -93,7 +94,7 @@ class RegistryConfig:
             http["tls"] = tls
         config: dict[str, Any] = {
             "version": 0.1,
-            "log": {"level": "warn", "accesslog": {"disabled": True}},
+            "log": {"level": "warn", "accesslog": {"disabled": not self.access_log}},
             "storage": storage,
             "http": http,
         }
@@ -214,6 +215,14 @@ class RegistryProcess:
             time.sleep(0.05)
         self.stop()
         raise RegistryUnavailableError(f"registry not ready after {timeout}s: {self._log_tail()}")
+
+    def access_log(self) -> list[str]:
+        """The requests the registry logged so far (``access_log=True``), one line each."""
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return []
+        return [line for line in text.splitlines() if '"' in line and " HTTP/1." in line]
 
     def _log_tail(self) -> str:
         try:

@@ -15,6 +15,8 @@ from typing import Any
 from kubelet_sim.errors import ConfigError
 from kubelet_sim.workloads.report import SCHEMA
 
+COMPARABLE = ("kubelet-sim/bench-report/v1", SCHEMA)  # v2 added health and shards
+
 
 @dataclass(frozen=True, slots=True)
 class CompareRow:
@@ -62,7 +64,7 @@ def load_report(path: Path) -> dict[str, Any]:
         raise ConfigError(str(path), None, "not a bench report: JSON nested too deeply") from None
     except ValueError as exc:
         raise ConfigError(str(path), None, f"not a readable JSON report: {exc}") from None
-    if not isinstance(doc, dict) or doc.get("schema") != SCHEMA:
+    if not isinstance(doc, dict) or doc.get("schema") not in COMPARABLE:
         raise ConfigError(str(path), "schema", f"not a kubelet-sim bench report ({SCHEMA})")
     _check_figures(doc, str(path))
     return doc

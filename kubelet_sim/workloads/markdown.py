@@ -28,8 +28,13 @@ PLOTS = (
 
 GLOSSARY = (
     ("time to images ready", "per pod, from its arrival (submission to the node) until every "
-     "init and app container image was present; percentiles over pods that got there"),
-    ("makespan", "from the first pod's arrival to the last pod's images being ready"),
+     "init and app container image was present; percentiles over every pod, those that never got "
+     "there counted as slowest (\"not ready\": the percentile fell among them)"),
+    ("makespan", "from the first pod's arrival to the last pod's images being ready (none when "
+     "some pod never got there)"),
+    ("simulator health", "event-loop lag (how late a 20 ms heartbeat woke), dispatch delay (a "
+     "pull's start to its first registry request), CPU per process, and the client-side share "
+     "of the pulls' time; above 10 % the figures describe the simulator more than the registry"),
     ("arrival lag", "how late the bench submitted pods against their planned arrival times; "
      "more than a few milliseconds means this machine could not keep up with the workload and "
      "the latencies include the simulator's own queueing"),
@@ -50,8 +55,16 @@ GLOSSARY = (
 
 def _s(value: float | None, unit: str = "s") -> str:
     if value is None:
-        return "–"
+        return "not ready"
     return f"{value:.3f} {unit}" if value < 10 else f"{value:.1f} {unit}"
+
+
+def _ms(value: float | None) -> str:
+    return "–" if value is None else f"{value:.1f} ms"
+
+
+def _pct(value: float | None) -> str:
+    return "–" if value is None else f"{value:.1%}"
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> list[str]:
@@ -93,6 +106,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         "",
     ]
     res = s["resources"]
+    h = s["health"]
     requests = ", ".join(f"{k}: {v}" for k, v in s["registry_requests_by_status"].items()) or "none"
     lines += _table(
         ("figure", "value"),
@@ -102,6 +116,10 @@ def render_markdown(report: dict[str, Any]) -> str:
              " / ".join(_s(ttr[k]) for k in ("p50", "p90", "p99", "max"))),
             ("makespan", _s(s["makespan"])),
             ("arrival lag max (simulator health)", _s(s["arrival_lag"]["max"])),
+            ("simulator: loop lag p99 / dispatch p50 / client share",
+             f"{_ms(h['loop_lag']['p99_ms'])} / {_ms(h['dispatch_delay']['p50_ms'])} / "
+             f"{_pct(h['client_wait_share'])}"),
+            ("processes (shards)", res.get("processes", 1)),
             ("pulls (failed)", f"{s['pulls']} ({s['pull_errors']})"),
             ("registry pulls / shared", f"{s['registry_pulls']} / {s['shared_pulls']}"),
             ("cache hits", s["cache_hits"]),
@@ -115,6 +133,8 @@ def render_markdown(report: dict[str, Any]) -> str:
             ("peak memory (RSS)", f"{res['peak_rss_mib']:.0f} MiB"),
         ],
     )  # fmt: skip
+    for warning in h["warnings"]:
+        lines += [f"**Warning:** {warning}.", ""]
     if s["waiting_reasons"]:
         lines += ["Containers still waiting at the end, by reason: " + ", ".join(
             f"{k} ({v})" for k, v in s["waiting_reasons"].items()) + ".", ""]  # fmt: skip

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from kubelet_sim.engine.ports import Layer
 from kubelet_sim.telemetry.events import Event, EventReason, EventRecorder, EventType, ObjectRef
 from kubelet_sim.telemetry.metrics import PullMetrics
+from kubelet_sim.workloads.health import CURRENT_PULL, PullTrace
 
 SLOT = 0.1  # seconds per bin of the bytes-over-time series
 
@@ -28,6 +29,9 @@ class PullSpan:
     end: float
     size: int
     error: bool
+    dispatch: float | None = None  # seconds from the start to the first registry request
+    requests: int = 0  # registry requests the pull made
+    request_seconds: float = 0.0  # their durations, summed (request sent to answer's headers)
 
 
 @dataclass(slots=True)
@@ -97,11 +101,20 @@ class NodeObserver:
         self.metrics.runtime_operation(operation_type, duration, error)
 
     def pull_started(self) -> None:
+        # The pull runs in this task from here on: its requests find the trace (health.py).
+        CURRENT_PULL.set(PullTrace(self.clock()))
         self.metrics.pull_started()
 
     def pull_finished(self, duration: float, size: int, error: bool) -> None:
         end = self.now()
-        self.spans.append(PullSpan(end - duration, end, size, error))
+        trace = CURRENT_PULL.get()
+        CURRENT_PULL.set(None)
+        if trace is None:
+            span = PullSpan(end - duration, end, size, error)
+        else:
+            span = PullSpan(end - duration, end, size, error, trace.dispatch, trace.requests,
+                            trace.request_seconds)  # fmt: skip
+        self.spans.append(span)
         self.metrics.pull_finished(duration, size, error)
 
     def set_queue_depth(self, n: int) -> None:
@@ -110,6 +123,12 @@ class NodeObserver:
     # -- the transport's RequestObserver, the bytes observer, the progress callback ---------
 
     def registry_response(self, method: str, status: int | None, duration: float) -> None:
+        trace = CURRENT_PULL.get()
+        if trace is not None:
+            trace.requests += 1
+            trace.request_seconds += duration
+            if trace.first_request is None:
+                trace.first_request = self.clock() - duration
         self.responses[(method.upper(), "none" if status is None else str(status))] += 1
         self.metrics.registry_response(method, status, duration)
 

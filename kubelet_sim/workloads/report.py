@@ -1,10 +1,18 @@
-"""The bench report: figures computed from a run's observations, as ``report.json``.
+"""The bench report: figures computed from a run's raw records, as ``report.json``.
+
+A run (or each shard of a sharded run) first becomes a **shard record** (:func:`shard_record`):
+the raw per-pod, per-pull and per-node observations plus what describes the workload. The report
+is built from one or many shard records by :func:`merge_records`: every figure is computed from
+the merged raw data (percentiles are never averaged), so a run split over processes or machines
+reports exactly what one process would have.
 
 Every figure comes from what the run measured: pod submit/ready times from the engine's pod states,
 pulls from the runtime calls the nodes' pullers made, bytes from the runtime's bytes observer,
 registry answers from the transport observer, events from the nodes' recorders. Each node's own
 Prometheus samples are included next to them (``nodes[].metrics``) so the two can be checked
-against each other. Percentiles interpolate linearly between order statistics.
+against each other. Percentiles interpolate linearly between order statistics; pods that never
+became ready stay in their denominator (a percentile that falls among them is ``null``, shown as
+"not ready"), so a run cannot look faster by losing its slowest pods.
 """
 
 from __future__ import annotations
@@ -21,32 +29,43 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from kubelet_sim import __version__
-from kubelet_sim.workloads.runner import BenchResult, PodOutcome, SimNode
+from kubelet_sim.errors import ConfigError
+from kubelet_sim.workloads import health
+from kubelet_sim.workloads.observe import SLOT
+from kubelet_sim.workloads.runner import BenchResult, SimNode
 from kubelet_sim.workloads.schedule import template_images
 
-SCHEMA = "kubelet-sim/bench-report/v1"
+SCHEMA = "kubelet-sim/bench-report/v2"
+SHARD_SCHEMA = "kubelet-sim/bench-shard/v1"
 
 
-def percentiles(values: Sequence[float]) -> dict[str, float | int | None]:
-    """count, min, p50, p90, p99, max and mean of ``values`` (None when empty)."""
+def percentiles(values: Sequence[float], not_ready: int = 0) -> dict[str, float | int | None]:
+    """count, min, p50, p90, p99, max and mean of ``values`` (None when empty).
+
+    ``not_ready`` pods count as slower than every value: a percentile whose rank falls among them
+    is None, and ``max`` and ``mean`` are None when any pod is missing.
+    """
     data = sorted(values)
+    total = len(data) + not_ready
+    out: dict[str, float | int | None] = {"count": len(data), "not_ready": not_ready}
     if not data:
-        return {"count": 0, "min": None, "p50": None, "p90": None, "p99": None, "max": None,
-                "mean": None}  # fmt: skip
+        return out | {"min": None, "p50": None, "p90": None, "p99": None, "max": None,
+                      "mean": None}  # fmt: skip
 
-    def q(p: float) -> float:
-        pos = (len(data) - 1) * p
+    def q(p: float) -> float | None:
+        pos = (total - 1) * p
         lo, hi = math.floor(pos), math.ceil(pos)
-        return data[lo] + (data[hi] - data[lo]) * (pos - lo)
+        if hi >= len(data):
+            return None
+        return round(data[lo] + (data[hi] - data[lo]) * (pos - lo), 4)
 
-    return {
-        "count": len(data),
+    return out | {
         "min": round(data[0], 4),
-        "p50": round(q(0.50), 4),
-        "p90": round(q(0.90), 4),
-        "p99": round(q(0.99), 4),
-        "max": round(data[-1], 4),
-        "mean": round(sum(data) / len(data), 4),
+        "p50": q(0.50),
+        "p90": q(0.90),
+        "p99": q(0.99),
+        "max": round(data[-1], 4) if not not_ready else None,
+        "mean": round(sum(data) / len(data), 4) if not not_ready else None,
     }
 
 
@@ -102,15 +121,14 @@ def _kubelet_summary(sim: SimNode) -> dict[str, Any]:
     }
 
 
-def _node(sim: SimNode, pods: list[PodOutcome]) -> dict[str, Any]:
+def _node(sim: SimNode, pods: list[dict[str, Any]]) -> dict[str, Any]:
     obs = sim.observer
-    mine = [p for p in pods if p.planned.node == sim.name]
     return {
         "name": sim.name,
         "group": sim.group.name,
         "platform": sim.group.platform,
-        "pods": len(mine),
-        "pods_ready": sum(1 for p in mine if p.ready is not None),
+        "pods": len(pods),
+        "pods_ready": sum(1 for p in pods if p["ready"] is not None),
         "pulls": len(obs.spans),
         "pull_errors": sum(1 for s in obs.spans if s.error),
         "registry_pulls": sim.image_service.registry_pulls,
@@ -129,11 +147,115 @@ def _node(sim: SimNode, pods: list[PodOutcome]) -> dict[str, Any]:
     }
 
 
-def _aggregate(nodes: Iterable[dict[str, Any]], pods: list[PodOutcome]) -> dict[str, Any]:
+def _pod(outcome: Any) -> dict[str, Any]:
+    p = outcome
+    return {
+        "name": p.planned.name,
+        "template": p.planned.template.name,
+        "node": p.planned.node,
+        "group": p.group,
+        "arrival": round(p.planned.at, 4),
+        "submitted": p.submitted,
+        "ready": p.ready,
+        "seconds": None if p.seconds is None else round(p.seconds, 4),
+        "containers": p.containers,
+    }
+
+
+def shard_record(result: BenchResult) -> dict[str, Any]:
+    """The raw records of one run or shard, from which :func:`merge_records` builds the report."""
+    w = result.workload
+    pods = [_pod(p) for p in result.pods]
+    by_node: dict[str, list[dict[str, Any]]] = {}
+    for pod in pods:
+        by_node.setdefault(pod["node"], []).append(pod)
+    nodes = [_node(sim, by_node.get(sim.name, [])) for sim in result.nodes]
+    groups: dict[str, Any] = {}
+    for group in w.nodes:
+        sim = next((s for s in result.nodes if s.group is group), None)
+        groups[group.name] = {
+            "platform": group.platform,
+            "cache": str(group.cache),
+            "kubelet": _kubelet_summary(sim) if sim is not None else {},
+            "kubelet_fields": dict(group.kubelet_fields),
+            "nodes_planned": group.count,
+        }
+    seeded = set(w.references())
+    used = {image for t in w.pods for image in template_images(t)}
+    record: dict[str, Any] = {
+        "schema": SHARD_SCHEMA,
+        "shard": {"index": result.shard[0], "count": result.shard[1]},
+        "workload": {
+            "name": w.name,
+            "description": w.description,
+            "file": w.source,
+            "sha256": w.digest,
+            "seed": w.seed,
+        },
+        "run": {
+            "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(result.started_at)),
+            "start_epoch": result.started_at,
+            "agreed_start": result.agreed_start,
+            "registry": result.registry,
+            "nodes_pulled_from": result.target,
+            "via_fault_proxy": result.proxy is not None,
+            "stopped_at": round(result.stopped_at, 3),
+            "timed_out": result.timed_out,
+            "timeout": w.run.timeout,
+            "store": result.store_kind,
+            "kubelet_sim": __version__,
+            "python": sys.version.split()[0],
+            "machine": f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs",
+            "host": platform.node(),
+        },
+        "groups": groups,
+        "templates": {
+            t.name: {
+                "pods": t.count,
+                "images": list(t.images()),
+                "arrival": t.arrival.describe(),
+                "placement": str(t.placement.kind),
+            }
+            for t in w.pods
+        },
+        "images": {
+            "seeded": len(seeded),
+            "sizes": result.seed.sizes if result.seed is not None else {},
+            "pod_images_not_seeded": sorted(used - seeded),
+            "seeding": result.seed.to_dict() if result.seed is not None else None,
+        },
+        "faults": {"plan": w.faults.to_list()},
+        "resources": result.resources,
+        "loop_lag": [round(x, 5) for x in result.loop_lag],
+        "nodes": nodes,
+        "pods": pods,
+        "pulls": [
+            {
+                "node": sim.name,
+                "start": round(s.start, 4),
+                "end": round(s.end, 4),
+                "size": s.size,
+                "error": s.error,
+                "dispatch": None if s.dispatch is None else round(s.dispatch, 5),
+                "requests": s.requests,
+                "request_seconds": round(s.request_seconds, 5),
+            }
+            for sim in result.nodes
+            for s in sim.observer.spans
+        ],
+        "bytes_timeline": result.timeline.series(),
+    }
+    if result.proxy is not None:
+        record["faults"]["proxy"] = result.proxy.stats.to_dict()
+        record["faults"]["served_timeline"] = result.proxy.served_series()
+    return record
+
+
+def _aggregate(nodes: Iterable[dict[str, Any]], pods: list[dict[str, Any]]) -> dict[str, Any]:
     nodes = list(nodes)
-    times = [p.seconds for p in pods if p.seconds is not None]
-    ready = [p.ready for p in pods if p.ready is not None]
-    submitted = [p.submitted for p in pods if p.submitted is not None]
+    times = [p["seconds"] for p in pods if p["seconds"] is not None]
+    ready = [p["ready"] for p in pods if p["ready"] is not None]
+    submitted = [p["submitted"] for p in pods if p["submitted"] is not None]
     events: Counter[str] = Counter()
     statuses: Counter[str] = Counter()
     by_method: Counter[str] = Counter()
@@ -143,23 +265,29 @@ def _aggregate(nodes: Iterable[dict[str, Any]], pods: list[PodOutcome]) -> dict[
             _method, status = key.split(" ", 1)
             statuses[status] += n
             by_method[key] += n
-    not_ready = [p for p in pods if p.ready is None]
+    not_ready = [p for p in pods if p["ready"] is None]
     reasons: Counter[str] = Counter()
     for pod in not_ready:
-        for c in pod.containers:
+        if pod["submitted"] is None:
+            reasons["not submitted"] += 1
+        for c in pod["containers"]:
             if not c["ready"]:
-                reasons[str(c["reason"]) or "not submitted"] += 1
+                reasons[str(c["reason"]) or "waiting"] += 1
+    makespan = None
+    if ready and submitted and not not_ready:
+        makespan = round(max(ready) - min(submitted), 4)
     return {
         "nodes": len(nodes),
         "pods": len(pods),
         "pods_ready": len(ready),
         "pods_not_ready": len(not_ready),
         "waiting_reasons": dict(sorted(reasons.items())),
-        "time_to_ready": percentiles(times),
+        "time_to_ready": percentiles(times, len(pods) - len(times)),
         "arrival_lag": percentiles(
-            [p.submitted - p.planned.at for p in pods if p.submitted is not None]
+            [p["submitted"] - p["arrival"] for p in pods if p["submitted"] is not None]
         ),
-        "makespan": round(max(ready) - min(submitted), 4) if ready and submitted else None,
+        "makespan": makespan,
+        "last_ready": round(max(ready), 4) if ready else None,
         "pulls": sum(n["pulls"] for n in nodes),
         "pull_errors": sum(n["pull_errors"] for n in nodes),
         "registry_pulls": sum(n["registry_pulls"] for n in nodes),
@@ -174,108 +302,169 @@ def _aggregate(nodes: Iterable[dict[str, Any]], pods: list[PodOutcome]) -> dict[
         "backoffs": events.get("BackOff", 0),
         "events_by_reason": dict(sorted(events.items())),
         "peak_pulls_in_flight_max": max((n["peak_pulls_in_flight"] for n in nodes), default=0),
-        "peak_pulls_in_flight_per_node": {n["name"]: n["peak_pulls_in_flight"] for n in nodes},
     }
 
 
-def build_report(result: BenchResult) -> dict[str, Any]:
-    """The JSON report of a run (see the module docstring for where each figure comes from)."""
-    w = result.workload
-    nodes = [_node(sim, result.pods) for sim in result.nodes]
-    summary = _aggregate(nodes, result.pods)
-    summary["resources"] = result.resources
+def _check_shards(records: Sequence[dict[str, Any]], source: str) -> None:
+    if not records:
+        raise ConfigError(source, None, "no shard records to merge")
+    for r in records:
+        if r.get("schema") != SHARD_SCHEMA:
+            raise ConfigError(
+                source, "schema", f"expected {SHARD_SCHEMA!r}, got {r.get('schema')!r}"
+            )
+    first = records[0]
+    digests = {r["workload"]["sha256"] for r in records}
+    if len(digests) != 1:
+        raise ConfigError(source, "workload.sha256", "the shards ran different workload files")
+    counts = {r["shard"]["count"] for r in records}
+    if len(counts) != 1:
+        raise ConfigError(
+            source, "shard.count", f"the shards disagree on the count: {sorted(counts)}"
+        )
+    count = first["shard"]["count"]
+    seen = Counter(r["shard"]["index"] for r in records)
+    twice = sorted(i for i, n in seen.items() if n > 1)
+    if twice:
+        raise ConfigError(source, "shard.index", f"shard {twice[0]}/{count} given twice")
+    missing = sorted(set(range(count)) - set(seen))
+    if missing:
+        listed = ", ".join(f"{i}/{count}" for i in missing)
+        raise ConfigError(source, "shard.index", f"missing shard records: {listed}")
+
+
+def _shifted(record: dict[str, Any], by: float) -> dict[str, Any]:
+    """``record``'s times moved ``by`` seconds later (a shard that started after the others)."""
+    if not by:
+        return record
+
+    def later(value: float | None) -> float | None:
+        return None if value is None else round(value + by, 6)
+
+    pods = [
+        p | {"submitted": later(p["submitted"]), "ready": later(p["ready"])} for p in record["pods"]
+    ]
+    pulls = [s | {"start": later(s["start"]), "end": later(s["end"])} for s in record["pulls"]]
+    timeline = [[round(t + by, 3), n] for t, n in record["bytes_timeline"]]
+    return record | {"pods": pods, "pulls": pulls, "bytes_timeline": timeline}
+
+
+def _merge_timeline(series: Iterable[list[Any]]) -> list[tuple[float, int]]:
+    slots: Counter[int] = Counter()
+    for t, n in series:
+        slots[round(t / SLOT)] += n
+    if not slots:
+        return []
+    return [(round(i * SLOT, 3), slots.get(i, 0)) for i in range(max(slots) + 1)]
+
+
+def _resources(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    res = [r["resources"] for r in records]
+    out: dict[str, Any] = {
+        "wall_seconds": round(max(x["wall_seconds"] for x in res), 3),
+        "cpu_user_seconds": round(sum(x["cpu_user_seconds"] for x in res), 3),
+        "cpu_system_seconds": round(sum(x["cpu_system_seconds"] for x in res), 3),
+        "cpu_seconds": round(sum(x["cpu_seconds"] for x in res), 3),
+        "peak_rss_mib": round(sum(x["peak_rss_mib"] for x in res), 1),
+        "peak_rss_reset_at_start": float(all(x["peak_rss_reset_at_start"] for x in res)),
+        "processes": len(res),
+    }
+    if len(res) > 1:
+        out["peak_rss_mib_per_process"] = [x["peak_rss_mib"] for x in res]
+    return out
+
+
+def merge_records(records: Sequence[dict[str, Any]], *, source: str = "<shards>") -> dict[str, Any]:
+    """The report of a run from its shard records (one for an unsharded run).
+
+    Shards that agreed on a start instant have their times on that instant's clock; a shard that
+    started late keeps its lateness (its pods' arrival lag shows it).
+
+    Raises:
+        ConfigError: the records are not one complete set of shards of one workload.
+    """
+    _check_shards(records, source)
+    records = sorted(records, key=lambda r: r["shard"]["index"])
+    first = records[0]
+    agreed = first["run"].get("agreed_start")
+    if agreed is not None:
+        records = [_shifted(r, max(0.0, r["run"]["start_epoch"] - agreed)) for r in records]
+    nodes = [n for r in records for n in r["nodes"]]
+    pods = [p for r in records for p in r["pods"]]
+    pulls = [s for r in records for s in r["pulls"]]
+    summary = _aggregate(nodes, pods)
+    summary["resources"] = resources = _resources(records)
+    summary["health"] = health.assess(
+        loop_lag=[x for r in records for x in r["loop_lag"]],
+        dispatch=[s["dispatch"] for s in pulls if s.get("dispatch") is not None],
+        pulls=[
+            (s["end"] - s["start"], s.get("requests", 0), s.get("request_seconds", 0.0))
+            for s in pulls
+        ],
+        arrival_lag=[p["submitted"] - p["arrival"] for p in pods if p["submitted"] is not None],
+        ttr_p50=summary["time_to_ready"]["p50"],
+        cpu_seconds=resources["cpu_seconds"],
+        wall_seconds=resources["wall_seconds"],
+        processes=len(records),
+    )
     groups = {}
-    for group in w.nodes:
-        members = [n for n in nodes if n["group"] == group.name]
-        sim = next(s for s in result.nodes if s.group is group)
-        stats = _aggregate(members, [p for p in result.pods if p.group == group.name])
-        stats.pop("peak_pulls_in_flight_per_node")
-        groups[group.name] = {
-            "platform": group.platform,
-            "cache": str(group.cache),
-            "kubelet": _kubelet_summary(sim),
-            "kubelet_fields": dict(group.kubelet_fields),
-            **stats,
-        }
-    templates = {
-        t.name: {
-            "pods": t.count,
-            "images": list(t.images()),
-            "arrival": t.arrival.describe(),
-            "placement": str(t.placement.kind),
-            "time_to_ready": percentiles(
-                [
-                    p.seconds
-                    for p in result.pods
-                    if p.planned.template is t and p.seconds is not None
-                ]
-            ),
-        }
-        for t in w.pods
-    }
-    seeded = set(w.references())
-    used = {image for t in w.pods for image in template_images(t)}
-    missing = sorted(used - seeded)
+    for name, meta in first["groups"].items():
+        kubelet: dict[str, Any] = next(
+            (r["groups"][name]["kubelet"] for r in records if r["groups"][name]["kubelet"]), {}
+        )
+        stats = _aggregate(
+            [n for n in nodes if n["group"] == name], [p for p in pods if p["group"] == name]
+        )
+        groups[name] = {**meta, "kubelet": kubelet, **stats}
+    templates = {}
+    for name, meta in first["templates"].items():
+        mine = [p for p in pods if p["template"] == name]
+        times = [p["seconds"] for p in mine if p["seconds"] is not None]
+        templates[name] = {**meta, "time_to_ready": percentiles(times, len(mine) - len(times))}
+    run = dict(first["run"])
+    run["stopped_at"] = round(max(r["run"]["stopped_at"] for r in records), 3)
+    run["timed_out"] = any(r["run"]["timed_out"] for r in records)
+    run["shards"] = len(records)
+    run["hosts"] = sorted({r["run"]["host"] for r in records})
+    for key in ("start_epoch", "host"):
+        run.pop(key, None)
     report: dict[str, Any] = {
         "schema": SCHEMA,
-        "workload": {
-            "name": w.name,
-            "description": w.description,
-            "file": w.source,
-            "sha256": w.digest,
-            "seed": w.seed,
-        },
-        "run": {
-            "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(result.started_at)),
-            "registry": result.registry,
-            "nodes_pulled_from": result.target,
-            "via_fault_proxy": result.proxy is not None,
-            "stopped_at": round(result.stopped_at, 3),
-            "timed_out": result.timed_out,
-            "timeout": w.run.timeout,
-            "kubelet_sim": __version__,
-            "python": sys.version.split()[0],
-            "machine": f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs",
-        },
+        "workload": first["workload"],
+        "run": run,
         "summary": summary,
         "groups": groups,
         "templates": templates,
-        "images": {
-            "seeded": len(seeded),
-            "sizes": result.seed.sizes if result.seed is not None else {},
-            "pod_images_not_seeded": missing,
-            "seeding": result.seed.to_dict() if result.seed is not None else None,
-        },
-        "faults": {"plan": result.workload.faults.to_list()},
+        "images": first["images"],
+        "faults": _merged_faults(records),
         "nodes": nodes,
-        "pods": [
-            {
-                "name": p.planned.name,
-                "template": p.planned.template.name,
-                "node": p.planned.node,
-                "group": p.group,
-                "arrival": round(p.planned.at, 4),
-                "submitted": p.submitted,
-                "ready": p.ready,
-                "seconds": None if p.seconds is None else round(p.seconds, 4),
-                "containers": p.containers,
-            }
-            for p in result.pods
-        ],
-        "pulls": [
-            {
-                "node": sim.name,
-                "start": round(s.start, 4),
-                "end": round(s.end, 4),
-                "size": s.size,
-                "error": s.error,
-            }
-            for sim in result.nodes
-            for s in sim.observer.spans
-        ],
-        "bytes_timeline": result.timeline.series(),
+        "pods": pods,
+        "pulls": pulls,
+        "bytes_timeline": _merge_timeline(s for r in records for s in r["bytes_timeline"]),
     }
-    if result.proxy is not None:
-        report["faults"]["proxy"] = result.proxy.stats.to_dict()
-        report["faults"]["served_timeline"] = result.proxy.served_series()
     return report
+
+
+def _merged_faults(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    faults: dict[str, Any] = {"plan": records[0]["faults"]["plan"]}
+    proxies = [r["faults"]["proxy"] for r in records if "proxy" in r["faults"]]
+    if proxies:
+        merged: dict[str, Any] = {}
+        for stats in proxies:
+            for key, value in stats.items():
+                if isinstance(value, dict):
+                    counts = Counter(merged.get(key, {}))
+                    counts.update(value)
+                    merged[key] = dict(sorted(counts.items()))
+                else:
+                    merged[key] = merged.get(key, 0) + value
+        faults["proxy"] = merged
+        faults["served_timeline"] = _merge_timeline(
+            s for r in records for s in r["faults"].get("served_timeline", [])
+        )
+    return faults
+
+
+def build_report(result: BenchResult) -> dict[str, Any]:
+    """The JSON report of one unsharded run (see the module docstring)."""
+    return merge_records([shard_record(result)], source=result.workload.source)

@@ -30,13 +30,21 @@ from kubelet_sim.core.reference import parse_normalized
 from kubelet_sim.engine.workers import EngineSettings, PodState
 from kubelet_sim.errors import KubeletSimError, PullReason, first_error
 from kubelet_sim.k8s.objects import DOCKER_CONFIG_JSON_KEY, Secret, SecretType, stable_uid
-from kubelet_sim.node.builder import Node, NodeOptions, NodeParts, open_node, quiet_image_service
+from kubelet_sim.node.builder import (
+    RUNTIME_CLASS_GATE,
+    Node,
+    NodeOptions,
+    NodeParts,
+    open_node,
+    quiet_image_service,
+)
 from kubelet_sim.node.paths import NodePaths
 from kubelet_sim.registry.client import ClientSettings
 from kubelet_sim.runtime.images import ImageService
 from kubelet_sim.sim.faultproxy import FaultProxy
 from kubelet_sim.telemetry.metrics import PullMetrics
 from kubelet_sim.workloads.generate import SeedReport
+from kubelet_sim.workloads.health import LoopLagMonitor
 from kubelet_sim.workloads.observe import BytesTimeline, CountingRecorder, NodeObserver
 from kubelet_sim.workloads.schedule import PlannedPod, plan_pods
 from kubelet_sim.workloads.spec import CacheState, NodeGroup, Workload
@@ -116,6 +124,10 @@ class BenchResult:
     started_at: float
     proxy: FaultProxy | None = None
     seed: SeedReport | None = None
+    shard: tuple[int, int] = (0, 1)
+    agreed_start: float | None = None
+    store_kind: str = "memory"
+    loop_lag: list[float] = field(default_factory=list)
 
 
 def _secrets(workload: Workload, host: str) -> dict[tuple[str, str], Secret]:
@@ -148,10 +160,12 @@ async def _open_node(
     root: Path,
     timeline: BytesTimeline,
     secrets: _SecretTable | None,
+    store: str,
 ) -> SimNode:
     """One simulated kubelet, built by the node builder with the bench's parts swapped in: an
     observing recorder and metrics, the group's transport and download settings, no node docker
-    config (credentials come only from the workload's pull secrets)."""
+    config (credentials come only from the workload's pull secrets), and with ``store`` "memory"
+    the light node store instead of a durable one."""
     registry = CollectorRegistry()
     observer = NodeObserver(PullMetrics(registry), anyio.current_time, timeline)
     recorder = CountingRecorder(source_host=name)
@@ -164,12 +178,22 @@ async def _open_node(
         transport=group.transport,
         client=ClientSettings(max_concurrent_downloads=group.max_concurrent_downloads),
     )
+    light = None
+    if store == "memory":
+        from kubelet_sim.store import MemoryStore
+
+        light = await stack.enter_async_context(
+            MemoryStore(
+                runtime_class_in_image_cri_api=group.kubelet.feature_enabled(RUNTIME_CLASS_GATE)
+            )
+        )
     parts = NodeParts(
         recorder=recorder,
         metrics=observer,
         metrics_registry=registry,
         secrets=secrets,
         progress=observer.progress,
+        store=light,
     )
     node = await stack.enter_async_context(
         open_node(group.kubelet, NodePaths(root / name), options, parts)
@@ -201,7 +225,17 @@ async def _prepull(nodes: list[SimNode], workload: Workload, target: str) -> Non
 
 
 def _settled(state: PodState) -> bool:
-    return state.is_ready or all(c.ready or c.reason in HOPELESS for c in state.containers.values())
+    """Ready (its ready time recorded by the engine), or waiting for what can never come.
+
+    A pod whose containers all report ready is not settled until the engine has recorded its
+    ready time: ending the run in between would lose the pod from every figure.
+    """
+    if state.is_ready:
+        return True
+    containers = state.containers.values()
+    return any(c.reason in HOPELESS for c in containers) and all(
+        c.ready or c.reason in HOPELESS for c in containers
+    )
 
 
 def _snapshot(
@@ -262,14 +296,26 @@ async def run_workload(
     on_tick: Callable[[Snapshot], None] | None = None,
     tick: float = 0.25,
     seed: SeedReport | None = None,
+    shard: tuple[int, int] = (0, 1),
+    start_at: float | None = None,
+    store: str = "memory",
 ) -> BenchResult:
-    """Run ``workload`` against the registry at ``registry`` (``HOST:PORT``).
+    """Run ``workload`` (or shard ``shard[0]`` of ``shard[1]``) against ``registry`` (``HOST:PORT``).
+
+    A shard runs every node whose index (in declaration order) is ``shard[0]`` modulo
+    ``shard[1]``, and the pods placed on them; the plan is the whole workload's, so shards of
+    one workload together run exactly the unsharded run. ``start_at`` (a Unix time) is the
+    instant shards agreed to start: time zero waits for it after the nodes are built.
+    ``store``: ``memory`` (the light node store: every byte received and verified, nothing
+    written) or ``disk`` (each node's durable store under ``store_root``).
 
     Raises:
         KubeletSimError: a store cannot be opened, or a pre-pull failed.
     """
     try:
-        return await _run(workload, registry, store_root, on_tick, tick, seed)
+        return await _run(
+            workload, registry, store_root, on_tick, tick, seed, shard, start_at, store
+        )
     except* KubeletSimError as group:
         raise first_error(group) from None
 
@@ -281,7 +327,11 @@ async def _run(
     on_tick: Callable[[Snapshot], None] | None,
     tick: float,
     seed: SeedReport | None,
+    shard: tuple[int, int],
+    start_at: float | None,
+    store: str,
 ) -> BenchResult:
+    index, count = shard
     plan = plan_pods(workload)
     timeline = BytesTimeline()
     async with AsyncExitStack() as stack:
@@ -296,18 +346,31 @@ async def _run(
         needs_secrets = workload.secrets or any(t.pull_secrets for t in workload.pods)
         secrets = _SecretTable(_secrets(workload, target)) if needs_secrets else None
         nodes: list[SimNode] = []
+        position = 0
         for group in workload.nodes:
             for name in group.node_names():
-                sim = await _open_node(
-                    stack, group, name, len(nodes), store_root, timeline, secrets
-                )
-                nodes.append(sim)
+                if position % count == index:
+                    sim = await _open_node(
+                        stack, group, name, position, store_root, timeline, secrets, store
+                    )
+                    nodes.append(sim)
+                position += 1
         by_name = {sim.name: sim for sim in nodes}
+        plan = [pod for pod in plan if pod.node in by_name]
         for pod in plan:
             by_name[pod.node].pods += 1
         await _prepull(nodes, workload, target)
+        # Side by side in one task group (Node.serve), never nested: see there why.
+        serving = await stack.enter_async_context(anyio.create_task_group())
+        stack.callback(serving.cancel_scope.cancel)
         for sim in nodes:
-            await stack.enter_async_context(sim.node.running())
+            await serving.start(sim.node.serve)
+        if start_at is not None:
+            late = time.time() - start_at
+            if late > 0:
+                log.warning("bench.shard_started_late", shard=f"{index}/{count}", seconds=late)
+            else:
+                await anyio.sleep(-late)
 
         started_at = time.time()
         t0 = anyio.current_time()
@@ -318,6 +381,7 @@ async def _run(
         peak_reset = _reset_peak_rss()
         cpu0 = _cpu()
         submitted_at: dict[str, float] = {}
+        monitor = LoopLagMonitor()
 
         async def arrivals() -> None:
             # Every pod that is due is submitted without yielding in between: on a busy event
@@ -333,17 +397,23 @@ async def _run(
                     await engine.submit(pod.spec(target))
                 submitted_at[pod.uid] = anyio.current_time() - t0
 
+        def all_settled() -> bool:
+            for pod in plan:
+                state = by_name[pod.node].node.engine.pod(pod.uid)
+                if state is None or not _settled(state):
+                    return False
+            return True
+
         timed_out = False
         async with anyio.create_task_group() as run_tg:
             run_tg.start_soon(arrivals)
+            run_tg.start_soon(monitor.run)
             deadline = t0 + workload.run.timeout
             while True:
                 now = anyio.current_time()
                 if on_tick is not None:
                     on_tick(_snapshot(nodes, plan, len(submitted_at), now - t0))
-                if len(submitted_at) == len(plan) and all(
-                    _settled(s) for sim in nodes for s in sim.node.engine.pods()
-                ):
+                if len(submitted_at) == len(plan) and all_settled():
                     break
                 if now >= deadline:
                     timed_out = True
@@ -376,6 +446,10 @@ async def _run(
             started_at=started_at,
             proxy=proxy,
             seed=seed,
+            shard=shard,
+            agreed_start=start_at,
+            store_kind=store,
+            loop_lag=monitor.samples,
         )
 
 

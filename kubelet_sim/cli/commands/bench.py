@@ -1,10 +1,22 @@
 """``kubelet-sim bench WORKLOAD``: seed, run every simulated node, write the report and plots.
 
-Every node of the workload runs as its own engine with its own store and settings inside this one
-process; they share only the registry (``--registry HOST:PORT``, else a local one started for the
-run). Writes ``report.json``, ``report.md`` and the PNG plots to ``--out`` (default
-``bench-results/<workload name>``). Node stores live in a temporary folder unless
-``--keep-stores``. ``kubelet-sim bench --compare A.json B.json`` prints two reports side by side.
+Every node of the workload runs as its own engine with its own store and settings; they share only
+the registry (``--registry HOST:PORT``, else a local one started for the run). Nodes keep the light
+in-memory store (every byte received and verified, nothing written) unless ``--store disk`` or
+``--keep-stores``. Writes ``report.json``, ``report.md`` and the PNG plots to ``--out`` (default
+``bench-results/<workload name>``).
+
+Beyond one event loop:
+
+- ``--shards N`` splits the nodes over N worker processes on this machine, started at one agreed
+  instant, and merges their raw records into one report;
+- ``--executor ray`` runs the same shards as Ray tasks, on a local Ray cluster started for the run
+  or on ``--ray-address ADDRESS`` (needs the ``ray`` extra);
+- ``--shard I/N --out DIR [--start-at UNIX_TIME]`` runs one shard and writes its raw records to
+  ``DIR/shard-I-of-N.json`` (what an external scheduler, e.g. a Kubernetes Indexed Job, runs);
+  ``kubelet-sim bench merge DIR... --out REPORT_DIR`` turns them into the report.
+
+``kubelet-sim bench --compare A.json B.json`` prints two reports side by side.
 """
 
 from __future__ import annotations
@@ -35,13 +47,30 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("workload", type=Path, nargs="?", help="workload file (YAML)")
+    parser.add_argument(
+        "workload", nargs="*", metavar="WORKLOAD", help="workload file (YAML), or: merge DIR..."
+    )
     add_registry_args(parser)
     parser.add_argument("--out", type=Path, metavar="DIR", help="report folder")
-    parser.add_argument("--keep-stores", action="store_true", help="keep node stores in --out")
+    parser.add_argument(
+        "--store", choices=["memory", "disk"], default="memory",
+        help="node stores: light in memory (default) or durable on disk",
+    )  # fmt: skip
+    parser.add_argument("--keep-stores", action="store_true", help="keep disk stores in --out")
     parser.add_argument("--timeout", type=float, help="override the workload's run.timeout (s)")
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     parser.add_argument("--quiet", action="store_true", help="no live progress display")
+    parser.add_argument("--shards", type=int, default=1, metavar="N", help="worker processes")
+    parser.add_argument(
+        "--executor", choices=["processes", "ray"], default="processes",
+        help="where --shards run: child processes here (default) or Ray tasks",
+    )  # fmt: skip
+    parser.add_argument("--ray-address", metavar="ADDRESS", help="an existing Ray cluster")
+    parser.add_argument("--shard", metavar="I/N", help="run only shard I of N (needs --out)")
+    parser.add_argument(
+        "--start-at", type=float, metavar="UNIX_TIME", help="the instant shards agreed to start"
+    )
+    parser.add_argument("--no-seed", action="store_true", help="the images are already seeded")
     parser.add_argument(
         "--compare", nargs=2, type=Path, metavar=("A.json", "B.json"), help="compare two reports"
     )
@@ -51,26 +80,46 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def _bench(args: argparse.Namespace) -> int:
     if args.compare:
-        if args.workload is not None:
+        if args.workload:
             raise ConfigError(None, "--compare", "give either a workload or --compare, not both")
         return _compare(args)
-    if args.workload is None:
-        raise ConfigError(None, "WORKLOAD", "a workload file is required (or --compare A B)")
+    if args.workload and args.workload[0] == "merge":
+        return _merge(args, [Path(p) for p in args.workload[1:]])
+    if len(args.workload) != 1:
+        raise ConfigError(
+            None, "WORKLOAD", "give one workload file (or: bench merge DIR..., --compare A B)"
+        )
     from kubelet_sim.workloads import load_workload
 
-    workload = load_workload(args.workload)
+    path = Path(args.workload[0])
+    workload = load_workload(path)
     if args.timeout is not None:
         workload = replace(workload, run=replace(workload.run, timeout=args.timeout))
+    store = "disk" if args.keep_stores else args.store
+    if args.shard is not None:
+        return _one_shard(args, path, workload, store)
+    if not 1 <= args.shards <= 256:
+        raise ConfigError(None, "--shards", f"must be between 1 and 256, got {args.shards}")
     tty = sys.stdout.isatty()
     console = Console(width=None if tty else 160)
     out: Path = args.out or Path("bench-results") / workload.name
     out.mkdir(parents=True, exist_ok=True)
-    with registry_for(args, console) as host, tempfile.TemporaryDirectory(prefix="ksim-") as tmp:
-        stores = (
-            Path(tempfile.mkdtemp(prefix="stores-", dir=out)) if args.keep_stores else Path(tmp)
-        )
-        result = anyio.run(_run, workload, host, stores, console, tty and not args.quiet)
-        report = _write(result, out, plots=not args.no_plots)
+    if args.shards > 1 or args.executor == "ray":
+        with registry_for(args, console) as host:
+            seed = None if args.no_seed else anyio.run(_seed, workload, host, console)
+            records = _sharded(args, path, workload, host, out, store)
+        report = _write_records(records, out, plots=not args.no_plots, seed=seed)
+    else:
+        with (
+            registry_for(args, console) as host,
+            tempfile.TemporaryDirectory(prefix="ksim-") as tmp,
+        ):
+            stores = (
+                Path(tempfile.mkdtemp(prefix="stores-", dir=out)) if args.keep_stores else Path(tmp)
+            )
+            live = tty and not args.quiet
+            result = anyio.run(_run, workload, host, stores, console, live, store, args.no_seed)
+            report = _write(result, out, plots=not args.no_plots)
     if args.output == "json":
         print(json.dumps(report["summary"], indent=2))
     else:
@@ -78,11 +127,72 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _run(
-    workload: Workload, host: str, stores: Path, console: Console, live: bool
-) -> BenchResult:
-    from kubelet_sim.workloads import run_workload, seed_workload
-    from kubelet_sim.workloads.progress import LiveProgress
+def _one_shard(args: argparse.Namespace, path: Path, workload: Workload, store: str) -> int:
+    from kubelet_sim.workloads.shards import parse_shard, shard_file, write_record
+
+    index, count = parse_shard(args.shard)
+    if args.out is None:
+        raise ConfigError(None, "--out", "--shard writes its records to --out DIR; give one")
+    console = Console(stderr=True, quiet=args.quiet)
+    with registry_for(args, console) as host, tempfile.TemporaryDirectory(prefix="ksim-") as tmp:
+        if not args.no_seed:
+            anyio.run(_seed, workload, host, console)
+        from kubelet_sim.workloads import run_workload
+        from kubelet_sim.workloads.report import shard_record
+
+        result = anyio.run(
+            lambda: run_workload(
+                workload, host, Path(tmp), shard=(index, count), start_at=args.start_at,
+                store=store,
+            )
+        )  # fmt: skip
+    target = shard_file(args.out, index, count)
+    write_record(shard_record(result), target)
+    console.print(f"shard {index}/{count}: {len(result.nodes)} nodes, records in {target}")
+    return 0
+
+
+def _sharded(
+    args: argparse.Namespace, path: Path, workload: Workload, host: str, out: Path, store: str
+) -> list[dict[str, Any]]:
+    from kubelet_sim.workloads.shards import agreed_start, run_processes
+
+    start_at = args.start_at or agreed_start(workload.node_count, args.shards)
+    if args.executor == "ray":
+        from kubelet_sim.workloads.rayexec import run_ray
+
+        return run_ray(
+            path, args.shards, host, start_at=start_at, store=store, timeout=args.timeout,
+            address=args.ray_address,
+        )  # fmt: skip
+    with tempfile.TemporaryDirectory(prefix="shards-", dir=out) as shard_dir:
+        return run_processes(
+            path, args.shards, host, Path(shard_dir), start_at=start_at, store=store,
+            timeout=args.timeout,
+        )  # fmt: skip
+
+
+def _merge(args: argparse.Namespace, paths: list[Path]) -> int:
+    from kubelet_sim.workloads.shards import load_shard_records
+
+    if not paths:
+        raise ConfigError(None, "merge", "give the folders (or files) holding the shard records")
+    from kubelet_sim.workloads.report import merge_records
+
+    report = merge_records(load_shard_records(paths), source=str(paths[0]))
+    console = Console(width=None if sys.stdout.isatty() else 160)
+    out: Path = args.out or Path("bench-results") / report["workload"]["name"]
+    out.mkdir(parents=True, exist_ok=True)
+    report = _save(report, out, plots=not args.no_plots)
+    if args.output == "json":
+        print(json.dumps(report["summary"], indent=2))
+    else:
+        _print_summary(console, report, out)
+    return 0
+
+
+async def _seed(workload: Workload, host: str, console: Console) -> Any:
+    from kubelet_sim.workloads import seed_workload
 
     seed = await seed_workload(workload, host)
     console.print(
@@ -90,16 +200,54 @@ async def _run(
         f"{seed.blobs_skipped} already present) in {seed.seconds:.1f}s; running "
         f"{workload.node_count} nodes, {sum(t.count for t in workload.pods)} pods"
     )
+    return seed
+
+
+async def _run(
+    workload: Workload,
+    host: str,
+    stores: Path,
+    console: Console,
+    live: bool,
+    store: str,
+    no_seed: bool,
+) -> BenchResult:
+    from kubelet_sim.workloads import run_workload
+    from kubelet_sim.workloads.progress import LiveProgress
+
+    seed = None if no_seed else await _seed(workload, host, console)
     if not live:
-        return await run_workload(workload, host, stores, seed=seed)
+        return await run_workload(workload, host, stores, seed=seed, store=store)
     with LiveProgress(console, workload) as progress:
-        return await run_workload(workload, host, stores, seed=seed, on_tick=progress)
+        return await run_workload(workload, host, stores, seed=seed, on_tick=progress, store=store)
+
+
+def _write_records(
+    records: list[dict[str, Any]],
+    out: Path,
+    *,
+    plots: bool,
+    seed: Any = None,
+    source: str = "<shards>",
+) -> dict[str, Any]:
+    from kubelet_sim.workloads.report import merge_records
+
+    report = merge_records(records, source=source)
+    if seed is not None:
+        report["images"]["seeding"] = seed.to_dict()
+        report["images"]["sizes"] = seed.sizes
+    return _save(report, out, plots=plots)
 
 
 def _write(result: BenchResult, out: Path, *, plots: bool) -> dict[str, Any]:
-    from kubelet_sim.workloads import build_report, render_markdown
+    from kubelet_sim.workloads import build_report
 
-    report = build_report(result)
+    return _save(build_report(result), out, plots=plots)
+
+
+def _save(report: dict[str, Any], out: Path, *, plots: bool) -> dict[str, Any]:
+    from kubelet_sim.workloads import render_markdown
+
     if plots:
         from kubelet_sim.workloads.plots import write_plots
 
@@ -114,7 +262,7 @@ def _print_summary(console: Console, report: dict[str, Any], out: Path) -> None:
     t = s["time_to_ready"]
 
     def sec(v: float | None) -> str:
-        return "–" if v is None else f"{v:.3f}s"
+        return "not ready" if v is None else f"{v:.3f}s"
 
     table = Table(title=f"{report['workload']['name']}: {s['pods_ready']}/{s['pods']} pods ready")
     for column in ("group", "nodes", "p50", "p90", "p99", "max", "makespan", "pulls", "failed",
@@ -135,8 +283,19 @@ def _print_summary(console: Console, report: dict[str, Any], out: Path) -> None:
         f"backoffs {s['backoffs']}; CPU {res['cpu_seconds']:.1f}s, peak RSS "
         f"{res['peak_rss_mib']:.0f} MiB"
     )
+    h = s["health"]
+    console.print(
+        f"simulator: loop lag p99 {h['loop_lag']['p99_ms']} ms, dispatch p50 "
+        f"{h['dispatch_delay']['p50_ms']} ms, {h['cpu_per_process']:.0%} of a core per process "
+        f"({res.get('processes', 1)} process(es))"
+    )
+    for warning in h["warnings"]:
+        console.print(f"[yellow]warning: {warning}")
     if report["run"]["timed_out"]:
-        console.print(f"[yellow]stopped at the timeout: {s['pods_not_ready']} pods not ready")
+        reasons = ", ".join(f"{k} {v}" for k, v in s["waiting_reasons"].items())
+        console.print(
+            f"[yellow]stopped at the timeout: {s['pods_not_ready']} pods not ready ({reasons})"
+        )
     console.print(f"report: {out / 'report.md'} (and report.json, plots)")
 
 

@@ -1,0 +1,204 @@
+"""Sharded runs: a workload's nodes split over processes (or Ray tasks), merged into one report.
+
+Shard ``I/N`` runs every node whose index is ``I`` modulo ``N`` and the pods placed on them
+(:func:`~kubelet_sim.workloads.runner.run_workload`), as its own process with its own event loop.
+Shards agree on one start instant (a Unix time, chosen far enough ahead for the slowest shard to
+build its nodes); each writes its raw records (:func:`~kubelet_sim.workloads.report.shard_record`)
+as ``shard-I-of-N.json``, and :func:`load_shard_records` plus
+:func:`~kubelet_sim.workloads.report.merge_records` turn them into one report. The executors:
+
+- ``processes`` (:func:`run_processes`): N child processes of ``kubelet-sim bench --shard``;
+- ``ray`` (:mod:`kubelet_sim.workloads.rayexec`): the same shard function as Ray tasks.
+
+Any other scheduler (a Kubernetes Indexed Job) runs ``kubelet-sim bench W --shard I/N --out DIR
+--start-at T`` itself and ``kubelet-sim bench merge DIR...`` afterwards.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from kubelet_sim.errors import ConfigError, KubeletSimError
+from kubelet_sim.workloads.parse import parse_workload
+from kubelet_sim.workloads.report import SHARD_SCHEMA, shard_record
+from kubelet_sim.workloads.runner import run_workload
+
+MAX_SHARDS = 256
+SHARD_RECORD_LIMIT = 2 << 30  # bytes: a shard record larger than this is not ours
+
+
+@dataclass(frozen=True, slots=True)
+class ShardJob:
+    """Everything a shard needs, picklable (Ray ships it to its workers)."""
+
+    workload_text: str
+    workload_source: str
+    base_dir: str
+    index: int
+    count: int
+    registry: str
+    start_at: float | None
+    store: str = "memory"
+    timeout: float | None = None
+
+
+def parse_shard(value: str) -> tuple[int, int]:
+    """``I/N`` with ``0 <= I < N <= MAX_SHARDS``.
+
+    Raises:
+        ConfigError: naming ``--shard`` and the value.
+    """
+    index, sep, count = value.partition("/")
+    if not sep or not index.strip().isdigit() or not count.strip().isdigit():
+        raise ConfigError(None, "--shard", f"expected I/N such as 0/4, got {value!r}")
+    i, n = int(index), int(count)
+    if not 0 < n <= MAX_SHARDS or not 0 <= i < n:
+        raise ConfigError(None, "--shard", f"need 0 <= I < N <= {MAX_SHARDS}, got {value!r}")
+    return i, n
+
+
+def start_delay(nodes: int, shards: int) -> float:
+    """Seconds ahead to agree a start instant: process start plus building the nodes of a shard.
+
+    Measured on the 2-core reference machine: ~1 s to start a process and import, ~0.3 ms per
+    light node; twice that as margin. A shard that is still late starts at once and its pods'
+    arrival lag shows by how much.
+    """
+    per_shard = -(-nodes // max(1, shards))
+    return 3.0 + 0.0008 * per_shard
+
+
+def run_shard(job: ShardJob) -> dict[str, Any]:
+    """Run one shard in this process (its own event loop) and return its raw records."""
+    from dataclasses import replace
+
+    workload = parse_workload(job.workload_text, job.workload_source, base_dir=Path(job.base_dir))
+    if job.timeout is not None:
+        workload = replace(workload, run=replace(workload.run, timeout=job.timeout))
+    with tempfile.TemporaryDirectory(prefix="ksim-shard-") as tmp:
+        result = anyio.run(
+            lambda: run_workload(
+                workload,
+                job.registry,
+                Path(tmp),
+                shard=(job.index, job.count),
+                start_at=job.start_at,
+                store=job.store,
+            )
+        )
+    return shard_record(result)
+
+
+def shard_file(out: Path, index: int, count: int) -> Path:
+    return out / f"shard-{index}-of-{count}.json"
+
+
+def write_record(record: dict[str, Any], path: Path) -> None:
+    """Write ``record`` atomically (a reader never sees half a shard)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(record, separators=(",", ":")) + "\n")
+    os.replace(tmp, path)
+
+
+def load_shard_records(paths: Sequence[Path]) -> list[dict[str, Any]]:
+    """Every shard record in ``paths`` (folders holding ``shard-*.json``, or the files).
+
+    Raises:
+        ConfigError: a path holds no shard record, or a file is not one.
+    """
+    files: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            found = sorted(path.glob("shard-*-of-*.json"))
+            if not found:
+                raise ConfigError(str(path), None, "no shard-I-of-N.json records in this folder")
+            files.extend(found)
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise ConfigError(str(path), None, "no such file or folder")
+    records = []
+    for file in files:
+        try:
+            if file.stat().st_size > SHARD_RECORD_LIMIT:
+                raise ConfigError(str(file), None, "too large to be a shard record")
+            record = json.loads(file.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+            raise ConfigError(str(file), None, f"not a readable shard record: {exc}") from None
+        if not isinstance(record, dict) or record.get("schema") != SHARD_SCHEMA:
+            raise ConfigError(str(file), "schema", f"not a {SHARD_SCHEMA} record")
+        records.append(record)
+    return records
+
+
+def run_processes(
+    workload_path: Path,
+    count: int,
+    registry: str,
+    out: Path,
+    *,
+    start_at: float,
+    store: str,
+    timeout: float | None,
+) -> list[dict[str, Any]]:
+    """Run ``count`` shards as child processes of this command; their records, in shard order.
+
+    Raises:
+        KubeletSimError: a shard failed (its exit status and the end of its error output).
+    """
+    with contextlib.ExitStack() as stack:
+        procs = []
+        logs = []
+        for index in range(count):
+            argv = [
+                sys.executable, "-m", "kubelet_sim", "bench", str(workload_path),
+                "--shard", f"{index}/{count}", "--out", str(out), "--registry", registry,
+                "--start-at", repr(start_at), "--store", store, "--quiet", "--no-seed",
+                "--allow-remote-registry",  # the parent checked the registry address
+            ]  # fmt: skip
+            if timeout is not None:
+                argv += ["--timeout", repr(timeout)]
+            log = stack.enter_context(tempfile.TemporaryFile())
+            logs.append(log)
+            proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=log)
+            stack.callback(_stop, proc)
+            procs.append(proc)
+        failed = []
+        for index, proc in enumerate(procs):
+            code = proc.wait()
+            if code != 0:
+                logs[index].seek(0)
+                tail = logs[index].read()[-2000:].decode(errors="replace").strip()
+                failed.append(f"shard {index}/{count} exited with status {code}: {tail}")
+    if failed:
+        raise KubeletSimError("; ".join(failed))
+    return load_shard_records([shard_file(out, i, count) for i in range(count)])
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    """On the way out (an error, Ctrl-C): no shard outlives the command."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def agreed_start(nodes: int, shards: int, *, delay: float | None = None) -> float:
+    """The Unix time the shards of a run start at."""
+    return time.time() + (start_delay(nodes, shards) if delay is None else delay)
