@@ -98,13 +98,14 @@ def test_two_shard_processes_merge_into_what_one_process_reports(
     assert two["run"]["shards"] == 2
     assert two["summary"]["resources"]["processes"] == 2
     assert sorted(n["name"] for n in two["nodes"]) == sorted(n["name"] for n in one["nodes"])
-    # The same pulls, made the same way: containerd's sequence per pull, whatever the sharding.
-    for key in ("pulls", "registry_requests", "bytes_pulled", "cache_hits"):
-        assert two["summary"][key] == one["summary"][key], key
-    assert (
-        two["summary"]["registry_requests_by_method_status"]
-        == one["summary"]["registry_requests_by_method_status"]
-    )
+    # The same bytes: each node downloads each layer once, whatever the sharding. (How many
+    # pulls reach the registry depends on timing, as on a real kubelet: a pod whose pull was
+    # queued behind an identical one pulls again, with one HEAD.)
+    assert two["summary"]["bytes_pulled"] == one["summary"]["bytes_pulled"] > 0
+    for report in (one, two):
+        s = report["summary"]
+        assert s["pulls"] + s["cache_hits"] == 15
+        assert s["registry_requests_by_status"] == {"200": s["registry_requests"]}
     assert "health" in two["summary"]
     assert two["summary"]["arrival_lag"]["max"] < 1.0  # both shards started at the agreed time
 
