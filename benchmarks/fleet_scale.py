@@ -12,7 +12,10 @@ process tree) and prints, per run:
   share) with the report's verdict on whether the simulator dominated the latency.
 
 Then the same 1,000-node rollout with ``--shards 2`` against ``--shards 1``, and with
-``--executor ray`` against ``--shards 2`` (when the ray extra is installed).
+``--executor ray`` against ``--shards 2`` (when the ray extra is installed). The peer: ApacheBench
+(``ab``, from apache2-utils) fetching the same manifest and blobs from the same registry with 16
+keep-alive connections, which is what the registry itself can serve on this machine; the bench's
+requests per second are printed against that ceiling.
 
     .venv/bin/python benchmarks/fleet_scale.py [--nodes 100,1000,10000] [--shards 2] [--no-ray]
 """
@@ -119,6 +122,32 @@ def bench(work: Path, host: str, nodes: int, name: str, *extra: str) -> dict[str
     }
 
 
+def registry_ceiling(host: str) -> dict[str, float]:
+    """Requests/s the registry serves to ``ab -c 16 -k`` for each request of a pull."""
+    accept = "Accept: application/vnd.oci.image.manifest.v1+json"
+    manifest_url = f"http://{host}/v2/fleet/web/manifests/1.0"
+    raw = subprocess.run(["curl", "-sf", "-H", accept, manifest_url],
+                         check=True, capture_output=True, text=True).stdout  # fmt: skip
+    manifest = json.loads(raw)
+    urls = {
+        "HEAD manifest": ["-i", "-H", accept, manifest_url],
+        "GET config": [f"http://{host}/v2/fleet/web/blobs/{manifest['config']['digest']}"],
+        "GET 512 KiB layer": [
+            f"http://{host}/v2/fleet/web/blobs/{manifest['layers'][0]['digest']}"
+        ],
+        "GET 64 KiB layer": [
+            f"http://{host}/v2/fleet/web/blobs/{manifest['layers'][-1]['digest']}"
+        ],
+    }
+    out = {}
+    for name, args in urls.items():
+        text = subprocess.run(["ab", "-q", "-n", "3000", "-c", "16", "-k", *args],
+                              check=True, capture_output=True, text=True).stdout  # fmt: skip
+        line = next(x for x in text.splitlines() if x.startswith("Requests per second"))
+        out[name] = float(line.split()[3])
+    return out
+
+
 def show(r: dict[str, Any]) -> None:
     t, h = r["ttr"], r["health"]
     counted = f"{r['pods_ready']}/{r['pods_applied']}/{r['pods_planned']}"
@@ -151,6 +180,14 @@ def main() -> int:
             seed_file.write_text(FLEET.format(nodes=1, rate=1))
             subprocess.run([*KSIM, "seed", str(seed_file), "--registry", registry.host],
                            check=True, stdout=subprocess.DEVNULL)  # fmt: skip
+            ceiling = registry_ceiling(registry.host)
+            print("registry ceiling (ab -c 16 -k, requests/s): "
+                  + ", ".join(f"{k} {v:.0f}" for k, v in ceiling.items()))  # fmt: skip
+            # A pull is 1 HEAD + 1 GET manifest + 1 GET config + layers: weigh by the mix.
+            per_pull = [ceiling["HEAD manifest"], ceiling["HEAD manifest"], ceiling["GET config"],
+                        *[ceiling["GET 512 KiB layer"]] * 2, ceiling["GET 64 KiB layer"]]  # fmt: skip
+            mix = len(per_pull) / sum(1 / x for x in per_pull)
+            print(f"registry ceiling for the rollout's request mix: {mix:.0f} requests/s\n")
             print(f"{'run':>14} {'ready/counted/all':>17} {'proc s':>7} {'run s':>7} "
                   f"{'CPU s':>7} {'RSS MiB':>7} {'req/s':>7} {'p50':>6} {'p99':>6} "
                   f"{'lag p99':>8} {'disp p50':>8} {'client':>6} {'sim?':>5}")  # fmt: skip
@@ -173,6 +210,8 @@ def main() -> int:
                             "--shards", str(args.shards), "--executor", "ray")  # fmt: skip
                 results.append(ray)
                 show(ray)
+            for r in results:
+                print(f"{r['name']:>14}: {r['req_per_s'] / mix:.0%} of the registry's ceiling")
             print(f"\n{base} nodes, --shards {args.shards} vs 1: run time "
                   f"{one['run_seconds'] / sharded['run_seconds']:.2f}x faster, req/s "
                   f"{sharded['req_per_s'] / one['req_per_s']:.2f}x")  # fmt: skip
@@ -183,7 +222,9 @@ def main() -> int:
         finally:
             registry.stop()
     if args.json:
-        args.json.write_text(json.dumps(results, indent=1) + "\n")
+        args.json.write_text(
+            json.dumps({"ceiling": ceiling, "mix": mix, "runs": results}, indent=1) + "\n"
+        )
     return 0
 
 

@@ -6,6 +6,7 @@ models the kubelet's ``AuthConfigHash`` so pull records and caches agree across 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from dataclasses import dataclass
@@ -44,18 +45,25 @@ class Credentials:
         Models kubelet's ``AuthConfigHash`` (sha256 of Go ``json.Marshal(AuthConfig)``, fields in
         order, omitempty), so equal credentials give equal hashes across processes.
         """
-        fields = {
-            "username": self.username,
-            "password": self.password,
-            "identitytoken": self.identity_token,
-            "registrytoken": self.registry_token,
-        }
-        material = {k: v for k, v in fields.items() if v}
-        text = json.dumps(material, separators=(",", ":"), ensure_ascii=False)
-        # Go's encoder emits non-ASCII raw but escapes <, >, & and U+2028/U+2029.
-        for char in "<>&\u2028\u2029":
-            text = text.replace(char, f"\\u{ord(char):04x}")
-        return hashlib.sha256(text.encode(errors="replace")).hexdigest()
+        return _fingerprint(self.username, self.password, self.identity_token, self.registry_token)
+
+
+@functools.lru_cache(maxsize=4096)
+def _fingerprint(username: str, password: str, identity_token: str, registry_token: str) -> str:
+    """:meth:`Credentials.fingerprint`, computed once per distinct credentials (every pull,
+    record and cache key asks for it)."""
+    fields = {
+        "username": username,
+        "password": password,
+        "identitytoken": identity_token,
+        "registrytoken": registry_token,
+    }
+    material = {k: v for k, v in fields.items() if v}
+    text = json.dumps(material, separators=(",", ":"), ensure_ascii=False)
+    # Go's encoder emits non-ASCII raw but escapes <, >, & and U+2028/U+2029.
+    for char in "<>&\u2028\u2029":
+        text = text.replace(char, f"\\u{ord(char):04x}")
+    return hashlib.sha256(text.encode(errors="replace")).hexdigest()
 
 
 ANONYMOUS = Credentials()
