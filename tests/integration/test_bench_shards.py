@@ -144,3 +144,44 @@ def test_shards_run_alone_then_merged_on_the_command_line(
     assert main(["bench", "merge", str(records / files[0]), "--out", str(tmp_path / "bad")]) == 1
     assert "missing shard records: 1/2" in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()
+
+
+def test_a_run_whose_event_loop_is_starved_is_flagged(
+    logged: RegistryProcess, tmp_path: Path
+) -> None:
+    """The health figures come from the run itself: a task that holds the loop 80 ms at a
+    time (as thousands of nodes' bookkeeping would) makes the simulator dominate, and the report
+    says so; the same run without it spends a far smaller share on the client side."""
+    import time
+
+    import anyio
+
+    from kubelet_sim.workloads import build_report, parse_workload, run_workload, seed_workload
+
+    configure_logging("warning")
+    workload = parse_workload(WORKLOAD.replace("rate: 40", "rate: 10"), "shards.yaml")
+
+    async def bench(starve: bool) -> dict[str, Any]:
+        await seed_workload(workload, logged.host)
+
+        async def hog() -> None:
+            while True:
+                time.sleep(0.08)  # noqa: ASYNC251 -- holds the loop, as CPU-bound work does
+                await anyio.sleep(0.02)
+
+        async with anyio.create_task_group() as tg:
+            if starve:
+                tg.start_soon(hog)
+            result = await run_workload(workload, logged.host, tmp_path / str(starve))
+            tg.cancel_scope.cancel()
+        return build_report(result)["summary"]
+
+    starved = anyio.run(bench, True)
+    calm = anyio.run(bench, False)
+    assert starved["pods_ready"] == starved["pods"] == 15
+    health = starved["health"]
+    assert health["dominated_by_simulator"] is True
+    assert health["loop_lag"]["p99_ms"] >= 50
+    assert any("simulator dominated" in w or "event-loop lag" in w for w in health["warnings"])
+    assert calm["health"]["loop_lag"]["p99_ms"] < health["loop_lag"]["p99_ms"]
+    assert calm["health"]["client_wait_share"] < health["client_wait_share"]
