@@ -174,7 +174,8 @@ def test_a_run_whose_event_loop_is_starved_is_flagged(
                 tg.start_soon(hog)
             result = await run_workload(workload, logged.host, tmp_path / str(starve))
             tg.cancel_scope.cancel()
-        return build_report(result)["summary"]
+        summary: dict[str, Any] = build_report(result)["summary"]
+        return summary
 
     starved = anyio.run(bench, True)
     calm = anyio.run(bench, False)
