@@ -73,8 +73,8 @@ def start_delay(nodes: int, shards: int) -> float:
     """Seconds ahead to agree a start instant: process start plus building the nodes of a shard.
 
     Measured on the 2-core reference machine: ~1 s to start a process and import, ~2.7 ms per
-    light node (10,000 nodes in 27 s); about 1.5 times that as margin. A shard that is still late starts at once and its pods'
-    arrival lag shows by how much.
+    light node (10,000 nodes in 27 s); about 1.5 times that as margin. A shard that is still
+    late starts at once and its pods' arrival lag shows by how much.
     """
     per_shard = -(-nodes // max(1, shards))
     return 3.0 + 0.004 * per_shard
