@@ -27,8 +27,8 @@ from types import MappingProxyType
 from typing import Any, Final
 
 import structlog
-import yaml
 
+from kubelet_sim.config import yamlsafe
 from kubelet_sim.config.tables import OTHER_FEATURE_GATES, UPSTREAM_FIELDS
 from kubelet_sim.core import reference
 from kubelet_sim.core.durations import format_go_duration, parse_go_duration, seconds_to_ns
@@ -138,31 +138,42 @@ def _decode(source: str | None, camel: str, value: object, *, python: bool = Fal
         return value
     if kind is _Kind.INT32 and isinstance(value, int) and not isinstance(value, bool):
         if not _INT32_MIN <= value <= _INT32_MAX:
-            raise ConfigError(source, camel, f"{value} does not fit in a 32-bit integer")
+            shown = yamlsafe.preview(value)
+            raise ConfigError(source, camel, f"{shown} does not fit in a 32-bit integer")
         return value
     if kind is _Kind.DURATION and (
         isinstance(value, str) or (python and isinstance(value, int | float))
     ):
         try:
             if isinstance(value, str):
-                return parse_go_duration(value)
+                seconds = parse_go_duration(value)
+                seconds_to_ns(seconds)  # formattable as the Go duration it was parsed from
+                return seconds
             if not isinstance(value, bool):
                 return seconds_to_ns(value) / 1e9
         except ValueError as exc:
-            raise ConfigError(source, camel, str(exc)) from None
+            raise ConfigError(source, camel, _bounded(str(exc))) from None
     if kind is _Kind.STRING and isinstance(value, str):
         return value
     if kind is _Kind.STRING_LIST and isinstance(value, list | tuple if python else list):
         for index, item in enumerate(value):
             if not isinstance(item, str):
-                raise ConfigError(source, f"{camel}[{index}]", f"must be a string, got {item!r}")
+                shown = yamlsafe.preview(item)
+                raise ConfigError(source, f"{camel}[{index}]", f"must be a string, got {shown}")
         return tuple(value)
     if kind is _Kind.GATES and isinstance(value, Mapping if python else dict):
         for name, enabled in value.items():
             if not isinstance(enabled, bool):
-                raise ConfigError(source, f"{camel}.{name}", f"must be a boolean, got {enabled!r}")
+                shown = yamlsafe.preview(enabled)
+                raise ConfigError(source, f"{camel}.{name}", f"must be a boolean, got {shown}")
         return dict(value)
-    raise ConfigError(source, camel, f"must be {kind.value}, got {_type_name(value)} {value!r}")
+    shown = yamlsafe.preview(value)
+    raise ConfigError(source, camel, f"must be {kind.value}, got {_type_name(value)} {shown}")
+
+
+def _bounded(message: str, limit: int = 300) -> str:
+    """A message that may quote what was written (Go's duration errors do), cut to ``limit``."""
+    return message if len(message) <= limit else message[: limit - 3] + "..."
 
 
 def _check_gates(source: str | None, gates: Mapping[str, bool]) -> None:
@@ -404,61 +415,12 @@ class KubeletConfiguration:
         return out
 
 
-class _Loader(yaml.SafeLoader):
-    """PyYAML's safe loader that records duplicate keys (a strict decoding error upstream; the
-    lenient decoder keeps the last value, as Go's JSON decoding of sigs.k8s.io/yaml does) and
-    turns a key or integer Python cannot take into an error with its position."""
-
-    def __init__(self, stream: str) -> None:
-        super().__init__(stream)
-        self.duplicates: list[tuple[str, int]] = []
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen: set[object] = set()
-        for key_node, _ in node.value:
-            if not isinstance(key_node, yaml.ScalarNode):
-                raise yaml.constructor.ConstructorError(
-                    "while constructing a mapping",
-                    node.start_mark,
-                    "found a non-scalar key (keys must be strings)",
-                    key_node.start_mark,
-                )
-            key = self.construct_object(key_node, deep=True)
-            if key in seen:
-                self.duplicates.append((str(key), key_node.start_mark.line + 1))
-            seen.add(key)
-        return super().construct_mapping(node, deep=deep)
-
-    def construct_yaml_int(self, node: yaml.ScalarNode) -> int:
-        try:
-            return super().construct_yaml_int(node)
-        except ValueError:  # more digits than int() converts (sys.int_max_str_digits)
-            raise yaml.constructor.ConstructorError(
-                None, None, "integer too large", node.start_mark
-            ) from None
-
-
-_Loader.add_constructor("tag:yaml.org,2002:int", _Loader.construct_yaml_int)
-
-
-def _read_document(text: str, source: str) -> tuple[dict[Any, Any], list[tuple[str, int]]]:
-    """The one document of ``text`` and its duplicate keys (name, line)."""
-    loader = _Loader(text)
-    try:
-        documents = []
-        while loader.check_data():  # type: ignore[no-untyped-call]
-            document = loader.get_data()
-            if document is not None:
-                documents.append(document)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or "not YAML"
-        raise ConfigError(source, None, f"invalid YAML{where}: {problem}") from None
-    except RecursionError:  # PyYAML's composer recurses once per nesting level
-        raise ConfigError(source, None, "invalid YAML: nested too deeply") from None
-    finally:
-        loader.dispose()
+def _read_document(text: str, source: str) -> tuple[dict[Any, Any], tuple[tuple[str, int], ...]]:
+    """The one document of ``text`` and its duplicate keys (name, line), read with the hardened
+    loader (:mod:`kubelet_sim.config.yamlsafe`): a key or value Python cannot take, integers
+    wider than 64 bits, alias bombs and deep nesting are errors with their position."""
+    loaded = yamlsafe.read(text, source)
+    documents = [document for document in loaded.documents if document is not None]
     if not documents:
         raise ConfigError(source, None, "empty file: expected a KubeletConfiguration document")
     if len(documents) > 1:
@@ -468,7 +430,7 @@ def _read_document(text: str, source: str) -> tuple[dict[Any, Any], list[tuple[s
     if not isinstance(document, dict):
         message = f"expected a mapping at the top level, got {_type_name(document)}"
         raise ConfigError(source, None, message)
-    return document, loader.duplicates
+    return document, loaded.duplicate_keys
 
 
 def parse_kubelet_config(
@@ -499,13 +461,38 @@ def parse_kubelet_config(
             validation error at once, prefixed ``invalid configuration:``.
     """
     document, duplicates = _read_document(text, source)
+    return _from_document(document, source, duplicates, base_dir, strict)
+
+
+def decode_kubelet_config(
+    document: Mapping[Any, Any],
+    source: str,
+    *,
+    base_dir: str | os.PathLike[str] | None = None,
+    strict: bool = False,
+) -> KubeletConfiguration:
+    """Decode, default and validate a KubeletConfiguration already read as a mapping (a workload
+    file's ``kubelet`` section), as :func:`parse_kubelet_config` does with a document's.
+
+    Raises:
+        ConfigError: as :func:`parse_kubelet_config`.
+    """
+    return _from_document(document, source, (), base_dir, strict)
+
+
+def _from_document(
+    document: Mapping[Any, Any],
+    source: str,
+    duplicates: tuple[tuple[str, int], ...],
+    base_dir: str | os.PathLike[str] | None,
+    strict: bool,
+) -> KubeletConfiguration:
     for key, expected in (("apiVersion", API_VERSION), ("kind", KIND)):
         if key not in document:
             raise ConfigError(source, key, f"missing; expected {expected!r}")
         if document[key] != expected:
-            raise ConfigError(
-                source, key, f"{document[key]!r} is not supported; expected {expected!r}"
-            )
+            shown = yamlsafe.preview(document[key])
+            raise ConfigError(source, key, f"{shown} is not supported; expected {expected!r}")
     strict_errors = [
         ConfigError(source, key, f"duplicate key (line {line})") for key, line in duplicates
     ]

@@ -212,6 +212,10 @@ def seconds_to_ns(seconds: float) -> int:
     if seconds != seconds or seconds in (float("inf"), float("-inf")):
         raise ValueError(f"duration {seconds!r} is not a finite number of seconds")
     ns = round(seconds * SECOND)
+    if ns == _LIMIT and seconds <= MAX_DURATION_NS / SECOND:
+        # The float nearest the longest duration (what parsing "9223372036854775807ns" gives)
+        # rounds to 2**63 ns, one past it: it stands for the longest duration.
+        ns = MAX_DURATION_NS
     if not MIN_DURATION_NS <= ns <= MAX_DURATION_NS:
         raise ValueError(f"duration {seconds!r}s is outside the range of a Go time.Duration")
     return ns

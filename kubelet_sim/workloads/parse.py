@@ -17,9 +17,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-import yaml
-
 from kubelet_sim.config import kubelet as kconfig
+from kubelet_sim.config import yamlsafe
 from kubelet_sim.core.platforms import parse_platform
 from kubelet_sim.core.reference import parse_normalized
 from kubelet_sim.errors import ConfigError, InvalidImageNameError, PlatformError
@@ -80,7 +79,7 @@ def parse_workload(
     top = doc.fields("", doc.value, _TOP)
     for key, expected in (("apiVersion", API_VERSION), ("kind", KIND)):
         if top.raw(key) != expected:
-            top.fail(key, f"expected {expected!r}, got {top.raw(key)!r}")
+            top.fail(key, f"expected {expected!r}, got {yamlsafe.preview(top.raw(key))}")
     name = top.string("name", required=True)
     seed = top.integer("seed", 0)
     bases = tuple(_base(doc, p, v) for p, v in top.items("bases"))
@@ -301,21 +300,25 @@ def _node_group(doc: Located, path: str, value: Any, known: set[str]) -> NodeGro
 
 
 def _kubelet(f: Fields, fields: dict[str, Any]) -> kconfig.KubeletConfiguration:
-    document: dict[str, Any] = {}
+    document: dict[Any, Any] = {}
     base_path = f.string("kubeletConfigFile", "")
     if base_path:
         full = Path(f.doc.source).parent / base_path
         try:
-            loaded = yaml.safe_load(full.read_text(encoding="utf-8"))
-        except (OSError, yaml.YAMLError) as exc:
+            text = full.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
             f.fail("kubeletConfigFile", f"cannot read {full}: {exc}")
+        try:
+            loaded = yamlsafe.load_one(text, str(full))
+        except ConfigError as exc:
+            f.fail("kubeletConfigFile", str(exc))
         if not isinstance(loaded, dict):
             f.fail("kubeletConfigFile", f"{full} is not a KubeletConfiguration document")
         document.update(loaded)
     document.update({"apiVersion": kconfig.API_VERSION, "kind": kconfig.KIND, **fields})
     try:
         # A workload is our own format: refuse unknown kubelet fields instead of dropping them.
-        return kconfig.parse_kubelet_config(yaml.safe_dump(document), f.at("kubelet"), strict=True)
+        return kconfig.decode_kubelet_config(document, f.at("kubelet"), strict=True)
     except ConfigError as exc:
         field = exc.field or ""
         path = f.at(f"kubelet.{field}") if field in fields else f.at("kubelet")

@@ -17,8 +17,13 @@ from typing import Any, NoReturn
 import yaml
 from yaml.constructor import SafeConstructor
 
+from kubelet_sim.config import yamlsafe
 from kubelet_sim.core.durations import parse_go_duration
 from kubelet_sim.errors import ConfigError
+
+MAX_NESTING_DEPTH = 100
+"""Deepest nesting a workload file may have, aliases expanded (real ones stay under 10): its
+values are built recursively, and its ``kubelet`` sections decoded as KubeletConfigurations."""
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*$")
 _UNITS = {
@@ -82,33 +87,39 @@ def _join(path: str, key: object) -> str:
 def load_located(text: str, source: str) -> Located:
     """Parse one YAML document keeping line numbers.
 
+    The text is read with :mod:`kubelet_sim.config.yamlsafe`: nesting past
+    :data:`MAX_NESTING_DEPTH` (aliases expanded), alias bombs, integers wider than 64 bits and
+    values PyYAML cannot build are refused like any other invalid YAML.
+
     Raises:
         ConfigError: invalid YAML, several documents, duplicate keys, non-string keys.
     """
-    try:
-        nodes = list(yaml.compose_all(text, Loader=yaml.SafeLoader))
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{source}:{mark.line + 1}" if mark is not None else source
-        raise ConfigError(where, None, f"invalid YAML: {exc}") from None
+    nodes = yamlsafe.compose_all(text, source, max_depth=MAX_NESTING_DEPTH, file_line=True)
     nodes = [n for n in nodes if n is not None]
     if len(nodes) != 1:
         raise ConfigError(source, None, f"expected exactly one YAML document, found {len(nodes)}")
     located = Located(source, None)
-    constructor = SafeConstructor()
-    located.value = _build(nodes[0], "", located, constructor)
+    located.value = _build(nodes[0], "", located, yamlsafe.Constructor())
     return located
 
 
 def _build(node: yaml.Node, path: str, located: Located, constructor: SafeConstructor) -> Any:
+    """Plain values from ``node``, recording lines; recursion is bounded by the nesting check."""
     located.lines.setdefault(path, node.start_mark.line + 1)
     if isinstance(node, yaml.MappingNode):
-        constructor.flatten_mapping(node)  # YAML merge keys (<<: *base)
+        try:
+            constructor.flatten_mapping(node)  # YAML merge keys (<<: *base)
+        except yaml.YAMLError as exc:
+            located.fail(path, f"invalid merge key: {yamlsafe.problem_text(exc)}")
         out: dict[str, Any] = {}
         for key_node, value_node in node.value:
-            key = constructor.construct_object(key_node, deep=True)
+            if not isinstance(key_node, yaml.ScalarNode):
+                kind = "a mapping" if isinstance(key_node, yaml.MappingNode) else "a list"
+                located.fail(path, f"keys must be strings, got {kind}")
+            key = _scalar(key_node, path, located, constructor)
             if not isinstance(key, str):
-                located.fail(path, f"keys must be strings, got {type_name(key)} {key!r}")
+                shown = yamlsafe.preview(key)
+                located.fail(path, f"keys must be strings, got {type_name(key)} {shown}")
             child = _join(path, key)
             if key in out:
                 located.lines[child] = key_node.start_mark.line + 1
@@ -120,10 +131,14 @@ def _build(node: yaml.Node, path: str, located: Located, constructor: SafeConstr
         return [
             _build(item, f"{path}[{i}]", located, constructor) for i, item in enumerate(node.value)
         ]
+    return _scalar(node, path, located, constructor)
+
+
+def _scalar(node: yaml.Node, path: str, located: Located, constructor: SafeConstructor) -> Any:
     try:
         return constructor.construct_object(node, deep=True)
-    except yaml.YAMLError as exc:
-        located.fail(path, f"invalid value: {exc}")
+    except yaml.YAMLError as exc:  # all a yamlsafe.Constructor raises; never quotes the value
+        located.fail(path, f"invalid value: {yamlsafe.problem_text(exc)}")
 
 
 @dataclass(slots=True)
@@ -237,8 +252,12 @@ def parse_size(value: Any, doc: Located, path: str) -> int:
     if isinstance(value, str):
         match = _SIZE.match(value)
         if match and match.group(2).lower() in _UNITS:
-            return int(float(match.group(1)) * _UNITS[match.group(2).lower()])
-    doc.fail(path, f"expected a size such as 4MiB, 512KiB or 1048576, got {value!r}")
+            size = float(match.group(1)) * _UNITS[match.group(2).lower()]
+            if not size <= yamlsafe.INT64_MAX:  # 400 digits are inf as a float
+                doc.fail(path, f"a size must be at most {yamlsafe.INT64_MAX} bytes")
+            return int(size)
+    shown = yamlsafe.preview(value)
+    doc.fail(path, f"expected a size such as 4MiB, 512KiB or 1048576, got {shown}")
 
 
 def parse_duration(value: Any, doc: Located, path: str) -> float:
@@ -253,5 +272,5 @@ def parse_duration(value: Any, doc: Located, path: str) -> float:
     else:
         doc.fail(path, f"expected seconds or a duration such as 250ms, got {type_name(value)}")
     if seconds < 0:
-        doc.fail(path, f"a duration must not be negative, got {value!r}")
+        doc.fail(path, f"a duration must not be negative, got {yamlsafe.preview(value)}")
     return seconds
