@@ -54,6 +54,7 @@ MAX_CONFIG_BYTES = 10 * 1024 * 1024
 CONFIG_JSON = "config.json"
 DOCKERCFG = ".dockercfg"
 _AUTH_FORMAT = "unable to parse auth field, must be formatted as base64(username:password)"
+_NOT_TEXT = "not valid Unicode text (a lone surrogate escape such as \\ud800)"
 
 
 def redact_userinfo(location: str) -> str:
@@ -134,6 +135,8 @@ def _entry(value: Any, *, source: str, where: str) -> DockerConfigEntry:
             item = ""
         if not isinstance(item, str):
             raise ConfigError(source, f"{where}.{key}", "expected a string")
+        if not _is_text(item):  # the value is never shown: it may be a password
+            raise ConfigError(source, f"{where}.{key}", _NOT_TEXT)
         found[name] = item
     auth = found.pop("auth", "")
     if auth:
@@ -144,9 +147,28 @@ def _entry(value: Any, *, source: str, where: str) -> DockerConfigEntry:
     return DockerConfigEntry(**found)
 
 
+def _is_text(value: str) -> bool:
+    """Encodable as UTF-8: JSON's ``\\ud800`` escapes decode to lone surrogates, which are not
+    (Go's decoder turns them into U+FFFD; a credential silently changed is worse than an error)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _json_int(text: str) -> int | float:
+    """A JSON integer; one with more digits than ``int()`` converts (``sys.int_max_str_digits``)
+    becomes a float, as Go's decoder skips it in an ignored field and refuses it in a string one."""
+    try:
+        return int(text)
+    except ValueError:
+        return float(text)
+
+
 def _load_json(data: bytes, source: str) -> Any:
     try:
-        return json.loads(data)
+        return json.loads(data, parse_int=_json_int)
     except UnicodeDecodeError:
         raise ConfigError(source, None, "not valid UTF-8") from None
     except json.JSONDecodeError as exc:

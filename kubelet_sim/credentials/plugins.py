@@ -77,6 +77,15 @@ def registry_of(image: str) -> str:
     return image.split("/")[0]
 
 
+def _is_text(value: str) -> bool:
+    """Encodable as UTF-8: JSON's ``\\ud800`` escapes decode to lone surrogates, which are not."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def decode_response(stdout: bytes, api_version: str) -> _Response:
     """Check and decode a plugin's answer (strict: unknown fields are errors).
 
@@ -85,13 +94,15 @@ def decode_response(stdout: bytes, api_version: str) -> _Response:
     """
     try:
         doc = json.loads(stdout)
-    except ValueError:
+    except (ValueError, RecursionError):  # not UTF-8/JSON, too many digits, brackets too deep
         raise _PluginFailed("error reading GVK from response: not JSON") from None
     if not isinstance(doc, dict):
         raise _PluginFailed("error reading GVK from response: not a JSON object")
     actual = doc.get("apiVersion")
     if actual != api_version:
-        shown = actual if isinstance(actual, str) and len(actual) < 100 else "<invalid>"
+        shown = "<invalid>"
+        if isinstance(actual, str) and len(actual) < 100 and actual.isascii():
+            shown = actual if actual.isprintable() else shown
         raise _PluginFailed(
             "apiVersion from credential plugin response did not match expected "
             f"apiVersion:{api_version}, actual apiVersion:{shown}"
@@ -120,9 +131,11 @@ def decode_response(stdout: bytes, api_version: str) -> _Response:
         username, password = value.get("username", ""), value.get("password", "")
         if not isinstance(username, str) or not isinstance(password, str):
             raise decode_error
+        if not (_is_text(key) and _is_text(username) and _is_text(password)):
+            raise decode_error  # a lone surrogate escape ("\ud800") cannot be sent to a registry
         auth[key] = DockerConfigEntry(username=username, password=password)
     if key_type not in _CACHE_KEY_TYPES:
-        shown = key_type if len(key_type) < 100 else "<invalid>"
+        shown = key_type if len(key_type) < 100 and _is_text(key_type) else "<invalid>"
         raise _PluginFailed(
             f"credential provider plugin did not return a valid cacheKeyType: {json.dumps(shown)}"
         )
@@ -267,6 +280,9 @@ class PluginProvider:
         except OSError as exc:
             self._error()
             raise _PluginFailed(f"{what}: {exc.strerror or type(exc).__name__}") from None
+        except ValueError:  # an argv or environment entry the OS cannot take (NUL, "=")
+            self._error()
+            raise _PluginFailed(f"{what}: invalid argument") from None
         finally:
             if self.metrics is not None:
                 self.metrics.plugin_duration(self.name, anyio.current_time() - started)

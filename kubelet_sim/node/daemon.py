@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import resource
 import socket
 from dataclasses import dataclass, field
@@ -322,6 +323,9 @@ def raise_open_file_limit() -> tuple[int, int]:
     return soft, soft
 
 
+_PORT = re.compile(r"[0-9]{1,5}", re.ASCII)
+
+
 def parse_listen(value: str) -> tuple[str, int]:
     """``HOST:PORT`` (IPv6 as ``[::1]:PORT``) for ``--listen``.
 
@@ -330,6 +334,9 @@ def parse_listen(value: str) -> tuple[str, int]:
     """
     host, sep, port = value.rpartition(":")
     host = host.strip("[]")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ConfigError(None, "--listen", f"want HOST:PORT, got {value!r}")
+    # ASCII digits only ("²" passes str.isdigit, int() refuses it), at most 5 of them (int() of
+    # thousands of digits is refused too).
+    if not sep or not host or not _PORT.fullmatch(port) or not 0 <= int(port) <= 65535:
+        shown = value if len(value) <= 100 else f"{value[:100]}..."
+        raise ConfigError(None, "--listen", f"want HOST:PORT with a port of 0-65535, got {shown!r}")
     return host, int(port)

@@ -64,13 +64,21 @@ def basic_header(creds: Credentials | None) -> str:
     """``Basic base64(user:password)`` for a Basic challenge.
 
     Raises:
-        RegistryAuthError: status 401 when there is no username and password.
+        RegistryAuthError: status 401 when there is no username and password, or when they are
+            not UTF-8 text (a lone surrogate; the message never shows them).
     """
     if creds is None or not creds.username or not creds.password:
         raise RegistryAuthError(
             "registry requires basic auth and no credentials were given", status=401
         )
-    raw = f"{creds.username}:{creds.password}".encode()
+    try:
+        raw = f"{creds.username}:{creds.password}".encode()
+    except UnicodeEncodeError:
+        raise RegistryAuthError(
+            "registry requires basic auth and the username or password given is not valid "
+            "Unicode text (a lone surrogate escape)",
+            status=401,
+        ) from None
     return "Basic " + base64.b64encode(raw).decode("ascii")
 
 

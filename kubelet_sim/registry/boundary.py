@@ -17,6 +17,7 @@ import email.utils
 import errno
 import functools
 import json
+import re
 import socket
 import ssl
 import time
@@ -186,19 +187,26 @@ def redact_url(url: str | httpx.URL) -> str:
     return f"{parts.scheme}://{host}{parts.path}"
 
 
+_DELTA_SECONDS = re.compile(r"[0-9]+", re.ASCII)
+
+
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP-date), or None."""
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP-date), or None.
+
+    A value that is neither (``²`` passes ``str.isdigit``; a date past year 9999) is ignored, as
+    containerd ignores it, never an error.
+    """
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
-        return float(value)
+    if _DELTA_SECONDS.fullmatch(value):
+        return float(value)  # float() has no digit limit: 10**400 is inf, capped by the caller
     try:
         when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+        current = time.time() if now is None else now
+        return max(0.0, when.timestamp() - current)
+    except (TypeError, ValueError, OverflowError, OSError):  # year out of range, mktime failing
         return None
-    current = time.time() if now is None else now
-    return max(0.0, when.timestamp() - current)
 
 
 def error_from_response(

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ipaddress
 import posixpath
+import sys
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -135,8 +136,18 @@ def _host_folder(registry: str, hosts_dir: Path) -> Path | None:
     names = [host_directory(registry)] if host_directory(registry) != registry else []
     for name in [*names, registry, DEFAULT_FOLDER]:
         candidate = hosts_dir / name
-        if candidate.is_dir():
-            return candidate
+        try:
+            if candidate.is_dir():
+                return candidate
+        except OSError as exc:
+            # containerd's HostDirFromRoot returns any os.Stat error but "not exist": a domain of
+            # 256+ characters (the reference grammar has no length bound) is ENAMETOOLONG.
+            shown = registry if len(registry) <= 100 else f"{registry[:100]}..."
+            raise ConfigError(
+                str(hosts_dir),
+                "registry",
+                f"cannot look up the hosts folder for {shown!r}: {exc.strerror or exc}",
+            ) from None
     return None
 
 
@@ -159,6 +170,9 @@ def _load_folder(folder: Path) -> list[_HostConfig]:
         raise ConfigError(str(file), None, f"invalid TOML: {exc}") from exc
     except RecursionError:  # tomllib recurses once per nested array or table
         raise ConfigError(str(file), None, "invalid TOML: nested too deeply") from None
+    except ValueError:  # int() of more digits than sys.int_max_str_digits (not a TOMLDecodeError)
+        message = f"invalid TOML: a number has more than {sys.get_int_max_str_digits()} digits"
+        raise ConfigError(str(file), None, message) from None
     return _parse_hosts_file(file, data)
 
 

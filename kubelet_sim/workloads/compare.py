@@ -7,6 +7,7 @@ figures. A ratio below 1 means B is lower (faster, fewer bytes, less CPU) than A
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +28,12 @@ class CompareRow:
 
     @property
     def change(self) -> float | None:
-        return None if self.a is None or self.b is None else self.b - self.a
+        if self.a is None or self.b is None:
+            return None
+        change = self.b - self.a
+        if isinstance(change, int) and abs(change) > sys.float_info.max:
+            return float(self.b) - float(self.a)  # two ints a float can hold: inf, not a crash
+        return change
 
     @property
     def ratio(self) -> float | None:
@@ -71,7 +77,19 @@ def load_report(path: Path) -> dict[str, Any]:
 
 
 def _number(value: Any) -> bool:
-    return value is None or (isinstance(value, int | float) and not isinstance(value, bool))
+    """None, a float, or an int a float can hold (the change and ratio are float arithmetic)."""
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return abs(value) <= sys.float_info.max
+    return value is None or isinstance(value, float)
+
+
+def workload_name(report: dict[str, Any]) -> str:
+    """The name of the workload a report (checked by :func:`load_report`) measured."""
+    workload = report.get("workload")
+    name = workload.get("name") if isinstance(workload, dict) else None
+    return name if isinstance(name, str) else "?"
 
 
 def _check_figures(doc: dict[str, Any], source: str) -> None:
@@ -98,6 +116,9 @@ def _check_figures(doc: dict[str, Any], source: str) -> None:
             raise ConfigError(
                 source, f"groups.{group}", "needs time_to_ready.p50/p99 and makespan numbers"
             )
+    workload = doc.get("workload")  # its name heads the comparison
+    if not isinstance(workload, dict) or not isinstance(workload.get("name"), str):
+        raise ConfigError(source, "workload.name", "missing or not a string")
 
 
 _Get = Callable[[dict[str, Any]], Any]
@@ -167,7 +188,7 @@ def render_compare(a: dict[str, Any], b: dict[str, Any], rows: list[CompareRow])
 
 def compare_markdown(a: dict[str, Any], b: dict[str, Any]) -> str:
     rows = render_compare(a, b, compare_reports(a, b))
-    na, nb = a["workload"]["name"], b["workload"]["name"]
+    na, nb = workload_name(a), workload_name(b)
     lines = [f"# Compare: A = {na}, B = {nb}", "", "| figure | A | B | change | B/A |",
              "|---|---|---|---|---|"]  # fmt: skip
     lines += ["| " + " | ".join(r) + " |" for r in rows]

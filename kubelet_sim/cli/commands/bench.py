@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from kubelet_sim.cli.commands.seed import add_registry_args, registry_for
 from kubelet_sim.errors import ConfigError
@@ -301,7 +302,7 @@ def _print_summary(console: Console, report: dict[str, Any], out: Path) -> None:
 
 def _compare(args: argparse.Namespace) -> int:
     from kubelet_sim.workloads import compare_markdown, compare_reports, load_report
-    from kubelet_sim.workloads.compare import render_compare
+    from kubelet_sim.workloads.compare import render_compare, workload_name
 
     a, b = (load_report(p) for p in args.compare)
     rows = compare_reports(a, b)
@@ -312,11 +313,12 @@ def _compare(args: argparse.Namespace) -> int:
         print(compare_markdown(a, b), end="")
         return 0
     console = Console(width=None if sys.stdout.isatty() else 160)
-    table = Table(title=f"A = {a['workload']['name']} ({args.compare[0]}), "
-                  f"B = {b['workload']['name']} ({args.compare[1]})")  # fmt: skip
+    # Names come from the reports: Text, not markup ("[/x]" in a group name is no markup error).
+    table = Table(title=Text(f"A = {workload_name(a)} ({args.compare[0]}), "
+                             f"B = {workload_name(b)} ({args.compare[1]})"))  # fmt: skip
     for column in ("figure", "A", "B", "change", "B/A"):
         table.add_column(column, justify="left" if column == "figure" else "right")
     for row in render_compare(a, b, rows):
-        table.add_row(*row)
+        table.add_row(*(Text(cell) for cell in row))
     console.print(table)
     return 0
