@@ -81,7 +81,8 @@ def test_out_of_memory_while_parsing_is_a_config_error(monkeypatch: pytest.Monke
 
 
 def test_libyaml_is_used_when_available() -> None:
-    assert issubclass(manifests_module._LOADER, getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    loader = manifests_module._LOADER("a: b\n")
+    assert isinstance(loader, getattr(yaml, "CSafeLoader", yaml.SafeLoader))
 
 
 def test_deeply_nested_docker_config_secret_is_redacted() -> None:
