@@ -140,8 +140,75 @@ def load_shard_records(paths: Sequence[Path]) -> list[dict[str, Any]]:
             raise ConfigError(str(file), None, f"not a readable shard record: {exc}") from None
         if not isinstance(record, dict) or record.get("schema") != SHARD_SCHEMA:
             raise ConfigError(str(file), "schema", f"not a {SHARD_SCHEMA} record")
+        check_record(record, str(file))
         records.append(record)
     return records
+
+
+_NUMBER = (int, float)
+_MAYBE = (int, float, type(None))
+_RECORD_SHAPE: dict[str, type | tuple[type, ...]] = {
+    "shard": dict, "workload": dict, "run": dict, "groups": dict, "templates": dict,
+    "images": dict, "faults": dict, "resources": dict, "loop_lag": list, "nodes": list,
+    "pods": list, "pulls": list, "bytes_timeline": list,
+}  # fmt: skip
+_ITEM_SHAPE: dict[str, dict[str, type | tuple[type, ...]]] = {
+    "pods": {"name": str, "template": str, "node": str, "group": str, "arrival": _NUMBER,
+             "submitted": _MAYBE, "ready": _MAYBE, "seconds": _MAYBE, "containers": list},
+    "pulls": {"node": str, "start": _NUMBER, "end": _NUMBER, "size": int, "error": bool,
+              "dispatch": _MAYBE},
+    "nodes": {"name": str, "group": str, "pulls": int, "pull_errors": int,
+              "registry_pulls": int, "shared_pulls": int, "cache_hits": int, "bytes_pulled": int,
+              "bytes_received": int, "peak_pulls_in_flight": int, "registry_responses": dict,
+              "registry_retries": dict, "events_emitted": dict},
+}  # fmt: skip
+
+
+def check_record(record: dict[str, Any], source: str) -> None:
+    """Refuse a shard record whose shape is not what :func:`shard_record` writes.
+
+    Merging reads every field; a record edited by hand or cut short must fail here with the
+    field named, not deep inside the merge.
+
+    Raises:
+        ConfigError: naming the file and the first field that is missing or of the wrong type.
+    """
+
+    def need(value: object, kind: type | tuple[type, ...], where: str) -> None:
+        if (
+            isinstance(value, bool)
+            and kind is not bool
+            and bool not in (kind if isinstance(kind, tuple) else (kind,))
+        ):
+            raise ConfigError(source, where, "has the wrong type")
+        if not isinstance(value, kind):
+            raise ConfigError(source, where, "missing or of the wrong type")
+
+    for key, kind in _RECORD_SHAPE.items():
+        need(record.get(key), kind, key)
+    shard = record["shard"]
+    need(shard.get("index"), int, "shard.index")
+    need(shard.get("count"), int, "shard.count")
+    need(record["workload"].get("sha256"), str, "workload.sha256")
+    need(record["workload"].get("name"), str, "workload.name")
+    run = record["run"]
+    need(run.get("start_epoch"), _NUMBER, "run.start_epoch")
+    need(run.get("stopped_at"), _NUMBER, "run.stopped_at")
+    for key in ("wall_seconds", "cpu_seconds", "cpu_user_seconds", "cpu_system_seconds",
+                "peak_rss_mib"):  # fmt: skip
+        need(record["resources"].get(key), _NUMBER, f"resources.{key}")
+    for section, fields in _ITEM_SHAPE.items():
+        for i, item in enumerate(record[section]):
+            need(item, dict, f"{section}[{i}]")
+            for key, kind in fields.items():
+                need(item.get(key), kind, f"{section}[{i}].{key}")
+    for i, value in enumerate(record["loop_lag"]):
+        need(value, _NUMBER, f"loop_lag[{i}]")
+    for i, point in enumerate(record["bytes_timeline"]):
+        if not (isinstance(point, list) and len(point) == 2):
+            raise ConfigError(source, f"bytes_timeline[{i}]", "expected [seconds, bytes]")
+        need(point[0], _NUMBER, f"bytes_timeline[{i}][0]")
+        need(point[1], int, f"bytes_timeline[{i}][1]")
 
 
 def run_processes(

@@ -198,3 +198,40 @@ def test_health_flags_a_run_where_the_simulator_dominated() -> None:
     two = assess(loop_lag=[0.0] * 10, dispatch=[], arrival_lag=[], ttr_p50=1.0,
                  cpu_seconds=9.8, wall_seconds=10.0, processes=2)  # fmt: skip
     assert two["cpu_per_process"] == pytest.approx(0.49)
+
+
+@pytest.mark.parametrize(
+    ("edit", "field"),
+    [
+        pytest.param(lambda r: r.pop("pods"), "pods", id="no-pods"),
+        pytest.param(lambda r: r["pods"][0].update(arrival="soon"), "pods[0].arrival", id="type"),
+        pytest.param(lambda r: r["pulls"][0].update(error=1), "pulls[0].error", id="bool"),
+        pytest.param(lambda r: r["shard"].update(index=True), "shard.index", id="bool-index"),
+        pytest.param(lambda r: r["nodes"].append(7), "nodes[1]", id="not-an-object"),
+        pytest.param(lambda r: r.update(bytes_timeline=[[0]]), "bytes_timeline[0]", id="point"),
+        pytest.param(
+            lambda r: r["resources"].pop("cpu_seconds"), "resources.cpu_seconds", id="resources"
+        ),
+    ],
+)
+def test_a_shard_record_edited_out_of_shape_names_the_field(
+    tmp_path: Path, edit: Any, field: str
+) -> None:
+    bad = record(0, 1, [pod("a", "n0", 0.0, 1.0)])
+    edit(bad)
+    write_record(bad, shard_file(tmp_path, 0, 1))
+    with pytest.raises(ConfigError) as info:
+        load_shard_records([tmp_path])
+    assert info.value.field == field
+    assert str(shard_file(tmp_path, 0, 1)) in str(info.value)
+
+
+def test_a_start_instant_that_is_not_a_time_is_refused(tmp_path: Path) -> None:
+    from kubelet_sim.cli.main import main
+
+    workload = Path(__file__).parents[2] / "benchmarks" / "workloads" / "smoke.yaml"
+    for value in ("nan", "inf", "1e12"):
+        argv = ["bench", str(workload), "--shard", "0/2", "--out", str(tmp_path),
+                "--start-at", value, "--registry", "127.0.0.1:1"]  # fmt: skip
+        assert main(argv) == 1
+    assert list(tmp_path.iterdir()) == []

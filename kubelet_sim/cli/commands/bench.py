@@ -97,6 +97,8 @@ def _bench(args: argparse.Namespace) -> int:
     if args.timeout is not None:
         workload = replace(workload, run=replace(workload.run, timeout=args.timeout))
     store = "disk" if args.keep_stores else args.store
+    if args.start_at is not None:
+        _check_start_at(args.start_at)
     if args.shard is not None:
         return _one_shard(args, path, workload, store)
     if not 1 <= args.shards <= 256:
@@ -126,6 +128,17 @@ def _bench(args: argparse.Namespace) -> int:
     else:
         _print_summary(console, report, out)
     return 0
+
+
+def _check_start_at(value: float) -> None:
+    """A start instant that is a real time within a day from now."""
+    import math
+    import time
+
+    if not math.isfinite(value) or abs(value - time.time()) > 86_400:
+        raise ConfigError(
+            None, "--start-at", f"expected a Unix time within a day of now, got {value!r}"
+        )
 
 
 def _one_shard(args: argparse.Namespace, path: Path, workload: Workload, store: str) -> int:
@@ -180,7 +193,14 @@ def _merge(args: argparse.Namespace, paths: list[Path]) -> int:
         raise ConfigError(None, "merge", "give the folders (or files) holding the shard records")
     from kubelet_sim.workloads.report import merge_records
 
-    report = merge_records(load_shard_records(paths), source=str(paths[0]))
+    records = load_shard_records(paths)
+    try:
+        report = merge_records(records, source=str(paths[0]))
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        # A record that passed the shape check but whose finer parts were edited by hand.
+        raise ConfigError(
+            str(paths[0]), None, f"the shard records cannot be merged ({type(exc).__name__})"
+        ) from None
     console = Console(width=None if sys.stdout.isatty() else 160)
     out: Path = args.out or Path("bench-results") / report["workload"]["name"]
     out.mkdir(parents=True, exist_ok=True)
