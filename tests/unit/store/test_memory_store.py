@@ -15,7 +15,6 @@ import os
 import tracemalloc
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +37,7 @@ from kubelet_sim.node.paths import NodePaths
 from kubelet_sim.registry.client import RegistryClient
 from kubelet_sim.registry.transport import Transport, TransportSettings
 from kubelet_sim.runtime.images import ImageService
-from kubelet_sim.sim.images import Image, build_image
+from kubelet_sim.sim.images import build_image
 from kubelet_sim.store import (
     CredentialIdentity,
     CredentialKind,
@@ -48,6 +47,7 @@ from kubelet_sim.store import (
     Store,
     hash_credentials,
 )
+from kubelet_sim.testing.fakeregistry import REPO, FakeRegistry
 
 pytestmark = pytest.mark.anyio
 
@@ -525,47 +525,8 @@ async def test_the_memory_store_has_no_durable_only_operations() -> None:
 # -- a real pull through the memory store ---------------------------------------------------------
 
 HOST = "registry.test"
-REPO = "team/app"
 NAME = f"{HOST}/{REPO}"
 FAST = TransportSettings(backoff_initial=0.001, backoff_max=0.01, max_attempts=2)
-
-
-@dataclass
-class FakeRegistry:
-    """Manifests by tag and digest, blobs by digest (the minimal part of test_runtime_pulls')."""
-
-    manifests: dict[str, tuple[bytes, str]] = field(default_factory=dict)
-    blobs: dict[str, bytes] = field(default_factory=dict)
-    requests: list[tuple[str, str]] = field(default_factory=list)
-
-    def push(self, tag: str, image: Image) -> None:
-        for blob in image.blobs():
-            self.blobs[str(blob.digest)] = blob.data
-        entry = (image.manifest.data, image.manifest.media_type)
-        self.manifests[str(image.manifest.digest)] = self.manifests[tag] = entry
-
-    def handler(self, request: httpx.Request) -> httpx.Response:
-        self.requests.append((request.method, request.url.path))
-        prefix = f"/v2/{REPO}/"
-        path = request.url.path
-        if path.startswith(prefix + "manifests/"):
-            found = self.manifests.get(path.removeprefix(prefix + "manifests/"))
-            if found is None:
-                return httpx.Response(404, json={"errors": [{"code": "MANIFEST_UNKNOWN"}]})
-            data, media_type = found
-            headers = {
-                "Content-Type": media_type,
-                "Docker-Content-Digest": str(Digest.from_bytes(data)),
-                "Content-Length": str(len(data)),
-            }
-            body = b"" if request.method == "HEAD" else data
-            return httpx.Response(200, headers=headers, content=body)
-        if path.startswith(prefix + "blobs/"):
-            blob = self.blobs.get(path.removeprefix(prefix + "blobs/"))
-            if blob is None:
-                return httpx.Response(404, json={"errors": [{"code": "BLOB_UNKNOWN"}]})
-            return httpx.Response(200, content=blob)
-        return httpx.Response(404)
 
 
 @asynccontextmanager
@@ -593,7 +554,7 @@ async def test_an_image_service_pull_through_a_memory_store() -> None:
         registry.requests.clear()
         again = await images.pull_image(parse_normalized(f"{NAME}:v1"))
         assert again.bytes_downloaded == 0
-        assert registry.requests == [("HEAD", f"/v2/{REPO}/manifests/v1")]
+        assert registry.requests == [("HEAD", f"/v2/{REPO}/manifests/v1", None)]
         assert await images.store.read_blob(image.manifest.digest) == image.manifest.data
 
 
