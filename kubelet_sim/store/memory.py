@@ -26,6 +26,7 @@ to hold.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -62,26 +63,6 @@ _STATES: Final = ("open", "committed", "aborted")
 # A pull record's coordinates within one (image ID, repository) scope.
 _Coords = tuple[str, str, str, str]  # (kind, namespace, name, uid)
 _Records = dict[_Coords, tuple[CredentialIdentity, float]]  # -> (identity, recorded at)
-
-
-class _NoLease:
-    """The lease of a store that never frees a blob: nothing to hold, nothing to release."""
-
-    __slots__ = ()
-
-    async def __aenter__(self) -> None:
-        return None
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        return None
-
-
-_NO_LEASE: Final = _NoLease()
 
 
 class HashingSink:
@@ -324,7 +305,7 @@ class MemoryStore:
 
     def lease(self) -> AbstractAsyncContextManager[None]:
         """As the durable store's lease; nothing frees a blob here, so there is nothing to hold."""
-        return _NO_LEASE
+        return contextlib.nullcontext()
 
     def inflight(self) -> dict[str, int]:
         """Digests being downloaded right now, with how many other tasks wait for each."""
