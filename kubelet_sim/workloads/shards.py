@@ -34,6 +34,7 @@ from kubelet_sim.errors import ConfigError, KubeletSimError
 from kubelet_sim.workloads.parse import parse_workload
 from kubelet_sim.workloads.report import SHARD_SCHEMA, shard_record
 from kubelet_sim.workloads.runner import run_workload
+from kubelet_sim.workloads.spec import Workload
 
 MAX_SHARDS = 256
 SHARD_RECORD_LIMIT = 2 << 30  # bytes: a shard record larger than this is not ours
@@ -87,15 +88,24 @@ def run_shard(job: ShardJob) -> dict[str, Any]:
     workload = parse_workload(job.workload_text, job.workload_source, base_dir=Path(job.base_dir))
     if job.timeout is not None:
         workload = replace(workload, run=replace(workload.run, timeout=job.timeout))
+    return run_shard_of(
+        workload, job.registry, (job.index, job.count), start_at=job.start_at, store=job.store
+    )
+
+
+def run_shard_of(
+    workload: Workload,
+    registry: str,
+    shard: tuple[int, int],
+    *,
+    start_at: float | None,
+    store: str,
+) -> dict[str, Any]:
+    """Shard ``shard`` of a loaded ``workload`` in a fresh event loop; its raw records."""
     with tempfile.TemporaryDirectory(prefix="ksim-shard-") as tmp:
         result = anyio.run(
             lambda: run_workload(
-                workload,
-                job.registry,
-                Path(tmp),
-                shard=(job.index, job.count),
-                start_at=job.start_at,
-                store=job.store,
+                workload, registry, Path(tmp), shard=shard, start_at=start_at, store=store
             )
         )
     return shard_record(result)

@@ -142,27 +142,19 @@ def _check_start_at(value: float) -> None:
 
 
 def _one_shard(args: argparse.Namespace, path: Path, workload: Workload, store: str) -> int:
-    from kubelet_sim.workloads.shards import parse_shard, shard_file, write_record
+    from kubelet_sim.workloads.shards import parse_shard, run_shard_of, shard_file, write_record
 
     index, count = parse_shard(args.shard)
     if args.out is None:
         raise ConfigError(None, "--out", "--shard writes its records to --out DIR; give one")
     console = Console(stderr=True, quiet=args.quiet)
-    with registry_for(args, console) as host, tempfile.TemporaryDirectory(prefix="ksim-") as tmp:
+    with registry_for(args, console) as host:
         if not args.no_seed:
             anyio.run(_seed, workload, host, console)
-        from kubelet_sim.workloads import run_workload
-        from kubelet_sim.workloads.report import shard_record
-
-        result = anyio.run(
-            lambda: run_workload(
-                workload, host, Path(tmp), shard=(index, count), start_at=args.start_at,
-                store=store,
-            )
-        )  # fmt: skip
+        record = run_shard_of(workload, host, (index, count), start_at=args.start_at, store=store)
     target = shard_file(args.out, index, count)
-    write_record(shard_record(result), target)
-    console.print(f"shard {index}/{count}: {len(result.nodes)} nodes, records in {target}")
+    write_record(record, target)
+    console.print(f"shard {index}/{count}: {len(record['nodes'])} nodes, records in {target}")
     return 0
 
 
