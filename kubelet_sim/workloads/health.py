@@ -3,14 +3,16 @@
 A bench run measures time-to-ready through the simulator's own event loop. When that loop is busy
 (thousands of nodes hashing, parsing and scheduling in one process), every request waits for the
 loop before it is sent and again before its answer is read, and the figures describe the
-simulator, not the registry. Three measurements make that visible:
+simulator, not the registry. These measurements make that visible:
 
 - **event-loop lag**: a heartbeat sleeps :data:`HEARTBEAT` seconds and records how late it woke
   (:class:`LoopLagMonitor`); on an idle loop this is well under a millisecond;
 - **dispatch delay**: per runtime pull, the time from the puller starting it to the first
   registry request it sent (:class:`PullTrace`, carried to the transport's observer in a context
   variable, so no layer of the engine has to know); this is pure client-side time;
-- **CPU**: process CPU seconds over wall seconds; one event loop cannot use more than one core.
+- **CPU**: process CPU seconds over wall seconds; one event loop cannot use more than one core;
+- **client-side share**: the part of the pulls' time no registry request covered
+  (:func:`client_wait`).
 
 :func:`assess` turns them into warnings, written into the report and printed on the terminal.
 """
@@ -18,6 +20,8 @@ simulator, not the registry. Three measurements make that visible:
 from __future__ import annotations
 
 import contextvars
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,7 +31,8 @@ HEARTBEAT = 0.02
 """Seconds between heartbeats of the loop-lag monitor."""
 
 CLIENT_SHARE_LIMIT = 0.10
-"""Client-side wait above this share of the median time-to-ready makes the run suspect."""
+"""Client-side wait above this share of the pulls' time (or loop lag p99 above this share of the
+median time-to-ready) makes the run suspect."""
 
 CPU_LIMIT = 0.90
 """CPU seconds per wall second (one event loop's core) above which the process is saturated."""
@@ -71,11 +76,22 @@ class LoopLagMonitor:
             self.samples.append(max(0.0, anyio.current_time() - expected))
 
 
-def _quantile(data: list[float], p: float) -> float:
-    pos = (len(data) - 1) * p
-    lo = int(pos)
-    hi = min(lo + 1, len(data) - 1)
+def quantile(data: Sequence[float], p: float, total: int | None = None) -> float | None:
+    """The ``p`` quantile of sorted ``data``, interpolating linearly between order statistics.
+
+    ``total`` counts values slower than all of ``data`` too (pods that never became ready):
+    a quantile whose rank falls among those is None.
+    """
+    pos = ((len(data) if total is None else total) - 1) * p
+    lo, hi = math.floor(pos), math.ceil(pos)
+    if hi >= len(data):
+        return None
     return data[lo] + (data[hi] - data[lo]) * (pos - lo)
+
+
+def _ms(data: Sequence[float], p: float) -> float | None:
+    value = quantile(data, p)
+    return None if value is None else round(value * 1000, 3)
 
 
 def summarize(values: list[float]) -> dict[str, float | int | None]:
@@ -85,8 +101,8 @@ def summarize(values: list[float]) -> dict[str, float | int | None]:
         return {"count": 0, "p50_ms": None, "p99_ms": None, "max_ms": None}
     return {
         "count": len(data),
-        "p50_ms": round(_quantile(data, 0.5) * 1000, 3),
-        "p99_ms": round(_quantile(data, 0.99) * 1000, 3),
+        "p50_ms": _ms(data, 0.5),
+        "p99_ms": _ms(data, 0.99),
         "max_ms": round(data[-1] * 1000, 3),
     }
 

@@ -17,7 +17,6 @@ became ready stay in their denominator (a percentile that falls among them is ``
 
 from __future__ import annotations
 
-import math
 import os
 import platform
 import sys
@@ -53,11 +52,8 @@ def percentiles(values: Sequence[float], not_ready: int = 0) -> dict[str, float 
                       "mean": None}  # fmt: skip
 
     def q(p: float) -> float | None:
-        pos = (total - 1) * p
-        lo, hi = math.floor(pos), math.ceil(pos)
-        if hi >= len(data):
-            return None
-        return round(data[lo] + (data[hi] - data[lo]) * (pos - lo), 4)
+        value = health.quantile(data, p, total)
+        return None if value is None else round(value, 4)
 
     return out | {
         "min": round(data[0], 4),
