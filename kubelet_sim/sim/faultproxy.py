@@ -2,11 +2,13 @@
 
 Placed between simulated nodes and a registry (the nodes pull ``PROXY_HOST:PORT/repo:tag``), it
 forwards bytes both ways and, while a :class:`FaultWindow` is active (times in seconds since the
-proxy's schedule started):
+proxy's schedule started; the dice are :class:`~kubelet_sim.sim.faults.FaultDraws`, shared
+with the modelled registry of virtual runs):
 
 - ``latency``: holds each HTTP request for ``delay`` (± ``jitter``) before forwarding it;
-- ``errors``: answers a ``share`` of HTTP requests itself with ``status`` (503 by default) and an
-  OCI error body, without forwarding them: the registry's own answer for an overloaded backend;
+- ``errors``: answers a ``share`` of HTTP requests itself with ``status`` (503 by default), an
+  OCI error body and ``Retry-After`` when the window sets ``retry_after``, without forwarding
+  them: the registry's own answer for an overloaded backend (or a rate limit, with 429);
 - ``resets``: resets (TCP RST) the connection of a ``share`` of requests, at once or after
   ``after_bytes`` bytes of the answer, as a broken network path does mid-blob;
 - ``outage``: resets every connection, new ones at once and open ones as soon as a byte moves,
@@ -21,14 +23,12 @@ addresses: it is a test instrument, not a network tool.
 from __future__ import annotations
 
 import ipaddress
-import random
 import re
 import socket
 import struct
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from enum import StrEnum
 
 import anyio
 import anyio.abc
@@ -36,6 +36,17 @@ import structlog
 from anyio.abc import SocketAttribute
 
 from kubelet_sim.errors import ConfigError
+from kubelet_sim.sim.faults import FaultDraws, FaultKind, FaultPlan, FaultWindow
+
+__all__ = [
+    "FaultKind",
+    "FaultPlan",
+    "FaultProxy",
+    "FaultWindow",
+    "ProxyStatistics",
+    "loopback_address",
+    "split_host_port",
+]
 
 log = structlog.get_logger(__name__)
 
@@ -48,69 +59,6 @@ _ERROR_BODY = (
 )
 _REASONS = {429: "Too Many Requests", 500: "Internal Server Error", 502: "Bad Gateway",
             503: "Service Unavailable", 504: "Gateway Timeout"}  # fmt: skip
-
-
-class FaultKind(StrEnum):
-    LATENCY = "latency"
-    ERRORS = "errors"
-    RESETS = "resets"
-    OUTAGE = "outage"
-
-
-@dataclass(frozen=True, slots=True)
-class FaultWindow:
-    """One fault, active from ``start`` until ``end`` (None: until the proxy stops)."""
-
-    kind: FaultKind
-    start: float = 0.0
-    end: float | None = None
-    delay: float = 0.0
-    jitter: float = 0.0
-    share: float = 1.0
-    status: int = 503
-    after_bytes: int = 0
-
-    def __post_init__(self) -> None:
-        problems = [
-            (self.start < 0, "start must not be negative"),
-            (self.end is not None and self.end <= self.start, "end must be after start"),
-            (self.delay < 0 or self.jitter < 0, "delay and jitter must not be negative"),
-            (self.jitter > self.delay, "jitter must not exceed delay"),
-            (not 0.0 <= self.share <= 1.0, "share must be between 0 and 1"),
-            (not 400 <= self.status <= 599, "status must be an HTTP error status (400-599)"),
-            (self.after_bytes < 0, "afterBytes must not be negative"),
-        ]
-        for failed, message in problems:
-            if failed:
-                raise ValueError(f"{self.kind} fault: {message}")
-
-    def active(self, t: float) -> bool:
-        return self.start <= t and (self.end is None or t < self.end)
-
-
-@dataclass(frozen=True, slots=True)
-class FaultPlan:
-    """The schedule of faults; ``seed`` makes the share draws repeatable."""
-
-    windows: tuple[FaultWindow, ...] = ()
-    seed: int = 0
-
-    def active(self, kind: FaultKind, t: float) -> list[FaultWindow]:
-        return [w for w in self.windows if w.kind is kind and w.active(t)]
-
-    def to_list(self) -> list[dict[str, object]]:
-        """The windows as plain dicts, with only the fields that matter for each kind."""
-        relevant = {
-            FaultKind.LATENCY: ("delay", "jitter"),
-            FaultKind.ERRORS: ("share", "status"),
-            FaultKind.RESETS: ("share", "after_bytes"),
-            FaultKind.OUTAGE: (),
-        }
-        return [
-            {"kind": str(w.kind), "start": w.start, "end": w.end}
-            | {name: getattr(w, name) for name in relevant[w.kind]}
-            for w in self.windows
-        ]
 
 
 @dataclass(slots=True)
@@ -202,8 +150,8 @@ class FaultProxy:
         self.clock = clock
         self.stats = ProxyStatistics()
         self.port = 0
-        self._t0: float | None = None
-        self._random = random.Random(self.plan.seed)  # noqa: S311 - fault draws, not security
+        self._draws = FaultDraws(self.plan, clock)
+        self._scheduled = False
         self._served: Counter[int] = Counter()  # bytes to clients per 100 ms since t0
 
     @property
@@ -215,13 +163,11 @@ class FaultProxy:
 
     def start_schedule(self, t0: float | None = None) -> None:
         """Make ``t0`` (default: now) time zero of the fault schedule."""
-        self._t0 = self.clock() if t0 is None else t0
+        self._draws.start_schedule(t0)
+        self._scheduled = True
 
     def elapsed(self) -> float:
-        if self._t0 is None:
-            self.start_schedule()
-        assert self._t0 is not None
-        return self.clock() - self._t0
+        return self._draws.elapsed()
 
     def served_series(self, step: float = 0.1) -> list[tuple[float, int]]:
         """Bytes sent to clients per ``step`` seconds (a multiple of 0.1) since time zero, every
@@ -239,7 +185,7 @@ class FaultProxy:
         """Listen and serve until cancelled."""
         listener = await anyio.create_tcp_listener(local_host=self.listen_host, local_port=0)
         self.port = listener.listeners[0].extra(SocketAttribute.local_port)
-        if self._t0 is None:
+        if not self._scheduled:
             self.start_schedule()
         log.info("faultproxy.listening", host=self.host, upstream=self.upstream_port)
         async with listener:
@@ -252,7 +198,7 @@ class FaultProxy:
         self.stats.connections += 1
         conn = _Connection(client)
         try:
-            if self.plan.active(FaultKind.OUTAGE, self.elapsed()):
+            if self._draws.outage():
                 raise _Reset("outage")
             try:
                 conn.upstream = await anyio.connect_tcp(self.upstream_host, self.upstream_port)
@@ -283,7 +229,7 @@ class FaultProxy:
                     await conn.upstream.aclose()
 
     def _check_outage(self) -> None:
-        if self.plan.active(FaultKind.OUTAGE, self.elapsed()):
+        if self._draws.outage():
             raise _Reset("outage")
 
     async def _answers(self, conn: _Connection, scope: anyio.CancelScope) -> None:
@@ -343,12 +289,12 @@ class FaultProxy:
             conn.reset_after = None
             await self._apply_latency()
             self._check_outage()
-            error = self._draw(FaultKind.ERRORS)
+            error = self._draws.draw(FaultKind.ERRORS)
             if error is not None and not chunked:
                 buffer = await self._discard_body(conn, buffer, length)
-                await self._answer_error(conn, method, error.status)
+                await self._answer_error(conn, method, error)
                 continue
-            reset = self._draw(FaultKind.RESETS)
+            reset = self._draws.draw(FaultKind.RESETS)
             if reset is not None:
                 if reset.after_bytes == 0:
                     raise _Reset("injected")
@@ -359,28 +305,23 @@ class FaultProxy:
                 return
             buffer = await self._forward_body(conn, buffer, length)
 
-    def _draw(self, kind: FaultKind) -> FaultWindow | None:
-        for window in self.plan.active(kind, self.elapsed()):
-            if self._random.random() < window.share:
-                return window
-        return None
-
     async def _apply_latency(self) -> None:
-        delay = 0.0
-        for window in self.plan.active(FaultKind.LATENCY, self.elapsed()):
-            jitter = window.jitter * (2 * self._random.random() - 1) if window.jitter else 0.0
-            delay += max(0.0, window.delay + jitter)
+        delay = self._draws.latency()
         if delay > 0:
             self.stats.delayed += 1
             await anyio.sleep(delay)
 
-    async def _answer_error(self, conn: _Connection, method: str, status: int) -> None:
+    async def _answer_error(self, conn: _Connection, method: str, window: FaultWindow) -> None:
+        status = window.status
         self.stats.injected_errors[status] += 1
         body = b"" if method == "HEAD" else _ERROR_BODY
+        retry_after = ""
+        if window.retry_after is not None:
+            retry_after = f"Retry-After: {round(window.retry_after)}\r\n"
         head = (
             f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}\r\n"
             "Content-Type: application/json\r\n"
-            f"Content-Length: {len(_ERROR_BODY)}\r\n"
+            f"Content-Length: {len(_ERROR_BODY)}\r\n{retry_after}"
             "Docker-Distribution-Api-Version: registry/2.0\r\n\r\n"
         ).encode()
         await self._to_client(conn, head + body)
