@@ -27,6 +27,7 @@ from typing import Protocol
 
 import anyio
 import anyio.abc
+import httpx
 from prometheus_client import CollectorRegistry
 
 from kubelet_sim.config.kubelet import KubeletConfiguration
@@ -296,11 +297,18 @@ async def open_node(
 
 
 @asynccontextmanager
-async def quiet_image_service(node: Node) -> AsyncIterator[ImageService[NodeStore]]:
+async def quiet_image_service(
+    node: Node, http: httpx.AsyncClient | None = None
+) -> AsyncIterator[ImageService[NodeStore]]:
     """The node's image service without its metrics, events or progress (pre-pulls before a
-    measured run): the same store, platform, ``hosts.toml`` and client settings."""
+    measured run): the same store, platform, ``hosts.toml`` and client settings; ``http``: the
+    HTTP client to send through (default: a new one)."""
     if node.image_store is None or node.client is None:
         raise TypeError("quiet_image_service needs a node built by open_node")
-    client = RegistryClient(hosts_dir=node.client.hosts_dir, settings=node.client.settings)
+    settings = node.client.transport.settings
+    transport = Transport(settings=settings, http=http) if http is not None else None
+    client = RegistryClient(
+        transport, hosts_dir=node.client.hosts_dir, settings=node.client.settings
+    )
     async with client:
         yield ImageService(client, node.image_store, platform=node.platform or host_platform())

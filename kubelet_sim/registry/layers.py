@@ -191,6 +191,12 @@ class LayerStreamer:
                         "more bytes than the descriptor's size",
                         what=f"blob {desc.digest}",
                     )
+                if not pending and len(chunk) >= self.read_chunk_size:
+                    # A large chunk goes to the sink as it came: no copy through ``pending``.
+                    await sink.write(chunk)
+                    if progress is not None:
+                        progress(desc, sink.written)
+                    continue
                 pending += chunk
                 if len(pending) >= self.read_chunk_size:
                     await self._flush(pending, sink, desc, progress)

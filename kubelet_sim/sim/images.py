@@ -25,18 +25,33 @@ _CREATED = "2024-01-01T00:00:00Z"
 
 @dataclass(frozen=True, slots=True)
 class Blob:
-    """Content with its media type, digest and size."""
+    """Content with its media type, digest and size.
+
+    A *stub* (:meth:`stub`, for the modelled registry of virtual runs) is a layer described but
+    never built: its ``size`` is declared and its digest is a stand-in derived from its name, so a
+    10,000-node what-if never generates or hashes the bytes it pretends to move.
+    """
 
     media_type: str
     data: bytes = field(repr=False)
+    declared_size: int | None = None
     digest: Digest = field(init=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "digest", Digest.from_bytes(self.data))
 
+    @classmethod
+    def stub(cls, media_type: str, name: str, size: int) -> Blob:
+        """A layer of ``size`` bytes named ``name``: no bytes, a digest unique to the name."""
+        return cls(media_type, f"kubelet-sim stub layer {name}".encode(), declared_size=size)
+
+    @property
+    def is_stub(self) -> bool:
+        return self.declared_size is not None
+
     @property
     def size(self) -> int:
-        return len(self.data)
+        return len(self.data) if self.declared_size is None else self.declared_size
 
     def descriptor(self, **extra: Any) -> dict[str, Any]:
         """The OCI descriptor of this blob, with ``extra`` fields (e.g. ``platform``)."""
@@ -102,8 +117,39 @@ def tar_with_file(name: str, payload: bytes) -> bytes:
     return buffer.getvalue()
 
 
-def build_layer(seed: int | str, size: int, *, compress: bool = True, docker: bool = False) -> Blob:
-    """A layer whose tar holds ``size`` random bytes; gzip-compressed unless ``compress`` is false."""
+TAR_BLOCK = 512
+TAR_RECORD = 20 * TAR_BLOCK  # tarfile.RECORDSIZE
+_DEFLATE_STORED = 16_384  # zlib's buffer: random bytes go out as stored blocks of this size
+_GZIP_REST = 200  # gzip frame, tar header and padding (zeros, compressed): measured 140-240
+
+
+def tar_size(payload: int) -> int:
+    """Bytes of :func:`tar_with_file` for a ``payload``-byte file (a short name, no PAX header):
+    the header block, the data padded to blocks and two end blocks, padded to a record."""
+    blocks = TAR_BLOCK + -(-payload // TAR_BLOCK) * TAR_BLOCK + 2 * TAR_BLOCK
+    return -(-blocks // TAR_RECORD) * TAR_RECORD
+
+
+def build_layer(
+    seed: int | str,
+    size: int,
+    *,
+    compress: bool = True,
+    docker: bool = False,
+    stub: bool = False,
+) -> Blob:
+    """A layer whose tar holds ``size`` random bytes; gzip-compressed unless ``compress`` is false.
+
+    ``stub``: the layer is described, not built (:meth:`Blob.stub`): its size is the tar's
+    exactly, or for a compressed layer what gzip makes of random bytes (stored blocks of 16 KiB,
+    5 bytes each, plus the frame and the compressed tar padding) within about 100 bytes.
+    """
+    if stub:
+        if not compress:
+            return Blob.stub(mt.OCI_LAYER, str(seed), tar_size(size))
+        length = size + 5 * -(-size // _DEFLATE_STORED) + _GZIP_REST
+        media_type = mt.DOCKER_LAYER_GZIP if docker else mt.OCI_LAYER_GZIP
+        return Blob.stub(media_type, str(seed), length)
     tar = tar_with_file(f"data/{seed}.bin", random_bytes(seed, size))
     if not compress:
         return Blob(mt.OCI_LAYER, tar)
@@ -112,6 +158,8 @@ def build_layer(seed: int | str, size: int, *, compress: bool = True, docker: bo
 
 
 def _diff_id(layer: Blob) -> str:
+    if layer.is_stub:
+        return str(layer.digest)
     if layer.media_type in (mt.OCI_LAYER_GZIP, mt.DOCKER_LAYER_GZIP):
         return str(Digest.from_bytes(gzip.decompress(layer.data)))
     return str(layer.digest)
@@ -137,11 +185,13 @@ def build_image(
     docker: bool = False,
     compress: bool = True,
     labels: dict[str, str] | None = None,
+    stub: bool = False,
 ) -> Image:
-    """A single-platform image; ``shared_layers`` come first (a base image), then fresh layers."""
+    """A single-platform image; ``shared_layers`` come first (a base image), then fresh layers
+    (stubs with ``stub``: see :func:`build_layer`)."""
     plat = parse_platform_spec(platform)
     fresh = [
-        build_layer(f"{seed}/{platform}/{i}", size, compress=compress, docker=docker)
+        build_layer(f"{seed}/{platform}/{i}", size, compress=compress, docker=docker, stub=stub)
         for i, size in enumerate(layer_sizes)
     ]
     layers = (*shared_layers, *fresh)

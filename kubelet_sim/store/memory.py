@@ -13,6 +13,10 @@ operation) makes the store the bottleneck. :class:`MemoryStore` satisfies the sa
   digests move between images per runtime handler; the handler is ``""`` unless
   ``RuntimeClassInImageCriApi`` is on), in-use counts and KEP-2535 pull records.
 
+A virtual run (``bench --virtual``) moves layers that were never built: its stores are opened
+with ``hash_layers=False``, and their sinks count a layer's bytes against its size without
+hashing them (manifests, configs and indexes, which are real, are still verified).
+
 Downloads are single-flight per digest as in :class:`~kubelet_sim.store.content.ContentStore`, and
 a sink verifies size and digest before a blob becomes present; a mismatch keeps nothing, so a retry
 downloads again. Nothing is written to disk and no thread is used.
@@ -65,6 +69,19 @@ _Coords = tuple[str, str, str, str]  # (kind, namespace, name, uid)
 _Records = dict[_Coords, tuple[CredentialIdentity, float]]  # -> (identity, recorded at)
 
 
+class _Counting:
+    """The hasher of a sink that only counts (a virtual run's layers: no bytes to hash)."""
+
+    def update(self, data: bytes, /) -> None:
+        raise AssertionError("a counting sink hashes nothing")
+
+    def hexdigest(self) -> str:
+        raise AssertionError("a counting sink hashes nothing")
+
+
+_COUNTING: Final = _Counting()
+
+
 class HashingSink:
     """A :class:`~kubelet_sim.core.sinks.BlobSink` that hashes and counts, and keeps no bytes.
 
@@ -74,13 +91,15 @@ class HashingSink:
 
     __slots__ = ("_hasher", "_state", "_store", "_written", "digest", "size")
 
-    def __init__(self, store: MemoryStore, digest: Digest, size: int) -> None:
+    def __init__(
+        self, store: MemoryStore, digest: Digest, size: int, *, hashed: bool = True
+    ) -> None:
         if isinstance(size, bool) or not isinstance(size, int) or size < 0:
             raise StoreError(f"blob {digest}: size must be a non-negative integer, got {size!r}")
         self._store = store
         self.digest = digest
         self.size = size
-        self._hasher: Hasher | None = digest.hasher()
+        self._hasher: Hasher | None = digest.hasher() if hashed else _COUNTING
         self._written = 0
         self._state = _OPEN
 
@@ -106,13 +125,14 @@ class HashingSink:
             raise DigestMismatchError(
                 f"size {self.size}", f"more than {self.size} bytes", what=f"blob {self.digest}"
             )
-        hasher.update(chunk)
+        if hasher is not _COUNTING:
+            hasher.update(chunk)
         self._written += len(chunk)
 
     async def reset(self) -> None:
         """Start again from offset 0."""
-        self._open_hasher()
-        self._hasher = self.digest.hasher()
+        if self._open_hasher() is not _COUNTING:
+            self._hasher = self.digest.hasher()
         self._written = 0
 
     async def commit(self, digest: Digest, size: int) -> None:
@@ -127,7 +147,13 @@ class HashingSink:
                 raise DigestMismatchError(
                     f"size {self.size}", f"size {size}", what=f"blob {self.digest}"
                 )
-            verify(digest, size, self._written, hasher)
+            if hasher is _COUNTING:
+                if self._written != size:
+                    raise DigestMismatchError(
+                        f"size {size}", f"size {self._written}", what=f"blob {digest}"
+                    )
+            else:
+                verify(digest, size, self._written, hasher)
         except DigestMismatchError:
             await self.abort()
             raise
@@ -158,6 +184,7 @@ class MemoryStore:
         "_in_use",
         "_names",
         "_pulls",
+        "hash_layers",
         "runtime_class_in_image_cri_api",
     )
 
@@ -166,8 +193,10 @@ class MemoryStore:
         *,
         runtime_class_in_image_cri_api: bool = False,
         clock: Callable[[], float] = time.time,
+        hash_layers: bool = True,
     ) -> None:
         self.runtime_class_in_image_cri_api = runtime_class_in_image_cri_api
+        self.hash_layers = hash_layers
         self._clock = clock
         self._blobs: dict[str, int] = {}  # committed digest -> size
         self._data: dict[str, bytes] = {}  # digest -> content, for what put_blob stored
@@ -291,7 +320,7 @@ class MemoryStore:
     async def _download(
         self, digest: Digest, size: int, fetch: Callable[[BlobSink], Awaitable[None]]
     ) -> None:
-        sink = HashingSink(self, digest, size)
+        sink = HashingSink(self, digest, size, hashed=self.hash_layers)
         try:
             await fetch(sink)
             if not sink.committed:

@@ -65,10 +65,15 @@ def sample_sizes(groups: tuple[LayerGroup, ...], rng: random.Random) -> list[int
 
 
 class ImageBuilder:
-    """Builds a workload's images; base layers are built once per (base, platform) and reused."""
+    """Builds a workload's images; base layers are built once per (base, platform) and reused.
 
-    def __init__(self, workload: Workload) -> None:
+    ``stub``: layers are described, not built (:meth:`~kubelet_sim.sim.images.Blob.stub`), with
+    the sizes the real build draws: what the modelled registry of a virtual run serves.
+    """
+
+    def __init__(self, workload: Workload, *, stub: bool = False) -> None:
         self.workload = workload
+        self.stub = stub
         self._bases = {base.name: base for base in workload.bases}
         self._base_layers: dict[tuple[str, str, bool, bool], tuple[Blob, ...]] = {}
 
@@ -85,6 +90,7 @@ class ImageBuilder:
                     size,
                     compress=spec.compress,
                     docker=spec.docker,
+                    stub=self.stub,
                 )
                 for i, size in enumerate(sizes)
             )
@@ -106,6 +112,7 @@ class ImageBuilder:
                     docker=spec.docker,
                     compress=spec.compress,
                     labels={"kubelet-sim.workload": self.workload.name},
+                    stub=self.stub,
                 )
             )
         index = build_index(images, docker=spec.docker) if len(images) > 1 else None

@@ -23,7 +23,8 @@ from kubelet_sim.core.platforms import parse_platform
 from kubelet_sim.core.reference import parse_normalized
 from kubelet_sim.errors import ConfigError, InvalidImageNameError, PlatformError
 from kubelet_sim.registry.transport import TransportSettings
-from kubelet_sim.sim.faultproxy import FaultKind, FaultPlan, FaultWindow
+from kubelet_sim.sim.faults import FaultKind, FaultPlan, FaultWindow
+from kubelet_sim.sim.model import Latency, RegistryModel
 from kubelet_sim.workloads.limits import (
     MAX_IMAGE_COUNT,
     MAX_LAYER_BYTES,
@@ -51,7 +52,7 @@ from kubelet_sim.workloads.spec import (
 )
 
 _TOP = ("apiVersion", "kind", "name", "description", "seed", "bases", "images", "nodes", "pods",
-        "secrets", "faults", "run")  # fmt: skip
+        "secrets", "faults", "run", "virtual")  # fmt: skip
 _PROBE_HOST = "registry.invalid:5000"  # only to check repository names against the grammar
 
 
@@ -109,6 +110,7 @@ def parse_workload(
         run = RunSettings(
             timeout=f.duration("timeout", 600.0) or 600.0, proxy=f.boolean("proxy", False)
         )
+    virtual = _virtual(doc, top.raw("virtual"))
     return Workload(
         name=name,
         seed=seed,
@@ -121,6 +123,7 @@ def parse_workload(
         secrets=secrets,
         faults=faults,
         run=run,
+        virtual=virtual,
         digest=hashlib.sha256(text.encode()).hexdigest(),
     )
 
@@ -364,7 +367,8 @@ def _faults(doc: Located, value: Any, seed: int) -> FaultPlan:
         return FaultPlan(seed=seed)
     f = doc.fields("faults", value, ("seed", "windows"))
     windows = []
-    keys = ("kind", "start", "end", "delay", "jitter", "share", "status", "afterBytes")
+    keys = ("kind", "start", "end", "delay", "jitter", "share", "status", "afterBytes",
+            "retryAfter")  # fmt: skip
     for path, item in f.items("windows"):
         w = doc.fields(path, item, keys)
         kind = w.string("kind", required=True)
@@ -381,8 +385,59 @@ def _faults(doc: Located, value: Any, seed: int) -> FaultPlan:
                     share=w.number("share", 1.0, maximum=1.0),
                     status=w.integer("status", 503),
                     after_bytes=w.size("afterBytes", 0) or 0,
+                    retry_after=w.duration("retryAfter", None),
                 )
             )
         except ValueError as exc:
             doc.fail(path, str(exc))
     return FaultPlan(tuple(windows), f.integer("seed", seed))
+
+
+def _virtual(doc: Located, value: Any) -> RegistryModel:
+    """``virtual.registry``: how the modelled registry of ``bench --virtual`` behaves."""
+    if value is None:
+        return RegistryModel()
+    v = doc.fields("virtual", value, ("registry",))
+    if not v.has("registry"):
+        return RegistryModel()
+    keys = ("latency", "bandwidth", "concurrency", "auth", "tokenLifetime")
+    r = doc.fields(v.at("registry"), v.raw("registry"), keys)
+    latency = Latency()
+    raw = r.raw("latency")
+    if isinstance(raw, dict):
+        lat = doc.fields(r.at("latency"), raw, ("median", "p99"))
+        median = lat.duration("median", None)
+        if median is None:
+            lat.fail("median", "required")
+        try:
+            latency = Latency(median, lat.duration("p99", None))
+        except ValueError as exc:
+            lat.fail("p99", str(exc))
+    elif raw is not None:
+        latency = Latency(r.duration("latency", None) or 0.0)
+    per_connection = total = 0
+    if r.has("bandwidth"):
+        b = doc.fields(r.at("bandwidth"), r.raw("bandwidth"), ("perConnection", "total"))
+        per_connection = _rate(b, "perConnection")
+        total = _rate(b, "total")
+    auth = r.string("auth", "none")
+    if auth not in ("none", "token"):
+        r.fail("auth", f"expected none or token, got {auth!r}")
+    return RegistryModel(
+        latency=latency,
+        per_connection=float(per_connection),
+        total=float(total),
+        concurrency=r.integer("concurrency", 0, minimum=0, maximum=1_000_000),
+        auth=auth == "token",
+        token_lifetime=r.duration("tokenLifetime", 300.0) or 300.0,
+    )
+
+
+def _rate(f: Fields, key: str) -> int:
+    """Bytes per second: a size, optionally written with ``/s`` (``100MiB/s``); 0 is no limit."""
+    value = f.raw(key)
+    if isinstance(value, str) and value.strip().endswith("/s"):
+        value = value.strip()[:-2]
+    if value is None:
+        return 0
+    return parse_size(value, f.doc, f.at(key))

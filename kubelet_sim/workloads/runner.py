@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import anyio
+import httpx
 import structlog
 from prometheus_client import CollectorRegistry
 
@@ -41,8 +42,10 @@ from kubelet_sim.node.builder import (
 )
 from kubelet_sim.node.paths import NodePaths
 from kubelet_sim.registry.client import ClientSettings
+from kubelet_sim.registry.transport import Transport
 from kubelet_sim.runtime.images import ImageService
 from kubelet_sim.sim.faultproxy import FaultProxy
+from kubelet_sim.sim.model import ModelTransport, RegistryView
 from kubelet_sim.telemetry.metrics import PullMetrics
 from kubelet_sim.workloads.generate import SeedReport
 from kubelet_sim.workloads.health import LoopLagMonitor
@@ -129,6 +132,8 @@ class BenchResult:
     agreed_start: float | None = None
     store_kind: str = "memory"
     loop_lag: list[float] = field(default_factory=list)
+    model: ModelTransport | None = None
+    """The modelled registry of a virtual run (None: a real registry)."""
 
 
 def _secrets(workload: Workload, host: str) -> dict[tuple[str, str], Secret]:
@@ -162,11 +167,13 @@ async def _open_node(
     timeline: BytesTimeline,
     secrets: _SecretTable | None,
     store: str,
+    http: httpx.AsyncClient | None = None,
 ) -> SimNode:
     """One simulated kubelet, built by the node builder with the bench's parts swapped in: an
     observing recorder and metrics, the group's transport and download settings, no node docker
     config (credentials come only from the workload's pull secrets), and with ``store`` "memory"
-    the light node store instead of a durable one."""
+    the light node store instead of a durable one. ``http``: the HTTP client every node's
+    transport sends through (a virtual run's modelled registry), instead of the node's own."""
     registry = CollectorRegistry()
     observer = NodeObserver(PullMetrics(registry), anyio.current_time, timeline)
     recorder = CountingRecorder(source_host=name)
@@ -185,9 +192,13 @@ async def _open_node(
 
         light = await stack.enter_async_context(
             MemoryStore(
-                runtime_class_in_image_cri_api=group.kubelet.feature_enabled(RUNTIME_CLASS_GATE)
+                runtime_class_in_image_cri_api=group.kubelet.feature_enabled(RUNTIME_CLASS_GATE),
+                hash_layers=http is None,  # a virtual run's layers are stubs: sized, not built
             )
         )
+    transport = None
+    if http is not None:
+        transport = Transport(settings=group.transport, http=http, observer=observer)
     parts = NodeParts(
         recorder=recorder,
         metrics=observer,
@@ -195,6 +206,7 @@ async def _open_node(
         secrets=secrets,
         progress=observer.progress,
         store=light,
+        transport=transport,
     )
     node = await stack.enter_async_context(
         open_node(group.kubelet, NodePaths(root / name), options, parts)
@@ -202,12 +214,14 @@ async def _open_node(
     return SimNode(name, group, node, observer, recorder, registry)
 
 
-async def _prepull(nodes: list[SimNode], workload: Workload, target: str) -> None:
+async def _prepull(
+    nodes: list[SimNode], workload: Workload, target: str, http: httpx.AsyncClient | None
+) -> None:
     """Pull warm caches and pre-pulled images outside the measured run (no events or metrics)."""
     limiter = anyio.CapacityLimiter(PREPULL_CONCURRENCY)
 
     async def one(sim: SimNode, refs: list[str]) -> None:
-        async with limiter, quiet_image_service(sim.node) as service:
+        async with limiter, quiet_image_service(sim.node, http) as service:
             for ref in refs:
                 await service.pull_image(parse_normalized(f"{target}/{ref}"))
 
@@ -326,6 +340,7 @@ async def run_workload(
     shard: tuple[int, int] = (0, 1),
     start_at: float | None = None,
     store: str = "memory",
+    model: ModelTransport | None = None,
 ) -> BenchResult:
     """Run ``workload`` (or shard ``shard[0]`` of ``shard[1]``) against ``registry`` (``HOST:PORT``).
 
@@ -334,14 +349,16 @@ async def run_workload(
     one workload together run exactly the unsharded run. ``start_at`` (a Unix time) is the
     instant shards agreed to start: time zero waits for it after the nodes are built.
     ``store``: ``memory`` (the light node store: every byte received and verified, nothing
-    written) or ``disk`` (each node's durable store under ``store_root``).
+    written) or ``disk`` (each node's durable store under ``store_root``). ``model``: a virtual
+    run: every node sends through this modelled registry (``registry`` is then its name, and the
+    caller runs this on a virtual clock, :mod:`kubelet_sim.workloads.virtual`).
 
     Raises:
         KubeletSimError: a store cannot be opened, or a pre-pull failed.
     """
     try:
         return await _run(
-            workload, registry, store_root, on_tick, tick, seed, shard, start_at, store
+            workload, registry, store_root, on_tick, tick, seed, shard, start_at, store, model
         )
     except* KubeletSimError as group:
         raise first_error(group) from None
@@ -357,6 +374,7 @@ async def _run(
     shard: tuple[int, int],
     start_at: float | None,
     store: str,
+    model: ModelTransport | None = None,
 ) -> BenchResult:
     index, count = shard
     plan = plan_pods(workload)
@@ -366,7 +384,10 @@ async def _run(
         stack.callback(tg.cancel_scope.cancel)  # on exit, after the nodes stopped: the proxy
         proxy: FaultProxy | None = None
         target = registry
-        if workload.uses_proxy:
+        http = None
+        if model is not None:
+            http = await stack.enter_async_context(httpx.AsyncClient(transport=model))
+        elif workload.uses_proxy:
             proxy = FaultProxy(registry, workload.faults)
             await tg.start(proxy.run)
             target = proxy.host
@@ -378,7 +399,7 @@ async def _run(
             for name in group.node_names():
                 if position % count == index:
                     sim = await _open_node(
-                        stack, group, name, position, store_root, timeline, secrets, store
+                        stack, group, name, position, store_root, timeline, secrets, store, http
                     )
                     nodes.append(sim)
                 position += 1
@@ -386,7 +407,7 @@ async def _run(
         plan = [pod for pod in plan if pod.node in by_name]
         for pod in plan:
             by_name[pod.node].pods += 1
-        await _prepull(nodes, workload, target)
+        await _prepull(nodes, workload, target, http)
         # Side by side in one task group (Node.serve), never nested: see there why.
         serving = await stack.enter_async_context(anyio.create_task_group())
         stack.callback(serving.cancel_scope.cancel)
@@ -407,6 +428,10 @@ async def _run(
             sim.observer.t0 = t0
         if proxy is not None:
             proxy.start_schedule(t0)
+        if model is not None:
+            model.view = RegistryView()  # what the registry saw of the run, not of pre-pulls
+            model.start_schedule(t0)
+        real0 = time.perf_counter()
         peak_reset = _reset_peak_rss()
         cpu0 = _cpu()
         submitted_at: dict[str, float] = {}
@@ -426,17 +451,23 @@ async def _run(
                     await engine.submit(specs[pod.uid])
                 submitted_at[pod.uid] = anyio.current_time() - t0
 
+        settled = 0  # plan[:settled] have settled, and a settled pod stays settled
+
         def all_settled() -> bool:
-            for pod in plan:
+            nonlocal settled
+            while settled < len(plan):
+                pod = plan[settled]
                 state = by_name[pod.node].node.engine.pod(pod.uid)
                 if state is None or not _settled(state):
                     return False
+                settled += 1
             return True
 
         timed_out = False
         async with anyio.create_task_group() as run_tg:
             run_tg.start_soon(arrivals)
-            run_tg.start_soon(monitor.run)
+            if model is None:  # on a virtual clock a sleep is never late: nothing to measure
+                run_tg.start_soon(monitor.run)
             deadline = t0 + workload.run.timeout
             while True:
                 now = anyio.current_time()
@@ -454,8 +485,9 @@ async def _run(
         if on_tick is not None:
             on_tick(_snapshot(nodes, plan, len(submitted_at), stopped_at))
         pods = _outcomes(plan, by_name, submitted_at, t0)
+        wall = stopped_at if model is None else time.perf_counter() - real0
         resources = {
-            "wall_seconds": round(stopped_at, 3),
+            "wall_seconds": round(wall, 3),
             "cpu_user_seconds": round(cpu1[0] - cpu0[0], 3),
             "cpu_system_seconds": round(cpu1[1] - cpu0[1], 3),
             "cpu_seconds": round(cpu1[0] - cpu0[0] + cpu1[1] - cpu0[1], 3),
@@ -479,6 +511,7 @@ async def _run(
             agreed_start=start_at,
             store_kind=store,
             loop_lag=monitor.samples,
+            model=model,
         )
 
 

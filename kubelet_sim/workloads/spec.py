@@ -17,7 +17,8 @@ from typing import Any
 from kubelet_sim.config.kubelet import KubeletConfiguration
 from kubelet_sim.k8s.objects import Container
 from kubelet_sim.registry.transport import TransportSettings
-from kubelet_sim.sim.faultproxy import FaultPlan
+from kubelet_sim.sim.faults import FaultPlan
+from kubelet_sim.sim.model import RegistryModel
 
 API_VERSION = "kubelet-sim.dev/v1alpha1"
 KIND = "Workload"
@@ -252,6 +253,8 @@ class Workload:
     secrets: tuple[PullSecretSpec, ...] = ()
     faults: FaultPlan = field(default_factory=FaultPlan)
     run: RunSettings = field(default_factory=RunSettings)
+    virtual: RegistryModel = field(default_factory=RegistryModel)
+    """How the modelled registry of ``bench --virtual`` behaves (ignored by real runs)."""
     digest: str = ""
 
     @property

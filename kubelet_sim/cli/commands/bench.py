@@ -16,6 +16,11 @@ Beyond one event loop:
   ``DIR/shard-I-of-N.json`` (what an external scheduler, e.g. a Kubernetes Indexed Job, runs);
   ``kubelet-sim bench merge DIR... --out REPORT_DIR`` turns them into the report.
 
+``--virtual`` runs the same nodes on a virtual clock (trio's MockClock, which jumps whenever
+every task waits) against a modelled registry (the workload's ``virtual.registry``: latency,
+bandwidth, concurrency, token auth) with the workload's faults: hours of rollout, outage and
+backoff in seconds of wall time. No registry is started or contacted.
+
 ``kubelet-sim bench --compare A.json B.json`` prints two reports side by side.
 """
 
@@ -73,6 +78,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     parser.add_argument("--no-seed", action="store_true", help="the images are already seeded")
     parser.add_argument(
+        "--virtual", action="store_true",
+        help="virtual time against the workload's modelled registry (no real registry)",
+    )  # fmt: skip
+    parser.add_argument(
         "--compare", nargs=2, type=Path, metavar=("A.json", "B.json"), help="compare two reports"
     )
     parser.add_argument("--output", choices=["text", "json", "markdown"], default="text")
@@ -99,6 +108,8 @@ def _bench(args: argparse.Namespace) -> int:
     store = "disk" if args.keep_stores else args.store
     if args.start_at is not None:
         _check_start_at(args.start_at)
+    if args.virtual:
+        return _virtual(args, workload)
     if args.shard is not None:
         return _one_shard(args, path, workload, store)
     if not 1 <= args.shards <= 256:
@@ -123,6 +134,49 @@ def _bench(args: argparse.Namespace) -> int:
             live = tty and not args.quiet
             result = anyio.run(_run, workload, host, stores, console, live, store, args.no_seed)
             report = _write(result, out, plots=not args.no_plots)
+    if args.output == "json":
+        print(json.dumps(report["summary"], indent=2))
+    else:
+        _print_summary(console, report, out)
+    return 0
+
+
+def _virtual(args: argparse.Namespace, workload: Workload) -> int:
+    """``--virtual``: one process, one event loop on the virtual clock, the modelled registry."""
+    conflicts = [
+        ("--registry", args.registry is not None),
+        ("--registry-dir", args.registry_dir is not None),
+        ("--shards", args.shards != 1),
+        ("--shard", args.shard is not None),
+        ("--executor", args.executor != "processes"),
+        ("--ray-address", args.ray_address is not None),
+        ("--start-at", args.start_at is not None),
+        ("--store", args.store != "memory" or args.keep_stores),
+        ("--no-seed", args.no_seed),
+    ]
+    for flag, given in conflicts:
+        if given:
+            raise ConfigError(
+                None, flag, "not with --virtual (one process against the modelled registry)"
+            )
+    from kubelet_sim.workloads.progress import LiveProgress
+    from kubelet_sim.workloads.virtual import run_virtual
+
+    tty = sys.stdout.isatty()
+    console = Console(width=None if tty else 160)
+    out: Path = args.out or Path("bench-results") / workload.name
+    out.mkdir(parents=True, exist_ok=True)
+    console.print(
+        f"virtual time: {workload.node_count} nodes, {sum(t.count for t in workload.pods)} pods "
+        "against the modelled registry"
+    )
+    with tempfile.TemporaryDirectory(prefix="ksim-") as tmp:
+        if tty and not args.quiet:
+            with LiveProgress(console, workload) as progress:
+                result = run_virtual(workload, Path(tmp), on_tick=progress)
+        else:
+            result = run_virtual(workload, Path(tmp))
+    report = _write(result, out, plots=not args.no_plots)
     if args.output == "json":
         print(json.dumps(report["summary"], indent=2))
     else:
