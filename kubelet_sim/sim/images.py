@@ -123,10 +123,16 @@ _DEFLATE_STORED = 16_384  # zlib's buffer: random bytes go out as stored blocks 
 _GZIP_REST = 200  # gzip frame, tar header and padding (zeros, compressed): measured 140-240
 
 
-def tar_size(payload: int) -> int:
-    """Bytes of :func:`tar_with_file` for a ``payload``-byte file (a short name, no PAX header):
-    the header block, the data padded to blocks and two end blocks, padded to a record."""
-    blocks = TAR_BLOCK + -(-payload // TAR_BLOCK) * TAR_BLOCK + 2 * TAR_BLOCK
+def tar_size(payload: int, name: str = "data/layer.bin") -> int:
+    """Bytes of :func:`tar_with_file` for a ``payload``-byte file called ``name``: its header
+    blocks (a PAX header too, for a name over 100 characters or a size over 8 GiB), the data
+    padded to blocks and two end blocks, padded to a record."""
+    info = tarfile.TarInfo(name)
+    info.size = payload
+    info.mtime = 0
+    info.mode = 0o644
+    header = len(info.tobuf(tarfile.PAX_FORMAT, tarfile.ENCODING, "surrogateescape"))
+    blocks = header + -(-payload // TAR_BLOCK) * TAR_BLOCK + 2 * TAR_BLOCK
     return -(-blocks // TAR_RECORD) * TAR_RECORD
 
 
@@ -144,13 +150,14 @@ def build_layer(
     exactly, or for a compressed layer what gzip makes of random bytes (stored blocks of 16 KiB,
     5 bytes each, plus the frame and the compressed tar padding) within about 100 bytes.
     """
+    name = f"data/{seed}.bin"
     if stub:
         if not compress:
-            return Blob.stub(mt.OCI_LAYER, str(seed), tar_size(size))
+            return Blob.stub(mt.OCI_LAYER, str(seed), tar_size(size, name))
         length = size + 5 * -(-size // _DEFLATE_STORED) + _GZIP_REST
         media_type = mt.DOCKER_LAYER_GZIP if docker else mt.OCI_LAYER_GZIP
         return Blob.stub(media_type, str(seed), length)
-    tar = tar_with_file(f"data/{seed}.bin", random_bytes(seed, size))
+    tar = tar_with_file(name, random_bytes(seed, size))
     if not compress:
         return Blob(mt.OCI_LAYER, tar)
     data = gzip.compress(tar, compresslevel=1, mtime=0)

@@ -10,12 +10,14 @@ backoff are the code real runs use. :class:`ModelTransport` answers what the cli
 - with ``auth`` a Bearer challenge, and a token endpoint (``GET /token``) on the same host whose
   tokens expire on the virtual clock;
 - every request waits for one of ``concurrency`` slots (the registry's parallelism; a slot is
-  held until the body is sent), then for a latency drawn from :class:`Latency`; bodies move at
-  ``min(per_connection, total / bodies in flight)`` bytes per second, so a fleet shares the
-  registry's egress;
+  held until the body is sent), then for a latency drawn from :class:`Latency`; a body moves at
+  ``per_connection`` bytes per second at most, and all bodies take turns, chunk by chunk, on an
+  egress of ``total`` bytes per second (:meth:`ModelTransport._transfer`), so a fleet shares the
+  registry's egress fairly and never beyond it;
 - the workload's fault plan is applied with :class:`~kubelet_sim.sim.faults.FaultDraws` in the
   order the fault proxy applies it (latency, outage, error answer, reset at once or after some
-  bytes), and an outage resets bodies in flight.
+  bytes), and an outage resets bodies in flight. (``afterBytes`` counts body bytes here; the
+  proxy counts the raw answer, headers included: a few hundred bytes apart.)
 
 Manifests, configs and indexes are the real documents the workload's seed builds; layers are
 stubs (:meth:`~kubelet_sim.sim.images.Blob.stub`): sizes and digests, never bytes (a body is zeros,
@@ -108,6 +110,10 @@ class RegistryModel:
     """Answer ``/v2/`` requests without a token with a Bearer challenge (token auth)."""
     token_lifetime: float = 300.0
 
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.token_lifetime) and self.token_lifetime > 0):
+            raise ValueError("tokenLifetime must be a positive duration")
+
     def to_dict(self) -> dict[str, object]:
         return {
             "latency": self.latency.describe(),
@@ -149,12 +155,27 @@ class RegistryView:
     bytes: Counter[int] = field(default_factory=Counter)
     errors: Counter[int] = field(default_factory=Counter)  # error answers and resets
     tokens: Counter[int] = field(default_factory=Counter)
-    peak_in_flight: dict[int, int] = field(default_factory=dict)  # requests being served
+    peak_in_flight: dict[int, int] = field(default_factory=dict)  # served or waiting for a slot
     peak_bodies: dict[int, int] = field(default_factory=dict)  # bodies sharing the egress
     answers: Counter[str] = field(default_factory=Counter)  # "GET 200", "HEAD reset", ...
     queued: int = 0  # requests that waited for a concurrency slot
     in_flight: int = 0
     bodies: int = 0
+
+    def add_bytes(self, start: float, end: float, n: int) -> None:
+        """``n`` bytes that moved from ``start`` to ``end`` (schedule seconds), spread over the
+        seconds they moved in."""
+        first, last = max(0, int(start)), max(0, int(end))
+        if first == last or end <= start:
+            self.bytes[last] += n
+            return
+        left = n
+        for slot in range(first, last + 1):
+            share = min(end, slot + 1) - max(start, slot)
+            part = left if slot == last else min(left, round(n * share / (end - start)))
+            if part > 0:
+                self.bytes[slot] += part
+                left -= part
 
     def peak(self, slot: int) -> None:
         if self.in_flight > self.peak_in_flight.get(slot, 0):
@@ -166,7 +187,7 @@ class RegistryView:
         """``[second, requests, bytes, errors, tokens, peak in flight, peak bodies]`` per
         ``step`` seconds (sums; peaks are the step's maximum), every step up to the last one
         with traffic."""
-        last = max((*self.requests, *self.bytes, 0))
+        last = max((*self.requests, *self.bytes, *self.errors, *self.tokens, 0))
         out = []
         for start in range(0, last + 1, step):
             slots = range(start, start + step)
@@ -214,6 +235,7 @@ class ModelTransport(httpx.AsyncBaseTransport):
         self._random = random.Random(f"kubelet-sim-model:{seed}")  # noqa: S311 - not security
         self._slots = anyio.Semaphore(self.model.concurrency) if self.model.concurrency else None
         self._tokens: dict[str, float] = {}  # token -> expiry (clock time)
+        self._egress_free = -math.inf  # when the egress has sent every chunk reserved so far
         self._issued = 0
 
     def start_schedule(self, t0: float | None = None) -> None:
@@ -222,6 +244,36 @@ class ModelTransport(httpx.AsyncBaseTransport):
 
     def _slot(self) -> int:
         return max(0, int(self.draws.elapsed()))
+
+    # -- bandwidth ---------------------------------------------------------------------------
+
+    def _chunk_bytes(self, n: int, bodies: int) -> int:
+        """At most ``n`` bytes, and no more than one body moves in :data:`MAX_CHUNK_SECONDS`
+        alone or, sharing the egress with ``bodies`` bodies, in one round of them all."""
+        model = self.model
+        if model.per_connection:
+            n = min(n, max(1, int(model.per_connection * MAX_CHUNK_SECONDS)))
+        if model.total:
+            n = min(n, max(1, int(model.total * MAX_CHUNK_SECONDS / bodies)))
+        return n
+
+    def _transfer(self, n: int) -> tuple[float, float]:
+        """Seconds until ``n`` more bytes of a body have gone out, and how long they moved.
+
+        The egress is a link of ``total`` bytes per second that chunks reserve in turn (bodies
+        take turns chunk by chunk, so they share it fairly and the total is never exceeded);
+        one body moves no faster than ``per_connection``.
+        """
+        model = self.model
+        now = self.clock()
+        moving = n / model.per_connection if model.per_connection else 0.0
+        done = now + moving
+        if model.total:
+            start = max(now, self._egress_free)
+            self._egress_free = start + n / model.total
+            moving = max(moving, n / model.total)
+            done = max(done, self._egress_free)
+        return done - now, moving
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         view = self.view
@@ -403,29 +455,29 @@ class _Body(httpx.AsyncByteStream):
         model = self.model
         view = model.view
         view.bodies += 1
-        view.peak(model._slot())
         try:
             sent = 0
             offset = self.start
             step = CHUNK if self.data is not None else STUB_CHUNK
             while offset < self.end:
-                n = min(step, self.end - offset)
-                rate = _rate(model.model, view.bodies)
-                if rate:
-                    if n / rate > MAX_CHUNK_SECONDS:
-                        n = max(1, int(rate * MAX_CHUNK_SECONDS))
-                    await anyio.sleep(n / rate)
+                view.peak(model._slot())
+                n = model._chunk_bytes(min(step, self.end - offset), view.bodies)
+                wait, moving = model._transfer(n)
+                if wait > 0:
+                    await anyio.sleep(wait)
                 if model.draws.outage():
                     view.errors[model._slot()] += 1
                     raise httpx.ReadError(_RESET)
+                end = model.draws.elapsed()
                 if self.reset_after is not None and sent + n > self.reset_after:
                     n = self.reset_after - sent
                     if n:
+                        view.add_bytes(end - moving, end, n)
                         yield self._chunk(offset, n)
                     view.errors[model._slot()] += 1
                     raise httpx.ReadError(_RESET)
+                view.add_bytes(end - moving, end, n)
                 yield self._chunk(offset, n)
-                view.bytes[model._slot()] += n
                 offset += n
                 sent += n
         finally:
@@ -441,14 +493,6 @@ class _Body(httpx.AsyncByteStream):
 
     async def aclose(self) -> None:
         self.release()
-
-
-def _rate(model: RegistryModel, bodies: int) -> float:
-    """Bytes per second one of ``bodies`` bodies in flight moves at (0: no limit)."""
-    share = model.total / bodies if model.total else 0.0
-    if model.per_connection and share:
-        return min(model.per_connection, share)
-    return model.per_connection or share
 
 
 def _range_start(header: str, size: int) -> int:

@@ -423,13 +423,16 @@ def _virtual(doc: Located, value: Any) -> RegistryModel:
     auth = r.string("auth", "none")
     if auth not in ("none", "token"):
         r.fail("auth", f"expected none or token, got {auth!r}")
+    lifetime = r.duration("tokenLifetime", 300.0)
+    if lifetime is None or lifetime <= 0:
+        r.fail("tokenLifetime", "must be a positive duration")
     return RegistryModel(
         latency=latency,
         per_connection=float(per_connection),
         total=float(total),
         concurrency=r.integer("concurrency", 0, minimum=0, maximum=1_000_000),
         auth=auth == "token",
-        token_lifetime=r.duration("tokenLifetime", 300.0) or 300.0,
+        token_lifetime=lifetime,
     )
 
 
