@@ -28,6 +28,7 @@ ends a request that got error answers, the last answer is what is reported (a 50
 
 from __future__ import annotations
 
+import functools
 import math
 import ssl
 from collections.abc import AsyncIterator, Mapping
@@ -514,10 +515,10 @@ class Transport:
             try:
                 sent = client.build_request(
                     method,
-                    url,
+                    _parsed(url),
                     headers=request_headers,
                     content=content,
-                    params=params,
+                    params=params or None,  # httpx parses the URL again for any params, even {}
                     timeout=self._timeout_for(request.host),
                 )
             except httpx.InvalidURL:
@@ -589,6 +590,13 @@ class Transport:
             return min(retry_after, self.settings.retry_after_max)
         delay = self.settings.backoff_initial * self.settings.backoff_factor ** (attempt - 1)
         return float(min(delay, self.settings.backoff_max))
+
+
+@functools.lru_cache(maxsize=4096)
+def _parsed(url: str) -> httpx.URL:
+    """``httpx.URL(url)``, parsed once: a fleet's nodes send the same few URLs all the time
+    (URLs are immutable; a bad one raises ``InvalidURL`` every time, it is never cached)."""
+    return httpx.URL(url)
 
 
 @asynccontextmanager

@@ -353,17 +353,16 @@ class EventRecorder:
         now = self._clock()
         if self._redactor is not None:
             message = self._redactor(message)
-        name = f"{obj.name}.{seconds_to_ns(now):x}"
         obj_key = (obj.kind, obj.namespace, obj.name, obj.uid, obj.api_version)
 
         # EventAggregate: group by everything but message and field path.
         group = (*obj_key, type_.value, reason.value)
-        record = self._aggregates.get(group)
+        record = self._aggregates.get(group)  # a hit is refreshed already
         if record is None or now - record.last > self._aggregate_interval:
             record = _AggregateRecord()
+            self._aggregates.put(group, record)
         record.local_keys[message] = None
         record.last = now
-        self._aggregates.put(group, record)
         key: tuple[str, ...] = (*obj_key, obj.field_path, type_.value, reason.value, message)
         aggregated = len(record.local_keys) >= self._aggregate_max
         if aggregated:
@@ -375,18 +374,17 @@ class EventRecorder:
         # eventObserve: identical events become one with a growing count.
         seen = self._observed.get(key)
         if seen is None:
-            seen = _Observation(count=0, first_timestamp=now, name=name)
+            seen = _Observation(0, now, f"{obj.name}.{seconds_to_ns(now):x}")
+            self._observed.put(key, seen)
         seen.count += 1
-        self._observed.put(key, seen)
         count, first, name = seen.count, seen.first_timestamp, seen.name
 
         if self._spam:
             bucket = self._buckets.get(obj_key)
             if bucket is None:
                 bucket = TokenBucket(self._spam_qps, self._spam_burst)
-            accepted = bucket.try_accept(now)
-            self._buckets.put(obj_key, bucket)
-            if not accepted:
+                self._buckets.put(obj_key, bucket)
+            if not bucket.try_accept(now):
                 self._filtered += 1
                 log.debug("events.spam_filtered", reason=reason.value, object=obj.name)
                 return None
