@@ -26,6 +26,14 @@ PLOTS = (
      "the fault proxy, shaded spans mark the fault windows."),
 )  # fmt: skip
 
+REGISTRY_PLOT = (
+    "registry-view.png", "The modelled registry over simulated time",
+    "Virtual runs only. Top: requests, error answers and resets, and tokens issued per second. "
+    "Middle: bytes sent per second. Bottom: the most requests and bodies in flight in each "
+    "second. Shaded spans mark the fault windows; the spike after an outage is the nodes' "
+    "retries when it ends.",
+)  # fmt: skip
+
 GLOSSARY = (
     ("time to images ready", "per pod, from its arrival (submission to the node) until every "
      "init and app container image was present; percentiles over every pod, those that never got "
@@ -85,6 +93,59 @@ def _kubelet_text(k: dict[str, Any]) -> str:
         else f"QPS {k['registryPullQPS']:g}/burst {k['registryBurst']}"
     )
     return f"{mode}, {qps}"
+
+
+def _model_text(model: dict[str, Any]) -> str:
+    def rate(v: float) -> str:
+        return f"{human_bytes(v)}/s" if v else "no limit"
+
+    concurrency = model["concurrency"] or "no limit"
+    return (
+        f"latency {model['latency']}, per body {rate(model['per_connection_bytes_per_second'])}, "
+        f"egress {rate(model['total_bytes_per_second'])}, concurrency {concurrency}, auth "
+        f"{model['auth']}"
+    )
+
+
+def _registry_view(view: dict[str, Any], health: dict[str, Any]) -> list[str]:
+    """A virtual run's registry side: the model, its totals and each outage's retry spike."""
+    totals = view["totals"]
+    lines = ["## The modelled registry (virtual time)", ""]
+    lines += [
+        f"Simulated {health.get('simulated_seconds', 0):g} s in "
+        f"{health.get('simulated_seconds', 0) / (health.get('speedup') or 1):.1f} s of wall time "
+        f"({health.get('speedup')}x real time). Model: {_model_text(view['model'])}.",
+        "",
+    ]
+    lines += _table(
+        ("figure", "value"),
+        [
+            ("requests (all, tokens included)", totals["requests"]),
+            ("answers", ", ".join(f"{k}: {v}" for k, v in totals["answers"].items()) or "none"),
+            ("bytes sent", f"{human_bytes(totals['bytes'])} ({totals['bytes']:,} B)"),
+            ("errors and resets", totals["errors"]),
+            ("tokens issued", totals["tokens_issued"]),
+            ("peak requests per second", view["peak_requests_per_second"]),
+            ("peak bytes per second", human_bytes(view["peak_bytes_per_second"]) + "/s"),
+            ("peak requests in flight / bodies", f"{totals['peak_in_flight']} / "
+             f"{totals['peak_bodies']}"),
+            ("requests that waited for a slot", totals["queued_for_a_slot"]),
+        ],
+    )  # fmt: skip
+    if view["outages"]:
+        lines += ["Outages and the retry spike after each (the thundering herd):", ""]
+        lines += _table(
+            ("outage", "requests during (reset)", "req/s before", "peak req/s after",
+             "peak at", "requests in the first 60 s after", "peak / before"),
+            [
+                (f"{o['start']:g} s – {o['end']:g} s", f"{o['requests_during']} "
+                 f"({o['resets_during']})", o["requests_per_second_before"],
+                 o["peak_requests_per_second_after"], f"+{o['peak_seconds_after_end']} s",
+                 o["requests_first_60s_after"], o["peak_over_before"] or "n/a")
+                for o in view["outages"]
+            ],
+        )  # fmt: skip
+    return lines
 
 
 def render_markdown(report: dict[str, Any]) -> str:
@@ -186,8 +247,11 @@ def render_markdown(report: dict[str, Any]) -> str:
         )  # fmt: skip
         if "proxy" in faults:
             lines += _table(("proxy counter", "value"), list(faults["proxy"].items()))
+    if "registry_view" in report:
+        lines += _registry_view(report["registry_view"], s["health"])
     lines += ["## Plots", ""]
-    for file, title, caption in PLOTS:
+    plots = (*PLOTS, REGISTRY_PLOT) if "registry_view" in report else PLOTS
+    for file, title, caption in plots:
         lines += [f"### {title}", "", f"![{title}]({file})", "", caption, ""]
     lines += ["## How to read this report", ""]
     lines += [f"- **{term}**: {text}" for term, text in GLOSSARY]

@@ -2,7 +2,9 @@
 
 - ``pull-timeline.png``: per node, each pull as a bar from start to end (parallel pulls in lanes);
 - ``time-to-ready-cdf.png``: the pods' time to images ready as a CDF per node group;
-- ``bytes-over-time.png``: bytes received per second and cumulatively, fault windows shaded.
+- ``bytes-over-time.png``: bytes received per second and cumulatively, fault windows shaded;
+- ``registry-view.png`` (virtual runs): what the modelled registry saw per second of simulated
+  time: requests and errors, bytes, requests in flight; fault windows shaded.
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ def write_plots(report: dict[str, Any], out: Path) -> list[Path]:
         _cdf(report, out / "time-to-ready-cdf.png"),
         _bytes(report, out / "bytes-over-time.png"),
     ]
+    if "registry_view" in report:
+        files.append(_registry(report, out / "registry-view.png"))
     return files
 
 
@@ -171,6 +175,45 @@ def _bytes(report: dict[str, Any], path: Path) -> Path:
     total_ax.set_ylabel("cumulative MiB")
     total_ax.set_xlabel("seconds since the run started")
     for ax in (rate_ax, total_ax):
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def _registry(report: dict[str, Any], path: Path) -> Path:
+    """Requests and errors, bytes and requests in flight per second, as the registry saw them."""
+    view = report["registry_view"]
+    step = view["step_seconds"]
+    rows = view["series"]
+    fig, (req_ax, bytes_ax, flight_ax) = plt.subplots(3, 1, figsize=(10, 8), dpi=100, sharex=True)
+    xs = [row[0] for row in rows]
+    req_ax.step(xs, [row[1] / step for row in rows], where="post", lw=1, label="requests")
+    req_ax.step(xs, [row[3] / step for row in rows], where="post", lw=1, color=_FAILED,
+                label="errors and resets")  # fmt: skip
+    req_ax.step(xs, [row[4] / step for row in rows], where="post", lw=0.8, alpha=0.7,
+                label="tokens issued")  # fmt: skip
+    req_ax.legend(loc="upper right", fontsize=8)
+    mib = 1024 * 1024
+    bytes_ax.step(xs, [row[2] / step / mib for row in rows], where="post", lw=1)
+    flight_ax.step(xs, [row[5] for row in rows], where="post", lw=1, label="requests")
+    flight_ax.step(xs, [row[6] for row in rows], where="post", lw=1, label="bodies")
+    flight_ax.legend(loc="upper right", fontsize=8)
+    for window in report["faults"]["plan"]:
+        if window["kind"] == "latency":
+            continue
+        end = window.get("end") or report["run"]["stopped_at"]
+        for ax in (req_ax, bytes_ax, flight_ax):
+            ax.axvspan(window.get("start", 0.0), end, alpha=0.12,
+                       color=_FAULT_COLORS.get(window["kind"], "0.5"))  # fmt: skip
+    per = "per second" if step == 1 else f"per second (averaged over {step} s)"
+    req_ax.set_title(f"What the modelled registry saw, {per} of simulated time")
+    req_ax.set_ylabel("per second")
+    bytes_ax.set_ylabel("MiB/s")
+    flight_ax.set_ylabel("in flight (peak)")
+    flight_ax.set_xlabel("simulated seconds since the run started")
+    for ax in (req_ax, bytes_ax, flight_ax):
         ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path)

@@ -351,11 +351,25 @@ def _print_summary(console: Console, report: dict[str, Any], out: Path) -> None:
         f"{res['peak_rss_mib']:.0f} MiB"
     )
     h = s["health"]
-    console.print(
-        f"simulator: loop lag p99 {h['loop_lag']['p99_ms']} ms, dispatch p50 "
-        f"{h['dispatch_delay']['p50_ms']} ms, {h['cpu_per_process']:.0%} of a core per process "
-        f"({res.get('processes', 1)} process(es))"
-    )
+    if h.get("virtual_time"):
+        view = report["registry_view"]
+        console.print(
+            f"virtual time: {h['simulated_seconds']:g} simulated seconds in "
+            f"{res['wall_seconds']:.1f} s of wall time ({h['speedup']}x); registry peak "
+            f"{view['peak_requests_per_second']} req/s, {view['totals']['errors']} errors/resets"
+        )
+        for o in view["outages"]:
+            console.print(
+                f"outage {o['start']:g}-{o['end']:g} s: {o['requests_during']} requests reset; "
+                f"after it, peak {o['peak_requests_per_second_after']} req/s at "
+                f"+{o['peak_seconds_after_end']} s (before: {o['requests_per_second_before']}/s)"
+            )
+    else:
+        console.print(
+            f"simulator: loop lag p99 {h['loop_lag']['p99_ms']} ms, dispatch p50 "
+            f"{h['dispatch_delay']['p50_ms']} ms, {h['cpu_per_process']:.0%} of a core per "
+            f"process ({res.get('processes', 1)} process(es))"
+        )
     for warning in h["warnings"]:
         console.print(f"[yellow]warning: {warning}")
     if report["run"]["timed_out"]:
