@@ -414,7 +414,10 @@ def _virtual(doc: Located, value: Any) -> RegistryModel:
         except ValueError as exc:
             lat.fail("p99", str(exc))
     elif raw is not None:
-        latency = Latency(r.duration("latency", None) or 0.0)
+        try:
+            latency = Latency(r.duration("latency", None) or 0.0)
+        except ValueError as exc:
+            r.fail("latency", str(exc))
     per_connection = total = 0
     if r.has("bandwidth"):
         b = doc.fields(r.at("bandwidth"), r.raw("bandwidth"), ("perConnection", "total"))
