@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from kubelet_sim.cli.main import main
 from kubelet_sim.errors import ConfigError
 from kubelet_sim.registry import mediatypes as mt
 from kubelet_sim.sim.faults import FaultKind, FaultPlan, FaultWindow
@@ -544,3 +545,70 @@ def test_run_virtual_is_repeatable(tmp_path: Path) -> None:
     assert first["registry_view"]["series"] == again["registry_view"]["series"]
     statuses = [r["summary"]["registry_requests_by_method_status"] for r in (first, again)]
     assert statuses[0] == statuses[1]
+
+
+# -- the command line -------------------------------------------------------------------------
+
+TINY_CLI = """\
+apiVersion: kubelet-sim.dev/v1alpha1
+kind: Workload
+name: tiny-cli
+seed: 2
+images:
+  - {repository: cli/app, tags: ["1"], layers: [64KiB]}
+nodes:
+  - {name: node, count: 2}
+pods:
+  - name: app
+    count: 3
+    spec: {containers: [{name: app, image: "cli/app:1"}]}
+faults:
+  windows:
+    - {kind: outage, start: 0s, end: 30s}
+run: {timeout: 2m}
+"""
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [
+        pytest.param(["--registry", "127.0.0.1:5000"], id="--registry"),
+        pytest.param(["--shards", "2"], id="--shards"),
+        pytest.param(["--shard", "0/2"], id="--shard"),
+        pytest.param(["--executor", "ray"], id="--executor"),
+        pytest.param(["--store", "disk"], id="--store"),
+        pytest.param(["--keep-stores"], id="--store"),
+        pytest.param(["--no-seed"], id="--no-seed"),
+    ],
+)
+def test_virtual_refuses_flags_of_real_runs(
+    tmp_path: Path, flags: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "w.yaml"
+    path.write_text(TINY_CLI)
+    assert main(["bench", str(path), "--virtual", "--out", str(tmp_path / "out"), *flags]) == 1
+    err = capsys.readouterr().err
+    flag = flags[0] if flags[0] != "--keep-stores" else "--store"
+    assert err.startswith(f"kubelet-sim: error: {flag}: not with --virtual")
+    assert not (tmp_path / "out" / "report.json").exists()
+
+
+def test_virtual_bench_writes_the_report_and_prints_the_outage_spike(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "w.yaml"
+    path.write_text(TINY_CLI)
+    out = tmp_path / "out"
+    assert main(["bench", str(path), "--virtual", "--out", str(out), "--quiet"]) == 0
+    text = capsys.readouterr().out
+    assert "virtual time: 2 nodes, 3 pods against the modelled registry" in text
+    assert "outage 0-30 s:" in text
+    report = json.loads((out / "report.json").read_text())
+    assert report["run"]["virtual"] is True
+    assert report["summary"]["pods_ready"] == 3
+    assert report["summary"]["health"]["virtual_time"] is True
+    assert report["summary"]["health"]["warnings"] == []
+    spike = report["registry_view"]["outages"][0]
+    assert spike["requests_during"] == spike["resets_during"] > 0
+    assert {p.name for p in out.iterdir()} >= {"report.json", "report.md", "registry-view.png"}
+    assert "## The modelled registry (virtual time)" in (out / "report.md").read_text()
