@@ -203,10 +203,14 @@ class PullEngine:
         current = state.containers[request.container]
         if current.ready:
             return True
-        with structlog.contextvars.bound_contextvars(
+        # bind/reset by token: what bound_contextvars does, without copying the whole context
+        tokens = structlog.contextvars.bind_contextvars(
             container=request.container, image=request.image, attempt=current.attempts + 1
-        ):
+        )
+        try:
             result = await self.manager.ensure_image(request)
+        finally:
+            structlog.contextvars.reset_contextvars(**tokens)
         attempts = current.attempts + (1 if result.pulled is not None or _attempted(result) else 0)
         if result.ok:
             state.containers[request.container] = replace(

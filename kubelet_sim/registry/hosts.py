@@ -14,6 +14,7 @@ skipping a mirror or a CA is worse than failing loudly.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import posixpath
 import sys
@@ -96,7 +97,9 @@ def registry_hosts(registry: str, hosts_dir: Path | None) -> list[RegistryHost]:
     Raises:
         ConfigError: a malformed ``hosts.toml`` (names the file and the key), or an unreadable file.
     """
-    folder = _host_folder(registry, hosts_dir) if hosts_dir is not None else None
+    if hosts_dir is None:
+        return list(_default_hosts(registry))
+    folder = _host_folder(registry, hosts_dir)
     configs = [_HostConfig()] if folder is None else _load_folder(folder)
     if configs and not configs[-1].host:
         configs[-1] = _default_upstream(registry, configs[-1])
@@ -107,11 +110,19 @@ def registry_hosts(registry: str, hosts_dir: Path | None) -> list[RegistryHost]:
     return [_finish(c) for c in configs]
 
 
+@functools.lru_cache(maxsize=1024)
+def _default_hosts(registry: str) -> tuple[RegistryHost, ...]:
+    """The endpoints of ``registry`` without a hosts folder: a pure function of the name,
+    computed once (every pull of every simulated node asks for them)."""
+    return (_finish(_default_upstream(registry, _HostConfig())),)
+
+
 def hosts_for(capability: str, hosts: list[RegistryHost]) -> list[RegistryHost]:
     """The hosts trusted with ``capability`` (``pull``, ``resolve``, ``push``), order kept."""
     return [h for h in hosts if capability in h.capabilities]
 
 
+@functools.lru_cache(maxsize=1024)
 def is_localhost(host: str) -> bool:
     """``localhost`` or a loopback IP, with or without a port (``docker.IsLocalhost``)."""
     name, _ = _split_host_port(host)

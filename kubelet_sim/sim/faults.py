@@ -114,6 +114,8 @@ class FaultDraws:
 
     def latency(self) -> float:
         """Seconds to hold the request now (the sum of the active latency windows)."""
+        if not self.plan.windows:
+            return 0.0
         delay = 0.0
         for window in self.plan.active(FaultKind.LATENCY, self.elapsed()):
             jitter = window.jitter * (2 * self._random.random() - 1) if window.jitter else 0.0
@@ -122,6 +124,8 @@ class FaultDraws:
 
     def draw(self, kind: FaultKind) -> FaultWindow | None:
         """The first active window of ``kind`` whose ``share`` picks this request, if any."""
+        if not self.plan.windows:
+            return None
         for window in self.plan.active(kind, self.elapsed()):
             if self._random.random() < window.share:
                 return window
