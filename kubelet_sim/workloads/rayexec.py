@@ -56,6 +56,7 @@ def run_ray(
     store: str,
     timeout: float | None,
     address: str | None,
+    virtual: bool = False,
 ) -> list[dict[str, Any]]:
     """Run ``count`` shards of the workload at ``workload_path`` as Ray tasks; records in shard order.
 
@@ -105,6 +106,7 @@ def run_ray(
                     start_at=start_at,
                     store=store,
                     timeout=timeout,
+                    virtual=virtual,
                 )
             )
             for index in range(count)

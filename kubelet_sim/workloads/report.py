@@ -242,10 +242,10 @@ def shard_record(result: BenchResult) -> dict[str, Any]:
         "bytes_timeline": result.timeline.series(),
     }
     if result.model is not None:
-        from kubelet_sim.workloads.virtual import registry_view
+        from kubelet_sim.workloads.virtual import view_record
 
         record["run"]["virtual"] = True
-        record["registry_view"] = registry_view(result.model, w, result.stopped_at)
+        record["registry_raw"] = view_record(result.model, w)
     if result.proxy is not None:
         record["faults"]["proxy"] = result.proxy.stats.to_dict()
         record["faults"]["served_timeline"] = result.proxy.served_series()
@@ -385,6 +385,8 @@ def merge_records(records: Sequence[dict[str, Any]], *, source: str = "<shards>"
         ConfigError: the records are not one complete set of shards of one workload.
     """
     _check_shards(records, source)
+    if len({bool(r["run"].get("virtual")) for r in records}) > 1:
+        raise ConfigError(source, "run.virtual", "virtual and real shards cannot be merged")
     records = sorted(records, key=lambda r: r["shard"]["index"])
     first = records[0]
     agreed = first["run"].get("agreed_start")
@@ -409,7 +411,8 @@ def merge_records(records: Sequence[dict[str, Any]], *, source: str = "<shards>"
         processes=len(records),
     )
     if first["run"].get("virtual"):
-        summary["health"] = _virtual_health(summary["health"], first["run"]["stopped_at"],
+        simulated = max(r["run"]["stopped_at"] for r in records)
+        summary["health"] = _virtual_health(summary["health"], simulated,
                                             resources["wall_seconds"])  # fmt: skip
     groups = {}
     for name, meta in first["groups"].items():
@@ -446,8 +449,13 @@ def merge_records(records: Sequence[dict[str, Any]], *, source: str = "<shards>"
         "pulls": pulls,
         "bytes_timeline": _merge_timeline(s for r in records for s in r["bytes_timeline"]),
     }
-    if "registry_view" in first:
-        report["registry_view"] = first["registry_view"]
+    raws = [r["registry_raw"] for r in records if "registry_raw" in r]
+    if raws:
+        from kubelet_sim.workloads.virtual import merge_views, registry_view
+
+        report["registry_view"] = registry_view(
+            merge_views(raws), first["faults"]["plan"], run["stopped_at"], shards=len(records)
+        )
     return report
 
 

@@ -53,6 +53,7 @@ class ShardJob:
     start_at: float | None
     store: str = "memory"
     timeout: float | None = None
+    virtual: bool = False
 
 
 def parse_shard(value: str) -> tuple[int, int]:
@@ -89,8 +90,9 @@ def run_shard(job: ShardJob) -> dict[str, Any]:
     if job.timeout is not None:
         workload = replace(workload, run=replace(workload.run, timeout=job.timeout))
     return run_shard_of(
-        workload, job.registry, (job.index, job.count), start_at=job.start_at, store=job.store
-    )
+        workload, job.registry, (job.index, job.count), start_at=job.start_at, store=job.store,
+        virtual=job.virtual,
+    )  # fmt: skip
 
 
 def run_shard_of(
@@ -100,9 +102,19 @@ def run_shard_of(
     *,
     start_at: float | None,
     store: str,
+    virtual: bool = False,
 ) -> dict[str, Any]:
-    """Shard ``shard`` of a loaded ``workload`` in a fresh event loop; its raw records."""
+    """Shard ``shard`` of a loaded ``workload`` in a fresh event loop; its raw records.
+
+    ``virtual``: on a virtual clock against the shard's share of the modelled registry
+    (:func:`~kubelet_sim.workloads.virtual.run_virtual`; ``registry`` and ``start_at`` unused:
+    every shard's time zero is the same virtual instant).
+    """
     with tempfile.TemporaryDirectory(prefix="ksim-shard-") as tmp:
+        if virtual:
+            from kubelet_sim.workloads.virtual import run_virtual
+
+            return shard_record(run_virtual(workload, Path(tmp), shard=shard))
         result = anyio.run(
             lambda: run_workload(
                 workload, registry, Path(tmp), shard=shard, start_at=start_at, store=store
@@ -230,8 +242,11 @@ def run_processes(
     start_at: float,
     store: str,
     timeout: float | None,
+    virtual: bool = False,
 ) -> list[dict[str, Any]]:
     """Run ``count`` shards as child processes of this command; their records, in shard order.
+
+    ``virtual``: the shards run ``--virtual`` (no registry, no agreed start instant).
 
     Raises:
         KubeletSimError: a shard failed (its exit status and the end of its error output).
@@ -242,10 +257,15 @@ def run_processes(
         for index in range(count):
             argv = [
                 sys.executable, "-m", "kubelet_sim", "bench", str(workload_path),
-                "--shard", f"{index}/{count}", "--out", str(out), "--registry", registry,
-                "--start-at", repr(start_at), "--store", store, "--quiet", "--no-seed",
-                "--allow-remote-registry",  # the parent checked the registry address
+                "--shard", f"{index}/{count}", "--out", str(out), "--quiet",
             ]  # fmt: skip
+            if virtual:
+                argv.append("--virtual")
+            else:
+                argv += [
+                    "--registry", registry, "--start-at", repr(start_at), "--store", store,
+                    "--no-seed", "--allow-remote-registry",  # the parent checked the address
+                ]  # fmt: skip
             if timeout is not None:
                 argv += ["--timeout", repr(timeout)]
             log = stack.enter_context(tempfile.TemporaryFile())

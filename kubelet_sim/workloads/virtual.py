@@ -16,7 +16,9 @@ when it ends (the thundering herd).
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +30,15 @@ from kubelet_sim.workloads.generate import ImageBuilder, SeedReport
 from kubelet_sim.workloads.runner import BenchResult, Snapshot, run_workload
 from kubelet_sim.workloads.spec import Workload
 
-__all__ = ["MAX_SERIES_POINTS", "model_catalogue", "model_for", "registry_view", "run_virtual"]
+__all__ = [
+    "MAX_SERIES_POINTS",
+    "merge_views",
+    "model_catalogue",
+    "model_for",
+    "registry_view",
+    "run_virtual",
+    "view_record",
+]
 
 MAX_SERIES_POINTS = 1200
 """At most this many points in the report's registry series (seconds are summed into steps)."""
@@ -56,11 +66,25 @@ def model_catalogue(workload: Workload) -> tuple[Catalogue, SeedReport]:
     return catalogue, seed
 
 
-def model_for(workload: Workload) -> tuple[ModelTransport, SeedReport]:
-    """A modelled registry holding ``workload``'s images, with its model and fault plan."""
+def model_for(workload: Workload, *, shards: int = 1) -> tuple[ModelTransport, SeedReport]:
+    """A modelled registry holding ``workload``'s images, with its model and fault plan.
+
+    ``shards``: this process runs one of that many shards of the nodes, so it models that share
+    of the registry: ``1/shards`` of its egress and of its concurrency (at least one slot). With
+    the shards' nodes alike and the pods spread evenly (round-robin), that is the registry all
+    shards share: a fair share of a link is the same whether the others' bodies are counted in
+    this process or another. Latency, per-body bandwidth and faults are the registry's own.
+    """
     catalogue, seed = model_catalogue(workload)
-    model = ModelTransport(catalogue, workload.virtual, workload.faults, seed=workload.seed)
-    return model, seed
+    model = workload.virtual
+    if shards > 1:
+        model = replace(
+            model,
+            total=model.total / shards,
+            concurrency=math.ceil(model.concurrency / shards) if model.concurrency else 0,
+        )
+    transport = ModelTransport(catalogue, model, workload.faults, seed=workload.seed)
+    return transport, seed
 
 
 def run_virtual(
@@ -68,20 +92,24 @@ def run_virtual(
     store_root: Path,
     *,
     on_tick: Callable[[Snapshot], None] | None = None,
+    shard: tuple[int, int] = (0, 1),
 ) -> BenchResult:
-    """Run ``workload`` on a virtual clock against its modelled registry (blocks; own event loop).
+    """Run ``workload`` (or shard ``shard[0]`` of ``shard[1]``, against its share of the
+    registry: :func:`model_for`) on a virtual clock against its modelled registry (blocks; own
+    event loop).
 
     Raises:
         KubeletSimError: as :func:`~kubelet_sim.workloads.runner.run_workload`.
     """
     from trio.testing import MockClock
 
-    model, seed = model_for(workload)
+    model, seed = model_for(workload, shards=shard[1])
 
     async def main() -> BenchResult:
         return await run_workload(
-            workload, MODEL_HOST, store_root, seed=seed, model=model, on_tick=on_tick, tick=TICK
-        )
+            workload, MODEL_HOST, store_root, seed=seed, model=model, on_tick=on_tick, tick=TICK,
+            shard=shard,
+        )  # fmt: skip
 
     result: BenchResult = anyio.run(
         main, backend="trio", backend_options={"clock": MockClock(autojump_threshold=0)}
@@ -89,50 +117,118 @@ def run_virtual(
     return result
 
 
-def registry_view(model: ModelTransport, workload: Workload, stopped_at: float) -> dict[str, Any]:
-    """The registry's side of a virtual run (see the module docstring)."""
+_SECONDS = ("requests", "bytes", "errors", "tokens", "peak_in_flight", "peak_bodies")
+
+
+def view_record(model: ModelTransport, workload: Workload) -> dict[str, Any]:
+    """What the registry saw, raw, for a shard record: per-second counts as dense lists, the
+    answers, the workload's (unscaled) model."""
     view = model.view
-    last = max(int(stopped_at), max((*view.requests, 0)))
-    step = max(1, math.ceil((last + 1) / MAX_SERIES_POINTS))
+    counters: dict[str, Any] = {
+        "requests": view.requests, "bytes": view.bytes, "errors": view.errors,
+        "tokens": view.tokens, "peak_in_flight": view.peak_in_flight,
+        "peak_bodies": view.peak_bodies,
+    }  # fmt: skip
+    last = max((s for c in counters.values() for s in c), default=-1)
     return {
-        "model": model.model.to_dict(),
-        "totals": view.to_dict(),
-        "peak_requests_per_second": max(view.requests.values(), default=0),
-        "peak_bytes_per_second": max(view.bytes.values(), default=0),
-        "step_seconds": step,
-        "columns": ["t", "requests", "bytes", "errors", "tokens", "peak_in_flight", "peak_bodies"],
-        "series": view.series(step),
-        "outages": _outages(model, workload),
+        "model": workload.virtual.to_dict(),
+        "seconds": {k: [c.get(i, 0) for i in range(last + 1)] for k, c in counters.items()},
+        "answers": dict(sorted(view.answers.items())),
+        "queued": view.queued,
     }
 
 
-def _outages(model: ModelTransport, workload: Workload) -> list[dict[str, Any]]:
+def merge_views(raws: list[dict[str, Any]]) -> dict[str, Any]:
+    """The shards' raw views as one registry's: counts summed second by second (peaks too: the
+    peaks of the parts, summed, bound the peak of the whole)."""
+    length = max((len(r["seconds"]["requests"]) for r in raws), default=0)
+    seconds = {k: [0] * length for k in _SECONDS}
+    answers: Counter[str] = Counter()
+    for raw in raws:
+        for key in _SECONDS:
+            for i, n in enumerate(raw["seconds"][key]):
+                seconds[key][i] += n
+        answers.update(raw["answers"])
+    return {
+        "model": raws[0]["model"],
+        "seconds": seconds,
+        "answers": dict(sorted(answers.items())),
+        "queued": sum(r["queued"] for r in raws),
+    }
+
+
+def registry_view(
+    raw: dict[str, Any], plan: list[dict[str, Any]], stopped_at: float, *, shards: int = 1
+) -> dict[str, Any]:
+    """The report's view from the registry (see the module docstring) from a raw view
+    (:func:`view_record`, or :func:`merge_views` of the shards') and the fault plan."""
+    sec = raw["seconds"]
+    last = max(int(stopped_at), len(sec["requests"]) - 1)
+    step = max(1, math.ceil((last + 1) / MAX_SERIES_POINTS))
+
+    def at(key: str, i: int) -> int:
+        values: list[int] = sec[key]
+        return values[i] if 0 <= i < len(values) else 0
+
+    series = []
+    for start in range(0, last + 1, step):
+        slots = range(start, start + step)
+        series.append(
+            [start]
+            + [sum(at(k, i) for i in slots) for k in ("requests", "bytes", "errors", "tokens")]
+            + [max(at(k, i) for i in slots) for k in ("peak_in_flight", "peak_bodies")]
+        )
+    return {
+        "model": raw["model"],
+        "shards": shards,
+        "totals": {
+            "requests": sum(sec["requests"]),
+            "bytes": sum(sec["bytes"]),
+            "errors": sum(sec["errors"]),
+            "tokens_issued": sum(sec["tokens"]),
+            "queued_for_a_slot": raw["queued"],
+            "answers": raw["answers"],
+            "peak_in_flight": max(sec["peak_in_flight"], default=0),
+            "peak_bodies": max(sec["peak_bodies"], default=0),
+        },
+        "peak_requests_per_second": max(sec["requests"], default=0),
+        "peak_bytes_per_second": max(sec["bytes"], default=0),
+        "step_seconds": step,
+        "columns": ["t", "requests", "bytes", "errors", "tokens", "peak_in_flight", "peak_bodies"],
+        "series": series,
+        "outages": _outages(sec, plan),
+    }
+
+
+def _outages(sec: dict[str, list[int]], plan: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """For each outage window that ended: the traffic before, during and the spike after."""
-    view = model.view
+
+    def requests(lo: int, hi: int) -> list[int]:
+        values = sec["requests"]
+        return [values[i] if i < len(values) else 0 for i in range(max(0, lo), hi)]
+
     out = []
-    for window in workload.faults.windows:
-        if window.kind is not FaultKind.OUTAGE or window.end is None:
+    for window in plan:
+        if window["kind"] != str(FaultKind.OUTAGE) or window.get("end") is None:
             continue
-        start, end = int(window.start), int(window.end)
-        before = [view.requests.get(s, 0) for s in range(max(0, start - 60), start)]
-        after = {s: view.requests.get(s, 0) for s in range(end, end + HERD_WINDOW)}
-        peak_at = max(after, key=lambda s: (after[s], -s)) if after else end
+        start, end = int(window["start"]), int(window["end"])
+        before = requests(start - 60, start)
+        after = requests(end, end + HERD_WINDOW)
+        peak = max(after, default=0)
+        peak_at = after.index(peak) if after else 0
         baseline = sum(before) / len(before) if before else 0.0
+        errors = sec["errors"]
         out.append(
             {
-                "start": window.start,
-                "end": window.end,
-                "requests_during": sum(view.requests.get(s, 0) for s in range(start, end)),
-                "resets_during": sum(view.errors.get(s, 0) for s in range(start, end)),
+                "start": window["start"],
+                "end": window["end"],
+                "requests_during": sum(requests(start, end)),
+                "resets_during": sum(errors[i] for i in range(start, min(end, len(errors)))),
                 "requests_per_second_before": round(baseline, 2),
-                "peak_requests_per_second_after": after.get(peak_at, 0),
-                "peak_seconds_after_end": peak_at - end,
-                "requests_first_60s_after": sum(
-                    view.requests.get(s, 0) for s in range(end, end + 60)
-                ),
-                "peak_over_before": round(after.get(peak_at, 0) / baseline, 2)
-                if baseline
-                else None,
+                "peak_requests_per_second_after": peak,
+                "peak_seconds_after_end": peak_at,
+                "requests_first_60s_after": sum(after[:60]),
+                "peak_over_before": round(peak / baseline, 2) if baseline else None,
             }
         )
     return out

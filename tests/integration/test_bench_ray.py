@@ -129,3 +129,32 @@ def test_bench_command_with_the_ray_executor(registry: RegistryProcess, tmp_path
     report = json.loads((out / "report.json").read_text())
     assert report["run"]["shards"] == 2
     assert report["summary"]["pods"] == report["summary"]["pods_ready"] == 8
+
+
+def test_virtual_shards_as_ray_tasks_merge_into_the_single_process_run(tmp_path: Path) -> None:
+    """``--virtual --executor ray``: each task models its share of the registry; with an outage
+    and no bandwidth limit the merged pods and registry view are the single process's."""
+    path = _write(tmp_path, "ray-virtual", "rv")
+    text = path.read_text().replace("run: {timeout: 30s}", "run: {timeout: 10m}")
+    path.write_text(
+        text + "faults: {windows: [{kind: outage, start: 0s, end: 40s}]}\n"
+        "virtual: {registry: {latency: 3ms, auth: token}}\n"
+    )
+    reports = {}
+    for name, extra in (("one", []), ("ray", ["--shards", "2", "--executor", "ray"])):
+        out = tmp_path / name
+        argv = [
+            sys.executable, "-m", "kubelet_sim", "bench", str(path), "--virtual", "--no-plots",
+            "--quiet", "--out", str(out), *extra,
+        ]  # fmt: skip
+        result = subprocess.run(argv, capture_output=True, text=True, timeout=150, check=False)
+        assert result.returncode == 0, result.stderr[-3000:]
+        reports[name] = json.loads((out / "report.json").read_text())
+    one, ray = reports["one"], reports["ray"]
+    assert ray["run"]["shards"] == 2
+    assert ray["summary"]["pods_ready"] == one["summary"]["pods_ready"] == 8
+    ready = {p["name"]: p["ready"] for p in one["pods"]}
+    assert ready == {p["name"]: p["ready"] for p in ray["pods"]}
+    assert min(ready.values()) >= 40.0  # every pod waited out the outage
+    assert ray["registry_view"]["totals"]["requests"] == one["registry_view"]["totals"]["requests"]
+    assert ray["registry_view"]["outages"] == one["registry_view"]["outages"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import textwrap
+import time
 from pathlib import Path
 from typing import Any
 
@@ -573,9 +574,7 @@ run: {timeout: 2m}
     "flags",
     [
         pytest.param(["--registry", "127.0.0.1:5000"], id="--registry"),
-        pytest.param(["--shards", "2"], id="--shards"),
-        pytest.param(["--shard", "0/2"], id="--shard"),
-        pytest.param(["--executor", "ray"], id="--executor"),
+        pytest.param(["--start-at", str(int(time.time()) + 60)], id="--start-at"),
         pytest.param(["--store", "disk"], id="--store"),
         pytest.param(["--keep-stores"], id="--store"),
         pytest.param(["--no-seed"], id="--no-seed"),
@@ -590,6 +589,7 @@ def test_virtual_refuses_flags_of_real_runs(
     err = capsys.readouterr().err
     flag = flags[0] if flags[0] != "--keep-stores" else "--store"
     assert err.startswith(f"kubelet-sim: error: {flag}: not with --virtual")
+    assert "modelled registry" in err
     assert not (tmp_path / "out" / "report.json").exists()
 
 
@@ -612,3 +612,56 @@ def test_virtual_bench_writes_the_report_and_prints_the_outage_spike(
     assert spike["requests_during"] == spike["resets_during"] > 0
     assert {p.name for p in out.iterdir()} >= {"report.json", "report.md", "registry-view.png"}
     assert "## The modelled registry (virtual time)" in (out / "report.md").read_text()
+
+
+def test_virtual_shards_model_their_share_and_merge_into_the_single_run(tmp_path: Path) -> None:
+    """Two shards, each against half the registry, merge into exactly what one process saw
+    (no bandwidth limit, an outage: every node's pulls and retries are the same)."""
+    from kubelet_sim.workloads.report import merge_records, shard_record
+    from kubelet_sim.workloads.shards import run_shard_of
+
+    text = TINY_CLI.replace("count: 2}", "count: 4}").replace("count: 3", "count: 8")
+    workload = parse_workload(text + "virtual:\n  registry: {latency: 2ms, auth: token}\n")
+    single = merge_records([shard_record(run_virtual(workload, tmp_path / "one"))])
+    records = [
+        run_shard_of(workload, "", (i, 2), start_at=None, store="memory", virtual=True)
+        for i in range(2)
+    ]
+    merged = merge_records(records)
+    ready = {p["name"]: p["ready"] for p in single["pods"]}
+    assert ready == {p["name"]: p["ready"] for p in merged["pods"]}
+    assert all(t is not None and t >= 30.0 for t in ready.values())  # after the outage
+    assert merged["run"]["shards"] == 2
+    assert merged["run"]["virtual"] is True
+    one, two = single["registry_view"], merged["registry_view"]
+    assert two["shards"] == 2
+    assert two["totals"] | {"peak_bodies": 0, "peak_in_flight": 0} == one["totals"] | {
+        "peak_bodies": 0,
+        "peak_in_flight": 0,
+    }
+    assert two["outages"] == one["outages"]
+    assert [row[:5] for row in two["series"]] == [row[:5] for row in one["series"]]
+    assert merged["summary"]["health"]["warnings"] == []
+
+
+def test_a_shard_modeled_as_a_share_of_the_registry() -> None:
+    workload = parse_workload(
+        TINY_CLI + "virtual:\n  registry: {bandwidth: {total: 1GiB/s}, concurrency: 5}\n"
+    )
+    model, _ = model_for(workload, shards=4)
+    assert model.model.total == 1024**3 / 4
+    assert model.model.concurrency == 2  # 5/4, rounded up: a shard always has a slot
+    assert model.model.per_connection == workload.virtual.per_connection
+
+
+def test_virtual_and_real_shard_records_are_not_merged(tmp_path: Path) -> None:
+    from kubelet_sim.workloads.report import merge_records
+    from kubelet_sim.workloads.shards import run_shard_of
+
+    workload = parse_workload(TINY_CLI)
+    first = run_shard_of(workload, "", (0, 2), start_at=None, store="memory", virtual=True)
+    second = run_shard_of(workload, "", (1, 2), start_at=None, store="memory", virtual=True)
+    second["run"]["virtual"] = False
+    del second["registry_raw"]
+    with pytest.raises(ConfigError, match="virtual and real shards cannot be merged"):
+        merge_records([first, second])

@@ -19,7 +19,9 @@ Beyond one event loop:
 ``--virtual`` runs the same nodes on a virtual clock (trio's MockClock, which jumps whenever
 every task waits) against a modelled registry (the workload's ``virtual.registry``: latency,
 bandwidth, concurrency, token auth) with the workload's faults: hours of rollout, outage and
-backoff in seconds of wall time. No registry is started or contacted.
+backoff in minutes of wall time. No registry is started or contacted. With ``--shards N``,
+``--executor ray`` or ``--shard I/N``, each shard models its share of the registry (1/N of its
+egress and concurrency) and the report merges what the shards' registries saw.
 
 ``kubelet-sim bench --compare A.json B.json`` prints two reports side by side.
 """
@@ -109,7 +111,7 @@ def _bench(args: argparse.Namespace) -> int:
     if args.start_at is not None:
         _check_start_at(args.start_at)
     if args.virtual:
-        return _virtual(args, workload)
+        return _virtual(args, path, workload)
     if args.shard is not None:
         return _one_shard(args, path, workload, store)
     if not 1 <= args.shards <= 256:
@@ -141,47 +143,82 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
-def _virtual(args: argparse.Namespace, workload: Workload) -> int:
-    """``--virtual``: one process, one event loop on the virtual clock, the modelled registry."""
+def _virtual(args: argparse.Namespace, path: Path, workload: Workload) -> int:
+    """``--virtual``: the nodes on a virtual clock against the modelled registry; in this
+    process, over ``--shards N`` processes or Ray tasks (each modelling its share of the
+    registry), or one shard alone (``--shard I/N --out DIR``)."""
     conflicts = [
         ("--registry", args.registry is not None),
         ("--registry-dir", args.registry_dir is not None),
-        ("--shards", args.shards != 1),
-        ("--shard", args.shard is not None),
-        ("--executor", args.executor != "processes"),
-        ("--ray-address", args.ray_address is not None),
         ("--start-at", args.start_at is not None),
         ("--store", args.store != "memory" or args.keep_stores),
         ("--no-seed", args.no_seed),
     ]
     for flag, given in conflicts:
         if given:
-            raise ConfigError(
-                None, flag, "not with --virtual (one process against the modelled registry)"
-            )
-    from kubelet_sim.workloads.progress import LiveProgress
-    from kubelet_sim.workloads.virtual import run_virtual
+            raise ConfigError(None, flag, "not with --virtual (the modelled registry, no other)")
+    if args.shard is not None:
+        from kubelet_sim.workloads.shards import parse_shard, run_shard_of, shard_file, write_record
 
+        index, count = parse_shard(args.shard)
+        if args.out is None:
+            raise ConfigError(None, "--out", "--shard writes its records to --out DIR; give one")
+        record = run_shard_of(workload, "", (index, count), start_at=None, store="memory",
+                              virtual=True)  # fmt: skip
+        target = shard_file(args.out, index, count)
+        write_record(record, target)
+        Console(stderr=True, quiet=args.quiet).print(
+            f"shard {index}/{count} (virtual): {len(record['nodes'])} nodes, records in {target}"
+        )
+        return 0
+    if not 1 <= args.shards <= 256:
+        raise ConfigError(None, "--shards", f"must be between 1 and 256, got {args.shards}")
     tty = sys.stdout.isatty()
-    console = Console(width=None if tty else 160)
+    # With --output json, stdout is the JSON document alone.
+    console = Console(width=None if tty else 160, stderr=args.output == "json")
     out: Path = args.out or Path("bench-results") / workload.name
     out.mkdir(parents=True, exist_ok=True)
+    pods = sum(t.count for t in workload.pods)
     console.print(
-        f"virtual time: {workload.node_count} nodes, {sum(t.count for t in workload.pods)} pods "
-        "against the modelled registry"
+        f"virtual time: {workload.node_count} nodes, {pods} pods against the modelled registry"
+        + (f", over {args.shards} shards" if args.shards > 1 or args.executor == "ray" else "")
     )
-    with tempfile.TemporaryDirectory(prefix="ksim-") as tmp:
-        if tty and not args.quiet:
-            with LiveProgress(console, workload) as progress:
-                result = run_virtual(workload, Path(tmp), on_tick=progress)
-        else:
-            result = run_virtual(workload, Path(tmp))
-    report = _write(result, out, plots=not args.no_plots)
+    if args.shards > 1 or args.executor == "ray":
+        records = _virtual_shards(args, path, out)
+        report = _write_records(records, out, plots=not args.no_plots, source=str(path))
+    else:
+        from kubelet_sim.workloads.progress import LiveProgress
+        from kubelet_sim.workloads.virtual import run_virtual
+
+        with tempfile.TemporaryDirectory(prefix="ksim-") as tmp:
+            if tty and not args.quiet:
+                with LiveProgress(console, workload) as progress:
+                    result = run_virtual(workload, Path(tmp), on_tick=progress)
+            else:
+                result = run_virtual(workload, Path(tmp))
+        report = _write(result, out, plots=not args.no_plots)
     if args.output == "json":
         print(json.dumps(report["summary"], indent=2))
     else:
         _print_summary(console, report, out)
     return 0
+
+
+def _virtual_shards(args: argparse.Namespace, path: Path, out: Path) -> list[dict[str, Any]]:
+    if args.executor == "ray":
+        from kubelet_sim.workloads.rayexec import run_ray
+
+        return run_ray(
+            path, args.shards, "", start_at=0.0, store="memory", timeout=args.timeout,
+            address=args.ray_address, virtual=True,
+        )  # fmt: skip
+    from kubelet_sim.workloads.shards import run_processes
+
+    with tempfile.TemporaryDirectory(prefix="shards-", dir=out) as shard_dir:
+        return run_processes(
+            path, args.shards, "", Path(shard_dir), start_at=0.0, store="memory",
+            timeout=args.timeout, virtual=True,
+        )  # fmt: skip
 
 
 def _check_start_at(value: float) -> None:
