@@ -7,7 +7,8 @@ t=5 min to t=65 min, against the modelled registry (latency median 4 ms / p99 40
 per body, 10 GiB/s egress, 2,000 requests at once, token auth). Each run is
 ``kubelet-sim bench --virtual`` as a child process, measured from outside, and prints:
 
-- wall seconds, CPU seconds, peak RSS (``/usr/bin/time``-free: ``resource`` of the child);
+- wall seconds, CPU seconds, peak RSS (``resource`` of the child processes), with 1 and 2 shards (each shard
+  models half the registry's egress and concurrency);
 - simulated seconds and the speed-up over real time;
 - pods counted and ready, the time-to-ready p50 / p99 and when the last pod became ready;
 - the backoff ladder: BackOff events, pull attempts and failed pulls, the pod-worker syncs
@@ -15,7 +16,7 @@ per body, 10 GiB/s egress, 2,000 requests at once, token auth). Each run is
 - the registry side: requests during the outage, the retry spike after it (peak requests per
   second, how long after the end) against the rate before.
 
-    .venv/bin/python benchmarks/virtual_scale.py [--nodes 1000,10000]
+    .venv/bin/python benchmarks/virtual_scale.py [--nodes 1000,10000] [--shards 1,2]
 """
 
 from __future__ import annotations
@@ -50,12 +51,12 @@ def scaled(nodes: int, work: Path) -> Path:
     return path
 
 
-def run(nodes: int, work: Path) -> dict[str, Any]:
-    out = work / f"out-{nodes}"
+def run(nodes: int, work: Path, shards: int) -> dict[str, Any]:
+    out = work / f"out-{nodes}-{shards}"
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     cmd = [*KSIM, "bench", str(scaled(nodes, work)), "--virtual", "--out", str(out), "--quiet",
-           "--no-plots", "--output", "json"]  # fmt: skip
+           "--no-plots", "--output", "json", "--shards", str(shards)]  # fmt: skip
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
     wall = time.perf_counter() - started
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -67,6 +68,7 @@ def run(nodes: int, work: Path) -> dict[str, Any]:
     syncs = s["events_by_reason"].get("BackOff", 0) + pulls  # every sync pulls or backs off
     return {
         "nodes": nodes,
+        "shards": shards,
         "pods": f"{s['pods_ready']}/{s['pods']}",
         "wall": wall,
         "cpu": (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime),
@@ -90,16 +92,18 @@ def run(nodes: int, work: Path) -> dict[str, Any]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--nodes", default="1000,10000")
+    parser.add_argument("--shards", default="1,2", help="shard counts to run each size with")
     args = parser.parse_args()
     counts = [int(n) for n in args.nodes.split(",")]
+    shard_counts = [int(n) for n in args.shards.split(",")]
     rows = []
     with tempfile.TemporaryDirectory(prefix="ksim-vscale-") as tmp:
-        for n in counts:
-            row = run(n, Path(tmp))
+        for n, shards in ((n, k) for n in counts for k in shard_counts):
+            row = run(n, Path(tmp), shards)
             rows.append(row)
             print(
-                f"{n:>6} nodes: {row['pods']} pods ready; wall {row['wall']:.1f} s, CPU "
-                f"{row['cpu']:.1f} s, peak RSS {row['rss']:.0f} MiB; simulated "
+                f"{n:>6} nodes, {shards} shard(s): {row['pods']} pods ready; wall {row['wall']:.1f} s, CPU "
+                f"{row['cpu']:.1f} s, peak RSS {row['rss']:.0f} MiB (largest process); simulated "
                 f"{row['simulated']:.0f} s ({row['simulated'] / row['wall']:.0f}x real time)",
                 flush=True,
             )
