@@ -136,11 +136,7 @@ def _bench(args: argparse.Namespace) -> int:
             live = tty and not args.quiet
             result = anyio.run(_run, workload, host, stores, console, live, store, args.no_seed)
             report = _write(result, out, plots=not args.no_plots)
-    if args.output == "json":
-        print(json.dumps(report["summary"], indent=2))
-    else:
-        _print_summary(console, report, out)
-    return 0
+    return _emit(args, console, report, out)
 
 
 def _virtual(args: argparse.Namespace, path: Path, workload: Workload) -> int:
@@ -158,19 +154,14 @@ def _virtual(args: argparse.Namespace, path: Path, workload: Workload) -> int:
         if given:
             raise ConfigError(None, flag, "not with --virtual (the modelled registry, no other)")
     if args.shard is not None:
-        from kubelet_sim.workloads.shards import parse_shard, run_shard_of, shard_file, write_record
+        from kubelet_sim.workloads.shards import parse_shard, run_shard_of
 
         index, count = parse_shard(args.shard)
         if args.out is None:
             raise ConfigError(None, "--out", "--shard writes its records to --out DIR; give one")
         record = run_shard_of(workload, "", (index, count), start_at=None, store="memory",
                               virtual=True)  # fmt: skip
-        target = shard_file(args.out, index, count)
-        write_record(record, target)
-        Console(stderr=True, quiet=args.quiet).print(
-            f"shard {index}/{count} (virtual): {len(record['nodes'])} nodes, records in {target}"
-        )
-        return 0
+        return _write_shard(args, record, (index, count), Console(stderr=True, quiet=args.quiet))
     if not 1 <= args.shards <= 256:
         raise ConfigError(None, "--shards", f"must be between 1 and 256, got {args.shards}")
     tty = sys.stdout.isatty()
@@ -197,11 +188,7 @@ def _virtual(args: argparse.Namespace, path: Path, workload: Workload) -> int:
             else:
                 result = run_virtual(workload, Path(tmp))
         report = _write(result, out, plots=not args.no_plots)
-    if args.output == "json":
-        print(json.dumps(report["summary"], indent=2))
-    else:
-        _print_summary(console, report, out)
-    return 0
+    return _emit(args, console, report, out)
 
 
 def _virtual_shards(args: argparse.Namespace, path: Path, out: Path) -> list[dict[str, Any]]:
@@ -221,6 +208,15 @@ def _virtual_shards(args: argparse.Namespace, path: Path, out: Path) -> list[dic
         )  # fmt: skip
 
 
+def _emit(args: argparse.Namespace, console: Console, report: dict[str, Any], out: Path) -> int:
+    """The run's summary on the terminal, or its JSON alone on stdout with ``--output json``."""
+    if args.output == "json":
+        print(json.dumps(report["summary"], indent=2))
+    else:
+        _print_summary(console, report, out)
+    return 0
+
+
 def _check_start_at(value: float) -> None:
     """A start instant that is a real time within a day from now."""
     import math
@@ -233,7 +229,7 @@ def _check_start_at(value: float) -> None:
 
 
 def _one_shard(args: argparse.Namespace, path: Path, workload: Workload, store: str) -> int:
-    from kubelet_sim.workloads.shards import parse_shard, run_shard_of, shard_file, write_record
+    from kubelet_sim.workloads.shards import parse_shard, run_shard_of
 
     index, count = parse_shard(args.shard)
     if args.out is None:
@@ -243,9 +239,21 @@ def _one_shard(args: argparse.Namespace, path: Path, workload: Workload, store: 
         if not args.no_seed:
             anyio.run(_seed, workload, host, console)
         record = run_shard_of(workload, host, (index, count), start_at=args.start_at, store=store)
-    target = shard_file(args.out, index, count)
+    return _write_shard(args, record, (index, count), console)
+
+
+def _write_shard(
+    args: argparse.Namespace, record: dict[str, Any], shard: tuple[int, int], console: Console
+) -> int:
+    """Write one shard's records to ``--out`` and say where."""
+    from kubelet_sim.workloads.shards import shard_file, write_record
+
+    target = shard_file(args.out, *shard)
     write_record(record, target)
-    console.print(f"shard {index}/{count}: {len(record['nodes'])} nodes, records in {target}")
+    kind = " (virtual)" if record["run"].get("virtual") else ""
+    console.print(
+        f"shard {shard[0]}/{shard[1]}{kind}: {len(record['nodes'])} nodes, records in {target}"
+    )
     return 0
 
 
@@ -288,11 +296,7 @@ def _merge(args: argparse.Namespace, paths: list[Path]) -> int:
     out: Path = args.out or Path("bench-results") / report["workload"]["name"]
     out.mkdir(parents=True, exist_ok=True)
     report = _save(report, out, plots=not args.no_plots)
-    if args.output == "json":
-        print(json.dumps(report["summary"], indent=2))
-    else:
-        _print_summary(console, report, out)
-    return 0
+    return _emit(args, console, report, out)
 
 
 async def _seed(workload: Workload, host: str, console: Console) -> Any:
