@@ -8,6 +8,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 python=${PYTHON:-python3}
+# Never the interpreter of the .venv this script may delete and re-create: an activated .venv puts
+# its own python3 first on PATH, and removing .venv would remove the interpreter doing the work.
+case "$(command -v "$python" 2>/dev/null || true)" in
+  "$PWD"/.venv/*) python=$("$python" -c 'import sys; print(sys._base_executable)' 2>/dev/null || echo python3) ;;
+esac
 
 # A .venv whose pip does not run (interrupted creation, a Python upgraded underneath) is rebuilt.
 venv_ok() { [ -x .venv/bin/python ] && .venv/bin/python -m pip --version >/dev/null 2>&1; }
