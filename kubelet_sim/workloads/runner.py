@@ -168,6 +168,7 @@ async def _open_node(
     secrets: _SecretTable | None,
     store: str,
     http: httpx.AsyncClient | None = None,
+    clock: Callable[[], float] = anyio.current_time,
 ) -> SimNode:
     """One simulated kubelet, built by the node builder with the bench's parts swapped in: an
     observing recorder and metrics, the group's transport and download settings, no node docker
@@ -175,7 +176,7 @@ async def _open_node(
     the light node store instead of a durable one. ``http``: the HTTP client every node's
     transport sends through (a virtual run's modelled registry), instead of the node's own."""
     registry = CollectorRegistry()
-    observer = NodeObserver(PullMetrics(registry), anyio.current_time, timeline)
+    observer = NodeObserver(PullMetrics(registry), clock, timeline)
     recorder = CountingRecorder(source_host=name)
     timing = group.timing
     options = NodeOptions(
@@ -207,6 +208,7 @@ async def _open_node(
         progress=observer.progress,
         store=light,
         transport=transport,
+        clock=clock,
     )
     node = await stack.enter_async_context(
         open_node(group.kubelet, NodePaths(root / name), options, parts)
@@ -341,6 +343,7 @@ async def run_workload(
     start_at: float | None = None,
     store: str = "memory",
     model: ModelTransport | None = None,
+    clock: Callable[[], float] = anyio.current_time,
 ) -> BenchResult:
     """Run ``workload`` (or shard ``shard[0]`` of ``shard[1]``) against ``registry`` (``HOST:PORT``).
 
@@ -351,15 +354,18 @@ async def run_workload(
     ``store``: ``memory`` (the light node store: every byte received and verified, nothing
     written) or ``disk`` (each node's durable store under ``store_root``). ``model``: a virtual
     run: every node sends through this modelled registry (``registry`` is then its name, and the
-    caller runs this on a virtual clock, :mod:`kubelet_sim.workloads.virtual`).
+    caller runs this on a virtual clock, :mod:`kubelet_sim.workloads.virtual`). ``clock``: the
+    nodes' monotonic clock (the event loop's time; a virtual run passes its loop's own
+    ``current_time``, cheaper than anyio's dispatch to it).
 
     Raises:
         KubeletSimError: a store cannot be opened, or a pre-pull failed.
     """
     try:
         return await _run(
-            workload, registry, store_root, on_tick, tick, seed, shard, start_at, store, model
-        )
+            workload, registry, store_root, on_tick, tick, seed, shard, start_at, store, model,
+            clock,
+        )  # fmt: skip
     except* KubeletSimError as group:
         raise first_error(group) from None
 
@@ -375,6 +381,7 @@ async def _run(
     start_at: float | None,
     store: str,
     model: ModelTransport | None = None,
+    clock: Callable[[], float] = anyio.current_time,
 ) -> BenchResult:
     index, count = shard
     plan = plan_pods(workload)
@@ -399,8 +406,9 @@ async def _run(
             for name in group.node_names():
                 if position % count == index:
                     sim = await _open_node(
-                        stack, group, name, position, store_root, timeline, secrets, store, http
-                    )
+                        stack, group, name, position, store_root, timeline, secrets, store, http,
+                        clock,
+                    )  # fmt: skip
                     nodes.append(sim)
                 position += 1
         by_name = {sim.name: sim for sim in nodes}

@@ -101,6 +101,7 @@ def run_virtual(
     Raises:
         KubeletSimError: as :func:`~kubelet_sim.workloads.runner.run_workload`.
     """
+    import trio
     from trio.testing import MockClock
 
     model, seed = model_for(workload, shards=shard[1])
@@ -108,7 +109,7 @@ def run_virtual(
     async def main() -> BenchResult:
         return await run_workload(
             workload, MODEL_HOST, store_root, seed=seed, model=model, on_tick=on_tick, tick=TICK,
-            shard=shard,
+            shard=shard, clock=trio.current_time,
         )  # fmt: skip
 
     result: BenchResult = anyio.run(
