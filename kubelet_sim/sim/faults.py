@@ -112,21 +112,28 @@ class FaultDraws:
         """Is the registry away right now?"""
         return bool(self.plan.windows) and bool(self.plan.active(FaultKind.OUTAGE, self.elapsed()))
 
-    def latency(self) -> float:
-        """Seconds to hold the request now (the sum of the active latency windows)."""
+    def latency(self, rng: random.Random | None = None) -> float:
+        """Seconds to hold the request now (the sum of the active latency windows).
+
+        ``rng``: the request's own generator (the modelled registry draws per request, so the
+        outcome does not depend on which request the scheduler ran first); default: the plan's.
+        """
         if not self.plan.windows:
             return 0.0
+        rng = rng or self._random
         delay = 0.0
         for window in self.plan.active(FaultKind.LATENCY, self.elapsed()):
-            jitter = window.jitter * (2 * self._random.random() - 1) if window.jitter else 0.0
+            jitter = window.jitter * (2 * rng.random() - 1) if window.jitter else 0.0
             delay += max(0.0, window.delay + jitter)
         return delay
 
-    def draw(self, kind: FaultKind) -> FaultWindow | None:
-        """The first active window of ``kind`` whose ``share`` picks this request, if any."""
+    def draw(self, kind: FaultKind, rng: random.Random | None = None) -> FaultWindow | None:
+        """The first active window of ``kind`` whose ``share`` picks this request, if any
+        (``rng``: as for :meth:`latency`)."""
         if not self.plan.windows:
             return None
+        rng = rng or self._random
         for window in self.plan.active(kind, self.elapsed()):
-            if self._random.random() < window.share:
+            if rng.random() < window.share:
                 return window
         return None

@@ -48,6 +48,7 @@ __all__ = [
     "Catalogue",
     "Latency",
     "ModelTransport",
+    "NodeTransport",
     "RegistryModel",
     "RegistryView",
 ]
@@ -82,9 +83,11 @@ class Latency:
             raise ValueError("latency median must be a non-negative duration")
         if self.p99 is not None and not (math.isfinite(self.p99) and self.p99 >= self.median):
             raise ValueError("latency p99 must not be less than the median")
+        if self.p99 is not None and self.p99 > 0 and self.median == 0:
+            raise ValueError("a log-normal latency needs a positive median (or give no p99)")
 
     def sample(self, rng: random.Random) -> float:
-        if self.p99 is None or self.p99 == self.median or self.median == 0:
+        if self.p99 is None or self.p99 == self.median:
             return self.median
         sigma = math.log(self.p99 / self.median) / Z99
         return self.median * math.exp(rng.gauss(0.0, sigma))
@@ -112,7 +115,7 @@ class RegistryModel:
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.token_lifetime) and self.token_lifetime > 0):
-            raise ValueError("tokenLifetime must be a positive duration")
+            raise ValueError("tokenLifetime must be a positive, finite duration")
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -230,17 +233,28 @@ class ModelTransport(httpx.AsyncBaseTransport):
         self.catalogue = catalogue
         self.model = model or RegistryModel()
         self.draws = FaultDraws(faults or FaultPlan(), clock)
+        # Until the schedule starts (pre-pulls before time zero), no fault applies.
+        self._scheduled = False
+        self._no_faults = FaultDraws(FaultPlan(), clock)
         self.view = RegistryView()
         self.clock = clock
         self._random = random.Random(f"kubelet-sim-model:{seed}")  # noqa: S311 - not security
+        self._seed = f"kubelet-sim-model:{seed}"
+        self._asked: Counter[tuple[str, str, str]] = Counter()
         self._slots = anyio.Semaphore(self.model.concurrency) if self.model.concurrency else None
         self._tokens: dict[str, float] = {}  # token -> expiry (clock time)
         self._egress_free = -math.inf  # when the egress has sent every chunk reserved so far
         self._issued = 0
 
     def start_schedule(self, t0: float | None = None) -> None:
-        """Make ``t0`` (default: now) time zero of the fault schedule and of the view."""
+        """Make ``t0`` (default: now) time zero of the fault schedule and of the view; faults
+        apply from then on."""
         self.draws.start_schedule(t0)
+        self._scheduled = True
+
+    @property
+    def _dice(self) -> FaultDraws:
+        return self.draws if self._scheduled else self._no_faults
 
     def _slot(self) -> int:
         return max(0, int(self.draws.elapsed()))
@@ -275,7 +289,18 @@ class ModelTransport(httpx.AsyncBaseTransport):
             done = max(done, self._egress_free)
         return done - now, moving
 
+    def for_node(self, node: str) -> NodeTransport:
+        """The transport one node's HTTP client sends through: this registry, with the node's
+        name, so that each request's draws (latency, faults) come from a generator of its own,
+        seeded from the node, the request and its repeat count: a run is repeatable whatever
+        order the scheduler runs the fleet's requests in."""
+        return NodeTransport(self, node)
+
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        return await self.handle(request, "")
+
+    async def handle(self, request: httpx.Request, node: str) -> httpx.Response:
+        """Answer ``request`` from ``node`` (see the module docstring)."""
         view = self.view
         slot = self._slot()
         view.requests[slot] += 1
@@ -288,7 +313,11 @@ class ModelTransport(httpx.AsyncBaseTransport):
                     view.queued += 1
                 await self._slots.acquire()
                 release.slot = True
-            response = await self._answer(request)
+            response = await self._answer(request, self._generator(request, node))
+        except anyio.get_cancelled_exc_class():
+            view.answers[f"{request.method} cancelled"] += 1  # the client gave up waiting
+            release()
+            raise
         except BaseException:
             release()
             raise
@@ -298,25 +327,34 @@ class ModelTransport(httpx.AsyncBaseTransport):
             release()
         return response
 
-    async def _answer(self, request: httpx.Request) -> httpx.Response:
+    def _generator(self, request: httpx.Request, node: str) -> random.Random:
+        """The request's own generator: the model's and the fault plan's seeds, node, method,
+        URL and how many times this node asked for this URL (a retry draws anew)."""
+        key = (node, request.method, str(request.url))
+        self._asked[key] += 1
+        seed = f"{self._seed}:{self.draws.plan.seed}:{node}:{key[1]}:{key[2]}:{self._asked[key]}"
+        return random.Random(seed)  # noqa: S311 - fault and latency draws, not security
+
+    async def _answer(self, request: httpx.Request, rng: random.Random) -> httpx.Response:
         method = request.method
-        delay = self.draws.latency()
+        dice = self._dice
+        delay = dice.latency(rng)
         if delay > 0:
             await anyio.sleep(delay)
         self._check_outage(method, request)
-        error = self.draws.draw(FaultKind.ERRORS)
+        error = dice.draw(FaultKind.ERRORS, rng)
         if error is not None:
-            await anyio.sleep(self.model.latency.sample(self._random))
+            await anyio.sleep(self.model.latency.sample(rng))
             self._count(method, str(error.status), error=True)
             headers = {"Content-Type": "application/json"}
             if error.retry_after is not None:
                 headers["Retry-After"] = str(round(error.retry_after))
             return _error(request, error.status, "UNAVAILABLE", "service unavailable", headers)
-        reset = self.draws.draw(FaultKind.RESETS)
+        reset = dice.draw(FaultKind.RESETS, rng)
         if reset is not None and reset.after_bytes == 0:
             self._count(method, "reset", error=True)
             raise httpx.ReadError(_RESET, request=request)
-        await anyio.sleep(self.model.latency.sample(self._random))
+        await anyio.sleep(self.model.latency.sample(rng))
         self._check_outage(method, request)
         response = self._route(request)
         self._count(method, str(response.status_code), error=response.status_code >= 500)
@@ -325,7 +363,7 @@ class ModelTransport(httpx.AsyncBaseTransport):
         return response
 
     def _check_outage(self, method: str, request: httpx.Request) -> None:
-        if self.draws.outage():
+        if self._dice.outage():
             self._count(method, "reset", error=True)
             raise httpx.ReadError(_RESET, request=request)
 
@@ -420,6 +458,17 @@ class ModelTransport(httpx.AsyncBaseTransport):
         return _json(request, 200, {"token": token, "expires_in": lifetime})
 
 
+class NodeTransport(httpx.AsyncBaseTransport):
+    """One node's way into the shared modelled registry (:meth:`ModelTransport.for_node`)."""
+
+    def __init__(self, model: ModelTransport, node: str) -> None:
+        self.model = model
+        self.node = node
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        return await self.model.handle(request, self.node)
+
+
 class _Release:
     """Gives back what a request holds (its concurrency slot, its place in flight), once."""
 
@@ -465,7 +514,7 @@ class _Body(httpx.AsyncByteStream):
                 wait, moving = model._transfer(n)
                 if wait > 0:
                     await anyio.sleep(wait)
-                if model.draws.outage():
+                if model._dice.outage():
                     view.errors[model._slot()] += 1
                     raise httpx.ReadError(_RESET)
                 end = model.draws.elapsed()

@@ -107,9 +107,10 @@ def parse_workload(
     run = RunSettings()
     if top.has("run"):
         f = doc.fields("run", top.raw("run"), ("timeout", "proxy"))
-        run = RunSettings(
-            timeout=f.duration("timeout", 600.0) or 600.0, proxy=f.boolean("proxy", False)
-        )
+        timeout = f.duration("timeout", 600.0)
+        if timeout is None or not (math.isfinite(timeout) and timeout > 0):
+            f.fail("timeout", "must be a positive, finite duration")
+        run = RunSettings(timeout=timeout, proxy=f.boolean("proxy", False))
     virtual = _virtual(doc, top.raw("virtual"))
     return Workload(
         name=name,
@@ -427,8 +428,8 @@ def _virtual(doc: Located, value: Any) -> RegistryModel:
     if auth not in ("none", "token"):
         r.fail("auth", f"expected none or token, got {auth!r}")
     lifetime = r.duration("tokenLifetime", 300.0)
-    if lifetime is None or lifetime <= 0:
-        r.fail("tokenLifetime", "must be a positive duration")
+    if lifetime is None or not (math.isfinite(lifetime) and lifetime > 0):
+        r.fail("tokenLifetime", "must be a positive, finite duration")
     return RegistryModel(
         latency=latency,
         per_connection=float(per_connection),

@@ -323,6 +323,9 @@ def _check_shards(records: Sequence[dict[str, Any]], source: str) -> None:
         raise ConfigError(
             source, "shard.count", f"the shards disagree on the count: {sorted(counts)}"
         )
+    timeouts = {r["run"].get("timeout") for r in records}
+    if len(timeouts) != 1:
+        raise ConfigError(source, "run.timeout", "the shards ran with different timeouts")
     count = first["shard"]["count"]
     seen = Counter(r["shard"]["index"] for r in records)
     twice = sorted(i for i, n in seen.items() if n > 1)

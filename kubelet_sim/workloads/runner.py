@@ -70,6 +70,8 @@ class SimNode:
     recorder: CountingRecorder
     registry: CollectorRegistry
     pods: int = 0
+    http: httpx.AsyncClient | None = None
+    """The HTTP client of a virtual run's node (its way into the modelled registry)."""
 
     @property
     def image_service(self) -> ImageService:
@@ -213,17 +215,15 @@ async def _open_node(
     node = await stack.enter_async_context(
         open_node(group.kubelet, NodePaths(root / name), options, parts)
     )
-    return SimNode(name, group, node, observer, recorder, registry)
+    return SimNode(name, group, node, observer, recorder, registry, http=http)
 
 
-async def _prepull(
-    nodes: list[SimNode], workload: Workload, target: str, http: httpx.AsyncClient | None
-) -> None:
+async def _prepull(nodes: list[SimNode], workload: Workload, target: str) -> None:
     """Pull warm caches and pre-pulled images outside the measured run (no events or metrics)."""
     limiter = anyio.CapacityLimiter(PREPULL_CONCURRENCY)
 
     async def one(sim: SimNode, refs: list[str]) -> None:
-        async with limiter, quiet_image_service(sim.node, http) as service:
+        async with limiter, quiet_image_service(sim.node, sim.http) as service:
             for ref in refs:
                 await service.pull_image(parse_normalized(f"{target}/{ref}"))
 
@@ -391,10 +391,7 @@ async def _run(
         stack.callback(tg.cancel_scope.cancel)  # on exit, after the nodes stopped: the proxy
         proxy: FaultProxy | None = None
         target = registry
-        http = None
-        if model is not None:
-            http = await stack.enter_async_context(httpx.AsyncClient(transport=model))
-        elif workload.uses_proxy:
+        if model is None and workload.uses_proxy:
             proxy = FaultProxy(registry, workload.faults)
             await tg.start(proxy.run)
             target = proxy.host
@@ -405,6 +402,10 @@ async def _run(
         for group in workload.nodes:
             for name in group.node_names():
                 if position % count == index:
+                    http = None
+                    if model is not None:  # each node's own way into the modelled registry
+                        http = httpx.AsyncClient(transport=model.for_node(name))
+                        stack.push_async_callback(http.aclose)
                     sim = await _open_node(
                         stack, group, name, position, store_root, timeline, secrets, store, http,
                         clock,
@@ -415,7 +416,7 @@ async def _run(
         plan = [pod for pod in plan if pod.node in by_name]
         for pod in plan:
             by_name[pod.node].pods += 1
-        await _prepull(nodes, workload, target, http)
+        await _prepull(nodes, workload, target)
         # Side by side in one task group (Node.serve), never nested: see there why.
         serving = await stack.enter_async_context(anyio.create_task_group())
         stack.callback(serving.cancel_scope.cancel)
@@ -486,7 +487,7 @@ async def _run(
                 if now >= deadline:
                     timed_out = True
                     break
-                await anyio.sleep(tick)
+                await anyio.sleep(min(tick, deadline - now))  # never past the deadline
             run_tg.cancel_scope.cancel()
         stopped_at = anyio.current_time() - t0
         cpu1 = _cpu()

@@ -16,8 +16,10 @@ when it ends (the thundering herd).
 from __future__ import annotations
 
 import math
+import random
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -70,13 +72,15 @@ def model_for(workload: Workload, *, shards: int = 1) -> tuple[ModelTransport, S
     """A modelled registry holding ``workload``'s images, with its model and fault plan.
 
     ``shards``: this process runs one of that many shards of the nodes, so it models that share
-    of the registry: ``1/shards`` of its egress and of its concurrency (at least one slot). With
+    of the registry: ``1/shards`` of its egress and of its concurrency (at least one slot),
+    counting only shards that have nodes. With
     the shards' nodes alike and the pods spread evenly (round-robin), that is the registry all
     shards share: a fair share of a link is the same whether the others' bodies are counted in
     this process or another. Latency, per-body bandwidth and faults are the registry's own.
     """
     catalogue, seed = model_catalogue(workload)
     model = workload.virtual
+    shards = min(shards, max(1, workload.node_count))  # shards without nodes model nothing
     if shards > 1:
         model = replace(
             model,
@@ -112,10 +116,34 @@ def run_virtual(
             shard=shard, clock=trio.current_time,
         )  # fmt: skip
 
-    result: BenchResult = anyio.run(
-        main, backend="trio", backend_options={"clock": MockClock(autojump_threshold=0)}
-    )
+    with _seeded_scheduler(f"kubelet-sim:{workload.seed}:{shard[0]}/{shard[1]}"):
+        result: BenchResult = anyio.run(
+            main, backend="trio", backend_options={"clock": MockClock(autojump_threshold=0)}
+        )
     return result
+
+
+@contextmanager
+def _seeded_scheduler(seed: str) -> Iterator[None]:
+    """Make trio's scheduling order repeatable for the block (restored after).
+
+    trio runs each batch of ready tasks in a random order, from its own generator; that order
+    decides which request takes which fault or latency draw and who gets a slot or an egress turn
+    first, so an unseeded run is not reproducible. trio seeds that generator itself to make
+    Hypothesis examples repeatable; so does a virtual run, from the workload's seed.
+    """
+    import trio._core._run as trio_run
+
+    generator = getattr(trio_run, "_r", None)
+    if not isinstance(generator, random.Random):  # another trio: runs stay correct, not repeatable
+        yield
+        return
+    state = generator.getstate()
+    generator.seed(seed)
+    try:
+        yield
+    finally:
+        generator.setstate(state)
 
 
 _SECONDS = ("requests", "bytes", "errors", "tokens", "peak_in_flight", "peak_bodies")

@@ -93,14 +93,14 @@ def test_a_virtual_run_requests_what_a_real_run_requests(
     workload = parse_workload(WORKLOAD, str(path))
     model, seed = model_for(workload)
     seen: Counter[tuple[str, str, str]] = Counter()
-    answer = model.handle_async_request
+    answer = model.handle
 
-    async def recording(request: httpx.Request) -> httpx.Response:
-        response = await answer(request)
+    async def recording(request: httpx.Request, node: str) -> httpx.Response:
+        response = await answer(request, node)
         seen[(request.method, kind(request.url.path), str(response.status_code))] += 1
         return response
 
-    model.handle_async_request = recording  # type: ignore[method-assign]
+    model.handle = recording  # type: ignore[method-assign]
 
     async def virtual_run() -> Any:
         return await run_workload(workload, MODEL_HOST, tmp_path / "v", seed=seed, model=model)

@@ -648,9 +648,11 @@ def test_a_shard_modeled_as_a_share_of_the_registry() -> None:
     workload = parse_workload(
         TINY_CLI + "virtual:\n  registry: {bandwidth: {total: 1GiB/s}, concurrency: 5}\n"
     )
-    model, _ = model_for(workload, shards=4)
-    assert model.model.total == 1024**3 / 4
-    assert model.model.concurrency == 2  # 5/4, rounded up: a shard always has a slot
+    model, _ = model_for(workload, shards=2)
+    assert model.model.total == 1024**3 / 2
+    assert model.model.concurrency == 3  # 5/2, rounded up: a shard always has a slot
+    # Only shards that have nodes share the registry: 4 shards of 2 nodes are 2 that do.
+    assert model_for(workload, shards=4)[0].model.total == 1024**3 / 2
     assert model.model.per_connection == workload.virtual.per_connection
 
 

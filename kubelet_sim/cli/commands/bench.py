@@ -106,6 +106,12 @@ def _bench(args: argparse.Namespace) -> int:
     path = Path(args.workload[0])
     workload = load_workload(path)
     if args.timeout is not None:
+        import math
+
+        if not (math.isfinite(args.timeout) and args.timeout > 0):
+            raise ConfigError(
+                None, "--timeout", f"must be a positive number of seconds, got {args.timeout!r}"
+            )
         workload = replace(workload, run=replace(workload.run, timeout=args.timeout))
     store = "disk" if args.keep_stores else args.store
     if args.start_at is not None:
