@@ -174,6 +174,7 @@ def modelled_pulls(
 
     async def main() -> list[list[float]]:
         transport = ModelTransport(catalogue, model, workload.faults, seed=workload.seed)
+        transport.start_schedule()  # the faults (the workload's latency) apply from now
         out = []
         async with httpx.AsyncClient(transport=transport) as http:
             client = RegistryClient(Transport(http=http))
