@@ -11,7 +11,7 @@ import json
 import os
 import re
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from kubelet_sim.core.digest import Digest
@@ -176,6 +176,28 @@ class ImageBlobs:
         return out
 
 
+def check_committed(
+    image_id: str, roles: dict[str, tuple[BlobRole, int | None]], sizes: Mapping[str, int]
+) -> None:
+    """Every blob of an image (``ImageBlobs.roles``) is committed (in ``sizes``), with the size
+    its manifest declares; the one check both stores make before recording an image.
+
+    Raises:
+        StoreError: naming the image, the blob and its role.
+    """
+    for digest, (role, declared) in roles.items():
+        size = sizes.get(digest)
+        if size is None:
+            raise StoreError(
+                f"cannot commit image {image_id}: {role} blob {digest} is not in the store"
+            )
+        if declared is not None and declared != size:
+            raise StoreError(
+                f"cannot commit image {image_id}: {role} blob {digest} has size {size}, "
+                f"the manifest says {declared}"
+            )
+
+
 def commit(
     conn: sqlite3.Connection,
     layout: BlobLayout,
@@ -196,17 +218,9 @@ def commit(
     """
     roles = blobs.roles()
     sizes = committed_sizes(conn, roles)
-    for digest, (role, declared) in roles.items():
-        size = sizes.get(digest)
-        if size is None:
-            raise StoreError(
-                f"cannot commit image {key[0]}: {role} blob {digest} is not in the store"
-            )
-        if declared is not None and declared != size:
-            raise StoreError(
-                f"cannot commit image {key[0]}: {role} blob {digest} has size {size}, "
-                f"the manifest says {declared}"
-            )
+    check_committed(key[0], roles, sizes)
+    for digest, (role, _) in roles.items():
+        size = sizes[digest]
         path = layout.path(Digest.parse(digest))
         try:
             on_disk = os.stat(path).st_size

@@ -379,19 +379,9 @@ class MemoryStore:
         )
         tag = None if repo_tag is None else catalog.check_repo_tag(repo_tag)
         rdigest = None if repo_digest is None else catalog.check_repo_digest(repo_digest)
-        total = 0
-        for digest, (role, declared) in blobs.roles().items():
-            size = self._blobs.get(digest)
-            if size is None:
-                raise StoreError(
-                    f"cannot commit image {key[0]}: {role} blob {digest} is not in the store"
-                )
-            if declared is not None and declared != size:
-                raise StoreError(
-                    f"cannot commit image {key[0]}: {role} blob {digest} has size {size}, "
-                    f"the manifest says {declared}"
-                )
-            total += size
+        roles = blobs.roles()
+        catalog.check_committed(key[0], roles, self._blobs)
+        total = sum(self._blobs[digest] for digest in roles)
         now = self._clock()
         old = self._images.get(key)
         first_used = now if old is None else old.first_used
