@@ -186,36 +186,67 @@ class RegistryView:
         if self.bodies > self.peak_bodies.get(slot, 0):
             self.peak_bodies[slot] = self.bodies
 
+    def raw(self) -> dict[str, Any]:
+        """The counts as a shard record keeps them: per-second dense lists (index = second,
+        up to the last second with anything counted), the answers, the requests queued."""
+        counters: dict[str, Counter[int] | dict[int, int]] = {
+            "requests": self.requests, "bytes": self.bytes, "errors": self.errors,
+            "tokens": self.tokens, "peak_in_flight": self.peak_in_flight,
+            "peak_bodies": self.peak_bodies,
+        }  # fmt: skip
+        last = max((s for c in counters.values() for s in c), default=-1)
+        return {
+            "seconds": {k: [c.get(i, 0) for i in range(last + 1)] for k, c in counters.items()},
+            "answers": dict(sorted(self.answers.items())),
+            "queued": self.queued,
+        }
+
     def series(self, step: int = 1) -> list[list[int]]:
-        """``[second, requests, bytes, errors, tokens, peak in flight, peak bodies]`` per
-        ``step`` seconds (sums; peaks are the step's maximum), every step up to the last one
-        with traffic."""
-        last = max((*self.requests, *self.bytes, *self.errors, *self.tokens, 0))
-        out = []
-        for start in range(0, last + 1, step):
-            slots = range(start, start + step)
-            out.append([
-                start,
-                sum(self.requests.get(s, 0) for s in slots),
-                sum(self.bytes.get(s, 0) for s in slots),
-                sum(self.errors.get(s, 0) for s in slots),
-                sum(self.tokens.get(s, 0) for s in slots),
-                max(self.peak_in_flight.get(s, 0) for s in slots),
-                max(self.peak_bodies.get(s, 0) for s in slots),
-            ])  # fmt: skip
-        return out
+        """:func:`series` of these counts."""
+        return series(self.raw()["seconds"], step)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "requests": sum(self.requests.values()),
-            "bytes": sum(self.bytes.values()),
-            "errors": sum(self.errors.values()),
-            "tokens_issued": sum(self.tokens.values()),
-            "queued_for_a_slot": self.queued,
-            "answers": dict(sorted(self.answers.items())),
-            "peak_in_flight": max(self.peak_in_flight.values(), default=0),
-            "peak_bodies": max(self.peak_bodies.values(), default=0),
-        }
+        """:func:`totals` of these counts."""
+        return totals(self.raw())
+
+
+SERIES_COLUMNS = ("t", "requests", "bytes", "errors", "tokens", "peak_in_flight", "peak_bodies")
+
+
+def series(seconds: dict[str, list[int]], step: int = 1, last: int = 0) -> list[list[int]]:
+    """``[second, requests, bytes, errors, tokens, peak in flight, peak bodies]`` per ``step``
+    seconds (sums; peaks are the step's maximum) of per-second counts (:meth:`RegistryView.raw`,
+    or several shards' summed), every step up to the last second counted or ``last``."""
+    end = max(last, len(seconds["requests"]) - 1)
+
+    def at(key: str, i: int) -> int:
+        values = seconds[key]
+        return values[i] if i < len(values) else 0
+
+    out = []
+    for start in range(0, end + 1, step):
+        slots = range(start, start + step)
+        out.append(
+            [start]
+            + [sum(at(k, i) for i in slots) for k in ("requests", "bytes", "errors", "tokens")]
+            + [max(at(k, i) for i in slots) for k in ("peak_in_flight", "peak_bodies")]
+        )
+    return out
+
+
+def totals(raw: dict[str, Any]) -> dict[str, Any]:
+    """The whole run's figures of a raw view (:meth:`RegistryView.raw`)."""
+    sec = raw["seconds"]
+    return {
+        "requests": sum(sec["requests"]),
+        "bytes": sum(sec["bytes"]),
+        "errors": sum(sec["errors"]),
+        "tokens_issued": sum(sec["tokens"]),
+        "queued_for_a_slot": raw["queued"],
+        "answers": raw["answers"],
+        "peak_in_flight": max(sec["peak_in_flight"], default=0),
+        "peak_bodies": max(sec["peak_bodies"], default=0),
+    }
 
 
 class ModelTransport(httpx.AsyncBaseTransport):

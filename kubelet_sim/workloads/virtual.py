@@ -27,7 +27,14 @@ from typing import Any
 import anyio
 
 from kubelet_sim.sim.faults import FaultKind
-from kubelet_sim.sim.model import MODEL_HOST, Catalogue, ModelTransport
+from kubelet_sim.sim.model import (
+    MODEL_HOST,
+    SERIES_COLUMNS,
+    Catalogue,
+    ModelTransport,
+    series,
+    totals,
+)
 from kubelet_sim.workloads.generate import ImageBuilder, SeedReport
 from kubelet_sim.workloads.runner import BenchResult, Snapshot, run_workload
 from kubelet_sim.workloads.spec import Workload
@@ -146,25 +153,13 @@ def _seeded_scheduler(seed: str) -> Iterator[None]:
         generator.setstate(state)
 
 
-_SECONDS = ("requests", "bytes", "errors", "tokens", "peak_in_flight", "peak_bodies")
+_SECONDS = SERIES_COLUMNS[1:]
 
 
 def view_record(model: ModelTransport, workload: Workload) -> dict[str, Any]:
-    """What the registry saw, raw, for a shard record: per-second counts as dense lists, the
-    answers, the workload's (unscaled) model."""
-    view = model.view
-    counters: dict[str, Any] = {
-        "requests": view.requests, "bytes": view.bytes, "errors": view.errors,
-        "tokens": view.tokens, "peak_in_flight": view.peak_in_flight,
-        "peak_bodies": view.peak_bodies,
-    }  # fmt: skip
-    last = max((s for c in counters.values() for s in c), default=-1)
-    return {
-        "model": workload.virtual.to_dict(),
-        "seconds": {k: [c.get(i, 0) for i in range(last + 1)] for k, c in counters.items()},
-        "answers": dict(sorted(view.answers.items())),
-        "queued": view.queued,
-    }
+    """What the registry saw, raw, for a shard record (:meth:`RegistryView.raw`), with the
+    workload's (unscaled) model."""
+    return {"model": workload.virtual.to_dict(), **model.view.raw()}
 
 
 def merge_views(raws: list[dict[str, Any]]) -> dict[str, Any]:
@@ -194,37 +189,15 @@ def registry_view(
     sec = raw["seconds"]
     last = max(int(stopped_at), len(sec["requests"]) - 1)
     step = max(1, math.ceil((last + 1) / MAX_SERIES_POINTS))
-
-    def at(key: str, i: int) -> int:
-        values: list[int] = sec[key]
-        return values[i] if 0 <= i < len(values) else 0
-
-    series = []
-    for start in range(0, last + 1, step):
-        slots = range(start, start + step)
-        series.append(
-            [start]
-            + [sum(at(k, i) for i in slots) for k in ("requests", "bytes", "errors", "tokens")]
-            + [max(at(k, i) for i in slots) for k in ("peak_in_flight", "peak_bodies")]
-        )
     return {
         "model": raw["model"],
         "shards": shards,
-        "totals": {
-            "requests": sum(sec["requests"]),
-            "bytes": sum(sec["bytes"]),
-            "errors": sum(sec["errors"]),
-            "tokens_issued": sum(sec["tokens"]),
-            "queued_for_a_slot": raw["queued"],
-            "answers": raw["answers"],
-            "peak_in_flight": max(sec["peak_in_flight"], default=0),
-            "peak_bodies": max(sec["peak_bodies"], default=0),
-        },
+        "totals": totals(raw),
         "peak_requests_per_second": max(sec["requests"], default=0),
         "peak_bytes_per_second": max(sec["bytes"], default=0),
         "step_seconds": step,
-        "columns": ["t", "requests", "bytes", "errors", "tokens", "peak_in_flight", "peak_bodies"],
-        "series": series,
+        "columns": list(SERIES_COLUMNS),
+        "series": series(sec, step, last),
         "outages": _outages(sec, plan),
     }
 
