@@ -20,7 +20,11 @@
     │   ├── StoreFullError         names the store folder; nothing partial was left behind
     │   ├── StoreBusyError         another writer kept the store past the lock wait
     │   └── StoreNotFoundError     no store at the folder (and none is created there)
-    └── PullError                  carries the kubelet reason (ErrImagePull, ImagePullBackOff, ...)
+    ├── PullError                  carries the kubelet reason (ErrImagePull, ImagePullBackOff, ...)
+    ├── ContainerConfigError       reason CreateContainerConfigError: the container's env cannot be
+    │                              made (a missing ConfigMap, Secret or key); upstream's message
+    └── ContainerRuntimeError      a runtime handler could not create, start, exec or stop a
+        └── RootfsError            container (names it); an image layer that cannot be unpacked
 
 Messages never contain credentials, tokens or Authorization headers.
 """
@@ -209,6 +213,33 @@ class PullError(KubeletSimError):
         self.reason = reason
         self.message = message
         super().__init__(f"{reason}: {message}")
+
+
+class ContainerConfigError(KubeletSimError):
+    """The kubelet cannot make a container's config (``CreateContainerConfigError``).
+
+    ``message`` is upstream's (e.g. ``couldn't find key user in Secret default/db``); it names
+    objects and keys, never values.
+    """
+
+    reason = "CreateContainerConfigError"
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+        super().__init__(message)
+
+
+class ContainerRuntimeError(KubeletSimError):
+    """A runtime handler failed a container operation; names the container, never its env."""
+
+    def __init__(self, container: str, message: str) -> None:
+        self.container = container
+        self.message = message
+        super().__init__(f"container {container}: {message}")
+
+
+class RootfsError(ContainerRuntimeError):
+    """An image layer that cannot be unpacked safely (a path escaping the rootfs, a bad tar)."""
 
 
 def first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:

@@ -13,6 +13,7 @@ class ContainerKind(StrEnum):
 
     INIT = "initContainers"
     APP = "containers"
+    EPHEMERAL = "ephemeralContainers"
 
 
 @dataclass(frozen=True, slots=True)

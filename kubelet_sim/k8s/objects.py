@@ -26,6 +26,7 @@ from typing import Any, TypeAlias
 from kubelet_sim.core.pods import ContainerKind
 from kubelet_sim.core.policy import PullPolicy, default_pull_policy, parse_pull_policy
 from kubelet_sim.errors import ConfigError
+from kubelet_sim.k8s.podspec import ContainerPort, EnvFromSource, EnvVar, Lifecycle, Resources
 
 __all__ = [
     "DEFAULT_NAMESPACE",
@@ -83,12 +84,22 @@ def fresh_uid(kind: str, namespace: str, name: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Container:
-    """One container's image settings, with the API's defaulted pull policy."""
+    """One container: its image settings (the API's defaulted pull policy) and how it runs."""
 
     name: str
     image: str
     image_pull_policy: PullPolicy
     kind: ContainerKind = ContainerKind.APP
+    command: tuple[str, ...] | None = None
+    """``command``; None when absent (the image's ``Entrypoint`` is used)."""
+    args: tuple[str, ...] | None = None
+    """``args``; None when absent (the image's ``Cmd`` is used unless ``command`` is set)."""
+    working_dir: str = ""
+    env: tuple[EnvVar, ...] = ()
+    env_from: tuple[EnvFromSource, ...] = ()
+    resources: Resources = field(default_factory=Resources)
+    ports: tuple[ContainerPort, ...] = ()
+    lifecycle: Lifecycle = field(default_factory=Lifecycle)
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,11 +115,25 @@ class Pod:
     service_account_name: str = DEFAULT_SERVICE_ACCOUNT
     runtime_class_name: str | None = None
     annotations: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}), hash=False)
+    labels: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}), hash=False)
+    ephemeral_containers: tuple[Container, ...] = ()
+    node_name: str = ""
+    hostname: str = ""
+    subdomain: str = ""
+    set_hostname_as_fqdn: bool = False
+    enable_service_links: bool = True
+    restart_policy: str = "Always"
+    termination_grace_period_seconds: int = 30
+    overhead: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}), hash=False)
+    """``spec.overhead``: set by RuntimeClass admission from the class's ``overhead.podFixed``."""
+    unsupported_fields: tuple[str, ...] = ()
+    """Field paths the manifest sets that kubelet-sim does not model (reported, never dropped
+    silently)."""
 
     kind = Kind.POD
 
     def all_containers(self) -> tuple[Container, ...]:
-        return self.init_containers + self.containers
+        return self.init_containers + self.containers + self.ephemeral_containers
 
 
 @dataclass(frozen=True, slots=True)
