@@ -1,6 +1,8 @@
-"""The small Kubernetes object model the node needs: Pods, Secrets, ServiceAccounts, admission."""
+"""The small Kubernetes object model the node needs: Pods, Secrets, ServiceAccounts, Services,
+ConfigMaps, RuntimeClasses, admission and the object store."""
 
 from kubelet_sim.k8s.admission import Admission, ServiceAccountGetter, pod_spec
+from kubelet_sim.k8s.cluster import ConfigMap, RuntimeClass, Service, ServicePort
 from kubelet_sim.k8s.manifests import Manifest, parse_manifests
 from kubelet_sim.k8s.objects import (
     DEFAULT_NAMESPACE,
@@ -14,10 +16,13 @@ from kubelet_sim.k8s.objects import (
     Secret,
     SecretType,
     ServiceAccount,
+    field_warnings,
     fresh_uid,
     stable_uid,
 )
+from kubelet_sim.k8s.podspec import parse_quantity
 from kubelet_sim.k8s.store import (
+    KUBERNETES_SERVICE,
     ApplyAction,
     ApplyResult,
     ObjectKey,
@@ -31,9 +36,11 @@ __all__ = [
     "DEFAULT_SERVICE_ACCOUNT",
     "DOCKERCFG_KEY",
     "DOCKER_CONFIG_JSON_KEY",
+    "KUBERNETES_SERVICE",
     "Admission",
     "ApplyAction",
     "ApplyResult",
+    "ConfigMap",
     "Container",
     "Kind",
     "Manifest",
@@ -41,14 +48,19 @@ __all__ = [
     "ObjectKey",
     "ObjectStore",
     "Pod",
+    "RuntimeClass",
     "Secret",
     "SecretType",
+    "Service",
     "ServiceAccount",
     "ServiceAccountGetter",
+    "ServicePort",
     "UidFactory",
+    "field_warnings",
     "fresh_uid",
     "merge_patch",
     "parse_manifests",
+    "parse_quantity",
     "pod_spec",
     "stable_uid",
 ]

@@ -14,7 +14,18 @@ re-applying the same document stays ``unchanged``. Callers that want coordinates
 create (static pods: upstream hashes the file) pass ``new_uid=stable_uid``.
 
 The store is the kubelet's secret source for pull credentials (:meth:`ObjectStore.get_secret`),
-read at pull time, so a Secret applied after its pod is used by the next pull attempt.
+read at pull time, so a Secret applied after its pod is used by the next pull attempt. It also
+holds the Services, ConfigMaps and RuntimeClasses a pod's containers read (their environment,
+``envFrom``, the runtime handler). The cluster-scoped RuntimeClass is keyed with namespace ``""``
+(any namespace given to a read, ``patch`` or ``delete`` of one is ignored). Like the implicit
+``default`` ServiceAccount, the ``default/kubernetes`` Service (the API server's own, cluster IP
+``10.96.0.1``, port ``https`` 443) is always there unless one is applied; deleting an applied one
+brings the implicit one back, as the API server recreates it. Applying or patching an implicit
+object keeps the UID it was shown with (an update of the existing object).
+
+Every :class:`ApplyResult` carries the warnings the API server would send for the document
+(``unknown field "spec.foo"``, ``field not modelled by kubelet-sim: spec.volumes``; see
+:func:`~kubelet_sim.k8s.objects.field_warnings`), also when the object is unchanged.
 """
 
 from __future__ import annotations
@@ -28,6 +39,7 @@ import structlog
 
 from kubelet_sim.errors import ConfigError
 from kubelet_sim.k8s.admission import Admission, implicit_service_account
+from kubelet_sim.k8s.cluster import ConfigMap, RuntimeClass, Service
 from kubelet_sim.k8s.manifests import Manifest, parse_manifests
 from kubelet_sim.k8s.objects import (
     DEFAULT_NAMESPACE,
@@ -36,11 +48,20 @@ from kubelet_sim.k8s.objects import (
     Pod,
     Secret,
     ServiceAccount,
+    field_warnings,
     fresh_uid,
     parse_object,
 )
 
-__all__ = ["ApplyAction", "ApplyResult", "ObjectKey", "ObjectStore", "UidFactory", "merge_patch"]
+__all__ = [
+    "KUBERNETES_SERVICE",
+    "ApplyAction",
+    "ApplyResult",
+    "ObjectKey",
+    "ObjectStore",
+    "UidFactory",
+    "merge_patch",
+]
 
 log = structlog.get_logger(__name__)
 
@@ -49,6 +70,27 @@ ObjectKey = tuple[Kind, str, str]
 
 UidFactory = Callable[[str, str, str], str]
 """``(kind, namespace, name) -> uid`` for a created object without ``metadata.uid``."""
+
+# The API server's own Service (its ServiceIP is the first of the default 10.96.0.0/12 range).
+_KUBERNETES_SERVICE_DOC: Mapping[str, Any] = {
+    "apiVersion": "v1",
+    "kind": "Service",
+    "metadata": {
+        "name": "kubernetes",
+        "namespace": DEFAULT_NAMESPACE,
+        "labels": {"component": "apiserver", "provider": "kubernetes"},
+    },
+    "spec": {
+        "type": "ClusterIP",
+        "clusterIP": "10.96.0.1",
+        "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": 6443}],
+    },
+}
+_kubernetes = parse_object(_KUBERNETES_SERVICE_DOC, where="implicit", namespace=DEFAULT_NAMESPACE)
+assert isinstance(_kubernetes, Service)
+KUBERNETES_SERVICE: Service = _kubernetes
+"""The ``default/kubernetes`` Service every cluster has (the kubelet's service environment always
+includes it)."""
 
 
 class ApplyAction(StrEnum):
@@ -68,9 +110,14 @@ class ApplyResult:
     namespace: str
     name: str
     action: ApplyAction
+    warnings: tuple[str, ...] = ()
+    """What the API server would warn about the document (``unknown field "spec.foo"``)."""
 
     def __str__(self) -> str:
-        return f"{self.kind.lower()}/{self.name} {self.action}"
+        # kubectl names a resource of a named API group with it: runtimeclass.node.k8s.io/gvisor
+        group = self.kind.api_version.rpartition("/")[0]
+        resource = f"{self.kind.lower()}.{group}" if group else self.kind.lower()
+        return f"{resource}/{self.name} {self.action}"
 
 
 def merge_patch(target: Any, patch: Any) -> Any:
@@ -87,7 +134,7 @@ def merge_patch(target: Any, patch: Any) -> Any:
 
 
 class ObjectStore:
-    """Pods, Secrets and ServiceAccounts of one simulated cluster, as the node sees them."""
+    """The API objects of one simulated cluster, as the node sees them."""
 
     def __init__(self, *, admission: Admission | None = None) -> None:
         self.admission = admission or Admission()
@@ -109,10 +156,12 @@ class ObjectStore:
         """
         key: ObjectKey = (manifest.object.kind, manifest.object.namespace, manifest.object.name)
         previous = self._applied.get(key)
-        manifest = _with_uid(manifest, previous, new_uid)
+        known = previous.object if previous is not None else _implicit(*key)
+        manifest = _with_uid(manifest, known, new_uid)
         obj = manifest.object
+        warnings = field_warnings(obj)
         if previous is not None and previous.object == obj:
-            return ApplyResult(obj.kind, obj.namespace, obj.name, ApplyAction.UNCHANGED)
+            return ApplyResult(obj.kind, obj.namespace, obj.name, ApplyAction.UNCHANGED, warnings)
         stored: Object = obj
         if isinstance(obj, Pod):
             old = self._objects.get(key)
@@ -124,10 +173,10 @@ class ObjectStore:
         log.info(
             "objects.applied",
             kind=str(obj.kind),
-            object=f"{obj.namespace}/{obj.name}",
+            object=f"{obj.namespace}/{obj.name}" if obj.namespace else obj.name,
             action=str(action),
         )
-        return ApplyResult(obj.kind, obj.namespace, obj.name, action)
+        return ApplyResult(obj.kind, obj.namespace, obj.name, action, warnings)
 
     def apply_text(
         self,
@@ -157,39 +206,39 @@ class ObjectStore:
         Raises:
             ConfigError: the object does not exist, or the patched object is invalid.
         """
-        key: ObjectKey = (kind, namespace, name)
+        key = _key(kind, namespace, name)
+        namespace = key[1]
         base = self._applied.get(key)
-        implicit = (
-            implicit_service_account(namespace, name) if kind is Kind.SERVICE_ACCOUNT else None
-        )
+        implicit = _implicit(*key)
         if base is not None:
             raw: Mapping[str, Any] = base.raw
+        elif kind is Kind.SERVICE and implicit is not None:
+            raw = _KUBERNETES_SERVICE_DOC
         elif implicit is not None:
             raw = {"apiVersion": "v1", "kind": str(kind), "metadata": {"name": name}}
         else:
-            raise ConfigError(None, None, f'{kind.lower()}s "{name}" not found in {namespace}')
+            where = f" in {namespace}" if namespace else ""
+            raise ConfigError(None, None, f'{kind.lower()}s "{name}" not found{where}')
         patched = merge_patch(raw, patch)
         meta = patched.get("metadata") if isinstance(patched, Mapping) else None
         if (
             not isinstance(meta, Mapping)
             or patched.get("kind") != str(kind)
             or meta.get("name") != name
-            or meta.get("namespace", namespace) != namespace
+            # a cluster-scoped object's namespace is dropped however it is written
+            or (kind.namespaced and meta.get("namespace", namespace) != namespace)
         ):
             raise ConfigError(None, "metadata", "a patch may not change kind, name or namespace")
-        obj = parse_object(patched, where=f"patch {kind} {namespace}/{name}", namespace=namespace)
-        # Patching the implicit account creates it with the UID it was already shown with.
-        uid = implicit.uid if base is None and implicit is not None else None
-        result = self.apply(
-            Manifest(obj, patched), new_uid=fresh_uid if uid is None else _constant(uid)
-        )
+        shown = f"{namespace}/{name}" if namespace else name
+        obj = parse_object(patched, where=f"patch {kind} {shown}", namespace=namespace)
+        result = self.apply(Manifest(obj, patched))
         if result.action is ApplyAction.UNCHANGED:
             return result
-        return ApplyResult(kind, namespace, name, ApplyAction.PATCHED)
+        return ApplyResult(kind, namespace, name, ApplyAction.PATCHED, result.warnings)
 
     def delete(self, kind: Kind, namespace: str, name: str) -> bool:
-        """Remove an object; False when there was none."""
-        key: ObjectKey = (kind, namespace, name)
+        """Remove an object; False when there was none (an implicit object is never removed)."""
+        key = _key(kind, namespace, name)
         self._applied.pop(key, None)
         if self._objects.pop(key, None) is None:
             return False
@@ -199,7 +248,8 @@ class ObjectStore:
     # -- reads ----------------------------------------------------------------------------
 
     def get(self, kind: Kind, namespace: str, name: str) -> Object | None:
-        return self._objects.get((kind, namespace, name))
+        """The applied object (implicit ones are not returned here)."""
+        return self._objects.get(_key(kind, namespace, name))
 
     def get_secret(self, namespace: str, name: str) -> Secret | None:
         """The Secret ``namespace/name`` (the kubelet's secret manager)."""
@@ -225,30 +275,83 @@ class ObjectStore:
             if isinstance(o, Pod) and (namespace is None or o.namespace == namespace)
         ]
 
+    def get_service(self, namespace: str, name: str) -> Service | None:
+        """The Service ``namespace/name``; ``default/kubernetes`` always exists."""
+        obj = self._objects.get((Kind.SERVICE, namespace, name))
+        if isinstance(obj, Service):
+            return obj
+        implicit = _implicit(Kind.SERVICE, namespace, name)
+        return implicit if isinstance(implicit, Service) else None
+
+    def services(self, namespace: str | None = None) -> list[Service]:
+        """Every Service (of ``namespace``, or of all namespaces when None), the implicit
+        ``default/kubernetes`` first unless one was applied, then in apply order."""
+        applied = [
+            o
+            for o in self._objects.values()
+            if isinstance(o, Service) and (namespace is None or o.namespace == namespace)
+        ]
+        implicit = KUBERNETES_SERVICE
+        key: ObjectKey = (Kind.SERVICE, implicit.namespace, implicit.name)
+        if namespace in (None, implicit.namespace) and key not in self._objects:
+            return [implicit, *applied]
+        return applied
+
+    def get_config_map(self, namespace: str, name: str) -> ConfigMap | None:
+        """The ConfigMap ``namespace/name`` (``envFrom`` and ``configMapKeyRef`` read it)."""
+        obj = self._objects.get((Kind.CONFIG_MAP, namespace, name))
+        return obj if isinstance(obj, ConfigMap) else None
+
+    def config_maps(self, namespace: str | None = None) -> list[ConfigMap]:
+        """Every ConfigMap (of ``namespace``, or of all when None), in apply order."""
+        return [
+            o
+            for o in self._objects.values()
+            if isinstance(o, ConfigMap) and (namespace is None or o.namespace == namespace)
+        ]
+
+    def get_runtime_class(self, name: str) -> RuntimeClass | None:
+        """The RuntimeClass ``name`` (cluster-scoped)."""
+        obj = self._objects.get((Kind.RUNTIME_CLASS, "", name))
+        return obj if isinstance(obj, RuntimeClass) else None
+
+    def runtime_classes(self) -> list[RuntimeClass]:
+        """Every RuntimeClass, in apply order."""
+        return [o for o in self._objects.values() if isinstance(o, RuntimeClass)]
+
     def __len__(self) -> int:
         return len(self._objects)
 
 
-def _with_uid(manifest: Manifest, previous: Manifest | None, new_uid: UidFactory) -> Manifest:
+def _key(kind: Kind, namespace: str, name: str) -> ObjectKey:
+    """The store key; a cluster-scoped object's namespace is ``""`` whatever was given."""
+    return (kind, namespace if kind.namespaced else "", name)
+
+
+def _implicit(kind: Kind, namespace: str, name: str) -> Object | None:
+    """The object a cluster has before anything is applied: each namespace's ``default``
+    ServiceAccount and the ``default/kubernetes`` Service."""
+    if kind is Kind.SERVICE_ACCOUNT:
+        return implicit_service_account(namespace, name)
+    if kind is Kind.SERVICE and (namespace, name) == (
+        KUBERNETES_SERVICE.namespace,
+        KUBERNETES_SERVICE.name,
+    ):
+        return KUBERNETES_SERVICE
+    return None
+
+
+def _with_uid(manifest: Manifest, known: Object | None, new_uid: UidFactory) -> Manifest:
     """The manifest with the UID the API server would give it.
 
-    An explicit ``metadata.uid`` is kept; otherwise an update keeps the stored object's UID and a
-    create gets ``new_uid(...)``.
+    An explicit ``metadata.uid`` is kept; otherwise an update keeps the UID of the object it
+    updates (``known``: the stored or implicit one) and a create gets ``new_uid(...)``.
     """
     meta = manifest.raw.get("metadata")
     if isinstance(meta, Mapping) and meta.get("uid"):
         return manifest
     obj = manifest.object
-    uid = (
-        previous.object.uid if previous is not None else new_uid(obj.kind, obj.namespace, obj.name)
-    )
+    uid = known.uid if known is not None else new_uid(obj.kind, obj.namespace, obj.name)
     if uid == obj.uid:
         return manifest
     return Manifest(replace(obj, uid=uid), manifest.raw)
-
-
-def _constant(uid: str) -> UidFactory:
-    def factory(kind: str, namespace: str, name: str) -> str:
-        return uid
-
-    return factory

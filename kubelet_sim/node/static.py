@@ -11,7 +11,10 @@ Models ``pkg/kubelet/config/file.go`` and ``common.go`` (``applyDefaults``):
   pod (with fresh image backoff), and an unchanged file keeps its UID across daemon restarts;
 * no admission runs: no ServiceAccount pull secrets are inherited and AlwaysPullImages does not
   apply; the mirror pod may not reference Secrets or ServiceAccounts, so pull secrets the pod
-  names can never be read (``FailedToRetrieveImagePullSecret`` on every sync).
+  names can never be read (``FailedToRetrieveImagePullSecret`` on every sync);
+* ``spec.nodeName`` is the node's name, as ``applyDefaults`` sets it;
+* each field kubelet-sim does not model (or upstream does not know) is logged once per file as a
+  ``static.unsupported_field`` warning: again only when an edit adds it, not on every poll.
 
 Files are read whole, up to :data:`MAX_MANIFEST_FILE` bytes; a file that does not parse keeps the
 pods it had (a half-written edit does not stop a running pod).
@@ -21,7 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -30,7 +33,7 @@ import structlog
 
 from kubelet_sim.errors import KubeletSimError
 from kubelet_sim.k8s import parse_manifests
-from kubelet_sim.k8s.objects import DEFAULT_SERVICE_ACCOUNT, Pod
+from kubelet_sim.k8s.objects import DEFAULT_SERVICE_ACCOUNT, Pod, field_warnings
 
 __all__ = ["MANIFEST_SUFFIXES", "MAX_MANIFEST_FILE", "StaticPods", "read_folder", "static_uid"]
 
@@ -56,6 +59,8 @@ def static_uid(node_name: str, file: Path, document: Mapping[str, Any]) -> str:
 class _File:
     digest: str
     pods: dict[PodKey, Pod] = field(default_factory=dict)
+    warned: frozenset[str] = frozenset()
+    """The field warnings already logged for this file."""
 
 
 class StaticPods:
@@ -98,10 +103,13 @@ class StaticPods:
                 continue
             pods = self._parse(file, data)
             if pods is None:  # unparseable: keep what the file had
-                self._files[file] = _File(digest, known.pods if known else {})
+                self._files[file] = _File(
+                    digest, known.pods if known else {}, known.warned if known else frozenset()
+                )
                 continue
             changed |= known is None or known.pods != pods
-            self._files[file] = _File(digest, pods)
+            warned = _warn_fields(file, pods.values(), known.warned if known else frozenset())
+            self._files[file] = _File(digest, pods, warned)
             log.info("static.applied", file=str(file), pods=len(pods))
         if changed:
             self._pods = self._merge()
@@ -133,8 +141,21 @@ class StaticPods:
                     reason="a mirror pod may not reference secrets or service accounts",
                 )
             uid = static_uid(self.node_name, file, manifest.raw)
-            pods[(obj.namespace, name)] = replace(obj, name=name, uid=uid)
+            pods[(obj.namespace, name)] = replace(obj, name=name, uid=uid, node_name=self.node_name)
         return pods
+
+
+def _warn_fields(file: Path, pods: Iterable[Pod], warned: frozenset[str]) -> frozenset[str]:
+    """Log each field warning of the file's pods not logged for this file before; the file's
+    warnings now (so one an edit removes is logged again if a later edit brings it back)."""
+    now: dict[str, list[str]] = {}
+    for pod in pods:
+        for warning in field_warnings(pod):
+            now.setdefault(warning, []).append(f"{pod.namespace}/{pod.name}")
+    for warning, names in now.items():
+        if warning not in warned:
+            log.warning("static.unsupported_field", file=str(file), warning=warning, pods=names)
+    return frozenset(now)
 
 
 def read_folder(folder: Path) -> dict[Path, bytes]:

@@ -335,6 +335,9 @@ def test_patch_of_a_missing_object_fails() -> None:
 def test_always_pull_images_admission_and_pod_spec() -> None:
     store = ObjectStore(admission=Admission(always_pull_images=True))
     store.apply_text(
+        "apiVersion: node.k8s.io/v1\nkind: RuntimeClass\nmetadata: {name: kata}\nhandler: kata\n"
+    )
+    store.apply_text(
         pod_doc(
             initContainers=[{"name": "init", "image": "busybox:1", "imagePullPolicy": "Never"}],
             imagePullSecrets=[{"name": ""}, {"name": "regcred"}],
