@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Idempotent set-up for a fresh Debian-like machine: the system packages the tests and the demo need
-# (the CNCF distribution registry, htpasswd, skopeo for the peer benchmarks, Python with venv when
-# the virtualenv has to be made), then a virtualenv in .venv with exactly the committed
-# lock (requirements/lock.txt) and kubelet-sim itself. Re-running it does nothing that is already
-# done; a broken .venv is made again.
+# (the CNCF distribution registry, htpasswd, skopeo for the peer benchmarks, runc and busybox-static
+# for the runc handler, Python with venv when the virtualenv has to be made), then a virtualenv in
+# .venv with exactly the committed lock (requirements/lock.txt) and kubelet-sim itself. Re-running
+# it does nothing that is already done; a broken .venv is made again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,6 +22,11 @@ command -v docker-registry >/dev/null 2>&1 || missing+=(docker-registry)
 command -v htpasswd >/dev/null 2>&1 || missing+=(apache2-utils)
 command -v skopeo >/dev/null 2>&1 || missing+=(skopeo)
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+# The runc handler's integration tests and demo: runc runs the containers, and the runnable test
+# image is built from the static busybox (Debian's `busybox` package is dynamically linked).
+# runc lives in /usr/sbin, which is not on a Debian user's PATH.
+command -v runc >/dev/null 2>&1 || [ -x /usr/sbin/runc ] || missing+=(runc)
+[ -x /bin/busybox ] || missing+=(busybox-static)
 if ! venv_ok && ! "$python" -c 'import ensurepip, venv' >/dev/null 2>&1; then
   # Debian splits ensurepip out of python3: without python3-venv, `python3 -m venv` fails.
   missing+=(python3 python3-venv)
