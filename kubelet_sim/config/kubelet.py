@@ -18,6 +18,7 @@ an integer (int32 upstream) although it is held as a float.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -110,6 +111,8 @@ FIELD_TABLE: Final[tuple[tuple[str, str, _Kind], ...]] = (
     ("runtimeRequestTimeout", "runtime_request_timeout", _D),
     ("containerRuntimeEndpoint", "container_runtime_endpoint", _S),
     ("imageServiceEndpoint", "image_service_endpoint", _S),
+    ("podCIDR", "pod_cidr", _S),
+    ("clusterDomain", "cluster_domain", _S),
 )  # fmt: skip
 CAMEL_TO_SNAKE: Final[Mapping[str, str]] = MappingProxyType({c: s for c, s, _ in FIELD_TABLE})
 SNAKE_TO_CAMEL: Final[Mapping[str, str]] = MappingProxyType({s: c for c, s, _ in FIELD_TABLE})
@@ -121,6 +124,14 @@ _NULLABLE: Final = frozenset(
 _TYPE_NAMES: Final[Mapping[type, str]] = MappingProxyType(
     {bool: "boolean", int: "integer", float: "number", str: "string", list: "list", dict: "mapping"}
 )
+
+
+def _is_cidr(text: str) -> bool:
+    try:
+        network = ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        return False
+    return "/" in text and network.num_addresses >= 4
 
 
 def _type_name(value: object) -> str:
@@ -253,6 +264,10 @@ class KubeletConfiguration:
     runtime_request_timeout: float = 120.0
     container_runtime_endpoint: str = DEFAULT_CONTAINER_RUNTIME_ENDPOINT
     image_service_endpoint: str = ""
+    pod_cidr: str = ""
+    """``podCIDR``: where sim pods' IPs come from (empty: 10.244.0.0/24)."""
+    cluster_domain: str = ""
+    """``clusterDomain``: the search domain of pods' FQDN hostnames (empty: cluster.local)."""
     source: str | None = None
     ignored_fields: tuple[str, ...] = ()
     strict_errors: tuple[str, ...] = field(default=(), compare=False)
@@ -307,6 +322,8 @@ class KubeletConfiguration:
              "SerializeImagePulls (--serialize-image-pulls) is set to false"),
             # Not checked upstream, but a negative timeout would fail every CRI call at once.
             (self.runtime_request_timeout < 0, "runtimeRequestTimeout", "must not be negative"),
+            (bool(self.pod_cidr) and not _is_cidr(self.pod_cidr), "podCIDR",
+             f'invalid CIDR address: "{self.pod_cidr}"'),
         )  # fmt: skip
         return [(camel, message) for failed, camel, message in checks if failed]
 

@@ -50,26 +50,57 @@ class PullRequest:
         return f"spec.{self.kind}{{{self.container}}}"
 
 
+class RestartPolicy(StrEnum):
+    """``spec.restartPolicy``."""
+
+    ALWAYS = "Always"
+    ON_FAILURE = "OnFailure"
+    NEVER = "Never"
+
+
 @dataclass(frozen=True, slots=True)
 class PodSpec:
-    """What the engine needs of a pod: its identity and its containers' pull requests."""
+    """What the engine needs of a pod: its identity, its containers' pull requests and how its
+    containers are restarted and stopped.
+
+    ``source`` is the object the spec was made from (the admitted Kubernetes Pod), opaque to the
+    engine and handed back to the container runtime, which reads env, hooks and ports from it.
+    """
 
     ref: PodRef
     init_containers: tuple[PullRequest, ...] = ()
     containers: tuple[PullRequest, ...] = ()
+    restart_policy: RestartPolicy = RestartPolicy.ALWAYS
+    grace_period: float = 30.0
+    """``terminationGracePeriodSeconds``."""
+    source: object = field(default=None, hash=False, repr=False)
 
     def requests(self) -> tuple[PullRequest, ...]:
         return self.init_containers + self.containers
 
 
 class ContainerPhase(StrEnum):
+    """The container state ``kubectl get pod -o yaml`` shows: waiting, running or terminated."""
+
     WAITING = "waiting"
-    READY = "ready"
+    RUNNING = "running"
+    TERMINATED = "terminated"
+
+
+@dataclass(frozen=True, slots=True)
+class Termination:
+    """How a container's last run ended (``state.terminated`` / ``lastState.terminated``)."""
+
+    exit_code: int
+    reason: str
+    started_at: float
+    finished_at: float
+    message: str = ""
 
 
 @dataclass(frozen=True, slots=True)
 class ContainerState:
-    """What ``kubectl get pod -o yaml`` would show for the container's image."""
+    """What ``kubectl get pod -o yaml`` would show for one container (and its image)."""
 
     container: str
     image: str
@@ -79,11 +110,52 @@ class ContainerState:
     image_id: str = ""
     repo_digest: str = ""
     attempts: int = 0
+    """Pull attempts (ErrImagePull counts as one)."""
     backoff_until: float | None = None
+    """When the image pull backoff, or the crash-loop backoff, lets the next attempt go."""
+    image_ready: bool = False
+    container_id: str = ""
+    started_at: float | None = None
+    restart_count: int = 0
+    last_termination: Termination | None = None
+    """The latest run that ended: the current state when terminated, else ``lastState``."""
+
+    @property
+    def running(self) -> bool:
+        return self.phase is ContainerPhase.RUNNING
+
+    @property
+    def succeeded(self) -> bool:
+        """Terminated with exit code 0 (an init container that is done)."""
+        term = self.last_termination
+        return self.phase is ContainerPhase.TERMINATED and term is not None and term.exit_code == 0
 
     @property
     def ready(self) -> bool:
-        return self.phase is ContainerPhase.READY
+        """Running (an app container; no readiness probes are modelled) or, for an init
+        container, done."""
+        return self.running or self.succeeded
+
+
+@dataclass(frozen=True, slots=True)
+class StartOutcome:
+    """What the container runtime answered to "create and start this container".
+
+    ``reason`` is empty on success, else the waiting reason the container shows
+    (``CreateContainerConfigError``, ``CreateContainerError``, ``RunContainerError``,
+    ``PostStartHookError``, or for a sandbox ``FailedCreatePodSandBox``); ``container_id`` is set
+    when a container was created (after a failed postStart it has already been killed, and
+    ``exit_code`` says how it ended).
+    """
+
+    container_id: str = ""
+    reason: str = ""
+    message: str = ""
+    exit_code: int | None = None
+
+    @property
+    def ok(self) -> bool:
+        return not self.reason
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,7 +14,7 @@ from typing import Protocol
 
 from kubelet_sim.core.credentials import Credentials
 from kubelet_sim.core.digest import Digest
-from kubelet_sim.core.pods import PodSpec, PulledImage, PullRequest
+from kubelet_sim.core.pods import PodSpec, PulledImage, PullRequest, StartOutcome
 from kubelet_sim.core.reference import ImageReference
 from kubelet_sim.telemetry.events import EventReason, EventType, ObjectRef
 
@@ -140,3 +140,46 @@ class PullObserver(Protocol):
     def pull_finished(self, duration: float, size: int, error: bool) -> None: ...
 
     def set_queue_depth(self, n: int) -> None: ...
+
+
+class ContainerRuntime(Protocol):
+    """The container half of the runtime, as the pod workers use it
+    (:class:`kubelet_sim.runtime.containers.ContainerManager`; ``kuberuntime_manager.go``).
+
+    Events of container creation, start, hooks and kills (``Created``, ``Started``, ``Failed``,
+    ``FailedPostStartHook``, ``Killing``, ``FailedPreStopHook``, ``FailedCreatePodSandBox``) are
+    the runtime's to record, as ``kuberuntime`` records them; the workers record crash-loop
+    ``BackOff``.
+    """
+
+    async def run_sandbox(self, pod: PodSpec) -> StartOutcome:
+        """Make the pod's sandbox (once; again after :meth:`remove_pod`)."""
+        ...
+
+    async def start_container(
+        self, pod: PodSpec, request: PullRequest, image_ref: str, attempt: int
+    ) -> StartOutcome:
+        """Create and start the container from its present image, then run its postStart hook;
+        returns once the hook has returned (a failed hook has killed the container)."""
+        ...
+
+    async def wait_container(self, pod: PodSpec, request: PullRequest, container_id: str) -> int:
+        """Wait until the container's process exits; its exit code."""
+        ...
+
+    async def kill_container(
+        self,
+        pod: PodSpec,
+        request: PullRequest,
+        container_id: str,
+        grace: float,
+        *,
+        message: str = "",
+    ) -> None:
+        """Run preStop (within ``grace``), then stop the container (SIGTERM, SIGKILL after what
+        is left of the grace period) and remove it."""
+        ...
+
+    async def remove_pod(self, pod: PodSpec) -> None:
+        """Remove the pod's sandbox and what the runtime keeps for it."""
+        ...

@@ -1,12 +1,26 @@
-"""The pull engine: pods arrive on a queue, a worker per pod syncs it until its images are ready.
+"""The pod workers: pods arrive on a queue, a worker per pod syncs it as long as it exists.
 
-Models the kubelet's pod workers (``pkg/kubelet/pod_workers.go``) as far as images go: a sync walks
-the init containers in order, stopping at the first that is not ready, then every app container in
-order, one ``EnsureImageExists`` at a time (a pod never pulls two images at once). A sync that leaves
-a container waiting is retried after ``backOffPeriod`` (10 s, optionally jittered by 0.5 as upstream),
-so a container in ``ImagePullBackOff`` is retried automatically once its backoff has expired, with a
-``BackOff`` event on each sync in between. A failed start also emits ``Failed`` ``Error: <reason>``
-as ``kuberuntime`` does.
+Models the kubelet's pod workers (``pkg/kubelet/pod_workers.go``) and ``kuberuntime``'s
+``SyncPod``: a sync makes the pod's sandbox, then walks the init containers in order (each must
+run to completion, exit 0, before the next starts), then every app container in order. For each
+container it first ensures the image (``EnsureImageExists``, one at a time: a pod never pulls two
+images at once), then asks the container runtime to create and start it and run its postStart
+hook. A sync that leaves something to do is retried after ``backOffPeriod`` (10 s, optionally
+jittered by 0.5 as upstream), or at once when a container exits (the PLEG's event).
+
+Restarts follow ``restartPolicy`` (init containers restart only on failure, never under
+``Never``) with the kubelet's crash-loop backoff (``doBackOff``: one ``flowcontrol.Backoff`` of
+10 s doubling to 300 s per node, keyed by pod and container, measured from when the container
+finished; an entry untouched for 600 s expires, so a container that ran for ten minutes restarts at
+once): ``CrashLoopBackOff`` as the waiting reason and a ``BackOff`` Warning on each sync in
+between. A failed pull emits ``Failed`` ``Error: <reason>`` as ``kuberuntime`` does.
+
+Without a container runtime (``kubelet-sim pull``, image-only tests) a container counts as
+running once its image is ready, and the worker ends when every image is.
+
+A pod that is removed, or replaced by a changed spec, is terminated in the background: its worker
+stops, every running container gets its preStop hook and a stop within the grace period, and its
+sandbox is removed; a replacing spec starts once that is done.
 """
 
 from __future__ import annotations
@@ -19,15 +33,20 @@ import anyio
 import anyio.abc
 import structlog
 
+from kubelet_sim.core.backoff import DEFAULT_INITIAL, DEFAULT_MAX, Backoff
+from kubelet_sim.core.durations import format_go_duration
 from kubelet_sim.core.pods import (
     ContainerKind,
     ContainerPhase,
     ContainerState,
+    PodRef,
     PodSpec,
     PullRequest,
+    RestartPolicy,
+    Termination,
 )
 from kubelet_sim.engine.manager import EnsureResult, ImageManager
-from kubelet_sim.engine.ports import EventSink, PodSyncHook
+from kubelet_sim.engine.ports import ContainerRuntime, EventSink, PodSyncHook
 from kubelet_sim.errors import KubeletSimError, PullReason
 from kubelet_sim.telemetry.events import EventReason, EventType, ObjectRef
 
@@ -35,6 +54,12 @@ log = structlog.get_logger(__name__)
 
 POD_INITIALIZING = "PodInitializing"
 CONTAINER_CREATING = "ContainerCreating"
+CRASH_LOOP_BACK_OFF = "CrashLoopBackOff"
+
+
+def format_pod(ref: PodRef) -> str:
+    """``format.Pod``: ``name_namespace(uid)``, how kubelet messages name a pod."""
+    return f"{ref.name}_{ref.namespace}({ref.uid})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +69,8 @@ class EngineSettings:
     resync_period: float = 10.0
     resync_jitter: float = 0.0
     seed: int = 0
+    crash_backoff: tuple[float, float] = (DEFAULT_INITIAL, DEFAULT_MAX)
+    """Container restart backoff: ``backOffPeriod`` and ``MaxContainerBackOff`` (10 s, 300 s)."""
 
 
 @dataclass(slots=True)
@@ -59,6 +86,17 @@ class PodState:
     ready: anyio.Event = field(default_factory=anyio.Event)
     scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
     in_use: set[tuple[str, str]] = field(default_factory=set)
+    sandbox: bool = False
+    changed: anyio.Event = field(default_factory=anyio.Event)
+    """Set when a container exits (the PLEG's event): the worker syncs at once."""
+    watchers: anyio.abc.TaskGroup | None = None
+    watching: int = 0
+    finished_at: float | None = None
+    """Every container has terminated for good (``restartPolicy`` allows no restart)."""
+    terminated: anyio.Event = field(default_factory=anyio.Event)
+    """Set once the pod's containers are stopped after removal or replacement."""
+    after: PodState | None = None
+    """The state this one replaces; its termination finishes before this one starts."""
 
     @property
     def is_ready(self) -> bool:
@@ -77,16 +115,20 @@ class PullEngine:
         clock: Callable[[], float] = anyio.current_time,
         queue_size: int = 10_000,
         on_sync: PodSyncHook | None = None,
+        runtime: ContainerRuntime | None = None,
     ) -> None:
         self.manager = manager
         self.on_sync = on_sync
         self.service = manager.service
         self.recorder = recorder
+        self.runtime = runtime
         self.settings = settings or EngineSettings()
         self.clock = clock
+        self.crash_backoff = Backoff(*self.settings.crash_backoff)
         self._random = random.Random(self.settings.seed)  # noqa: S311 - jitter, not security
         self._send, self._receive = anyio.create_memory_object_stream[PodState](queue_size)
         self._pods: dict[str, PodState] = {}
+        self._terminating: dict[str, PodState] = {}
         self._tg: anyio.abc.TaskGroup | None = None
 
     # -- intake --------------------------------------------------------------------------
@@ -105,10 +147,8 @@ class PullEngine:
 
     def _register(self, spec: PodSpec) -> PodState:
         old = self._pods.get(spec.ref.uid)
-        if old is not None:
-            if old.spec == spec:
-                return old
-            self._retire(old)
+        if old is not None and old.spec == spec:
+            return old
         containers = {
             r.container: ContainerState(
                 container=r.container,
@@ -121,6 +161,9 @@ class PullEngine:
             for r in spec.requests()
         }
         state = PodState(spec=spec, containers=containers, submitted_at=self.clock())
+        if old is not None:
+            state.after = old
+            self._retire(old)
         self._pods[spec.ref.uid] = state
         return state
 
@@ -129,7 +172,8 @@ class PullEngine:
         return self._send.statistics().current_buffer_used
 
     async def remove(self, uid: str) -> bool:
-        """Stop syncing a pod and release its images for GC; False if unknown."""
+        """Stop syncing a pod, stop its containers (in the background, within its grace period)
+        and release its images for GC; False if unknown."""
         state = self._pods.pop(uid, None)
         if state is None:
             return False
@@ -138,24 +182,66 @@ class PullEngine:
         return True
 
     def _retire(self, state: PodState) -> None:
-        """Stop a pod state's worker and release the images its containers held."""
+        """Stop a pod state's worker; terminate its containers, then release its images."""
         state.scope.cancel()
+        if self.runtime is None or not state.started:
+            self._release(state)
+            state.terminated.set()
+            return
+        self._terminating[state.spec.ref.uid] = state
+        if self._tg is not None:
+            self._tg.start_soon(self._terminate, state, name=f"terminate {state.spec.ref}")
+        # Without a running engine, run() terminates what is left when it stops.
+
+    def _release(self, state: PodState) -> None:
         for image_id, handler in state.in_use:
             self.service.release(image_id, handler)
         state.in_use.clear()
 
+    async def _terminate(self, state: PodState) -> None:
+        """``KillPod``: every running container stopped in parallel, then the sandbox removed."""
+        runtime = self.runtime
+        assert runtime is not None
+        try:
+            async with anyio.create_task_group() as tg:
+                for request in state.spec.requests():
+                    current = state.containers[request.container]
+                    if current.running and current.container_id:
+                        tg.start_soon(
+                            runtime.kill_container,
+                            state.spec,
+                            request,
+                            current.container_id,
+                            state.spec.grace_period,
+                        )
+            await runtime.remove_pod(state.spec)
+        finally:
+            state.sandbox = False
+            self._release(state)
+            if self._terminating.get(state.spec.ref.uid) is state:
+                del self._terminating[state.spec.ref.uid]
+            state.terminated.set()
+
     async def run(
         self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
     ) -> None:
-        """Dispatch queued pods to workers until cancelled or :meth:`close` is called."""
+        """Dispatch queued pods to workers until cancelled or :meth:`close` is called.
+
+        Stopping the engine stops no container, as a kubelet restart leaves its pods running;
+        the runtime handlers clean up what they made when the node closes them.
+        """
         async with anyio.create_task_group() as tg:
             self._tg = tg
+            for state in list(self._terminating.values()):
+                tg.start_soon(self._terminate, state)
             task_status.started()
-            async with self._receive:
-                async for state in self._receive:
-                    self._start(state, tg)
-            # Intake closed: let running workers finish.
-        self._tg = None
+            try:
+                async with self._receive:
+                    async for state in self._receive:
+                        self._start(state, tg)
+                # Intake closed: let running workers finish.
+            finally:
+                self._tg = None
 
     async def close(self) -> None:
         """Stop intake; workers already running go on until their pods are ready or removed."""
@@ -172,14 +258,40 @@ class PullEngine:
     async def _worker(self, state: PodState) -> None:
         with state.scope:
             structlog.contextvars.bind_contextvars(pod=str(state.spec.ref))
-            while True:
-                state.syncs += 1
-                if await self._sync(state):
-                    state.ready_at = self.clock()
-                    state.ready.set()
-                    log.info("pod.images_ready", seconds=state.ready_at - state.submitted_at)
-                    return
+            if state.after is not None:
+                await state.after.terminated.wait()
+                state.after = None
+            async with anyio.create_task_group() as watchers:
+                state.watchers = watchers
+                try:
+                    await self._loop(state)
+                finally:
+                    state.watchers = None
+
+    async def _loop(self, state: PodState) -> None:
+        while True:
+            state.syncs += 1
+            if state.changed.is_set():
+                state.changed = anyio.Event()
+            settled = await self._sync(state)
+            if state.ready_at is None and self._all_ready(state):
+                state.ready_at = self.clock()
+                state.ready.set()
+                log.info("pod.ready", seconds=state.ready_at - state.submitted_at)
+            if settled and state.watching == 0:
+                if state.finished_at is None:
+                    state.finished_at = self.clock()
+                return  # nothing runs and nothing will: the worker is done
+            if settled:
+                await state.changed.wait()
+            elif state.watching == 0:
                 await anyio.sleep(self._resync_delay())
+            else:
+                with anyio.move_on_after(self._resync_delay()):
+                    await state.changed.wait()
+
+    def _all_ready(self, state: PodState) -> bool:
+        return all(c.ready for c in state.containers.values())
 
     def _resync_delay(self) -> float:
         period = self.settings.resync_period
@@ -188,21 +300,175 @@ class PullEngine:
         return period
 
     async def _sync(self, state: PodState) -> bool:
+        """One ``SyncPod``; True when nothing is left to do until a container exits."""
         if self.on_sync is not None:
             await self.on_sync(state.spec)
-        for request in state.spec.init_containers:
-            if not await self._ensure(state, request):
+        if self.runtime is not None and not state.sandbox:
+            outcome = await self.runtime.run_sandbox(state.spec)
+            if not outcome.ok:
+                for name, current in state.containers.items():
+                    state.containers[name] = replace(current, message=outcome.message)
                 return False
-        all_ready = True
+            state.sandbox = True
+        for request in state.spec.init_containers:
+            if state.containers[request.container].succeeded:
+                continue
+            settled = await self._container(state, request)
+            after = state.containers[request.container]
+            if not after.succeeded:
+                # A running, waiting or failed init container holds back everything after it;
+                # one that failed for good (``Never``) leaves the pod with nothing to do.
+                return settled and not after.running
+        all_settled = True
         for request in state.spec.containers:
-            if not await self._ensure(state, request):
-                all_ready = False
-        return all_ready
+            if not await self._container(state, request):
+                all_settled = False
+        return all_settled
+
+    # -- one container -----------------------------------------------------------------------
+
+    def _will_restart(self, spec: PodSpec, request: PullRequest, current: ContainerState) -> bool:
+        """Whether an exited container is started again (``ShouldContainerBeRestarted``)."""
+        term = current.last_termination
+        if term is None:
+            return True
+        if spec.restart_policy is RestartPolicy.NEVER:
+            return False
+        if request.kind is ContainerKind.INIT or spec.restart_policy is RestartPolicy.ON_FAILURE:
+            return term.exit_code != 0
+        return True
+
+    async def _container(self, state: PodState, request: PullRequest) -> bool:
+        """Bring one container towards running; True when it needs nothing until it exits."""
+        current = state.containers[request.container]
+        if current.running:
+            return True
+        exited = current.last_termination is not None
+        if exited and not self._will_restart(state.spec, request, current):
+            return True
+        if exited and self._in_crash_backoff(state, request):
+            return False
+        if not await self._ensure(state, request):
+            return False
+        if self.runtime is None:
+            # Image-only: a container runs once its image is ready; an init container is done.
+            current, now = state.containers[request.container], self.clock()
+            if request.kind is ContainerKind.INIT:
+                done = Termination(exit_code=0, reason="Completed", started_at=now, finished_at=now)
+                current = replace(current, phase=ContainerPhase.TERMINATED, last_termination=done)
+            else:
+                current = replace(current, phase=ContainerPhase.RUNNING)
+            state.containers[request.container] = replace(current, started_at=now)
+            return True
+        return await self._start_container(state, request)
+
+    def _in_crash_backoff(self, state: PodState, request: PullRequest) -> bool:
+        """``doBackOff``: a container that exited waits out its backoff; otherwise the restart
+        is stamped (``Next`` at the time it finished) and goes ahead."""
+        current = state.containers[request.container]
+        term = current.last_termination
+        assert term is not None
+        key = (state.spec.ref.uid, request.container)
+        now = self.clock()
+        if self.crash_backoff.is_in_backoff_since(key, term.finished_at, now):
+            delay = self.crash_backoff.get(key)
+            pod = format_pod(state.spec.ref)
+            self.recorder.event(
+                _object(request),
+                EventType.WARNING,
+                EventReason.BACK_OFF,
+                f"Back-off restarting failed container {request.container} in pod {pod}",
+            )
+            state.containers[request.container] = replace(
+                current,
+                phase=ContainerPhase.WAITING,
+                reason=CRASH_LOOP_BACK_OFF,
+                message=f"back-off {format_go_duration(delay)} restarting failed "
+                f"container={request.container} pod={pod}",
+                backoff_until=term.finished_at + delay,
+            )
+            return True
+        self.crash_backoff.next(key, term.finished_at)
+        return False
+
+    async def _start_container(self, state: PodState, request: PullRequest) -> bool:
+        runtime = self.runtime
+        assert runtime is not None
+        current = state.containers[request.container]
+        exited = current.last_termination is not None
+        attempt = current.restart_count + (1 if exited else 0)
+        outcome = await runtime.start_container(state.spec, request, current.image_id, attempt)
+        now = self.clock()
+        current = state.containers[request.container]
+        if outcome.ok:
+            state.containers[request.container] = replace(
+                current,
+                phase=ContainerPhase.RUNNING,
+                reason="",
+                message="",
+                container_id=outcome.container_id,
+                started_at=now,
+                restart_count=attempt,
+                backoff_until=None,
+            )
+            self._watch(state, request, outcome.container_id)
+            return True
+        if outcome.container_id:
+            # postStart failed: the runtime has killed the container; it exited just now.
+            state.containers[request.container] = replace(
+                current,
+                phase=ContainerPhase.WAITING,
+                reason=outcome.reason,
+                message=outcome.message,
+                container_id=outcome.container_id,
+                restart_count=attempt,
+                last_termination=Termination(
+                    exit_code=137 if outcome.exit_code is None else outcome.exit_code,
+                    reason="Error",
+                    started_at=now,
+                    finished_at=now,
+                ),
+            )
+            return False
+        state.containers[request.container] = replace(
+            current, phase=ContainerPhase.WAITING, reason=outcome.reason, message=outcome.message
+        )
+        return False
+
+    def _watch(self, state: PodState, request: PullRequest, container_id: str) -> None:
+        assert state.watchers is not None
+        state.watching += 1
+        state.watchers.start_soon(self._wait_exit, state, request, container_id)
+
+    async def _wait_exit(self, state: PodState, request: PullRequest, container_id: str) -> None:
+        runtime = self.runtime
+        assert runtime is not None
+        try:
+            code = await runtime.wait_container(state.spec, request, container_id)
+        finally:
+            state.watching -= 1
+        current = state.containers[request.container]
+        if current.container_id != container_id or not current.running:
+            return
+        now = self.clock()
+        state.containers[request.container] = replace(
+            current,
+            phase=ContainerPhase.TERMINATED,
+            reason="",
+            message="",
+            last_termination=Termination(
+                exit_code=code,
+                reason="Completed" if code == 0 else "Error",
+                started_at=current.started_at if current.started_at is not None else now,
+                finished_at=now,
+            ),
+        )
+        log.info("container.exited", container=request.container, exit_code=code)
+        state.changed.set()
 
     async def _ensure(self, state: PodState, request: PullRequest) -> bool:
+        """``EnsureImageExists`` for the container; True when its image is present."""
         current = state.containers[request.container]
-        if current.ready:
-            return True
         # bind/reset by token: what bound_contextvars does, without copying the whole context
         tokens = structlog.contextvars.bind_contextvars(
             container=request.container, image=request.image, attempt=current.attempts + 1
@@ -215,13 +481,13 @@ class PullEngine:
         if result.ok:
             state.containers[request.container] = replace(
                 current,
-                phase=ContainerPhase.READY,
                 reason="",
                 message="",
                 image_id=result.image_ref,
                 repo_digest=result.repo_digest,
                 attempts=attempts,
                 backoff_until=None,
+                image_ready=True,
             )
             handler = request.runtime_handler
             if (result.image_ref, handler) not in state.in_use:
@@ -239,16 +505,13 @@ class PullEngine:
                 state.in_use.add((result.image_ref, handler))
             return True
         assert result.reason is not None
-        obj = ObjectRef(
-            namespace=request.pod.namespace,
-            name=request.pod.name,
-            uid=request.pod.uid,
-            field_path=request.field_path,
+        self.recorder.event(
+            _object(request), EventType.WARNING, EventReason.FAILED, f"Error: {result.reason}"
         )
-        self.recorder.event(obj, EventType.WARNING, EventReason.FAILED, f"Error: {result.reason}")
         remaining = self.manager.backoff.remaining((request.pod.uid, request.image), self.clock())
         state.containers[request.container] = replace(
             current,
+            phase=ContainerPhase.WAITING,
             reason=str(result.reason),
             message=result.message,
             attempts=attempts,
@@ -265,10 +528,25 @@ class PullEngine:
         return self._pods.values()
 
     async def wait_ready(self, uid: str) -> PodState:
-        """Wait until the submitted pod ``uid`` has all its images."""
+        """Wait until the submitted pod ``uid`` has all its containers running."""
         state = self._pods[uid]
         await state.ready.wait()
         return state
+
+    async def wait_terminated(self, uid: str) -> None:
+        """Wait until a removed pod's containers are stopped (at once when it has none)."""
+        state = self._terminating.get(uid)
+        if state is not None:
+            await state.terminated.wait()
+
+
+def _object(request: PullRequest) -> ObjectRef:
+    return ObjectRef(
+        namespace=request.pod.namespace,
+        name=request.pod.name,
+        uid=request.pod.uid,
+        field_path=request.field_path,
+    )
 
 
 def _attempted(result: EnsureResult) -> bool:

@@ -31,6 +31,7 @@ import httpx
 from prometheus_client import CollectorRegistry
 
 from kubelet_sim.config.kubelet import KubeletConfiguration
+from kubelet_sim.config.runtimes import RuntimesConfig
 from kubelet_sim.core.backoff import Backoff
 from kubelet_sim.core.platforms import Platform, host_platform
 from kubelet_sim.core.ratelimit import TokenBucket
@@ -41,6 +42,7 @@ from kubelet_sim.credentials.resolver import build_node_credentials
 from kubelet_sim.credentials.secrets import SecretGetter
 from kubelet_sim.engine.manager import ImageManager, anonymous
 from kubelet_sim.engine.ports import (
+    ContainerRuntime,
     CredentialLookup,
     PodSyncHook,
     ProgressFn,
@@ -50,10 +52,16 @@ from kubelet_sim.engine.ports import (
 )
 from kubelet_sim.engine.pullers import ImagePuller, ParallelPuller, PullRunner, SerialPuller
 from kubelet_sim.engine.workers import EngineSettings, PullEngine
+from kubelet_sim.k8s.envvars import EnvObjects
 from kubelet_sim.node.paths import NodePaths
 from kubelet_sim.registry.client import ClientSettings, RegistryClient
 from kubelet_sim.registry.transport import RequestObserver, Transport, TransportSettings
+from kubelet_sim.runtime.containers import DEFAULT_POD_CIDR, ContainerManager, NodeInfo
+from kubelet_sim.runtime.hooks import HookRunner, lifecycle_http_client
 from kubelet_sim.runtime.images import ImageService
+from kubelet_sim.runtime.port import RuntimeHandler
+from kubelet_sim.runtime.runc import RuncHandler
+from kubelet_sim.runtime.sim import SimHandler
 from kubelet_sim.store import NodeStore, Store
 from kubelet_sim.telemetry.events import EventRecorder
 from kubelet_sim.telemetry.metrics import PullMetrics
@@ -105,6 +113,13 @@ class NodeOptions:
     """Image pull backoff: initial and maximum seconds."""
     transport: TransportSettings | None = None
     client: ClientSettings | None = None
+    containers: bool = True
+    """False: an image-only node (``kubelet-sim pull``): a container counts as running once its
+    image is ready, and no runtime handler is made."""
+    runtimes: RuntimesConfig = field(default_factory=RuntimesConfig.builtin)
+    """The node's runtime handlers (containerd's ``runtimes`` table; default ``sim`` + ``runc``)."""
+    node_name: str = "node"
+    node_address: str = "127.0.0.1"
 
 
 @dataclass(slots=True)
@@ -123,6 +138,13 @@ class NodeParts:
     """The registry transport, closed with the node (default: a new one observed by the metrics)."""
     secrets: SecretGetter | None = None
     """Where pull secrets are looked up (the daemon's object store)."""
+    objects: EnvObjects | None = None
+    """Where containers' ConfigMaps, Secrets and Services are looked up (the daemon's object
+    store); None: none exist."""
+    handlers: dict[str, RuntimeHandler] | None = None
+    """Runtime handlers to use instead of those :attr:`NodeOptions.runtimes` configures."""
+    hooks: HookRunner | None = None
+    """A lifecycle hook runner shared by many nodes (a bench); default: one per node."""
     progress: ProgressFn | None = None
     clock: Callable[[], float] = anyio.current_time
 
@@ -145,6 +167,8 @@ class Node:
     platform: Platform | None = None
     image_store: NodeStore | None = None
     """The store the node pulls into: :attr:`store`, or a memory store (a bench node)."""
+    containers: ContainerManager | None = None
+    """The container half (None on an image-only node)."""
 
     @classmethod
     def build(
@@ -164,6 +188,8 @@ class Node:
         progress: ProgressFn | None = None,
         backoff: Backoff | None = None,
         clock: Callable[[], float] = anyio.current_time,
+        containers: ContainerManager | None = None,
+        runtime: ContainerRuntime | None = None,
     ) -> Node:
         """Wire the engine over its ports as ``NewImageManager`` does: throttle, then the puller.
 
@@ -190,11 +216,18 @@ class Node:
             verifier=verifier,
             clock=clock,
         )
-        engine = PullEngine(manager, recorder, settings=settings, clock=clock, on_sync=on_sync)
+        engine = PullEngine(
+            manager,
+            recorder,
+            settings=settings,
+            clock=clock,
+            on_sync=on_sync,
+            runtime=runtime if runtime is not None else containers,
+        )
         durable = store if isinstance(store, Store) else None
         return cls(
             config, service, recorder, metrics, runner, puller, manager, engine,
-            durable, client, platform, store,
+            durable, client, platform, store, containers,
         )  # fmt: skip
 
     @asynccontextmanager
@@ -278,11 +311,42 @@ async def open_node(
             metrics=parts.credential_metrics,
             plugin_timeout=options.credential_plugin_timeout,
         )
+        containers = None
+        if options.containers:
+            hooks = parts.hooks
+            if hooks is None:
+                http = lifecycle_http_client()
+                stack.push_async_callback(http.aclose)
+                hooks = HookRunner(http)
+            handlers = parts.handlers
+            if handlers is None:
+                handlers = _handlers(options.runtimes, paths, store)
+                for handler in handlers.values():
+                    if isinstance(handler, RuncHandler):
+                        stack.push_async_callback(handler.aclose)
+            containers = ContainerManager(
+                handlers,
+                default_handler=options.runtimes.default
+                if options.runtimes.default in handlers
+                else next(iter(handlers)),
+                images=store,
+                objects=parts.objects,
+                hooks=hooks,
+                recorder=parts.recorder,
+                node=NodeInfo(
+                    name=options.node_name,
+                    address=options.node_address,
+                    pod_cidr=config.pod_cidr or DEFAULT_POD_CIDR,
+                    cluster_domain=config.cluster_domain or "cluster.local",
+                ),
+                clock=parts.clock,
+            )
         yield Node.build(
             config,
             service,
             parts.recorder,
             metrics,
+            containers=containers,
             store=store,
             client=client,
             platform=platform,
@@ -294,6 +358,23 @@ async def open_node(
             backoff=Backoff(*options.backoff),
             clock=parts.clock,
         )
+
+
+def _handlers(
+    runtimes: RuntimesConfig, paths: NodePaths, store: NodeStore
+) -> dict[str, RuntimeHandler]:
+    """The configured handlers; runc ones only over a durable store (they unpack its blobs)."""
+    handlers: dict[str, RuntimeHandler] = {}
+    for name, entry in runtimes.entries.items():
+        if entry.kind == "sim":
+            handlers[name] = SimHandler(name)
+        elif isinstance(store, Store):
+            handlers[name] = RuncHandler(
+                name, paths.containers / name, store, runc=entry.binary or "runc"
+            )
+    if not handlers:
+        handlers["sim"] = SimHandler("sim")
+    return handlers
 
 
 @asynccontextmanager

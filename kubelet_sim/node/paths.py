@@ -88,6 +88,11 @@ class NodePaths:
         return self.store
 
     @property
+    def containers(self) -> Path:
+        """The runc handler's bundles, snapshots and logs (``DIR/containers/HANDLER``)."""
+        return self.root / "containers"
+
+    @property
     def docker_config_dir(self) -> Path:
         """Searched first for a node ``config.json`` (the kubelet searches its root dir first)."""
         return self.root

@@ -75,6 +75,8 @@ class ContainerConfig:
     hostname: str
     working_dir: str = ""
     annotations: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    init: bool = False
+    """An init container (it must run to completion before the next one starts)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,7 +121,10 @@ class RuntimeHandler(Protocol):
     async def start_container(self, container_id: str) -> None: ...
 
     async def exec_sync(
-        self, container_id: str, argv: tuple[str, ...], timeout: float
+        self,
+        container_id: str,
+        argv: tuple[str, ...],
+        timeout: float,  # noqa: ASYNC109 - CRI's ExecSync carries its own timeout
     ) -> ExecResult:
         """Run ``argv`` in the running container and wait for it (at most ``timeout`` s)."""
         ...
@@ -128,7 +133,7 @@ class RuntimeHandler(Protocol):
         """Wait until the container's process exits; its exit code (128+N for signal N)."""
         ...
 
-    async def stop_container(self, container_id: str, timeout: float) -> None:
+    async def stop_container(self, container_id: str, timeout: float) -> None:  # noqa: ASYNC109
         """SIGTERM the process, SIGKILL it after ``timeout`` s; returns once it has exited."""
         ...
 

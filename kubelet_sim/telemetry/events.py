@@ -67,7 +67,7 @@ class EventReason(StrEnum):
 
     ``FAILED`` is both ``FailedToPullImage`` (``Failed to pull image ...``) and
     ``FailedToCreateContainer`` (``Error: ErrImagePull``); ``BACK_OFF`` is ``BackOffPullImage``,
-    a *Normal* event.
+    a *Normal* event, and ``BackOffStartContainer`` (crash loop), a *Warning*.
     """
 
     PULLING = "Pulling"
@@ -80,6 +80,15 @@ class EventReason(StrEnum):
     IMAGE_GC_FAILED = "ImageGCFailed"
     INVALID_DISK_CAPACITY = "InvalidDiskCapacity"
     FREE_DISK_SPACE_FAILED = "FreeDiskSpaceFailed"
+    # the container half (kuberuntime)
+    CREATED = "Created"
+    STARTED = "Started"
+    KILLING = "Killing"
+    FAILED_POST_START_HOOK = "FailedPostStartHook"
+    FAILED_PRE_STOP_HOOK = "FailedPreStopHook"
+    FAILED_CREATE_POD_SANDBOX = "FailedCreatePodSandBox"
+    INVALID_ENVIRONMENT_VARIABLE_NAMES = "InvalidEnvironmentVariableNames"
+    FAILED_VALIDATION = "FailedValidation"
 
 
 class ContainerSection(StrEnum):

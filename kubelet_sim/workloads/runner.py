@@ -43,6 +43,7 @@ from kubelet_sim.node.builder import (
 from kubelet_sim.node.paths import NodePaths
 from kubelet_sim.registry.client import ClientSettings
 from kubelet_sim.registry.transport import Transport
+from kubelet_sim.runtime.hooks import HookRunner, lifecycle_http_client
 from kubelet_sim.runtime.images import ImageService
 from kubelet_sim.sim.faultproxy import FaultProxy
 from kubelet_sim.sim.model import ModelTransport, RegistryView
@@ -171,6 +172,7 @@ async def _open_node(
     store: str,
     http: httpx.AsyncClient | None = None,
     clock: Callable[[], float] = anyio.current_time,
+    hooks: HookRunner | None = None,
 ) -> SimNode:
     """One simulated kubelet, built by the node builder with the bench's parts swapped in: an
     observing recorder and metrics, the group's transport and download settings, no node docker
@@ -188,6 +190,7 @@ async def _open_node(
         backoff=(timing.backoff_initial, timing.backoff_max),
         transport=group.transport,
         client=ClientSettings(max_concurrent_downloads=group.max_concurrent_downloads),
+        node_name=name,
     )
     light = None
     if store == "memory":
@@ -211,6 +214,7 @@ async def _open_node(
         store=light,
         transport=transport,
         clock=clock,
+        hooks=hooks,
     )
     node = await stack.enter_async_context(
         open_node(group.kubelet, NodePaths(root / name), options, parts)
@@ -399,6 +403,11 @@ async def _run(
         secrets = _SecretTable(_secrets(workload, target)) if needs_secrets else None
         nodes: list[SimNode] = []
         position = 0
+        # One lifecycle-hook client for every node (a client per node would cost a TLS context
+        # each; hooks are rare next to pulls).
+        hooks_http = lifecycle_http_client()
+        stack.push_async_callback(hooks_http.aclose)
+        hooks = HookRunner(hooks_http)
         for group in workload.nodes:
             for name in group.node_names():
                 if position % count == index:
@@ -408,7 +417,7 @@ async def _run(
                         stack.push_async_callback(http.aclose)
                     sim = await _open_node(
                         stack, group, name, position, store_root, timeline, secrets, store, http,
-                        clock,
+                        clock, hooks,
                     )  # fmt: skip
                     nodes.append(sim)
                 position += 1

@@ -711,7 +711,6 @@ KUBEADM_IGNORED = (
     "authorization",
     "cgroupDriver",
     "clusterDNS",
-    "clusterDomain",
     "containerLogMaxFiles",
     "containerLogMaxSize",
     "cpuManagerReconcilePeriod",
@@ -762,6 +761,7 @@ def test_kubeadm_config_loads_unchanged() -> None:
     assert config.runtime_request_timeout == 120.0
     assert config.container_runtime_endpoint == "unix:///run/containerd/containerd.sock"
     assert config.static_pod_path == "/etc/kubernetes/manifests"
+    assert config.cluster_domain == "cluster.local"  # modelled: pods' FQDN hostnames
     assert config.feature_enabled("NodeSwap") is False
     assert config.ignored_fields == KUBEADM_IGNORED
     ignored_events = [e for e in logs if e["event"] == "kubelet_config_field_ignored"]

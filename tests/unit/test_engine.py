@@ -93,7 +93,7 @@ async def test_retry_after_expiry_succeeds_and_container_becomes_ready() -> None
         with anyio.fail_after(1000):
             state = await h.node.engine.wait_ready("uid-p")
     c = state.containers["c0"]
-    assert c.phase is ContainerPhase.READY
+    assert c.phase is ContainerPhase.RUNNING
     assert c.attempts == 3
     assert c.image_id.startswith("sha256:")
     assert c.repo_digest == f"{BAD_REF}@x"

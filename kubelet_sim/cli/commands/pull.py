@@ -88,6 +88,7 @@ def _node_options(args: argparse.Namespace, platform: Platform) -> NodeOptions:
         node_docker_config=args.docker_config is not None,
         image_credential_provider_config=args.image_credential_provider_config,
         image_credential_provider_bin_dir=args.image_credential_provider_bin_dir,
+        containers=False,  # a one-shot pull starts no container
     )
 
 
