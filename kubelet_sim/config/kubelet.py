@@ -265,7 +265,7 @@ class KubeletConfiguration:
     container_runtime_endpoint: str = DEFAULT_CONTAINER_RUNTIME_ENDPOINT
     image_service_endpoint: str = ""
     pod_cidr: str = ""
-    """``podCIDR``: where sim pods' IPs come from (empty: 10.244.0.0/24)."""
+    """``podCIDR``: where sim pods' IPs come from (empty: 10.244.0.0/16)."""
     cluster_domain: str = ""
     """``clusterDomain``: the search domain of pods' FQDN hostnames (empty: cluster.local)."""
     source: str | None = None

@@ -58,7 +58,7 @@ class NodeView(Protocol):
 
     def pods(self) -> list[dict[str, Any]]: ...
 
-    def pod(self, namespace: str, name: str) -> dict[str, Any] | None: ...
+    def pod(self, namespace: str, name: str, *, reveal: bool = False) -> dict[str, Any] | None: ...
 
     async def images(self) -> list[dict[str, Any]]: ...
 
@@ -107,7 +107,11 @@ class API:
         if match:
             namespace, name = match.group(1), match.group(3)
             if method == "GET":
-                pod = self.node.pod(namespace, name)
+                reveal = request.param("reveal") in ("1", "true")
+                if reveal and not request.from_loopback:
+                    # Secret values leave the node only to a client on the node itself.
+                    return Response.error(403, "reveal=1 is answered on loopback only")
+                pod = self.node.pod(namespace, name, reveal=reveal)
                 if pod is None:
                     return Response.error(404, f"pod {namespace}/{name} not found")
                 return Response.json(200, pod)

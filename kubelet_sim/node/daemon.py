@@ -15,8 +15,10 @@ import os
 import re
 import resource
 import socket
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import anyio
@@ -25,11 +27,13 @@ import structlog
 from prometheus_client import CollectorRegistry, generate_latest
 
 from kubelet_sim.config.kubelet import KubeletConfiguration
+from kubelet_sim.config.runtimes import RuntimesConfig
 from kubelet_sim.core.platforms import Platform, host_platform
 from kubelet_sim.credentials.metrics import CredentialMetrics
 from kubelet_sim.engine.workers import EngineSettings
 from kubelet_sim.errors import ConfigError, KubeletSimError
 from kubelet_sim.k8s import ObjectStore, parse_manifests, pod_spec
+from kubelet_sim.k8s.admission import Admission
 from kubelet_sim.k8s.objects import Kind, Pod
 from kubelet_sim.node import views
 from kubelet_sim.node.api import API
@@ -69,6 +73,46 @@ class DaemonOptions:
     """A simulated image filesystem of this size (default: measure the store's filesystem)."""
     pinned_images: tuple[str, ...] = ()
     """Images image GC never frees (``run --pinned-image``; containerd pins the sandbox image)."""
+    admission_plugins: frozenset[str] = frozenset()
+    """``--enable-admission-plugins`` (AlwaysPullImages)."""
+    runtimes: RuntimesConfig | None = None
+    """The node's runtime handlers (``--runtime-config``); None: sim (default) and runc."""
+    node_labels: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    """``--node-labels``, besides the well-known ones the kubelet sets itself."""
+
+    def labels(self, platform: Platform) -> dict[str, str]:
+        """The node's labels: ``kubernetes.io/hostname``, ``os``, ``arch``, then ``--node-labels``."""
+        return {
+            "kubernetes.io/hostname": self.node_name,
+            "kubernetes.io/os": platform.os,
+            "kubernetes.io/arch": platform.architecture,
+            **self.node_labels,
+        }
+
+
+_LABEL_KEY = re.compile(
+    r"([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+    r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?"
+)
+_LABEL_VALUE = re.compile(r"([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?")
+
+
+def parse_node_labels(values: list[str], *, field: str) -> Mapping[str, str]:
+    """``--node-labels k=v,k2=v2`` (repeatable).
+
+    Raises:
+        ConfigError: naming the flag and the malformed label.
+    """
+    labels: dict[str, str] = {}
+    for value in values:
+        for item in value.split(","):
+            if not item:
+                continue
+            key, eq, val = item.partition("=")
+            if not eq or not _LABEL_KEY.fullmatch(key) or not _LABEL_VALUE.fullmatch(val):
+                raise ConfigError(None, field, f'invalid label "{item}": expected key=value')
+            labels[key] = val
+    return MappingProxyType(labels)
 
 
 class Daemon:
@@ -81,7 +125,10 @@ class Daemon:
         self.metrics = PullMetrics(self.registry)
         self.credential_metrics = CredentialMetrics(self.registry)
         self.recorder = EventRecorder()
-        self.objects = ObjectStore()
+        self.objects = ObjectStore(admission=Admission.from_plugins(options.admission_plugins))
+        self.labels = options.labels(options.node_platform or host_platform())
+        self.rejected: dict[str, tuple[str, str]] = {}
+        """Pods the kubelet's admission refused (uid -> reason, message), e.g. NodeAffinity."""
         self.platform = options.node_platform or host_platform()
         self.store: Store | None = None
         self.node: Node | None = None
@@ -100,7 +147,7 @@ class Daemon:
     def metrics_text(self) -> bytes:
         return generate_latest(self.registry)
 
-    async def apply(self, body: bytes, content_type: str) -> list[dict[str, str]]:
+    async def apply(self, body: bytes, content_type: str) -> list[dict[str, Any]]:
         # Parsing is pure CPU (and large bodies take a while): off the event loop, and at most
         # PARSE_CONCURRENCY bodies at once, so a burst of big bodies cannot take every thread.
         manifests = await anyio.to_thread.run_sync(
@@ -115,7 +162,13 @@ class Daemon:
                 # Admission may refuse a later document after earlier ones were applied.
                 await self._sync_pods(before)
         return [
-            {"kind": str(r.kind), "namespace": r.namespace, "name": r.name, "result": str(r.action)}
+            {
+                "kind": str(r.kind),
+                "namespace": r.namespace,
+                "name": r.name,
+                "result": str(r.action),
+                "warnings": list(r.warnings),
+            }
             for r in results
         ]
 
@@ -137,14 +190,24 @@ class Daemon:
             return True
 
     def pods(self) -> list[dict[str, Any]]:
-        return [views.pod_summary(p, self._pod_state(p)) for p in self._pod_keys().values()]
+        return [
+            views.pod_summary(p, self._pod_state(p), self.rejected.get(p.uid))
+            for p in self._pod_keys().values()
+        ]
 
-    def pod(self, namespace: str, name: str) -> dict[str, Any] | None:
+    def pod(self, namespace: str, name: str, *, reveal: bool = False) -> dict[str, Any] | None:
         pod = self.static.get(namespace, name) or self.objects.get_pod(namespace, name)
         if pod is None:
             return None
         assert self.node is not None
-        return views.pod_detail(pod, self._pod_state(pod), anyio.current_time())
+        return views.pod_detail(
+            pod,
+            self._pod_state(pod),
+            anyio.current_time(),
+            containers=self.node.containers,
+            reveal=reveal,
+            rejected=self.rejected.get(pod.uid),
+        )
 
     async def images(self) -> list[dict[str, Any]]:
         assert self.store is not None
@@ -175,10 +238,41 @@ class Daemon:
                 await self.node.engine.remove(old.uid)
             if old != pod:
                 static = self.static.get(*key) is pod
-                await self.node.engine.submit(pod_spec(pod, static=static))
+                if static and self.objects.admission.always_pull_images:
+                    pod = self.objects.admission.admit(pod, self.objects, old)
+                if self._rejects(pod):
+                    continue
+                handler = self._runtime_handler(pod)
+                await self.node.engine.submit(pod_spec(pod, static=static, runtime_handler=handler))
         for key, pod in before.items():
             if key not in after:
                 await self.node.engine.remove(pod.uid)
+
+    def _runtime_handler(self, pod: Pod) -> str:
+        """``LookupRuntimeHandler``: the handler the pod's RuntimeClass names ("" without one;
+        a class missing here leaves the name, and the sandbox fails naming it)."""
+        if not pod.runtime_class_name:
+            return ""
+        cls = self.objects.get_runtime_class(pod.runtime_class_name)
+        return cls.handler if cls is not None else pod.runtime_class_name
+
+    def _rejects(self, pod: Pod) -> bool:
+        """The kubelet's ``NodeAffinity`` admission: the pod's nodeSelector must match the
+        node's labels, else the pod fails (``Predicate NodeAffinity failed``) and never runs."""
+        if all(self.labels.get(k) == v for k, v in pod.node_selector.items()):
+            self.rejected.pop(pod.uid, None)
+            return False
+        if pod.uid not in self.rejected:
+            message = "Pod was rejected: Predicate NodeAffinity failed"
+            self.rejected[pod.uid] = ("NodeAffinity", message)
+            self.recorder.event(
+                ObjectRef(pod.namespace, pod.name, pod.uid),
+                EventType.WARNING,
+                EventReason.NODE_AFFINITY,
+                "Predicate NodeAffinity failed",
+            )
+            log.info("pod.rejected", pod=f"{pod.namespace}/{pod.name}", reason="NodeAffinity")
+        return True
 
     # -- static pods ---------------------------------------------------------------------
 
@@ -272,12 +366,16 @@ class Daemon:
             image_credential_provider_bin_dir=opts.image_credential_provider_bin_dir,
             # backOffPeriod 10 s jittered by 0.5, as the kubelet's pod workers requeue
             engine=EngineSettings(resync_period=10.0, resync_jitter=0.5),
+            node_name=opts.node_name,
         )
+        if opts.runtimes is not None:
+            node_options = replace(node_options, runtimes=opts.runtimes)
         parts = NodeParts(
             recorder=self.recorder,
             metrics=self.metrics,
             credential_metrics=self.credential_metrics,
             secrets=self.objects,
+            objects=self.objects,
         )
         static = self.config.static_pod_path
         if static and not await anyio.Path(static).exists():

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import ipaddress
 import itertools
 import json
 from collections.abc import Awaitable, Callable, Iterable
@@ -53,6 +54,14 @@ class ServerStatistics:
     refused: int
 
 
+def _peer(stream: anyio.abc.SocketStream) -> str:
+    try:
+        address = stream.extra(anyio.abc.SocketAttribute.remote_address)
+    except (anyio.TypedAttributeLookupError, OSError):
+        return ""
+    return str(address[0]) if isinstance(address, tuple) else ""
+
+
 @dataclass(frozen=True, slots=True)
 class Request:
     method: str
@@ -60,6 +69,16 @@ class Request:
     query: dict[str, list[str]]
     headers: dict[str, str]
     body: bytes = b""
+    peer: str = ""
+    """The client's IP address."""
+
+    @property
+    def from_loopback(self) -> bool:
+        """The client is on this machine (127.0.0.0/8 or ::1)."""
+        try:
+            return ipaddress.ip_address(self.peer.removeprefix("::ffff:")).is_loopback
+        except ValueError:
+            return False
 
     def param(self, name: str) -> str | None:
         values = self.query.get(name)
@@ -287,6 +306,7 @@ class HTTPServer:
             query=parse_qs(parts.query),
             headers={k.decode("latin-1").lower(): v.decode("latin-1") for k, v in head.headers},
             body=bytes(body),
+            peer=_peer(stream),
         )
 
     async def _send(

@@ -2,18 +2,53 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
-from kubelet_sim.core.pods import ContainerState
+from kubelet_sim.core.pods import ContainerPhase, ContainerState, Termination
 from kubelet_sim.core.reference import parse_normalized
 from kubelet_sim.engine.workers import PodState
 from kubelet_sim.errors import InvalidImageNameError
 from kubelet_sim.k8s.objects import Container, Pod
+from kubelet_sim.runtime.containers import ContainerManager, StartedContainer
 from kubelet_sim.store import ImageRecord
 from kubelet_sim.telemetry.events import Event
 
+SECRET_SHOWN = "<secret>"  # noqa: S105 - the mask, not a secret
+"""What a Secret-sourced environment value shows as, unless revealed."""
 
-def _container(c: Container, state: ContainerState | None, now: float) -> dict[str, Any]:
+
+def _wall(monotonic: float | None, now: float) -> float | None:
+    """A monotonic instant as a wall-clock timestamp (seconds since the epoch)."""
+    return None if monotonic is None else round(time.time() - (now - monotonic), 3)
+
+
+def _termination(term: Termination, now: float) -> dict[str, Any]:
+    return {
+        "exitCode": term.exit_code,
+        "reason": term.reason,
+        "startedAt": _wall(term.started_at, now),
+        "finishedAt": _wall(term.finished_at, now),
+    }
+
+
+def _env(started: StartedContainer, reveal: bool) -> list[dict[str, str]]:
+    return [
+        {
+            "name": name,
+            "value": value if reveal or name not in started.secret_names else SECRET_SHOWN,
+        }
+        for name, value in started.env
+    ]
+
+
+def _container(
+    c: Container,
+    state: ContainerState | None,
+    now: float,
+    started: StartedContainer | None,
+    reveal: bool,
+) -> dict[str, Any]:
     out: dict[str, Any] = {
         "name": c.name,
         "image": c.image,
@@ -22,50 +57,136 @@ def _container(c: Container, state: ContainerState | None, now: float) -> dict[s
     }
     if state is None:
         out["state"] = {"waiting": {"reason": "ContainerCreating", "message": ""}}
-        out["pullAttempts"] = 0
+        out.update(ready=False, restartCount=0, pullAttempts=0, imageID="", repoDigest="")
         return out
-    if state.ready:
-        out["state"] = {"ready": {"imageID": state.image_id, "repoDigest": state.repo_digest}}
+    if state.phase is ContainerPhase.RUNNING:
+        out["state"] = {"running": {"startedAt": _wall(state.started_at, now)}}
+    elif state.phase is ContainerPhase.TERMINATED and state.last_termination is not None:
+        out["state"] = {"terminated": _termination(state.last_termination, now)}
     else:
         out["state"] = {"waiting": {"reason": state.reason, "message": state.message}}
+    if state.phase is not ContainerPhase.TERMINATED and state.last_termination is not None:
+        out["lastState"] = {"terminated": _termination(state.last_termination, now)}
+    out["ready"] = state.running
+    out["restartCount"] = state.restart_count
+    out["imageID"] = state.image_id
+    out["repoDigest"] = state.repo_digest
+    out["imageReady"] = state.image_ready
     out["pullAttempts"] = state.attempts
     remaining = (state.backoff_until - now) if state.backoff_until is not None else 0.0
     out["backoffRemainingSeconds"] = round(max(0.0, remaining), 3)
+    if started is not None:
+        out["containerID"] = started.container_id
+        out["command"] = list(started.argv)
+        out["hostname"] = started.hostname
+        out["env"] = _env(started, reveal)
     return out
 
 
-def pod_detail(pod: Pod, state: PodState | None, now: float) -> dict[str, Any]:
-    """One pod with its containers' image states (``GET /pods/NS/NAME``)."""
-    containers = state.containers if state is not None else {}
-    return {
+def _phase(pod: Pod, state: PodState | None, rejected: tuple[str, str] | None) -> str:
+    """``status.phase``: Pending, Running, Succeeded or Failed."""
+    if rejected is not None:
+        return "Failed"
+    if state is None:
+        return "Pending"
+    apps = [state.containers[c.name] for c in pod.containers if c.name in state.containers]
+    if apps and all(c.running for c in apps):
+        return "Running"
+    if state.finished_at is not None:
+        codes = [c.last_termination.exit_code for c in apps if c.last_termination is not None]
+        return "Succeeded" if codes and all(code == 0 for code in codes) else "Failed"
+    return "Running" if any(c.running for c in apps) else "Pending"
+
+
+def pod_detail(
+    pod: Pod,
+    state: PodState | None,
+    now: float,
+    *,
+    containers: ContainerManager | None = None,
+    reveal: bool = False,
+    rejected: tuple[str, str] | None = None,
+) -> dict[str, Any]:
+    """One pod with its containers' states (``GET /pods/NS/NAME``).
+
+    ``env`` is the environment each container's process got; Secret-sourced values show as
+    ``<secret>`` unless ``reveal``.
+    """
+    table = state.containers if state is not None else {}
+
+    def started(c: Container) -> StartedContainer | None:
+        return containers.started(pod.uid, c.name) if containers is not None else None
+
+    def view(c: Container) -> dict[str, Any]:
+        return _container(c, table.get(c.name), now, started(c), reveal)
+
+    out: dict[str, Any] = {
         "namespace": pod.namespace,
         "name": pod.name,
         "uid": pod.uid,
+        "phase": _phase(pod, state, rejected),
         "serviceAccountName": pod.service_account_name,
         "imagePullSecrets": list(pod.image_pull_secrets),
-        "imagesReady": bool(state and state.is_ready),
-        "initContainers": [_container(c, containers.get(c.name), now) for c in pod.init_containers],
-        "containers": [_container(c, containers.get(c.name), now) for c in pod.containers],
+        "imagesReady": bool(state and all(c.image_ready for c in state.containers.values())),
+        "ready": bool(state and state.is_ready and _phase(pod, state, rejected) == "Running"),
+        "restartPolicy": pod.restart_policy,
+        "runtimeClassName": pod.runtime_class_name,
+        "overhead": dict(pod.overhead),
+        "nodeSelector": dict(pod.node_selector),
+        "hostname": containers.hostname(pod.uid) if containers is not None else "",
+        "podIP": containers.pod_ip(pod.uid) if containers is not None else "",
+        "unsupportedFields": list(pod.unsupported_fields),
+        "initContainers": [view(c) for c in pod.init_containers],
+        "containers": [view(c) for c in pod.containers],
     }
+    if rejected is not None:
+        out["reason"], out["message"] = rejected
+    return out
 
 
-def pod_summary(pod: Pod, state: PodState | None) -> dict[str, Any]:
-    """One line of ``GET /pods``: name, readiness and the first waiting reason."""
-    reason = ""
-    if state is not None:
-        for c in state.containers.values():
-            if not c.ready and c.reason:
-                reason = c.reason
-                break
-    total = len(pod.containers) + len(pod.init_containers)
-    ready = sum(1 for c in state.containers.values() if c.ready) if state is not None else 0
+def pod_summary(
+    pod: Pod, state: PodState | None, rejected: tuple[str, str] | None = None
+) -> dict[str, Any]:
+    """One line of ``GET /pods`` (``kubectl get pods``): READY, STATUS and RESTARTS."""
+    total = len(pod.containers)
+    ready = 0
+    restarts = 0
+    status = rejected[0] if rejected is not None else "Pending"
+    if state is not None and rejected is None:
+        apps = [state.containers[c.name] for c in pod.containers if c.name in state.containers]
+        inits = [state.containers[c.name] for c in pod.init_containers]
+        ready = sum(1 for c in apps if c.running)
+        restarts = sum(c.restart_count for c in state.containers.values())
+        status = _status(pod, state, apps, inits)
     return {
         "namespace": pod.namespace,
         "name": pod.name,
         "uid": pod.uid,
-        "imagesReady": f"{ready}/{total}",
-        "status": "Ready" if state is not None and state.is_ready else (reason or "Pending"),
+        "ready": f"{ready}/{total}",
+        "imagesReady": f"{sum(1 for c in (state.containers.values() if state else ()) if c.image_ready)}"
+        f"/{total + len(pod.init_containers)}",
+        "status": status,
+        "restarts": restarts,
     }
+
+
+def _status(
+    pod: Pod, state: PodState, apps: list[ContainerState], inits: list[ContainerState]
+) -> str:
+    """kubectl's STATUS column: an init step, the first waiting reason, or the phase."""
+    for index, c in enumerate(inits):
+        if not c.succeeded:
+            if c.reason and c.reason not in ("ContainerCreating", "PodInitializing"):
+                return f"Init:{c.reason}"
+            return f"Init:{index}/{len(inits)}"
+    for c in apps:
+        if not c.running and c.reason and c.reason != "PodInitializing":
+            return c.reason
+    for c in apps:
+        if c.phase is ContainerPhase.TERMINATED and c.last_termination is not None:
+            return c.last_termination.reason
+    phase = _phase(pod, state, None)
+    return "ContainerCreating" if phase == "Pending" else phase
 
 
 def image_row(record: ImageRecord) -> dict[str, Any]:

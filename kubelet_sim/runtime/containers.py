@@ -86,7 +86,7 @@ __all__ = [
 
 log = structlog.get_logger(__name__)
 
-DEFAULT_POD_CIDR = "10.244.0.0/24"
+DEFAULT_POD_CIDR = "10.244.0.0/16"
 """The node's ``podCIDR`` when its KubeletConfiguration sets none."""
 CREATE_CONTAINER_CONFIG_ERROR = "CreateContainerConfigError"
 CREATE_CONTAINER_ERROR = "CreateContainerError"
@@ -235,6 +235,7 @@ class ContainerManager:
         self.clock = clock
         self._network = ipaddress.ip_network(node.pod_cidr, strict=False)
         self._ips_used: set[str] = set()
+        self._ip_cursor = 0
         self._pods: dict[str, _PodRecord] = {}
 
     # -- queries (the node's API) -------------------------------------------------------------
@@ -306,11 +307,17 @@ class ContainerManager:
         return StartOutcome(container_id=sandbox_id)
 
     def _allocate_ip(self, spec: PodSpec) -> str:
-        for index, address in enumerate(self._network.hosts()):
-            text = str(address)
-            if index == 0:
-                continue  # the bridge's own address (cni0), as host-local IPAM skips it
+        """The next free address of the podCIDR after the last one given (host-local IPAM's
+        round robin), skipping the network, the bridge's ``.1`` and the broadcast address."""
+        network = self._network
+        first = int(network.network_address) + 2
+        last = int(network.broadcast_address) - (1 if network.version == 4 else 0)
+        size = last - first
+        for step in range(max(size, 0)):
+            candidate = first + (self._ip_cursor + step) % size
+            text = str(ipaddress.ip_address(candidate))
             if text not in self._ips_used:
+                self._ip_cursor = candidate - first + 1
                 self._ips_used.add(text)
                 return text
         raise _SandboxError(

@@ -89,6 +89,7 @@ class EventReason(StrEnum):
     FAILED_CREATE_POD_SANDBOX = "FailedCreatePodSandBox"
     INVALID_ENVIRONMENT_VARIABLE_NAMES = "InvalidEnvironmentVariableNames"
     FAILED_VALIDATION = "FailedValidation"
+    NODE_AFFINITY = "NodeAffinity"
 
 
 class ContainerSection(StrEnum):

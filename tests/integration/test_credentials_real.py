@@ -339,7 +339,9 @@ async def test_kep_2535_never_verify_shares_the_cached_image(
         await c.ready("default", "intruder")
         assert c.events("intruder") == [
             f'Normal Pulled: Container image "{ref}" already present on machine and can be '
-            "accessed by the pod"
+            "accessed by the pod",
+            "Normal Created: Created container intruder-app",
+            "Normal Started: Started container intruder-app",
         ]
 
 

@@ -175,13 +175,13 @@ def test_static_pods_api_metrics_and_clean_sigterm(
     daemon = start_daemon(tmp_path, write_config(tmp_path / "cfg", static))
     daemons.append(daemon)
     pod = daemon.wait_pod_ready("default", f"web-{NODE}")
-    assert pod["containers"][0]["state"]["ready"]["imageID"].startswith("sha256:")
+    assert pod["containers"][0]["imageID"].startswith("sha256:")
 
     with daemon.client() as c:
         applied = c.post("/apply", content=pod_yaml("api", api, namespace="team"))
         assert applied.status_code == 200, applied.text
         assert applied.json()["items"] == [
-            {"kind": "Pod", "namespace": "team", "name": "api", "result": "created"}
+            {"kind": "Pod", "namespace": "team", "name": "api", "result": "created", "warnings": []}
         ]
         again = c.post("/apply", content=pod_yaml("api", api, namespace="team"))
         assert again.json()["items"][0]["result"] == "unchanged"
@@ -217,7 +217,7 @@ def test_static_pods_api_metrics_and_clean_sigterm(
     for expected in (
         "Name:             api",
         "Namespace:        team",
-        "State:              Ready",
+        "State:              Running",
         "Events:",
         "Pulling",
         f'Successfully pulled image "{api}"',
@@ -319,7 +319,9 @@ def test_restart_keeps_images_and_sigkill_mid_pull_recovers(
     second.wait_pod_ready("default", f"small-{NODE}")
     reasons = [e["message"] for e in second.get("/events", pod=f"default/small-{NODE}")["items"]]
     assert reasons == [
-        f'Container image "{small}" already present on machine and can be accessed by the pod'
+        f'Container image "{small}" already present on machine and can be accessed by the pod',
+        "Created container app",
+        "Started container app",
     ]
     assert second.stop() == 0
     fsck = subprocess.run(
@@ -423,9 +425,9 @@ def test_thousand_pods_through_the_api_with_bounded_memory(
     deadline = time.monotonic() + 120
     while True:
         pods = daemon.get("/pods")["items"]
-        if sum(1 for p in pods if p["status"] == "Ready") == 1000:
+        if sum(1 for p in pods if p["status"] == "Running") == 1000:
             break
-        assert time.monotonic() < deadline, [p for p in pods if p["status"] != "Ready"][:3]
+        assert time.monotonic() < deadline, [p for p in pods if p["status"] != "Running"][:3]
         time.sleep(0.5)
     rss_after = _rss_kib(daemon.proc.pid)
     growth_mib = (rss_after - rss_before) / 1024
@@ -465,7 +467,7 @@ def test_images_pulled_by_run_are_seen_by_every_command_with_the_same_root(
     daemon = start_daemon(tmp_path, write_config(tmp_path / "cfg", static), root=root)
     daemons.append(daemon)
     pod = daemon.wait_pod_ready("default", f"web-{NODE}")
-    image_id = pod["containers"][0]["state"]["ready"]["imageID"]
+    image_id = pod["containers"][0]["imageID"]
     assert daemon.stop(signal.SIGTERM) == 0
 
     # The daemon kept its images where NodePaths says, and nowhere else under the root.

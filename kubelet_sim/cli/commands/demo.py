@@ -27,6 +27,7 @@ import anyio
 import httpx
 import yaml
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from kubelet_sim.config.kubelet import load_kubelet_config
@@ -44,7 +45,7 @@ PUBLIC, PRIVATE = "localhost:5000", "localhost:5001"
 DEMO_USER, DEMO_PASSWORD = "demo", "demo-password"  # the throwaway demo registry's login
 NODE = "demo"
 """The demo node's name: static pod NAME runs as NAME-demo."""
-WAIT_FOR = (("demo", f"web-{NODE}"), ("demo", "private"))
+WAIT_FOR = (("demo", f"web-{NODE}"), ("demo", "private"), ("demo", "env-hooks"))
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -167,6 +168,10 @@ def _localized_documents(path: Path, hosts: dict[str, str]) -> str:
 def _rewrite(node: Any, hosts: dict[str, str], *, secret: bool = False) -> Any:
     if isinstance(node, dict):
         is_secret = node.get("kind") == "Secret"
+        target = f"{node.get('host')}:{node.get('port')}"
+        if "path" in node and target in hosts:  # an httpGet hook to a demo registry
+            host, _, port = hosts[target].rpartition(":")
+            node = {**node, "host": host, "port": int(port)}
         out = {}
         for key, value in node.items():
             if is_secret and key == "data" and isinstance(value, dict):
@@ -227,19 +232,44 @@ async def _run_daemon(
                 while time.monotonic() - started < 60:
                     pods = (await api.get("/pods")).json()["items"]
                     status.update("pods: " + ", ".join(f"{p['name']}={p['status']}" for p in pods))
-                    ready = {(p["namespace"], p["name"]) for p in pods if p["status"] == "Ready"}
+                    ready = {(p["namespace"], p["name"]) for p in pods if p["status"] == "Running"}
                     if all(key in ready for key in WAIT_FOR):
                         break
                     await anyio.sleep(0.2)
-                console.print(f"web and private ready after {time.monotonic() - started:.1f}s")
+                console.print(
+                    f"web, private and env-hooks running after {time.monotonic() - started:.1f}s"
+                )
                 if round_no == 1:
                     status.update(f"waiting for demo/missing-{NODE} to reach ImagePullBackOff")
                     with anyio.move_on_after(seconds):
                         while await _reason(api, "demo", f"missing-{NODE}") != "ImagePullBackOff":  # noqa: ASYNC110 - polls the API
                             await anyio.sleep(0.5)
+                    status.update("waiting for demo/hook-fails to reach CrashLoopBackOff")
+                    with anyio.move_on_after(seconds):
+                        while await _reason(api, "demo", "hook-fails") != "CrashLoopBackOff":  # noqa: ASYNC110 - polls the API
+                            await anyio.sleep(0.5)
             await _report(api, console, round_no)
+            if round_no == 1:
+                await _environment(api, console, "demo", "env-hooks")
+                status_code = (await api.delete("/pods/demo/env-hooks")).status_code
+                console.print(f"deleted demo/env-hooks ({status_code}): preStop runs, then SIGTERM")
         tg.cancel_scope.cancel()
     console.print("daemon stopped cleanly")
+
+
+async def _environment(api: httpx.AsyncClient, console: Console, namespace: str, name: str) -> None:
+    """The env, hostname and command one container got (``GET /pods/NS/NAME``)."""
+    pod = (await api.get(f"/pods/{namespace}/{name}")).json()
+    container = pod["containers"][0]
+    table = Table(
+        title=f"{namespace}/{name} {container['name']}: hostname {container.get('hostname', '')}, "
+        f"pod IP {pod['podIP']}, command {' '.join(container.get('command', []))}"
+    )
+    table.add_column("env")
+    table.add_column("value", overflow="fold")
+    for item in container.get("env", []):
+        table.add_row(escape(item["name"]), escape(item["value"]))
+    console.print(table)
 
 
 async def _reason(api: httpx.AsyncClient, namespace: str, name: str) -> str:
@@ -256,17 +286,20 @@ async def _report(api: httpx.AsyncClient, console: Console, round_no: int) -> No
         detail = (await api.get(f"/pods/{pod['namespace']}/{pod['name']}")).json()
         for c in detail["initContainers"] + detail["containers"]:
             state = c["state"]
-            if "ready" in state:
-                row = ("ready", short_digest(state["ready"]["imageID"]), "")
+            if "running" in state:
+                row = ("running", short_digest(c["imageID"]), "")
+            elif "terminated" in state:
+                done = state["terminated"]
+                row = ("terminated", done["reason"], f"exit code {done['exitCode']}")
             else:
                 row = ("waiting", state["waiting"]["reason"], state["waiting"]["message"])
             table.add_row(
                 f"{pod['namespace']}/{pod['name']}",
                 c["name"],
                 row[0],
-                row[1],
+                escape(row[1]),
                 str(c["pullAttempts"]),
-                row[2],
+                escape(row[2]),  # messages quote commands: "[/bin/false]" is not markup
             )
     console.print(table)
     events = Table(title="events (GET /events)")
@@ -279,7 +312,7 @@ async def _report(api: httpx.AsyncClient, console: Console, round_no: int) -> No
             e["reason"],
             f"{obj['name']}/{obj['fieldPath']}",
             str(e["count"]),
-            e["message"],
+            escape(e["message"]),
         )
     console.print(events)
     if round_no == 1:

@@ -17,6 +17,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser.add_argument("kind", choices=["pod", "pods", "po"])
     parser.add_argument("target", metavar="NAMESPACE/NAME")
     parser.add_argument("--server", default="http://127.0.0.1:10255", help="daemon API URL")
+    parser.add_argument(
+        "--reveal",
+        action="store_true",
+        help="show Secret-sourced environment values (the daemon answers this on loopback only)",
+    )
     parser.set_defaults(func=_describe)
 
 
@@ -60,7 +65,9 @@ def _describe(args: argparse.Namespace) -> int:
         raise ConfigError(None, "--server", f"not a URL: {args.server!r} ({exc})") from None
     with client:
         try:
-            pod = _get(client, f"/pods/{namespace}/{name}")
+            pod = _get(
+                client, f"/pods/{namespace}/{name}", **({"reveal": "1"} if args.reveal else {})
+            )
             events = _get(client, "/events", pod=f"{namespace}/{name}")["items"]
             text = render(pod, events)
         except (KeyError, TypeError, AttributeError) as exc:
@@ -73,6 +80,69 @@ def _describe(args: argparse.Namespace) -> int:
     return 0
 
 
+def _state_lines(label: str, state: dict[str, Any]) -> list[str]:
+    """kubectl's State / Last State block."""
+    if "running" in state:
+        return [f"    {label:<19} Running", f"      Started:          {_when(state['running'])}"]
+    if "terminated" in state:
+        done = state["terminated"]
+        return [
+            f"    {label:<19} Terminated",
+            f"      Reason:           {done['reason']}",
+            f"      Exit Code:        {done['exitCode']}",
+            f"      Started:          {_stamp(done.get('startedAt'))}",
+            f"      Finished:         {_stamp(done.get('finishedAt'))}",
+        ]
+    if "ready" in state:  # a daemon from before containers ran: its image is ready
+        return [f"    {label:<19} Ready"]
+    waiting = state.get("waiting", {})
+    lines = [f"    {label:<19} Waiting", f"      Reason:           {waiting.get('reason', '')}"]
+    if waiting.get("message"):
+        lines.append(f"      Message:          {waiting['message']}")
+    return lines
+
+
+def _when(running: dict[str, Any]) -> str:
+    return _stamp(running.get("startedAt"))
+
+
+def _stamp(value: float | None) -> str:
+    if value is None:
+        return "<unknown>"
+    return datetime.datetime.fromtimestamp(value, datetime.UTC).strftime(
+        "%a, %d %b %Y %H:%M:%S +0000"
+    )
+
+
+def _container_lines(c: dict[str, Any]) -> list[str]:
+    lines = [f"  {c['name']}:"]
+    if c.get("containerID"):
+        lines.append(f"    Container ID:       {c['containerID']}")
+    lines.append(f"    Image:              {c['image']}")
+    if c.get("imageID"):
+        lines.append(f"    Image ID:           {c.get('repoDigest') or c['imageID']}")
+    lines.append(f"    Image Pull Policy:  {c['imagePullPolicy']}")
+    if c.get("command"):
+        lines.append(f"    Command:            {' '.join(c['command'])}")
+    lines.extend(_state_lines("State:", c["state"]))
+    if c.get("lastState"):
+        lines.extend(_state_lines("Last State:", c["lastState"]))
+    lines.append(f"    Ready:              {'True' if c.get('ready') else 'False'}")
+    lines.append(f"    Restart Count:      {c.get('restartCount', 0)}")
+    lines.append(f"    Pull Attempts:      {c['pullAttempts']}")
+    if c.get("backoffRemainingSeconds"):
+        lines.append(f"    Back-off Remaining: {c['backoffRemainingSeconds']:.0f}s")
+    if "env" in c:
+        if not c["env"]:
+            lines.append("    Environment:        <none>")
+        else:
+            lines.append("    Environment:")
+            width = max(len(item["name"]) for item in c["env"]) + 1
+            for item in c["env"]:
+                lines.append(f"      {item['name'] + ':':<{width}}  {item['value']}")
+    return lines
+
+
 def render(pod: dict[str, Any], events: list[dict[str, Any]]) -> str:
     """The describe text for a pod document and its events (``GET /pods/..`` and ``/events``)."""
     lines = [
@@ -80,31 +150,31 @@ def render(pod: dict[str, Any], events: list[dict[str, Any]]) -> str:
         f"Namespace:        {pod['namespace']}",
         f"UID:              {pod['uid']}",
         f"Service Account:  {pod['serviceAccountName']}",
-        f"Pull Secrets:     {', '.join(pod['imagePullSecrets']) or '<none>'}",
-        f"Images Ready:     {'True' if pod['imagesReady'] else 'False'}",
+        f"Status:           {pod.get('phase', 'Pending')}",
     ]
+    if pod.get("reason"):
+        lines.append(f"Reason:           {pod['reason']}")
+        lines.append(f"Message:          {pod.get('message', '')}")
+    lines += [
+        f"IP:               {pod.get('podIP') or '<none>'}",
+        f"Hostname:         {pod.get('hostname') or '<none>'}",
+        f"Pull Secrets:     {', '.join(pod['imagePullSecrets']) or '<none>'}",
+        f"Runtime Class:    {pod.get('runtimeClassName') or '<none>'}",
+    ]
+    if pod.get("overhead"):
+        lines.append(
+            "Overhead:         "
+            + ", ".join(f"{k}: {v}" for k, v in sorted(pod["overhead"].items()))
+        )
+    lines.append(f"Images Ready:     {'True' if pod['imagesReady'] else 'False'}")
     for title, key in (("Init Containers", "initContainers"), ("Containers", "containers")):
         if not pod[key]:
             continue
         lines.append(f"{title}:")
         for c in pod[key]:
-            lines.append(f"  {c['name']}:")
-            lines.append(f"    Image:              {c['image']}")
-            lines.append(f"    Image Pull Policy:  {c['imagePullPolicy']}")
-            state = c["state"]
-            if "ready" in state:
-                lines.append("    State:              Ready")
-                lines.append(
-                    f"    Image ID:           {state['ready']['repoDigest'] or state['ready']['imageID']}"
-                )
-            else:
-                lines.append("    State:              Waiting")
-                lines.append(f"      Reason:           {state['waiting']['reason']}")
-                if state["waiting"]["message"]:
-                    lines.append(f"      Message:          {state['waiting']['message']}")
-            lines.append(f"    Pull Attempts:      {c['pullAttempts']}")
-            if c.get("backoffRemainingSeconds"):
-                lines.append(f"    Back-off Remaining: {c['backoffRemainingSeconds']:.0f}s")
+            lines.extend(_container_lines(c))
+    if pod.get("unsupportedFields"):
+        lines.append("Not Modelled:     " + ", ".join(pod["unsupportedFields"]))
     lines.append("Events:")
     if not events:
         lines.append("  <none>")

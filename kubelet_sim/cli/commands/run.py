@@ -14,10 +14,18 @@ import structlog
 from kubelet_sim.cli.args import add_root
 from kubelet_sim.cli.main import configure_logging
 from kubelet_sim.config.kubelet import load_kubelet_config
+from kubelet_sim.config.runtimes import load_runtimes
 from kubelet_sim.core.platforms import parse_platform
 from kubelet_sim.core.reference import parse_normalized
 from kubelet_sim.errors import ConfigError, InvalidImageNameError, KubeletSimError, first_error
-from kubelet_sim.node.daemon import Daemon, DaemonOptions, parse_listen, raise_open_file_limit
+from kubelet_sim.k8s.admission import parse_admission_plugins
+from kubelet_sim.node.daemon import (
+    Daemon,
+    DaemonOptions,
+    parse_listen,
+    parse_node_labels,
+    raise_open_file_limit,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -46,6 +54,29 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     parser.add_argument("--image-credential-provider-config", type=Path)
     parser.add_argument("--image-credential-provider-bin-dir", type=Path)
+    parser.add_argument(
+        "--enable-admission-plugins",
+        action="append",
+        default=[],
+        metavar="NAMES",
+        help="admission plugins to turn on, comma-separated, as kube-apiserver's flag: "
+        "AlwaysPullImages (ServiceAccount and RuntimeClass are always on)",
+    )
+    parser.add_argument(
+        "--runtime-config",
+        type=Path,
+        metavar="FILE",
+        help="containerd-style config.toml naming the node's runtime handlers "
+        "(default: sim, the default handler, and runc)",
+    )
+    parser.add_argument(
+        "--node-labels",
+        action="append",
+        default=[],
+        metavar="K=V,...",
+        help="labels of the node besides kubernetes.io/hostname, os and arch (the kubelet's "
+        "flag); RuntimeClass nodeSelectors must match them",
+    )
     parser.add_argument(
         "--log-format",
         choices=["auto", "json", "console"],
@@ -80,6 +111,11 @@ def _run(args: argparse.Namespace) -> int:
         image_credential_provider_config=args.image_credential_provider_config,
         image_credential_provider_bin_dir=args.image_credential_provider_bin_dir,
         pinned_images=tuple(_pinned(ref) for ref in args.pinned_image),
+        admission_plugins=parse_admission_plugins(
+            args.enable_admission_plugins, field="--enable-admission-plugins"
+        ),
+        runtimes=load_runtimes(args.runtime_config) if args.runtime_config else None,
+        node_labels=parse_node_labels(args.node_labels, field="--node-labels"),
     )
     if args.hostname_override:
         options = dataclasses.replace(options, node_name=_node_name(args.hostname_override))
