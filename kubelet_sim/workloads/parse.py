@@ -22,6 +22,7 @@ from kubelet_sim.config import yamlsafe
 from kubelet_sim.core.platforms import parse_platform
 from kubelet_sim.core.reference import parse_normalized
 from kubelet_sim.errors import ConfigError, InvalidImageNameError, PlatformError
+from kubelet_sim.k8s.admission import parse_admission_plugins
 from kubelet_sim.registry.transport import TransportSettings
 from kubelet_sim.sim.faults import FaultKind, FaultPlan, FaultWindow
 from kubelet_sim.sim.model import Latency, RegistryModel
@@ -52,7 +53,7 @@ from kubelet_sim.workloads.spec import (
 )
 
 _TOP = ("apiVersion", "kind", "name", "description", "seed", "bases", "images", "nodes", "pods",
-        "secrets", "faults", "run", "virtual")  # fmt: skip
+        "secrets", "faults", "run", "admission", "virtual")  # fmt: skip
 _PROBE_HOST = "registry.invalid:5000"  # only to check repository names against the grammar
 
 
@@ -112,6 +113,14 @@ def parse_workload(
             f.fail("timeout", "must be a positive, finite duration")
         run = RunSettings(timeout=timeout, proxy=f.boolean("proxy", False))
     virtual = _virtual(doc, top.raw("virtual"))
+    plugins: frozenset[str] = frozenset()
+    if top.has("admission"):
+        a = doc.fields("admission", top.raw("admission"), ("enablePlugins",))
+        names = a.strings("enablePlugins")
+        try:
+            plugins = parse_admission_plugins(names, field="admission.enablePlugins")
+        except ConfigError as exc:
+            a.fail("enablePlugins", exc.message)
     return Workload(
         name=name,
         seed=seed,
@@ -124,6 +133,7 @@ def parse_workload(
         secrets=secrets,
         faults=faults,
         run=run,
+        admission_plugins=plugins,
         virtual=virtual,
         digest=hashlib.sha256(text.encode()).hexdigest(),
     )

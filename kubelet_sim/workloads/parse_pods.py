@@ -77,6 +77,7 @@ def pod_template(
         pull_secrets=tuple(s for s in pod.image_pull_secrets if s),
         arrival=arrival,
         placement=placement,
+        pod=pod,
     )
 
 

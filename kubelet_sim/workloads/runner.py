@@ -31,6 +31,7 @@ from kubelet_sim.core.platforms import parse_platform
 from kubelet_sim.core.reference import parse_normalized
 from kubelet_sim.engine.workers import EngineSettings, PodState
 from kubelet_sim.errors import KubeletSimError, PullReason, first_error
+from kubelet_sim.k8s.admission import ALWAYS_PULL_IMAGES
 from kubelet_sim.k8s.objects import DOCKER_CONFIG_JSON_KEY, Secret, SecretType, stable_uid
 from kubelet_sim.node.builder import (
     RUNTIME_CLASS_GATE,
@@ -438,7 +439,9 @@ async def _run(
             else:
                 await anyio.sleep(-late)
 
-        specs = {pod.uid: pod.spec(target) for pod in plan}  # built now, not on arrival
+        always = ALWAYS_PULL_IMAGES in workload.admission_plugins
+        # built now, not on arrival
+        specs = {pod.uid: pod.spec(target, always_pull_images=always) for pod in plan}
         stack.enter_context(_frozen_heap())
         started_at = time.time()
         t0 = anyio.current_time()

@@ -11,6 +11,7 @@ import random
 from dataclasses import dataclass, replace
 
 from kubelet_sim.core.pods import PodSpec
+from kubelet_sim.core.policy import apply_always_pull_images
 from kubelet_sim.k8s.admission import pod_spec
 from kubelet_sim.k8s.objects import Container, Pod, stable_uid
 from kubelet_sim.workloads.limits import INDEX_PLACEHOLDER
@@ -28,22 +29,30 @@ class PlannedPod:
     node: str
     at: float
 
-    def spec(self, registry: str) -> PodSpec:
-        """The engine's pod, its images prefixed with ``registry`` (``HOST:PORT``)."""
+    def spec(self, registry: str, *, always_pull_images: bool = False) -> PodSpec:
+        """The engine's pod, its images prefixed with ``registry`` (``HOST:PORT``);
+        ``always_pull_images``: the AlwaysPullImages admission plugin is on."""
 
         t = self.template
-        pod = Pod(
-            namespace=t.namespace,
+        base = t.pod or Pod(namespace=t.namespace, name=t.name, uid="", containers=())
+        pod = replace(
+            base,
             name=self.name,
             uid=self.uid,
-            containers=tuple(self._prefixed(c, registry) for c in t.containers),
-            init_containers=tuple(self._prefixed(c, registry) for c in t.init_containers),
+            containers=tuple(self._prefixed(c, registry, always_pull_images) for c in t.containers),
+            init_containers=tuple(
+                self._prefixed(c, registry, always_pull_images) for c in t.init_containers
+            ),
+            ephemeral_containers=(),
             image_pull_secrets=t.pull_secrets,
         )
         return pod_spec(pod)
 
-    def _prefixed(self, container: Container, registry: str) -> Container:
-        return replace(container, image=f"{registry}/{expand_image(container.image, self.index)}")
+    def _prefixed(self, container: Container, registry: str, always: bool) -> Container:
+        image = f"{registry}/{expand_image(container.image, self.index)}"
+        if always:
+            return replace(container, image=image, image_pull_policy=apply_always_pull_images())
+        return replace(container, image=image)
 
 
 _INDEX = INDEX_PLACEHOLDER

@@ -15,7 +15,7 @@ from types import MappingProxyType
 from typing import Any
 
 from kubelet_sim.config.kubelet import KubeletConfiguration
-from kubelet_sim.k8s.objects import Container
+from kubelet_sim.k8s.objects import Container, Pod
 from kubelet_sim.registry.transport import TransportSettings
 from kubelet_sim.sim.faults import FaultPlan
 from kubelet_sim.sim.model import RegistryModel
@@ -214,6 +214,9 @@ class PodTemplate:
     pull_secrets: tuple[str, ...] = ()
     arrival: Arrival = field(default_factory=Arrival)
     placement: Placement = field(default_factory=Placement)
+    pod: Pod | None = field(default=None, compare=False, repr=False)
+    """The template's pod as parsed: its annotations, restart policy, grace period, hostname and
+    containers' env and hooks go to every pod made from it."""
 
     def images(self) -> tuple[str, ...]:
         return tuple(c.image for c in self.init_containers + self.containers)
@@ -253,6 +256,8 @@ class Workload:
     secrets: tuple[PullSecretSpec, ...] = ()
     faults: FaultPlan = field(default_factory=FaultPlan)
     run: RunSettings = field(default_factory=RunSettings)
+    admission_plugins: frozenset[str] = frozenset()
+    """``admission.enablePlugins`` (AlwaysPullImages), as ``run --enable-admission-plugins``."""
     virtual: RegistryModel = field(default_factory=RegistryModel)
     """How the modelled registry of ``bench --virtual`` behaves (ignored by real runs)."""
     digest: str = ""
