@@ -137,18 +137,24 @@ class Admission:
                 pod = replace(pod, image_pull_secrets=old.image_pull_secrets)
             # RuntimeClass admits creates only; an update keeps what the create set.
             pod = replace(pod, overhead=old.overhead, node_selector=old.node_selector)
-        if self.always_pull_images and not _update_with_no_new_images(pod, old):
-            pod = replace(
-                pod,
-                init_containers=tuple(_always(c) for c in pod.init_containers),
-                containers=tuple(_always(c) for c in pod.containers),
-                ephemeral_containers=tuple(_always(c) for c in pod.ephemeral_containers),
-            )
-            for path, container in _with_paths(pod):
-                try:
-                    validate_always_pull_images(container.image_pull_policy)
-                except ConfigError as exc:
-                    raise _forbidden(pod, f"{path}.imagePullPolicy", exc.message) from None
+        return self.always_pull(pod, old)
+
+    def always_pull(self, pod: Pod, old: Pod | None = None) -> Pod:
+        """AlwaysPullImages alone (``Admit`` then ``Validate``), when it is enabled; the node
+        applies it to static pods, which pass no other admission."""
+        if not self.always_pull_images or _update_with_no_new_images(pod, old):
+            return pod
+        pod = replace(
+            pod,
+            init_containers=tuple(_always(c) for c in pod.init_containers),
+            containers=tuple(_always(c) for c in pod.containers),
+            ephemeral_containers=tuple(_always(c) for c in pod.ephemeral_containers),
+        )
+        for path, container in _with_paths(pod):
+            try:
+                validate_always_pull_images(container.image_pull_policy)
+            except ConfigError as exc:
+                raise _forbidden(pod, f"{path}.imagePullPolicy", exc.message) from None
         return pod
 
 

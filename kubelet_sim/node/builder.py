@@ -52,6 +52,7 @@ from kubelet_sim.engine.ports import (
 )
 from kubelet_sim.engine.pullers import ImagePuller, ParallelPuller, PullRunner, SerialPuller
 from kubelet_sim.engine.workers import EngineSettings, PullEngine
+from kubelet_sim.k8s.cluster import RuntimeClass
 from kubelet_sim.k8s.envvars import EnvObjects
 from kubelet_sim.node.paths import NodePaths
 from kubelet_sim.registry.client import ClientSettings, RegistryClient
@@ -145,6 +146,8 @@ class NodeParts:
     """Runtime handlers to use instead of those :attr:`NodeOptions.runtimes` configures."""
     hooks: HookRunner | None = None
     """A lifecycle hook runner shared by many nodes (a bench); default: one per node."""
+    runtime_classes: Callable[[str], RuntimeClass | None] | None = None
+    """Where the node looks RuntimeClasses up (the daemon's object store)."""
     progress: ProgressFn | None = None
     clock: Callable[[], float] = anyio.current_time
 
@@ -340,6 +343,7 @@ async def open_node(
                     cluster_domain=config.cluster_domain or "cluster.local",
                 ),
                 clock=parts.clock,
+                runtime_classes=parts.runtime_classes,
             )
         yield Node.build(
             config,

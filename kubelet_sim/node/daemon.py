@@ -238,8 +238,8 @@ class Daemon:
                 await self.node.engine.remove(old.uid)
             if old != pod:
                 static = self.static.get(*key) is pod
-                if static and self.objects.admission.always_pull_images:
-                    pod = self.objects.admission.admit(pod, self.objects, old)
+                if static:
+                    pod = self.objects.admission.always_pull(pod, old)
                 if self._rejects(pod):
                     continue
                 handler = self._runtime_handler(pod)
@@ -376,6 +376,7 @@ class Daemon:
             credential_metrics=self.credential_metrics,
             secrets=self.objects,
             objects=self.objects,
+            runtime_classes=self.objects.get_runtime_class,
         )
         static = self.config.static_pod_path
         if static and not await anyio.Path(static).exists():

@@ -45,6 +45,7 @@ from kubelet_sim.errors import (
     ContainerRuntimeError,
     KubeletSimError,
 )
+from kubelet_sim.k8s.cluster import RuntimeClass
 from kubelet_sim.k8s.envvars import (
     EnvObjects,
     EnvValue,
@@ -206,6 +207,8 @@ class ContainerManager:
         default_handler: the handler a pod without RuntimeClass runs on.
         images: the node's store (image configs).
         objects: ConfigMaps, Secrets and Services for the environment (None: none exist).
+        runtime_classes: looks a RuntimeClass up by name (the kubelet's RuntimeClass manager);
+            None: pods' handlers are taken as resolved.
         hooks: the lifecycle hook runner.
         recorder: where container events go.
         node: the node's name, address, podCIDR, cluster domain and allocatable resources.
@@ -222,6 +225,7 @@ class ContainerManager:
         recorder: EventSink,
         node: NodeInfo,
         clock: Callable[[], float] = anyio.current_time,
+        runtime_classes: Callable[[str], RuntimeClass | None] | None = None,
     ) -> None:
         if default_handler not in handlers:
             raise ValueError(f"default runtime handler {default_handler!r} is not configured")
@@ -233,6 +237,7 @@ class ContainerManager:
         self.recorder = recorder
         self.node = node
         self.clock = clock
+        self.runtime_classes = runtime_classes
         self._network = ipaddress.ip_network(node.pod_cidr, strict=False)
         self._ips_used: set[str] = set()
         self._ip_cursor = 0
@@ -270,6 +275,11 @@ class ContainerManager:
         name = self._handler_name(pod)
         handler = self.handlers.get(name)
         try:
+            class_name = k8s_pod.runtime_class_name
+            lookup = self.runtime_classes
+            if class_name and lookup is not None and lookup(class_name) is None:
+                # LookupRuntimeHandler: the class went away after the pod was admitted
+                raise _SandboxError(f'RuntimeClass "{class_name}" not found')
             if handler is None:
                 raise _SandboxError(
                     f"failed to get sandbox runtime: no runtime for {name!r} is configured".replace(
