@@ -130,11 +130,11 @@ _METADATA_IGNORED = field_names(
 _POD_SPEC_MODELLED = field_names(
     "containers initContainers ephemeralContainers imagePullSecrets serviceAccountName "
     "serviceAccount runtimeClassName nodeName hostname subdomain setHostnameAsFQDN "
-    "enableServiceLinks restartPolicy terminationGracePeriodSeconds overhead"
+    "enableServiceLinks restartPolicy terminationGracePeriodSeconds overhead nodeSelector"
 )
 _POD_SPEC_IGNORED = frozenset({"schedulerName", "preemptionPolicy"})
 _POD_SPEC_OTHER = field_names(
-    "volumes activeDeadlineSeconds dnsPolicy nodeSelector automountServiceAccountToken "
+    "volumes activeDeadlineSeconds dnsPolicy automountServiceAccountToken "
     "hostNetwork hostPID hostIPC shareProcessNamespace securityContext affinity tolerations "
     "hostAliases priorityClassName priority dnsConfig readinessGates "
     "topologySpreadConstraints os hostUsers schedulingGates resourceClaims resources "
@@ -186,8 +186,8 @@ class Pod:
     node_selector: Mapping[str, str] = field(
         default_factory=lambda: MappingProxyType({}), hash=False
     )
-    """``spec.nodeSelector`` (RuntimeClass admission merges the class's into it). Kept, but still
-    reported as not modelled: the node does not check it against its labels."""
+    """``spec.nodeSelector`` (RuntimeClass admission merges the class's into it); the daemon
+    checks it against the node's labels (``NodeAffinity``)."""
 
     kind = Kind.POD
 

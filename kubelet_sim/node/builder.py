@@ -54,6 +54,7 @@ from kubelet_sim.engine.pullers import ImagePuller, ParallelPuller, PullRunner, 
 from kubelet_sim.engine.workers import EngineSettings, PullEngine
 from kubelet_sim.k8s.cluster import RuntimeClass
 from kubelet_sim.k8s.envvars import EnvObjects
+from kubelet_sim.k8s.objects import Pod
 from kubelet_sim.node.paths import NodePaths
 from kubelet_sim.registry.client import ClientSettings, RegistryClient
 from kubelet_sim.registry.transport import RequestObserver, Transport, TransportSettings
@@ -64,7 +65,7 @@ from kubelet_sim.runtime.port import RuntimeHandler
 from kubelet_sim.runtime.runc import RuncHandler
 from kubelet_sim.runtime.sim import SimHandler
 from kubelet_sim.store import NodeStore, Store
-from kubelet_sim.telemetry.events import EventRecorder
+from kubelet_sim.telemetry.events import EventReason, EventRecorder, EventType, ObjectRef
 from kubelet_sim.telemetry.metrics import PullMetrics
 
 __all__ = ["Node", "NodeMetrics", "NodeOptions", "NodeParts", "NodePaths", "open_node"]
@@ -320,7 +321,7 @@ async def open_node(
             if hooks is None:
                 http = lifecycle_http_client()
                 stack.push_async_callback(http.aclose)
-                hooks = HookRunner(http)
+                hooks = HookRunner(http, on_http_fallback=_fallback_event(parts.recorder))
             handlers = parts.handlers
             if handlers is None:
                 handlers = _handlers(options.runtimes, paths, store)
@@ -362,6 +363,20 @@ async def open_node(
             backoff=Backoff(*options.backoff),
             clock=parts.clock,
         )
+
+
+def _fallback_event(recorder: EventRecorder) -> Callable[[Pod, str], None]:
+    """``LifecycleHTTPFallback``: a Warning on the pod (``handlers.go`` ``Eventf(pod, ...)``)."""
+
+    def record(pod: Pod, message: str) -> None:
+        recorder.event(
+            ObjectRef(pod.namespace, pod.name, pod.uid),
+            EventType.WARNING,
+            EventReason.LIFECYCLE_HTTP_FALLBACK,
+            message,
+        )
+
+    return record
 
 
 def _handlers(

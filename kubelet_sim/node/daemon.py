@@ -124,7 +124,7 @@ class Daemon:
         self.registry = CollectorRegistry()
         self.metrics = PullMetrics(self.registry)
         self.credential_metrics = CredentialMetrics(self.registry)
-        self.recorder = EventRecorder()
+        self.recorder = EventRecorder(source_host=options.node_name)
         self.objects = ObjectStore(admission=Admission.from_plugins(options.admission_plugins))
         self.labels = options.labels(options.node_platform or host_platform())
         self.rejected: dict[str, tuple[str, str]] = {}
@@ -185,6 +185,7 @@ class Daemon:
             if pod is None:
                 return False
             self.objects.delete(Kind.POD, namespace, name)
+            self.rejected.pop(pod.uid, None)
             assert self.node is not None
             await self.node.engine.remove(pod.uid)
             return True
@@ -246,6 +247,7 @@ class Daemon:
                 await self.node.engine.submit(pod_spec(pod, static=static, runtime_handler=handler))
         for key, pod in before.items():
             if key not in after:
+                self.rejected.pop(pod.uid, None)
                 await self.node.engine.remove(pod.uid)
 
     def _runtime_handler(self, pod: Pod) -> str:

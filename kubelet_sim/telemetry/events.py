@@ -90,6 +90,7 @@ class EventReason(StrEnum):
     INVALID_ENVIRONMENT_VARIABLE_NAMES = "InvalidEnvironmentVariableNames"
     FAILED_VALIDATION = "FailedValidation"
     NODE_AFFINITY = "NodeAffinity"
+    LIFECYCLE_HTTP_FALLBACK = "LifecycleHTTPFallback"
 
 
 class ContainerSection(StrEnum):

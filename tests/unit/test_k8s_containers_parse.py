@@ -578,7 +578,6 @@ def test_pod_fields_are_parsed() -> None:
     )
     assert [c.name for c in pod.all_containers()] == ["app", "debugger"]
     assert pod.unsupported_fields == (
-        "spec.nodeSelector",
         "spec.ephemeralContainers[0].targetContainerName",
         "spec.ephemeralContainers[0].stdin",
         "spec.ephemeralContainers[0].tty",
@@ -721,7 +720,7 @@ def test_invalid_labels_name_the_label() -> None:
             {},
             {"volumes": [{"name": "v", "emptyDir": {}}], "nodeSelector": {"disk": "ssd"}},
             {},
-            ("spec.volumes", "spec.nodeSelector"),
+            ("spec.volumes",),
             (),
             id="pod-fields",
         ),

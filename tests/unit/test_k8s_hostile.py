@@ -115,7 +115,7 @@ class _Node:
     def pods(self) -> list[dict[str, Any]]:
         return []
 
-    def pod(self, namespace: str, name: str) -> dict[str, Any] | None:
+    def pod(self, namespace: str, name: str, *, reveal: bool = False) -> dict[str, Any] | None:
         return None
 
     async def images(self) -> list[dict[str, Any]]:
