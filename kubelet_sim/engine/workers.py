@@ -164,6 +164,10 @@ class PullEngine:
         if old is not None:
             state.after = old
             self._retire(old)
+            for request in spec.requests():
+                if request not in old.spec.requests():
+                    # getStableKey hashes the container: a changed one backs off afresh
+                    self.crash_backoff.reset((spec.ref.uid, request.container))
         self._pods[spec.ref.uid] = state
         return state
 
@@ -179,12 +183,15 @@ class PullEngine:
             return False
         self._retire(state)
         self.manager.forget_pod(uid)
+        for key in self.crash_backoff.held_keys():
+            if isinstance(key, tuple) and key[0] == uid:
+                self.crash_backoff.reset(key)
         return True
 
     def _retire(self, state: PodState) -> None:
         """Stop a pod state's worker; terminate its containers, then release its images."""
         state.scope.cancel()
-        if self.runtime is None or not state.started:
+        if self.runtime is None or (not state.started and state.after is None):
             self._release(state)
             state.terminated.set()
             return
@@ -203,6 +210,10 @@ class PullEngine:
         runtime = self.runtime
         assert runtime is not None
         try:
+            if state.after is not None:
+                # The state it replaced still holds the pod's sandbox (kept by UID) until it is
+                # stopped: removing ours first would take that sandbox, or a newer state's.
+                await state.after.terminated.wait()
             async with anyio.create_task_group() as tg:
                 for request in state.spec.requests():
                     current = state.containers[request.container]
@@ -284,7 +295,7 @@ class PullEngine:
                 return  # nothing runs and nothing will: the worker is done
             if settled:
                 await state.changed.wait()
-            elif state.watching == 0:
+            elif state.watching == 0 and not state.changed.is_set():
                 await anyio.sleep(self._resync_delay())
             else:
                 with anyio.move_on_after(self._resync_delay()):
@@ -358,7 +369,9 @@ class PullEngine:
                 current = replace(current, phase=ContainerPhase.TERMINATED, last_termination=done)
             else:
                 current = replace(current, phase=ContainerPhase.RUNNING)
-            state.containers[request.container] = replace(current, started_at=now)
+            state.containers[request.container] = replace(
+                current, reason="", message="", started_at=now
+            )
             return True
         return await self._start_container(state, request)
 
@@ -429,6 +442,7 @@ class PullEngine:
                     finished_at=now,
                 ),
             )
+            state.changed.set()  # the PLEG sees it die (ContainerDied): sync again at once
             return False
         state.containers[request.container] = replace(
             current, phase=ContainerPhase.WAITING, reason=outcome.reason, message=outcome.message
@@ -479,10 +493,10 @@ class PullEngine:
             structlog.contextvars.reset_contextvars(**tokens)
         attempts = current.attempts + (1 if result.pulled is not None or _attempted(result) else 0)
         if result.ok:
+            # The waiting reason stays until the start's outcome replaces it: upstream's status
+            # shows the last sync's error (reasonCache) while the next start is under way.
             state.containers[request.container] = replace(
                 current,
-                reason="",
-                message="",
                 image_id=result.image_ref,
                 repo_digest=result.repo_digest,
                 attempts=attempts,

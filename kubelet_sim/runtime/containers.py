@@ -58,6 +58,7 @@ from kubelet_sim.k8s.hostname import pod_hostname
 from kubelet_sim.k8s.objects import Container, Pod
 from kubelet_sim.runtime.hooks import (
     KILLING_MESSAGE_FAILED_POST_START,
+    MINIMUM_GRACE_PERIOD,
     POST_START_HOOK_ERROR,
     HookKind,
     HookRunner,
@@ -516,6 +517,8 @@ class ContainerManager:
         if record is None or container_id not in record.containers:
             return
         container = _find(record.pod, request.container)
+        # KillPod: a grace period below minimumGracePeriodInSeconds becomes that minimum.
+        grace = max(grace, MINIMUM_GRACE_PERIOD)
         await self._kill(record, request, container, container_id, grace, message)
 
     async def _kill(
@@ -553,6 +556,8 @@ class ContainerManager:
             if not outcome.completed:
                 log.info("container.pre_stop_not_completed", container=container.name)
             grace_seconds = stop_timeout_after_pre_stop(grace_seconds, outcome.seconds)
+        # "always give containers a minimal shutdown window to avoid unnecessary SIGKILLs"
+        grace_seconds = max(grace_seconds, MINIMUM_GRACE_PERIOD)
         code: int | None = None
         with anyio.CancelScope(shield=True):
             try:

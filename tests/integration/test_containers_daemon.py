@@ -542,8 +542,8 @@ async def test_runc_post_start_exit_7_kills_and_restarts_the_container(
         killed = detail["containers"][0]["containerID"]
         await wait_until(lambda: killed not in runc_ids(handler), "the killed container's removal")
 
-        # Restarted (today after the pod worker's resync: 10 s, jittered up to 15 s; at once, as
-        # upstream's PLEG would, once the killed container counts as exited): restartCount grows.
+        # Restarted at once (the killed container counts as exited, as upstream's PLEG sees it),
+        # then on the crash-loop backoff: restartCount grows.
         def restarted(doc: Doc) -> bool:
             return int(doc["containers"][0]["restartCount"]) > first
 
