@@ -48,6 +48,7 @@ __all__ = [
     "ClientPool",
     "dial_failure",
     "error_from_response",
+    "exception_chain",
     "make_http_client",
     "parse_retry_after",
     "read_capped",
@@ -252,7 +253,7 @@ _DIAL_ERRNOS = {
 }
 
 
-def _causes(exc: BaseException) -> Iterator[BaseException]:
+def exception_chain(exc: BaseException) -> Iterator[BaseException]:
     """``exc`` and everything behind it: causes, contexts and (trio) exception group members."""
     stack, seen = [exc], set()
     while stack:
@@ -282,7 +283,7 @@ def dial_failure(
     name = parts.hostname or ""
     port = url_port(parts)
     address = f"[{name}]:{port}" if ":" in name else f"{name}:{port}"
-    for cause in _causes(exc):
+    for cause in exception_chain(exc):
         if isinstance(cause, socket.gaierror):
             return RegistryTransportError(f"{where}: dial tcp: lookup {name}: no such host")
         if isinstance(cause, OSError) and cause.errno in _DIAL_ERRNOS:

@@ -36,7 +36,9 @@ containers surviving this process (the handler's records are in memory; :meth:`R
 removes what it made).
 
 Errors name the container and carry runc's own words; the container's environment is never in
-an error, a log line or ``sandbox.json`` (it may hold Secret values).
+an error, a log line or ``sandbox.json`` (it may hold Secret values). The runtime spec is
+built by :mod:`~kubelet_sim.runtime.runcspec`; ``runc exec``, runc's error log and exit codes are
+:mod:`~kubelet_sim.runtime.runcproc`'s.
 """
 
 from __future__ import annotations
@@ -48,7 +50,6 @@ import os
 import re
 import secrets
 import shutil
-import signal
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -75,12 +76,36 @@ from kubelet_sim.runtime.rootfs import (
     ImageContent,
     RootfsMode,
     Snapshotter,
-    open_in_root,
+)
+from kubelet_sim.runtime.runcproc import (
+    EXEC_OUTPUT_LIMIT,
+    EXEC_PID_WAIT,
+    STDERR_LIMIT,
+    exit_status,
+    run_exec,
+    runc_errors,
+    stderr_text,
+)
+from kubelet_sim.runtime.runcspec import (
+    CAPABILITIES,
+    MASKED_PATHS,
+    MOUNTS,
+    NAMESPACES,
+    READONLY_PATHS,
+    check_env,
+    resolve_user,
+    runtime_spec,
 )
 
 __all__ = [
     "CAPABILITIES",
     "EXEC_OUTPUT_LIMIT",
+    "EXEC_PID_WAIT",
+    "MASKED_PATHS",
+    "MOUNTS",
+    "NAMESPACES",
+    "READONLY_PATHS",
+    "STDERR_LIMIT",
     "ContainerState",
     "RuncHandler",
     "RuncStatistics",
@@ -90,84 +115,8 @@ __all__ = [
 
 log = structlog.get_logger(__name__)
 
-EXEC_OUTPUT_LIMIT = 16 * 1024
-"""Bytes of combined exec output kept; the rest is read and dropped."""
 START_TIMEOUT = 60.0
 KILL_WAIT = 30.0  # after SIGKILL, how long a process may take to be reaped
-EXEC_PID_WAIT = 2.0  # for runc exec's pid file, then for runc exec to exit, after a timeout
-STDERR_LIMIT = 2000  # characters of runc's stderr put in an error
-
-# containerd's default capabilities (oci.defaultUnixCaps), Docker's too.
-CAPABILITIES = (
-    "CAP_CHOWN",
-    "CAP_DAC_OVERRIDE",
-    "CAP_FSETID",
-    "CAP_FOWNER",
-    "CAP_MKNOD",
-    "CAP_NET_RAW",
-    "CAP_SETGID",
-    "CAP_SETUID",
-    "CAP_SETFCAP",
-    "CAP_SETPCAP",
-    "CAP_NET_BIND_SERVICE",
-    "CAP_SYS_CHROOT",
-    "CAP_KILL",
-    "CAP_AUDIT_WRITE",
-)
-# `runc spec`'s masked and read-only paths (containerd's defaults are the same).
-MASKED_PATHS = (
-    "/proc/acpi",
-    "/proc/asound",
-    "/proc/kcore",
-    "/proc/keys",
-    "/proc/latency_stats",
-    "/proc/timer_list",
-    "/proc/timer_stats",
-    "/proc/sched_debug",
-    "/sys/firmware",
-    "/proc/scsi",
-)
-READONLY_PATHS = ("/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger")
-MOUNTS: tuple[dict[str, Any], ...] = (
-    {"destination": "/proc", "type": "proc", "source": "proc"},
-    {
-        "destination": "/dev",
-        "type": "tmpfs",
-        "source": "tmpfs",
-        "options": ["nosuid", "strictatime", "mode=755", "size=65536k"],
-    },
-    {
-        "destination": "/dev/pts",
-        "type": "devpts",
-        "source": "devpts",
-        "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"],
-    },
-    {
-        "destination": "/dev/shm",  # noqa: S108 - a mount point in the container
-        "type": "tmpfs",
-        "source": "shm",
-        "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"],
-    },
-    {
-        "destination": "/dev/mqueue",
-        "type": "mqueue",
-        "source": "mqueue",
-        "options": ["nosuid", "noexec", "nodev"],
-    },
-    {
-        "destination": "/sys",
-        "type": "sysfs",
-        "source": "sysfs",
-        "options": ["nosuid", "noexec", "nodev", "ro"],
-    },
-    {
-        "destination": "/sys/fs/cgroup",
-        "type": "cgroup",
-        "source": "cgroup",
-        "options": ["nosuid", "noexec", "nodev", "relatime", "ro"],
-    },
-)
-NAMESPACES = ("pid", "ipc", "uts", "mount")  # no "network": the host's (module docstring)
 
 
 class ContainerState(StrEnum):
@@ -217,36 +166,6 @@ def new_container_id(config: ContainerConfig) -> str:
     """``ks-<pod>-<container>-<attempt>-<random>``: unique, and valid for runc (``[\\w+-.]+``)."""
     pod, name = _slug(config.pod.name, 24), _slug(config.name, 24)
     return f"ks-{pod}-{name}-{config.attempt}-{secrets.token_hex(4)}"
-
-
-def runtime_spec(
-    config: ContainerConfig, image: ImageConfig, rootfs: Path, user: tuple[int, int]
-) -> dict[str, Any]:
-    """The OCI runtime spec (``config.json``) of a container, shaped as ``runc spec``'s."""
-    return {
-        "ociVersion": "1.0.2-dev",
-        "process": {
-            "terminal": False,
-            "user": {"uid": user[0], "gid": user[1]},
-            "args": list(config.argv),
-            "env": [f"{key}={value}" for key, value in config.env],
-            "cwd": config.working_dir or image.working_dir or "/",
-            "capabilities": {
-                kind: list(CAPABILITIES) for kind in ("bounding", "effective", "permitted")
-            },
-            # allowPrivilegeEscalation defaults to true, which is no_new_privs off.
-            "noNewPrivileges": False,
-        },
-        "root": {"path": str(rootfs), "readonly": False},
-        "hostname": config.hostname,
-        "mounts": [dict(mount) for mount in MOUNTS],
-        "linux": {
-            "resources": {"devices": [{"allow": False, "access": "rwm"}]},
-            "namespaces": [{"type": kind} for kind in NAMESPACES],
-            "maskedPaths": list(MASKED_PATHS),
-            "readonlyPaths": list(READONLY_PATHS),
-        },
-    }
 
 
 class RuncHandler:
@@ -365,7 +284,7 @@ class RuncHandler:
             raise ContainerRuntimeError(container_id, f"sandbox {sandbox_id} is not ready")
         if not config.argv:
             raise ContainerRuntimeError(container_id, "no command specified")
-        _check_env(container_id, config.env)
+        check_env(container_id, config.env)
         cwd = config.working_dir or image.working_dir or "/"
         if not cwd.startswith("/"):
             raise ContainerRuntimeError(container_id, f"working dir {cwd!r} is not absolute")
@@ -375,7 +294,7 @@ class RuncHandler:
                 rootfs = await self.snapshotter.prepare(config.image_id, bundle / "rootfs")
             except RootfsError as exc:
                 raise RootfsError(container_id, f"image {config.image_id}: {exc.message}") from exc
-            user = await anyio.to_thread.run_sync(_resolve_user, rootfs.path, image.user)
+            user = await anyio.to_thread.run_sync(resolve_user, rootfs.path, image.user)
             if isinstance(user, str):
                 raise ContainerRuntimeError(container_id, user)
             spec = runtime_spec(config, image, rootfs.path, user)
@@ -456,11 +375,9 @@ class RuncHandler:
         delay = 0.001
         while not await anyio.to_thread.run_sync(pid_file.exists):
             if process.returncode is not None:
-                status = _status(await process.wait())
+                status = exit_status(await process.wait())
                 container.state, container.exit_code = ContainerState.EXITED, 128
-                problem = await anyio.to_thread.run_sync(
-                    _runc_errors, container.bundle / "runc.log"
-                )
+                problem = await anyio.to_thread.run_sync(runc_errors, container.bundle / "runc.log")
                 raise ContainerRuntimeError(
                     container.id,
                     f"runc run failed (exit {status}): {problem or 'no error logged'}",
@@ -487,7 +404,7 @@ class RuncHandler:
 
     def _exited(self, container: _Container, returncode: int) -> int:
         if container.exit_code is None:
-            container.exit_code = _status(returncode)
+            container.exit_code = exit_status(returncode)
             log.info(
                 "runc.container_exited",
                 pod=str(container.config.pod),
@@ -528,7 +445,7 @@ class RuncHandler:
             self._exited(container, await process.wait())
             return
         raise ContainerRuntimeError(
-            container.id, f"runc kill {name} failed: {_stderr(result.stderr)}"
+            container.id, f"runc kill {name} failed: {stderr_text(result.stderr)}"
         )
 
     async def exec_sync(
@@ -573,44 +490,7 @@ class RuncHandler:
             container_id,
             *argv,
         )
-        output = bytearray()
-        try:
-            with anyio.CancelScope(shield=True):
-                execution = await anyio.open_process(
-                    command,
-                    stdin=subprocess.DEVNULL,
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
-        except OSError as exc:
-            raise ContainerRuntimeError(container_id, f"cannot run {self._runc}: {exc}") from exc
-
-        async def drain() -> None:
-            assert execution.stdout is not None
-            async for chunk in execution.stdout:
-                output.extend(chunk[: max(0, EXEC_OUTPUT_LIMIT - len(output))])
-
-        problem = ""
-        try:
-            with anyio.move_on_after(timeout) as deadline:
-                async with anyio.create_task_group() as tg:
-                    tg.start_soon(drain)
-                    await execution.wait()
-        finally:
-            with anyio.CancelScope(shield=True):
-                if execution.returncode is None:  # the timeout, or our caller was cancelled
-                    await _kill_exec(execution, pid_file)
-                await execution.aclose()
-                problem = await anyio.to_thread.run_sync(_runc_errors, runc_log)
-                await anyio.to_thread.run_sync(_remove_files, pid_file, runc_log)
-        returncode = execution.returncode
-        assert returncode is not None
-        if problem and not deadline.cancelled_caught:
-            raise ContainerRuntimeError(container_id, f"exec {argv[0]!r} failed: {problem}")
-        if deadline.cancelled_caught:
-            log.info("runc.exec_timeout", id=container_id, timeout=timeout)
-        return ExecResult(_status(returncode), bytes(output))
+        return await run_exec(container_id, command, argv, pid_file, runc_log, timeout)
 
     async def remove_container(self, container_id: str) -> None:
         """Kill it if running, delete runc's state, its rootfs and bundle; idempotent.
@@ -685,99 +565,8 @@ class RuncHandler:
         state = self.state_root / "runc" / container.id
         if result.returncode != 0 and await anyio.to_thread.run_sync(state.exists):
             raise ContainerRuntimeError(
-                container.id, f"runc delete failed: {_stderr(result.stderr)}"
+                container.id, f"runc delete failed: {stderr_text(result.stderr)}"
             )
-
-
-async def _kill_exec(execution: anyio.abc.Process, pid_file: Path) -> None:
-    """SIGKILL an exec'd process (runc exec then exits 137), then runc exec if it lingers.
-
-    runc exec writes the pid file as soon as the process runs; killing runc exec before that
-    could leave the process running in the container, so its pid is waited for (briefly).
-    """
-    with anyio.move_on_after(EXEC_PID_WAIT):
-        while execution.returncode is None:
-            pid = await anyio.to_thread.run_sync(_read_pid, pid_file)
-            if pid is not None:
-                # runc exec is its parent and has not reaped it (it runs): the pid is still its.
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-                break
-            await anyio.sleep(0.01)
-    with anyio.move_on_after(EXEC_PID_WAIT):
-        await execution.wait()
-        return
-    execution.kill()
-    await execution.wait()
-
-
-def _status(returncode: int) -> int:
-    """A process's exit code as a shell reports it: 128+N for signal N."""
-    return returncode if returncode >= 0 else 128 - returncode
-
-
-def _stderr(data: bytes) -> str:
-    return data.decode(errors="replace").strip()[:STDERR_LIMIT] or "no message"
-
-
-def _check_env(container_id: str, env: tuple[tuple[str, str], ...]) -> None:
-    for key, value in env:
-        if not key or "=" in key or "\x00" in key or "\x00" in value:
-            # Name the variable, never the value (it may be a Secret's).
-            raise ContainerRuntimeError(container_id, f"invalid environment variable {key!r}")
-
-
-def _runc_errors(path: Path) -> str:
-    """The error messages runc logged (``--log-format json``), one line; blocking."""
-    try:
-        lines = path.read_text(errors="replace").splitlines()
-    except FileNotFoundError:
-        return ""
-    messages: list[str] = []
-    for line in lines:
-        try:
-            entry = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(entry, dict) and entry.get("level") in ("error", "fatal"):
-            messages.append(str(entry.get("msg", "")))
-    return "; ".join(messages)[:STDERR_LIMIT]
-
-
-def _resolve_user(rootfs: Path, user: str) -> tuple[int, int] | str:
-    """``uid:gid`` of an image's ``User`` (``name``, ``uid``, with ``:group``), as containerd
-    resolves it in the container's ``/etc/passwd`` and ``/etc/group``; or what went wrong."""
-    if not user:
-        return (0, 0)
-    name, _, group = user.partition(":")
-    passwd = _entries(rootfs, "/etc/passwd")
-    if name.isdigit():
-        uid = int(name)
-        matches = [e for e in passwd if e[2:3] == [name]]
-        gid = int(matches[0][3]) if matches and matches[0][3].isdigit() else 0
-    else:
-        matches = [e for e in passwd if e[0] == name and e[2].isdigit() and e[3].isdigit()]
-        if not matches:
-            return f"unable to find user {name}: no matching entries in passwd file"
-        uid, gid = int(matches[0][2]), int(matches[0][3])
-    if group.isdigit():
-        gid = int(group)
-    elif group:
-        groups = [e for e in _entries(rootfs, "/etc/group") if e[0] == group and e[2].isdigit()]
-        if not groups:
-            return f"unable to find group {group}: no matching entries in group file"
-        gid = int(groups[0][2])
-    return (uid, gid)
-
-
-def _entries(rootfs: Path, path: str) -> list[list[str]]:
-    """The colon-separated lines of a passwd-like file of the rootfs (never outside it)."""
-    opened = open_in_root(rootfs, path)
-    if opened is None:
-        return []
-    with opened:
-        text = opened.read(1 << 20).decode(errors="replace")
-    return [fields for line in text.splitlines() if len(fields := line.split(":")) >= 4]
 
 
 def _write_json(path: Path, doc: dict[str, Any]) -> None:
@@ -789,19 +578,6 @@ def _write_json(path: Path, doc: dict[str, Any]) -> None:
 
 def _open_append(path: Path) -> io.BufferedWriter:
     return path.open("ab")
-
-
-def _read_pid(path: Path) -> int | None:
-    try:
-        text = path.read_text().strip()
-    except FileNotFoundError:
-        return None
-    return int(text) if text.isdigit() else None
-
-
-def _remove_files(*paths: Path) -> None:
-    for path in paths:
-        path.unlink(missing_ok=True)
 
 
 def _remove_tree(path: Path) -> None:
