@@ -447,6 +447,7 @@ async def for_each_layer(
             await fn(layer)
 
     seen: set[Digest] = set()
+    failure: BaseException | None = None
     try:
         async with anyio.create_task_group() as tg:
             for layer in layers:
@@ -454,7 +455,11 @@ async def for_each_layer(
                     seen.add(layer.digest)
                     tg.start_soon(one, layer)
     except* Exception as group:
-        raise first_error(group) from None
+        # Raised after the handler, not in it: Python before 3.11.4 (Debian 12's 3.11.2) wraps
+        # an exception raised inside ``except*`` in a new group.
+        failure = first_error(group)
+    if failure is not None:
+        raise failure from None
 
 
 def _config_platform(config: bytes, digest: Digest) -> Platform:

@@ -203,13 +203,16 @@ async def seed_workload(
             on_image(built, report)
 
     images = iter(ImageBuilder(workload))
+    failure: BaseException | None = None
     try:
         await _push_all(images, slots, push)
     except* KubeletSimError as group:
-        raise first_error(group) from None
+        failure = first_error(group)  # raised below: see registry.client.for_each_layer
     finally:
         if own_client:
             await registry.aclose()
+    if failure is not None:
+        raise failure from None
     report.seconds = time.monotonic() - started
     return report
 

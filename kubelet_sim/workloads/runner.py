@@ -366,13 +366,16 @@ async def run_workload(
     Raises:
         KubeletSimError: a store cannot be opened, or a pre-pull failed.
     """
+    failure: BaseException | None = None
     try:
         return await _run(
             workload, registry, store_root, on_tick, tick, seed, shard, start_at, store, model,
             clock,
         )  # fmt: skip
     except* KubeletSimError as group:
-        raise first_error(group) from None
+        failure = first_error(group)  # raised below: see registry.client.for_each_layer
+    assert failure is not None
+    raise failure from None
 
 
 async def _run(
