@@ -43,6 +43,7 @@ from kubelet_sim.core.pods import (
     PodSpec,
     PullRequest,
     RestartPolicy,
+    StartOutcome,
     Termination,
 )
 from kubelet_sim.engine.manager import EnsureResult, ImageManager
@@ -410,7 +411,15 @@ class PullEngine:
         current = state.containers[request.container]
         exited = current.last_termination is not None
         attempt = current.restart_count + (1 if exited else 0)
-        outcome = await runtime.start_container(state.spec, request, current.image_id, attempt)
+        try:
+            outcome = await runtime.start_container(state.spec, request, current.image_id, attempt)
+        except Exception as exc:
+            # One pod's surprise must not stop the node (cancellation is no Exception and passes).
+            # The message names the error's type only: its text could quote the container's env.
+            log.exception("container.start_crashed", container=request.container)
+            outcome = StartOutcome(
+                reason="RunContainerError", message=f"start failed: {type(exc).__name__}"
+            )
         now = self.clock()
         current = state.containers[request.container]
         if outcome.ok:

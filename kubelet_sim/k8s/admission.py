@@ -13,8 +13,8 @@ The admission plugins a pod passes when it is applied, in kube-apiserver's order
   (a conflicting key is refused).
 - AlwaysPullImages (``plugin/pkg/admission/alwayspullimages/admission.go``), optional
   (``--enable-admission-plugins AlwaysPullImages``): every init, app and ephemeral container gets
-  ``imagePullPolicy: Always``, then ``Validate`` refuses any other policy. An update that brings no
-  new image is left alone (``isUpdateWithNoNewImages``), as upstream.
+  ``imagePullPolicy: Always``, then ``Validate`` refuses any other policy; on every update too
+  (upstream skips updates without a new image, whose policy cannot change there; here it could).
 
 :func:`pod_spec` turns an admitted pod into the :class:`~kubelet_sim.core.pods.PodSpec` the
 engine runs: one :class:`~kubelet_sim.core.pods.PullRequest` per container, init first, with the
@@ -137,12 +137,15 @@ class Admission:
                 pod = replace(pod, image_pull_secrets=old.image_pull_secrets)
             # RuntimeClass admits creates only; an update keeps what the create set.
             pod = replace(pod, overhead=old.overhead, node_selector=old.node_selector)
-        return self.always_pull(pod, old)
+        return self.always_pull(pod)
 
-    def always_pull(self, pod: Pod, old: Pod | None = None) -> Pod:
+    def always_pull(self, pod: Pod) -> Pod:
         """AlwaysPullImages alone (``Admit`` then ``Validate``), when it is enabled; the node
         applies it to static pods, which pass no other admission."""
-        if not self.always_pull_images or _update_with_no_new_images(pod, old):
+        # Upstream skips updates that bring no new image (isUpdateWithNoNewImages) because a pod's
+        # policy cannot change on update there; here a changed spec replaces the pod, so every
+        # version is admitted, or an update could bring a Never back.
+        if not self.always_pull_images:
             return pod
         pod = replace(
             pod,
@@ -197,14 +200,6 @@ def _with_paths(pod: Pod) -> Iterable[tuple[str, Container]]:
     ):
         for index, container in enumerate(containers):
             yield f"spec.{section}[{index}]", container
-
-
-def _update_with_no_new_images(pod: Pod, old: Pod | None) -> bool:
-    """``isUpdateWithNoNewImages``: every image of the update was already in the old pod."""
-    if old is None:
-        return False
-    before = {c.image for c in old.all_containers()}
-    return all(c.image in before for c in pod.all_containers())
 
 
 def _always(container: Container) -> Container:

@@ -147,11 +147,16 @@ def _expand(text: str, lookup: Callable[[str], str | None]) -> str:
     """``expansion.Expand``: ``$(NAME)`` replaced when ``lookup`` knows it; ``$$`` is ``$``."""
     out: list[str] = []
     checkpoint = cursor = 0
+    unclosed = len(text)  # no ")" at or after this index: later "$(" need no search
     while cursor < len(text):
         if text[cursor] == "$" and cursor + 1 < len(text):
             out.append(text[checkpoint:cursor])
             following = text[cursor + 1]
-            close = text.find(")", cursor + 2) if following == "(" else -1
+            close = -1
+            if following == "(" and cursor + 2 < unclosed:
+                close = text.find(")", cursor + 2)
+                if close < 0:
+                    unclosed = cursor + 2
             if following == "$":
                 out.append("$")
             elif close >= 0:

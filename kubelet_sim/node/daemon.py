@@ -240,7 +240,7 @@ class Daemon:
             if old != pod:
                 static = self.static.get(*key) is pod
                 if static:
-                    pod = self.objects.admission.always_pull(pod, old)
+                    pod = self.objects.admission.always_pull(pod)
                 if self._rejects(pod):
                     continue
                 handler = self._runtime_handler(pod)

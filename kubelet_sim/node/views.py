@@ -77,7 +77,11 @@ def _container(
     out["backoffRemainingSeconds"] = round(max(0.0, remaining), 3)
     if started is not None:
         out["containerID"] = started.container_id
-        out["command"] = list(started.argv)
+        hidden = [v for n, v in started.env if n in started.secret_names and v]
+        # An argument may embed a Secret through $(VAR): masked whole, as the env value is.
+        out["command"] = [
+            a if reveal or not any(h in a for h in hidden) else SECRET_SHOWN for a in started.argv
+        ]
         out["hostname"] = started.hostname
         out["env"] = _env(started, reveal)
     return out

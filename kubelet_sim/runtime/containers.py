@@ -323,7 +323,7 @@ class ContainerManager:
         network = self._network
         first = int(network.network_address) + 2
         last = int(network.broadcast_address) - (1 if network.version == 4 else 0)
-        size = last - first
+        size = last - first + 1
         for step in range(max(size, 0)):
             candidate = first + (self._ip_cursor + step) % size
             text = str(ipaddress.ip_address(candidate))

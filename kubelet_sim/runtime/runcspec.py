@@ -136,6 +136,11 @@ def check_env(container_id: str, env: tuple[tuple[str, str], ...]) -> None:
             raise ContainerRuntimeError(container_id, f"invalid environment variable {key!r}")
 
 
+def _id(text: str) -> int | None:
+    """A numeric uid/gid (ASCII digits, at most 10 of them: ids are 32-bit), else None."""
+    return int(text) if text.isascii() and text.isdigit() and len(text) <= 10 else None
+
+
 def resolve_user(rootfs: Path, user: str) -> tuple[int, int] | str:
     """``uid:gid`` of an image's ``User`` (``name``, ``uid``, with ``:group``), as containerd
     resolves it in the container's ``/etc/passwd`` and ``/etc/group``; or what went wrong."""
@@ -143,22 +148,27 @@ def resolve_user(rootfs: Path, user: str) -> tuple[int, int] | str:
         return (0, 0)
     name, _, group = user.partition(":")
     passwd = _entries(rootfs, "/etc/passwd")
-    if name.isdigit():
-        uid = int(name)
+    if _id(name) is not None:
+        uid = _id(name) or 0
         matches = [e for e in passwd if e[2:3] == [name]]
-        gid = int(matches[0][3]) if matches and matches[0][3].isdigit() else 0
+        gid = (_id(matches[0][3]) or 0) if matches else 0
     else:
-        matches = [e for e in passwd if e[0] == name and e[2].isdigit() and e[3].isdigit()]
+        matches = [
+            e for e in passwd if e[0] == name and _id(e[2]) is not None and _id(e[3]) is not None
+        ]
         if not matches:
             return f"unable to find user {name}: no matching entries in passwd file"
-        uid, gid = int(matches[0][2]), int(matches[0][3])
-    if group.isdigit():
-        gid = int(group)
+        uid, gid = _id(matches[0][2]) or 0, _id(matches[0][3]) or 0
+    group_id = _id(group)
+    if group_id is not None:
+        gid = group_id
     elif group:
-        groups = [e for e in _entries(rootfs, "/etc/group") if e[0] == group and e[2].isdigit()]
+        groups = [
+            e for e in _entries(rootfs, "/etc/group") if e[0] == group and _id(e[2]) is not None
+        ]
         if not groups:
             return f"unable to find group {group}: no matching entries in group file"
-        gid = int(groups[0][2])
+        gid = _id(groups[0][2]) or 0
     return (uid, gid)
 
 

@@ -144,7 +144,7 @@ def interpret(argv: tuple[str, ...]) -> Outcome | None:
             if len(words) == 1:
                 return Outcome(0)
             if len(words) == 2 and _EXIT_CODE.fullmatch(words[1]):
-                return Outcome(int(words[1]) % 256)
+                return Outcome(int(words[1][-8:]) % 256)  # 10**8 is a multiple of 256
             return None
         if words and words[0] in ("true", "false", "sleep"):
             return interpret(words)
@@ -217,7 +217,8 @@ def _fields_annotation(
             raise _bad_annotation(config.name, key, value, f"{name} is given twice")
         seen[name] = text
     code_text = seen.get(code_field, "0")
-    if not _EXIT_CODE.fullmatch(code_text) or int(code_text) > 255:
+    digits = code_text.lstrip("0") or "0"
+    if not _EXIT_CODE.fullmatch(code_text) or len(digits) > 3 or int(digits) > 255:
         raise _bad_annotation(config.name, key, value, f"{code_field} must be an integer 0-255")
     seconds_text = seen.get(seconds_field, "0")
     if not _DECIMAL.fullmatch(seconds_text):
