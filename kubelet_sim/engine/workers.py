@@ -98,6 +98,8 @@ class PodState:
     """Set once the pod's containers are stopped after removal or replacement."""
     after: PodState | None = None
     """The state this one replaces; its termination finishes before this one starts."""
+    exited: anyio.Event = field(default_factory=anyio.Event)
+    """Set once the worker (and its exit watchers, and their shielded cleanups) has returned."""
 
     @property
     def is_ready(self) -> bool:
@@ -211,6 +213,10 @@ class PullEngine:
         runtime = self.runtime
         assert runtime is not None
         try:
+            if state.started:
+                # The cancelled worker's own shielded cleanups (a container it was starting, an
+                # exited one it was removing) finish first: two removals of one container race.
+                await state.exited.wait()
             if state.after is not None:
                 # The state it replaced still holds the pod's sandbox (kept by UID) until it is
                 # stopped: removing ours first would take that sandbox, or a newer state's.
@@ -268,17 +274,20 @@ class PullEngine:
     # -- pod workers ---------------------------------------------------------------------
 
     async def _worker(self, state: PodState) -> None:
-        with state.scope:
-            structlog.contextvars.bind_contextvars(pod=str(state.spec.ref))
-            if state.after is not None:
-                await state.after.terminated.wait()
-                state.after = None
-            async with anyio.create_task_group() as watchers:
-                state.watchers = watchers
-                try:
-                    await self._loop(state)
-                finally:
-                    state.watchers = None
+        try:
+            with state.scope:
+                structlog.contextvars.bind_contextvars(pod=str(state.spec.ref))
+                if state.after is not None:
+                    await state.after.terminated.wait()
+                    state.after = None
+                async with anyio.create_task_group() as watchers:
+                    state.watchers = watchers
+                    try:
+                        await self._loop(state)
+                    finally:
+                        state.watchers = None
+        finally:
+            state.exited.set()
 
     async def _loop(self, state: PodState) -> None:
         while True:

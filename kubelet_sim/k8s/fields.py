@@ -139,6 +139,9 @@ class FieldReader:
             return None
         if isinstance(value, bool) or not isinstance(value, int):
             raise self.fail(path, f"expected an integer, got {_type_name(value)}")
+        if not -(1 << 63) <= value < (1 << 63):
+            # The API's integers are Go int64 at most (and Python cannot print a 5000-digit int).
+            raise self.fail(path, "Invalid value: out of range for a 64-bit integer")
         return value
 
     def boolean(self, value: Any, path: str, default: bool) -> bool:

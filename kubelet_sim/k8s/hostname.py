@@ -21,6 +21,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
+from kubelet_sim.core.reference import go_quote
 from kubelet_sim.errors import ContainerConfigError
 from kubelet_sim.k8s.objects import Pod
 from kubelet_sim.k8s.podspec import ObjectFieldSelector
@@ -58,7 +59,6 @@ _FIELD_LABELS = frozenset(
         "status.podIPs",
     ]
 )
-_GO_ESCAPES = dict(zip('\a\b\f\n\r\t\v\\"', 'abfnrtv\\"', strict=True))
 _LABEL_MSG = (
     "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and "
     "must start and end with an alphanumeric character"
@@ -220,25 +220,9 @@ def _pod_ips(network: PodNetwork) -> list[str]:
     return out
 
 
-def _go_quote(text: str) -> str:
-    """Go's ``%q`` (``strconv.Quote``) for a string."""
-    out = ['"']
-    for char in text:
-        code = ord(char)
-        if char in _GO_ESCAPES:
-            out.append("\\" + _GO_ESCAPES[char])
-        elif char.isprintable():  # same classes as Go's unicode.IsPrint
-            out.append(char)
-        elif code < 0x80:
-            out.append(f"\\x{code:02x}")
-        else:
-            out.append(f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}")
-    return "".join([*out, '"'])
-
-
 def _format_map(items: Mapping[str, str]) -> str:
     """``fieldpath.FormatMap``: ``key="value"`` lines in key order."""
-    return "\n".join(f"{key}={_go_quote(items[key])}" for key in sorted(items))
+    return "\n".join(f"{key}={go_quote(items[key])}" for key in sorted(items))
 
 
 def _split_subscript(path: str) -> tuple[str, str] | None:

@@ -242,6 +242,8 @@ class Daemon:
                 if static:
                     pod = self.objects.admission.always_pull(pod)
                 if self._rejects(pod):
+                    if old is not None and old.uid == pod.uid:
+                        await self.node.engine.remove(pod.uid)  # an update made it unfit here
                     continue
                 handler = self._runtime_handler(pod)
                 await self.node.engine.submit(pod_spec(pod, static=static, runtime_handler=handler))

@@ -62,6 +62,7 @@ from kubelet_sim.runtime.hooks import (
     POST_START_HOOK_ERROR,
     HookKind,
     HookRunner,
+    PreStopOutcome,
     execute_pre_stop_hook,
     failed_hook_event,
     hook_timeout,
@@ -138,6 +139,7 @@ class _PodRecord:
     hostname: str
     pod_ip: str
     pod: Pod
+    ip_allocated: bool = False
     containers: dict[str, str] = field(default_factory=dict)
     """container id -> container name, for everything created and not yet removed."""
     started: dict[str, StartedContainer] = field(default_factory=dict)
@@ -294,16 +296,18 @@ class ContainerManager:
                 hostname, _domain = pod_hostname(k8s_pod, self.node.cluster_domain)
             except ContainerConfigError as exc:
                 raise _SandboxError(exc.message) from None
-            pod_ip = (
-                self._allocate_ip(pod) if handler.kind is HandlerKind.SIM else self.node.address
-            )
+            allocated = handler.kind is HandlerKind.SIM  # a runc pod has the node's address
+            pod_ip = self._allocate_ip(pod) if allocated else self.node.address
             try:
                 sandbox_id = await handler.run_sandbox(
                     SandboxConfig(pod.ref, hostname, pod_ip, k8s_pod.annotations)
                 )
-            except ContainerRuntimeError as exc:
-                self._ips_used.discard(pod_ip)
-                raise _SandboxError(exc.message) from None
+            except BaseException as exc:
+                if allocated:  # failed or cancelled: the address goes back
+                    self._ips_used.discard(pod_ip)
+                if isinstance(exc, ContainerRuntimeError):
+                    raise _SandboxError(exc.message) from None
+                raise
         except _SandboxError as exc:
             message = f"Failed to create pod sandbox: rpc error: code = Unknown desc = {exc}"
             self.recorder.event(
@@ -313,7 +317,9 @@ class ContainerManager:
                 message,
             )
             return StartOutcome(reason=CREATE_POD_SANDBOX_ERROR, message=message)
-        self._pods[pod.ref.uid] = _PodRecord(handler, sandbox_id, hostname, pod_ip, k8s_pod)
+        self._pods[pod.ref.uid] = _PodRecord(
+            handler, sandbox_id, hostname, pod_ip, k8s_pod, ip_allocated=allocated
+        )
         log.info("sandbox.created", handler=name, pod_ip=pod_ip)
         return StartOutcome(container_id=sandbox_id)
 
@@ -348,7 +354,8 @@ class ContainerManager:
                 await record.handler.stop_sandbox(record.sandbox_id)
             except ContainerRuntimeError as exc:
                 log.warning("sandbox.stop_failed", error=exc.message)
-        self._ips_used.discard(record.pod_ip)
+        if record.ip_allocated:
+            self._ips_used.discard(record.pod_ip)
 
     async def _remove(self, record: _PodRecord, container_id: str, *, stop: bool) -> None:
         try:
@@ -431,6 +438,7 @@ class ContainerManager:
             working_dir=container.working_dir or image.working_dir,
             annotations=record.pod.annotations,
             init=request.kind is ContainerKind.INIT,
+            image_handler=request.runtime_handler,
         )
         try:
             container_id = await handler.create_container(record.sandbox_id, config, image)
@@ -540,16 +548,21 @@ class ContainerManager:
         grace_seconds = max(0, math.ceil(grace))
         hook = container.lifecycle.pre_stop
         if hook is not None and grace_seconds > 0:
-            outcome = await execute_pre_stop_hook(
-                self.hooks,
-                hook,
-                runtime=record.handler,
-                container_id=container_id,
-                pod=record.pod,
-                container=container,
-                pod_ip=record.pod_ip,
-                grace_period=grace_seconds,
-            )
+            try:
+                outcome = await execute_pre_stop_hook(
+                    self.hooks,
+                    hook,
+                    runtime=record.handler,
+                    container_id=container_id,
+                    pod=record.pod,
+                    container=container,
+                    pod_ip=record.pod_ip,
+                    grace_period=grace_seconds,
+                )
+            except Exception:
+                # A hook that breaks (not one that fails) must never skip the stop below.
+                log.exception("container.pre_stop_crashed", container=container.name)
+                outcome = PreStopOutcome(seconds=0, completed=True, message="preStop crashed")
             if outcome.message is not None:
                 type_, reason, text = failed_hook_event(HookKind.PRE_STOP)
                 self._event(request, type_, reason, text)
@@ -559,14 +572,16 @@ class ContainerManager:
         # "always give containers a minimal shutdown window to avoid unnecessary SIGKILLs"
         grace_seconds = max(grace_seconds, MINIMUM_GRACE_PERIOD)
         code: int | None = None
-        with anyio.CancelScope(shield=True):
-            try:
-                await record.handler.stop_container(container_id, grace_seconds)
-                with anyio.move_on_after(1):
-                    code = await record.handler.wait_container(container_id)
-            except ContainerRuntimeError as exc:
-                log.warning("container.stop_failed", container=container.name, error=exc.message)
-            await self._remove(record, container_id, stop=False)
+        try:
+            # Cancellable: a node shutting down does not wait out a pod's grace period.
+            await record.handler.stop_container(container_id, grace_seconds)
+            with anyio.move_on_after(1):
+                code = await record.handler.wait_container(container_id)
+        except ContainerRuntimeError as exc:
+            log.warning("container.stop_failed", container=container.name, error=exc.message)
+        finally:
+            with anyio.CancelScope(shield=True):  # SIGKILL if still running, then remove
+                await self._remove(record, container_id, stop=True)
         return code
 
 

@@ -123,7 +123,10 @@ def resolve_container_port(port: int | str, container: Container) -> int | str:
 
 async def do_get(http: httpx.AsyncClient, url: str, headers: RequestHeaders) -> HTTPFailure | None:
     """``client.Do``: one GET with the lifecycle client's redirect policy; None on any answer."""
-    original_host = urlsplit(url).hostname
+    try:
+        original_host = urlsplit(url).hostname
+    except ValueError as exc:  # a host such as "[zz]": Go's url.Parse fails the request
+        return HTTPFailure(f"parse {go_quote(url)}: {exc}")
     for redirects in range(_MAX_REDIRECTS + 1):
         scheme = urlsplit(url).scheme
         if scheme not in ("http", "https"):
@@ -133,7 +136,10 @@ async def do_get(http: httpx.AsyncClient, url: str, headers: RequestHeaders) -> 
         invalid = headers.invalid()
         if invalid is not None:
             return HTTPFailure(f"Get {go_quote(url)}: {invalid}")
-        request = http.build_request("GET", url.partition("#")[0], timeout=None)
+        try:
+            request = http.build_request("GET", url.partition("#")[0], timeout=None)
+        except (httpx.InvalidURL, ValueError):
+            return HTTPFailure(f"parse {go_quote(url)}: invalid URL")
         request.headers = headers.wire(request.url.netloc.decode("ascii"))
         try:
             response = await http.send(request, stream=True, follow_redirects=False)
@@ -143,8 +149,14 @@ async def do_get(http: httpx.AsyncClient, url: str, headers: RequestHeaders) -> 
         await _discard_body(response)
         if response.status_code not in _REDIRECT_CODES or location is None:
             return None
-        target = urljoin(url, location)
-        if urlsplit(target).hostname != original_host:
+        try:
+            target = urljoin(url, location)
+            same_host = urlsplit(target).hostname == original_host
+        except ValueError:
+            return HTTPFailure(
+                f"Get {go_quote(url)}: failed to parse Location header {go_quote(location)}"
+            )
+        if not same_host:
             return None  # http.ErrUseLastResponse: the redirect response is the answer
         if redirects + 1 >= _MAX_REDIRECTS:
             return HTTPFailure(f"Get {go_quote(location)}: stopped after 10 redirects")

@@ -297,7 +297,10 @@ class HookRunner:
         if isinstance(port, str):
             return HTTPFailure(port)
         scheme = (action.scheme or "HTTP").lower()
-        url = format_url(scheme, host, port, action.path)
+        try:
+            url = format_url(scheme, host, port, action.path)
+        except ValueError as exc:
+            return HTTPFailure(f"parse {go_quote(action.path)}: {exc}")
         headers = RequestHeaders.from_action(action.headers)
         with anyio.move_on_after(limit) as scope:
             failure = await do_get(self._http, url, headers)

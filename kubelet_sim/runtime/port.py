@@ -77,6 +77,9 @@ class ContainerConfig:
     annotations: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     init: bool = False
     """An init container (it must run to completion before the next one starts)."""
+    image_handler: str = ""
+    """The runtime handler the image was pulled and kept for (``RuntimeClassInImageCriApi``:
+    ``""`` for a pod without RuntimeClass, whichever handler runs it)."""
 
 
 @dataclass(frozen=True, slots=True)

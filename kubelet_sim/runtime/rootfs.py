@@ -181,8 +181,9 @@ class Snapshotter:
             raise RootfsError(image_id, f"image id {image_id!r} is not a digest") from exc
         return self.snapshots / f"{digest.algorithm}-{digest.hex}"
 
-    async def snapshot(self, image_id: str) -> Path:
-        """The unpacked snapshot of the present image ``image_id``, unpacking it once if needed.
+    async def snapshot(self, image_id: str, runtime_handler: str | None = None) -> Path:
+        """The unpacked snapshot of the present image ``image_id``, unpacking it once if needed;
+        ``runtime_handler``: the handler the image was pulled for (default: this snapshotter's).
 
         Raises:
             RootfsError: the image is not present, or a layer cannot be unpacked safely (nothing
@@ -193,8 +194,10 @@ class Snapshotter:
             return final
         await self._sweep()
 
+        handler = self._handler if runtime_handler is None else runtime_handler
+
         async def unpack() -> Path:
-            return await self._unpack(image_id, final)
+            return await self._unpack(image_id, final, handler)
 
         return await self._flights.run(image_id, unpack)
 
@@ -207,8 +210,8 @@ class Snapshotter:
                 await anyio.to_thread.run_sync(_sweep_partials, self.snapshots, "")
                 self._swept = True
 
-    async def _unpack(self, image_id: str, final: Path) -> Path:
-        layers = await image_layers(self._content, image_id, self._handler)
+    async def _unpack(self, image_id: str, final: Path, handler: str) -> Path:
+        layers = await image_layers(self._content, image_id, handler)
         started = anyio.current_time()
         blobs: list[BinaryIO] = []
         try:
@@ -230,14 +233,16 @@ class Snapshotter:
         )
         return built
 
-    async def prepare(self, image_id: str, target: Path) -> ContainerRootfs:
+    async def prepare(
+        self, image_id: str, target: Path, runtime_handler: str | None = None
+    ) -> ContainerRootfs:
         """A writable root folder at ``target`` (which must not exist; its parents are made) over
         the image's snapshot.
 
         Raises:
             RootfsError: the snapshot cannot be made, or the folder cannot.
         """
-        lower = await self.snapshot(image_id)
+        lower = await self.snapshot(image_id, runtime_handler)
         target = Path(target)
         if self.mode is RootfsMode.OVERLAY:
             try:

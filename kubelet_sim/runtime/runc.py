@@ -264,6 +264,7 @@ class RuncHandler:
         sandbox.stopped = True
         with anyio.CancelScope(shield=True):
             await anyio.to_thread.run_sync(_remove_tree, sandbox.folder)
+        self._sandboxes.pop(sandbox_id, None)  # later calls on this id find no sandbox
         log.info("runc.sandbox_stopped", pod=str(sandbox.config.pod), sandbox=sandbox_id)
 
     # -- containers --------------------------------------------------------------------------
@@ -291,7 +292,9 @@ class RuncHandler:
         bundle = self.state_root / "containers" / container_id
         try:
             try:
-                rootfs = await self.snapshotter.prepare(config.image_id, bundle / "rootfs")
+                rootfs = await self.snapshotter.prepare(
+                    config.image_id, bundle / "rootfs", config.image_handler
+                )
             except RootfsError as exc:
                 raise RootfsError(container_id, f"image {config.image_id}: {exc.message}") from exc
             user = await anyio.to_thread.run_sync(resolve_user, rootfs.path, image.user)
@@ -507,7 +510,7 @@ class RuncHandler:
                 await container.process.aclose()
             await self.snapshotter.remove(container.rootfs)
             await anyio.to_thread.run_sync(_remove_tree, container.bundle)
-        del self._containers[container_id]
+        self._containers.pop(container_id, None)  # another removal may have finished first
         sandbox = self._sandboxes.get(container.sandbox_id)
         if sandbox is not None:
             sandbox.containers.discard(container_id)

@@ -271,6 +271,66 @@ async def test_delete_mid_post_start_stops_the_container() -> None:
         assert w.sim.statistics().containers == 0
 
 
+@pytest.mark.parametrize(
+    ("host", "path"),
+    [("[zz]", "/"), ("127.0.0.1", "http://[::1"), ("bad\x00host", "/")],
+    ids=["bracketed-host", "broken-ipv6-path", "nul-in-host"],
+)
+async def test_a_pre_stop_http_get_with_a_bad_url_fails_the_hook_and_still_stops(
+    host: str, path: str
+) -> None:
+    # Found by review: the URL errors escaped the hook runner and ended the node's engine.
+    pre_stop = {"preStop": {"httpGet": {"host": host, "port": 80, "path": path}}}
+    ignore = {f"{ANNOTATION_PREFIX}ignore-sigterm.c": "true"}
+    async with running_world() as w:
+        await w.submit(manifest(ctr(lifecycle=pre_stop), grace=5, annotations=ignore))
+        await w.until(1)
+        assert w.state().running
+        assert await w.engine.remove(UID)
+        with anyio.fail_after(30):
+            await w.engine.wait_terminated(UID)
+        assert w.events("FailedPreStopHook")
+        assert w.sim.statistics().containers == 0  # stopped (SIGKILL after the grace period)
+
+
+async def test_a_cancelled_sandbox_gives_its_pod_ip_back() -> None:
+    # Found by review: an address taken before run_sandbox was lost when it was cancelled.
+    async with running_world() as w:
+        manager = w.containers
+        await w.submit(manifest(ctr()))
+        await w.until(1)
+        assert manager._ips_used == {manager.pod_ip(UID)}
+        assert await w.engine.remove(UID)
+        await w.engine.wait_terminated(UID)
+        assert manager._ips_used == set()  # freed with the sandbox
+
+        class Stall(SimHandler):
+            async def run_sandbox(self, config: Any) -> str:
+                await anyio.sleep_forever()
+                raise AssertionError("unreachable")
+
+        manager.handlers["sim"] = Stall("sim")
+        await w.submit(manifest(ctr()))
+        await w.until(3)
+        assert len(manager._ips_used) == 1  # taken while run_sandbox waits
+        assert await w.engine.remove(UID)
+        await w.engine.wait_terminated(UID)
+        assert manager._ips_used == set()
+
+
+@pytest.mark.parametrize(
+    "value", [1 << 63, 10**400, -(1 << 63) - 1], ids=["2^63", "10^400", "-2^63-1"]
+)
+def test_a_grace_period_past_int64_is_a_config_error(value: int) -> None:
+    # Found by review: 10**400 was stored, then float() of it failed the apply with a 500.
+    doc = json.loads(never_pod("1"))
+    doc["spec"]["terminationGracePeriodSeconds"] = value
+    with pytest.raises(ConfigError) as caught:
+        ObjectStore().apply_text(json.dumps(doc))
+    assert caught.value.field is not None
+    assert caught.value.field.endswith("spec.terminationGracePeriodSeconds")
+
+
 # -- AlwaysPullImages ---------------------------------------------------------------------------
 
 
