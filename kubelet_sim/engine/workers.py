@@ -90,8 +90,14 @@ class PodState:
     sandbox: bool = False
     changed: anyio.Event = field(default_factory=anyio.Event)
     """Set when a container exits (the PLEG's event): the worker syncs at once."""
+    poked: bool = False
+    """``changed`` is set (checked on every sync, cheaper than asking the event)."""
     watchers: anyio.abc.TaskGroup | None = None
     watching: int = 0
+    unwatched: list[tuple[PullRequest, str]] = field(default_factory=list)
+    settled: bool = False
+    """What the last sync found (nothing to do until a container exits)."""
+    """Containers started before the worker had a watcher task group."""
     finished_at: float | None = None
     """Every container has terminated for good (``restartPolicy`` allows no restart)."""
     terminated: anyio.Event = field(default_factory=anyio.Event)
@@ -280,32 +286,50 @@ class PullEngine:
                 if state.after is not None:
                     await state.after.terminated.wait()
                     state.after = None
+                # Until a container runs, no watcher task group: a pod still waiting for its
+                # images (the bulk of a fleet's syncs) keeps one cancel scope less under every
+                # checkpoint of its pulls.
+                if not await self._loop(state):
+                    return
                 async with anyio.create_task_group() as watchers:
                     state.watchers = watchers
                     try:
-                        await self._loop(state)
+                        for request, container_id in state.unwatched:
+                            watchers.start_soon(self._wait_exit, state, request, container_id)
+                        state.unwatched.clear()
+                        await self._loop(state, resumed=True)
                     finally:
                         state.watchers = None
         finally:
             state.exited.set()
 
-    async def _loop(self, state: PodState) -> None:
+    async def _loop(self, state: PodState, *, resumed: bool = False) -> bool:
+        """Sync until the pod is done (False), or until a started container needs its exit
+        watched and there is no task group for it yet (True); ``resumed``: go on from there,
+        waiting first as that sync would have."""
+        settled = state.settled
         while True:
-            state.syncs += 1
-            if state.changed.is_set():
-                state.changed = anyio.Event()
-            settled = await self._sync(state)
-            if state.ready_at is None and self._all_ready(state):
-                state.ready_at = self.clock()
-                state.ready.set()
-                log.info("pod.ready", seconds=state.ready_at - state.submitted_at)
-            if settled and state.watching == 0:
-                if state.finished_at is None:
-                    state.finished_at = self.clock()
-                return  # nothing runs and nothing will: the worker is done
+            if not resumed:
+                state.syncs += 1
+                if state.poked:  # a plain flag: this runs on every sync of every pod
+                    state.poked = False
+                    state.changed = anyio.Event()
+                settled = state.settled = await self._sync(state)
+                # Every container ready implies settled: the scan runs only then.
+                if settled and state.ready_at is None and self._all_ready(state):
+                    state.ready_at = self.clock()
+                    state.ready.set()
+                    log.info("pod.ready", seconds=state.ready_at - state.submitted_at)
+                if state.unwatched:
+                    return True
+                if settled and state.watching == 0:
+                    if state.finished_at is None:
+                        state.finished_at = self.clock()
+                    return False  # nothing runs and nothing will: the worker is done
+            resumed = False
             if settled:
                 await state.changed.wait()
-            elif state.watching == 0 and not state.changed.is_set():
+            elif state.watching == 0 and not state.poked:
                 await anyio.sleep(self._resync_delay())
             else:
                 with anyio.move_on_after(self._resync_delay()):
@@ -460,7 +484,7 @@ class PullEngine:
                     finished_at=now,
                 ),
             )
-            state.changed.set()  # the PLEG sees it die (ContainerDied): sync again at once
+            _poke(state)  # the PLEG sees it die (ContainerDied): sync again at once
             return False
         state.containers[request.container] = replace(
             current, phase=ContainerPhase.WAITING, reason=outcome.reason, message=outcome.message
@@ -468,9 +492,11 @@ class PullEngine:
         return False
 
     def _watch(self, state: PodState, request: PullRequest, container_id: str) -> None:
-        assert state.watchers is not None
         state.watching += 1
-        state.watchers.start_soon(self._wait_exit, state, request, container_id)
+        if state.watchers is None:
+            state.unwatched.append((request, container_id))  # the worker opens the group next
+        else:
+            state.watchers.start_soon(self._wait_exit, state, request, container_id)
 
     async def _wait_exit(self, state: PodState, request: PullRequest, container_id: str) -> None:
         runtime = self.runtime
@@ -496,7 +522,7 @@ class PullEngine:
             ),
         )
         log.info("container.exited", container=request.container, exit_code=code)
-        state.changed.set()
+        _poke(state)
 
     async def _ensure(self, state: PodState, request: PullRequest) -> bool:
         """``EnsureImageExists`` for the container; True when its image is present."""
@@ -570,6 +596,12 @@ class PullEngine:
         state = self._terminating.get(uid)
         if state is not None:
             await state.terminated.wait()
+
+
+def _poke(state: PodState) -> None:
+    """A container of the pod changed on its own (it exited): the worker syncs at once."""
+    state.poked = True
+    state.changed.set()
 
 
 def _object(request: PullRequest) -> ObjectRef:
