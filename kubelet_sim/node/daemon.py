@@ -34,6 +34,7 @@ from kubelet_sim.engine.workers import EngineSettings
 from kubelet_sim.errors import ConfigError, KubeletSimError
 from kubelet_sim.k8s import ObjectStore, parse_manifests, pod_spec
 from kubelet_sim.k8s.admission import Admission
+from kubelet_sim.k8s.fields import FieldReader
 from kubelet_sim.k8s.objects import Kind, Pod
 from kubelet_sim.node import views
 from kubelet_sim.node.api import API
@@ -90,13 +91,6 @@ class DaemonOptions:
         }
 
 
-_LABEL_KEY = re.compile(
-    r"([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
-    r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?"
-)
-_LABEL_VALUE = re.compile(r"([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?")
-
-
 def parse_node_labels(values: list[str], *, field: str) -> Mapping[str, str]:
     """``--node-labels k=v,k2=v2`` (repeatable).
 
@@ -109,10 +103,11 @@ def parse_node_labels(values: list[str], *, field: str) -> Mapping[str, str]:
             if not item:
                 continue
             key, eq, val = item.partition("=")
-            if not eq or not _LABEL_KEY.fullmatch(key) or not _LABEL_VALUE.fullmatch(val):
+            if not eq or not key:
                 raise ConfigError(None, field, f'invalid label "{item}": expected key=value')
             labels[key] = val
-    return MappingProxyType(labels)
+    # The API's own label rules (ValidateLabels), as for a pod's or a selector's labels.
+    return FieldReader("", "").labels(labels, field)
 
 
 class Daemon:
@@ -197,7 +192,10 @@ class Daemon:
         ]
 
     def pod(self, namespace: str, name: str, *, reveal: bool = False) -> dict[str, Any] | None:
-        pod = self.static.get(namespace, name) or self.objects.get_pod(namespace, name)
+        static = self.static.get(namespace, name)
+        # A static pod is shown as it runs: with AlwaysPullImages applied, as _sync_pods does.
+        pod = self.objects.admission.always_pull(static) if static is not None else None
+        pod = pod or self.objects.get_pod(namespace, name)
         if pod is None:
             return None
         assert self.node is not None

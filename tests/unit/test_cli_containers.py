@@ -224,10 +224,10 @@ def test_node_labels_are_accepted_and_become_the_nodes_labels(
     [
         pytest.param("bad", "bad", id="no-equals"),
         pytest.param("a=b,=c", "=c", id="empty-key"),
-        pytest.param("a/b/c=d", "a/b/c=d", id="two-slashes"),
-        pytest.param("k=" + "v" * 64, "k=" + "v" * 64, id="value-too-long"),
-        pytest.param("k=a b", "k=a b", id="space-in-value"),
-        pytest.param("-k=v", "-k=v", id="key-starts-with-dash"),
+        pytest.param("a/b/c=d", "a/b/c", id="two-slashes"),
+        pytest.param("k=" + "v" * 64, "v" * 64, id="value-too-long"),
+        pytest.param("k=a b", "a b", id="space-in-value"),
+        pytest.param("-k=v", "-k", id="key-starts-with-dash"),
     ],
 )
 def test_a_bad_node_label_names_the_flag_and_the_label(
@@ -238,7 +238,7 @@ def test_a_bad_node_label_names_the_flag_and_the_label(
     label: str,
 ) -> None:
     error = refused(capsys, served, run_argv(tmp_path, f"--node-labels={value}"))
-    assert error.startswith("--node-labels: ")
+    assert error.startswith("--node-labels")  # then the label's key when the key is known
     assert f'"{label}"' in error
 
 
