@@ -173,9 +173,11 @@ class PullEngine:
         if old is not None:
             state.after = old
             self._retire(old)
-            for request in spec.requests():
-                if request not in old.spec.requests():
-                    # getStableKey hashes the container: a changed one backs off afresh
+            kept = set(old.spec.requests()) & set(spec.requests())
+            for request in (*old.spec.requests(), *spec.requests()):
+                if request not in kept:
+                    # getStableKey hashes the container: a changed one backs off afresh, and a
+                    # gone one's entry goes with it
                     self.crash_backoff.reset((spec.ref.uid, request.container))
         self._pods[spec.ref.uid] = state
         return state
@@ -192,9 +194,10 @@ class PullEngine:
             return False
         self._retire(state)
         self.manager.forget_pod(uid)
-        for key in self.crash_backoff.held_keys():
-            if isinstance(key, tuple) and key[0] == uid:
-                self.crash_backoff.reset(key)
+        # Its own containers' entries (older specs' were dropped when they were replaced), not a
+        # scan of the node's whole backoff table on every removal.
+        for request in state.spec.requests():
+            self.crash_backoff.reset((uid, request.container))
         return True
 
     def _retire(self, state: PodState) -> None:
@@ -207,7 +210,7 @@ class PullEngine:
         self._terminating[state.spec.ref.uid] = state
         if self._tg is not None:
             self._tg.start_soon(self._terminate, state, name=f"terminate {state.spec.ref}")
-        # Without a running engine, run() terminates what is left when it stops.
+        # Without a running engine, run() terminates what is left when it starts.
 
     def _release(self, state: PodState) -> None:
         for image_id, handler in state.in_use:

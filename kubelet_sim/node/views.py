@@ -124,15 +124,16 @@ def pod_detail(
     def view(c: Container) -> dict[str, Any]:
         return _container(c, table.get(c.name), now, started(c), reveal)
 
+    phase = _phase(pod, state, rejected)
     out: dict[str, Any] = {
         "namespace": pod.namespace,
         "name": pod.name,
         "uid": pod.uid,
-        "phase": _phase(pod, state, rejected),
+        "phase": phase,
         "serviceAccountName": pod.service_account_name,
         "imagePullSecrets": list(pod.image_pull_secrets),
         "imagesReady": bool(state and all(c.image_ready for c in state.containers.values())),
-        "ready": bool(state and state.is_ready and _phase(pod, state, rejected) == "Running"),
+        "ready": bool(state and state.is_ready and phase == "Running"),
         "restartPolicy": pod.restart_policy,
         "runtimeClassName": pod.runtime_class_name,
         "overhead": dict(pod.overhead),
