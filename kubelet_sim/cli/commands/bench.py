@@ -120,12 +120,9 @@ def _bench(args: argparse.Namespace) -> int:
         return _virtual(args, path, workload)
     if args.shard is not None:
         return _one_shard(args, path, workload, store)
-    if not 1 <= args.shards <= 256:
-        raise ConfigError(None, "--shards", f"must be between 1 and 256, got {args.shards}")
-    tty = sys.stdout.isatty()
-    console = Console(width=None if tty else 160)
-    out: Path = args.out or Path("bench-results") / workload.name
-    out.mkdir(parents=True, exist_ok=True)
+    _check_shards(args)
+    console = _console()
+    out = _out_dir(args, workload.name)
     if args.shards > 1 or args.executor == "ray":
         with registry_for(args, console) as host:
             seed = None if args.no_seed else anyio.run(_seed, workload, host, console)
@@ -139,10 +136,27 @@ def _bench(args: argparse.Namespace) -> int:
             stores = (
                 Path(tempfile.mkdtemp(prefix="stores-", dir=out)) if args.keep_stores else Path(tmp)
             )
-            live = tty and not args.quiet
+            live = sys.stdout.isatty() and not args.quiet
             result = anyio.run(_run, workload, host, stores, console, live, store, args.no_seed)
             report = _write(result, out, plots=not args.no_plots)
     return _emit(args, console, report, out)
+
+
+def _check_shards(args: argparse.Namespace) -> None:
+    if not 1 <= args.shards <= 256:
+        raise ConfigError(None, "--shards", f"must be between 1 and 256, got {args.shards}")
+
+
+def _console(*, stderr: bool = False) -> Console:
+    """The report's console: the terminal's width, or 160 columns into a file or pipe."""
+    return Console(width=None if sys.stdout.isatty() else 160, stderr=stderr)
+
+
+def _out_dir(args: argparse.Namespace, name: str) -> Path:
+    """``--out``, else ``bench-results/NAME``; made if missing."""
+    out: Path = args.out or Path("bench-results") / name
+    out.mkdir(parents=True, exist_ok=True)
+    return out
 
 
 def _virtual(args: argparse.Namespace, path: Path, workload: Workload) -> int:
@@ -168,13 +182,10 @@ def _virtual(args: argparse.Namespace, path: Path, workload: Workload) -> int:
         record = run_shard_of(workload, "", (index, count), start_at=None, store="memory",
                               virtual=True)  # fmt: skip
         return _write_shard(args, record, (index, count), Console(stderr=True, quiet=args.quiet))
-    if not 1 <= args.shards <= 256:
-        raise ConfigError(None, "--shards", f"must be between 1 and 256, got {args.shards}")
-    tty = sys.stdout.isatty()
+    _check_shards(args)
     # With --output json, stdout is the JSON document alone.
-    console = Console(width=None if tty else 160, stderr=args.output == "json")
-    out: Path = args.out or Path("bench-results") / workload.name
-    out.mkdir(parents=True, exist_ok=True)
+    console = _console(stderr=args.output == "json")
+    out = _out_dir(args, workload.name)
     pods = sum(t.count for t in workload.pods)
     console.print(
         f"virtual time: {workload.node_count} nodes, {pods} pods against the modelled registry"
@@ -188,7 +199,7 @@ def _virtual(args: argparse.Namespace, path: Path, workload: Workload) -> int:
         from kubelet_sim.workloads.virtual import run_virtual
 
         with tempfile.TemporaryDirectory(prefix="ksim-") as tmp:
-            if tty and not args.quiet:
+            if sys.stdout.isatty() and not args.quiet:
                 with LiveProgress(console, workload) as progress:
                     result = run_virtual(workload, Path(tmp), on_tick=progress)
             else:
@@ -298,9 +309,8 @@ def _merge(args: argparse.Namespace, paths: list[Path]) -> int:
         raise ConfigError(
             str(paths[0]), None, f"the shard records cannot be merged ({type(exc).__name__})"
         ) from None
-    console = Console(width=None if sys.stdout.isatty() else 160)
-    out: Path = args.out or Path("bench-results") / report["workload"]["name"]
-    out.mkdir(parents=True, exist_ok=True)
+    console = _console()
+    out = _out_dir(args, report["workload"]["name"])
     report = _save(report, out, plots=not args.no_plots)
     return _emit(args, console, report, out)
 
@@ -439,7 +449,7 @@ def _compare(args: argparse.Namespace) -> int:
     if args.output == "markdown":
         print(compare_markdown(a, b), end="")
         return 0
-    console = Console(width=None if sys.stdout.isatty() else 160)
+    console = _console()
     # Names come from the reports: Text, not markup ("[/x]" in a group name is no markup error).
     table = Table(title=Text(f"A = {workload_name(a)} ({args.compare[0]}), "
                              f"B = {workload_name(b)} ({args.compare[1]})"))  # fmt: skip
