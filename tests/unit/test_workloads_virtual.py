@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from test_workloads_parse import HEADER, MINIMAL
 
 from kubelet_sim.cli.main import main
 from kubelet_sim.errors import ConfigError
@@ -23,24 +24,6 @@ from kubelet_sim.workloads.spec import Workload
 from kubelet_sim.workloads.virtual import model_catalogue, model_for, run_virtual
 
 MiB = 1024 * 1024
-HEADER = """\
-apiVersion: kubelet-sim.dev/v1alpha1
-kind: Workload
-name: t
-"""
-MINIMAL = (
-    HEADER
-    + """\
-images:
-  - {repository: a/b, tags: ["1"], layers: [1KiB]}
-nodes:
-  - {name: n}
-pods:
-  - name: p
-    count: 1
-    spec: {containers: [{name: c, image: "a/b:1"}]}
-"""
-)
 MINIMAL_LINES = MINIMAL.count("\n")
 
 
