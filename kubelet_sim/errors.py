@@ -6,6 +6,8 @@
     ├── InvalidImageNameError      reason InvalidImageName; carries the offending value
     ├── InvalidDigestError         a digest string that fails the digest grammar
     ├── ConfigError                names the file and the field
+    │   └── PatchError             a JSON, merge or strategic merge patch that cannot be applied
+    ├── APIStatusError             a Kubernetes API answer: HTTP code, metav1.Status reason, details
     ├── PlatformError              bad platform specifier
     ├── RegistryError              OCI error code + HTTP status (may be None for transport errors)
     │   ├── RegistryAuthError      401/403, or a token fetch that failed; never loops
@@ -91,6 +93,43 @@ class ConfigError(KubeletSimError):
         self.problems = problems or ((field, message),)
         parts = [p for p in (file, field) if p]
         super().__init__(": ".join([*parts, message]))
+
+
+class PatchError(ConfigError):
+    """A patch document that is malformed (``invalid`` False: the API answers 400 BadRequest) or
+    that cannot be applied to the object (``invalid`` True: 422, as a failed JSON patch ``test``).
+    """
+
+    def __init__(self, field: str | None, message: str, *, invalid: bool = False) -> None:
+        super().__init__(None, field, message)
+        self.invalid = invalid
+
+
+class APIStatusError(KubeletSimError):
+    """An error the Kubernetes API answers as a ``metav1.Status``: ``code`` (HTTP), ``reason``
+    (``NotFound``, ``AlreadyExists``, ``Conflict``, ``Invalid``, ``BadRequest``, ...) and the
+    object it is about (``kind``, the resource's plural, ``name``)."""
+
+    def __init__(
+        self,
+        code: int,
+        reason: str,
+        message: str,
+        *,
+        kind: str = "",
+        group: str = "",
+        name: str = "",
+        causes: tuple[tuple[str, str, str], ...] = (),
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.reason = reason
+        self.message = message
+        self.kind = kind
+        self.group = group
+        self.name = name
+        self.causes = causes
+        """(reason, message, field) per cause (``FieldValueRequired``, ...)."""
 
 
 class PlatformError(KubeletSimError):
