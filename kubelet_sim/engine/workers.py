@@ -186,12 +186,15 @@ class PullEngine:
     def queue_depth(self) -> int:
         return self._send.statistics().current_buffer_used
 
-    async def remove(self, uid: str) -> bool:
-        """Stop syncing a pod, stop its containers (in the background, within its grace period)
-        and release its images for GC; False if unknown."""
+    async def remove(self, uid: str, *, grace_period: float | None = None) -> bool:
+        """Stop syncing a pod, stop its containers (in the background, within its grace period,
+        or ``grace_period`` when a deletion gave one) and release its images for GC; False if
+        unknown."""
         state = self._pods.pop(uid, None)
         if state is None:
             return False
+        if grace_period is not None:
+            state.spec = replace(state.spec, grace_period=grace_period)
         self._retire(state)
         self.manager.forget_pod(uid)
         # Its own containers' entries (older specs' were dropped when they were replaced), not a

@@ -20,6 +20,7 @@ from kubelet_sim.k8s.objects import (
     fresh_uid,
     stable_uid,
 )
+from kubelet_sim.k8s.patch import merge_patch
 from kubelet_sim.k8s.podspec import parse_quantity
 from kubelet_sim.k8s.store import (
     KUBERNETES_SERVICE,
@@ -28,7 +29,6 @@ from kubelet_sim.k8s.store import (
     ObjectKey,
     ObjectStore,
     UidFactory,
-    merge_patch,
 )
 
 __all__ = [

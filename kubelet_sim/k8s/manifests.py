@@ -81,6 +81,23 @@ def _object_count(doc: Any) -> int:
     return 0 if doc is None else 1
 
 
+def load_documents(data: str | bytes, *, source: str) -> list[Any]:
+    """The documents of a YAML or JSON input, not yet read as objects (``None`` for an empty
+    one), within the size limit.
+
+    Raises:
+        ConfigError: too large, not UTF-8, or it does not parse.
+    """
+    if isinstance(data, bytes):
+        if len(data) > MAX_MANIFEST_BYTES:
+            raise ConfigError(source, None, f"more than {MAX_MANIFEST_BYTES} bytes")
+        try:
+            data = data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ConfigError(source, None, "not valid UTF-8") from None
+    return _documents(data, source)
+
+
 def parse_manifests(
     data: str | bytes, *, source: str = "<input>", namespace: str = DEFAULT_NAMESPACE
 ) -> list[Manifest]:
@@ -94,17 +111,8 @@ def parse_manifests(
     Raises:
         ConfigError: the text does not parse, or an object is invalid.
     """
-    if isinstance(data, bytes):
-        if len(data) > MAX_MANIFEST_BYTES:
-            raise ConfigError(source, None, f"more than {MAX_MANIFEST_BYTES} bytes")
-        try:
-            text = data.decode("utf-8")
-        except UnicodeDecodeError:
-            raise ConfigError(source, None, "not valid UTF-8") from None
-    else:
-        text = data
     out: list[Manifest] = []
-    documents = _documents(text, source)
+    documents = load_documents(data, source=source)
     count = sum(_object_count(doc) for doc in documents)
     if count > MAX_OBJECTS:
         raise ConfigError(source, None, f"{count} objects; at most {MAX_OBJECTS} in one input")

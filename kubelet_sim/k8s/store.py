@@ -30,6 +30,8 @@ Every :class:`ApplyResult` carries the warnings the API server would send for th
 
 from __future__ import annotations
 
+import time
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from enum import StrEnum
@@ -37,12 +39,13 @@ from typing import Any
 
 import structlog
 
-from kubelet_sim.errors import ConfigError
+from kubelet_sim.errors import APIStatusError, ConfigError
 from kubelet_sim.k8s.admission import Admission, implicit_service_account
 from kubelet_sim.k8s.cluster import ConfigMap, RuntimeClass, Service
 from kubelet_sim.k8s.manifests import Manifest, parse_manifests
 from kubelet_sim.k8s.objects import (
     DEFAULT_NAMESPACE,
+    DEFAULT_SERVICE_ACCOUNT,
     Kind,
     Object,
     Pod,
@@ -52,15 +55,18 @@ from kubelet_sim.k8s.objects import (
     fresh_uid,
     parse_object,
 )
+from kubelet_sim.k8s.patch import merge_patch
+from kubelet_sim.k8s.served import ObjectMeta, served_document
 
 __all__ = [
     "KUBERNETES_SERVICE",
     "ApplyAction",
     "ApplyResult",
+    "Change",
+    "ChangeType",
     "ObjectKey",
     "ObjectStore",
     "UidFactory",
-    "merge_patch",
 ]
 
 log = structlog.get_logger(__name__)
@@ -120,27 +126,62 @@ class ApplyResult:
         return f"{resource}/{self.name} {self.action}"
 
 
-def merge_patch(target: Any, patch: Any) -> Any:
-    """RFC 7386 JSON merge patch: objects merge key by key, ``null`` deletes, the rest replaces."""
-    if not isinstance(patch, Mapping):
-        return patch
-    result = dict(target) if isinstance(target, Mapping) else {}
-    for key, value in patch.items():
-        if value is None:
-            result.pop(key, None)
-        else:
-            result[key] = merge_patch(result.get(key), value)
-    return result
+class ChangeType(StrEnum):
+    """A watch event's ``type``."""
+
+    ADDED = "ADDED"
+    MODIFIED = "MODIFIED"
+    DELETED = "DELETED"
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One write, as a watch streams it: the object as served after it (before it, deleted)."""
+
+    type: ChangeType
+    kind: Kind
+    namespace: str
+    name: str
+    resource_version: int
+    document: Mapping[str, Any]
+
+
+HISTORY = 4096
+"""Changes kept for watches that resume from a resourceVersion (older ones answer 410 Gone)."""
 
 
 class ObjectStore:
-    """The API objects of one simulated cluster, as the node sees them."""
+    """The API objects of one simulated cluster, as the node sees them.
 
-    def __init__(self, *, admission: Admission | None = None) -> None:
+    Every write takes the next ``revision``, which becomes the object's ``resourceVersion``, and
+    is a :class:`Change` in a bounded history and to every subscriber (the API's watches).
+
+    Args:
+        admission: the pod admission plugins.
+        clock: wall-clock seconds, for ``creationTimestamp`` and ``deletionTimestamp``.
+        node_name: the node every pod here is bound to (``spec.nodeName``).
+    """
+
+    def __init__(
+        self,
+        *,
+        admission: Admission | None = None,
+        clock: Callable[[], float] = time.time,
+        node_name: str = "",
+    ) -> None:
         self.admission = admission or Admission()
+        self.clock = clock
+        self.node_name = node_name
         self._objects: dict[ObjectKey, Object] = {}
         self._applied: dict[ObjectKey, Manifest] = {}
-        self.revision = 0
+        self._meta: dict[ObjectKey, ObjectMeta] = {}
+        self._status: dict[ObjectKey, Mapping[str, Any]] = {}
+        self._mirrors: dict[ObjectKey, Manifest] = {}
+        self._history: deque[Change] = deque(maxlen=HISTORY)
+        self._subscribers: list[Callable[[Change], None]] = []
+        self.revision = 1
+        """The last write's resourceVersion (1: the implicit objects every cluster starts with)."""
+        self.created = clock()
 
     # -- writes ---------------------------------------------------------------------------
 
@@ -155,6 +196,15 @@ class ObjectStore:
             ConfigError: admission refused a pod.
         """
         key: ObjectKey = (manifest.object.kind, manifest.object.namespace, manifest.object.name)
+        meta = self._meta.get(key)
+        if meta is not None and meta.deletion is not None:
+            raise APIStatusError(
+                409,
+                "AlreadyExists",
+                f'object is being deleted: {_resource(key[0])} "{key[2]}" already exists',
+                kind=_resource(key[0]),
+                name=key[2],
+            )
         previous = self._applied.get(key)
         known = previous.object if previous is not None else _implicit(*key)
         manifest = _with_uid(manifest, known, new_uid)
@@ -168,7 +218,8 @@ class ObjectStore:
             stored = self.admission.admit(obj, self, old if isinstance(old, Pod) else None)
         self._objects[key] = stored
         self._applied[key] = manifest
-        self.revision += 1
+        existed = previous is not None or _implicit(*key) is not None
+        self._write(key, ChangeType.MODIFIED if existed else ChangeType.ADDED)
         action = ApplyAction.CREATED if previous is None else ApplyAction.CONFIGURED
         log.info(
             "objects.applied",
@@ -199,6 +250,52 @@ class ObjectStore:
         self, manifests: Iterable[Manifest], *, new_uid: UidFactory = fresh_uid
     ) -> list[ApplyResult]:
         return [self.apply(m, new_uid=new_uid) for m in manifests]
+
+    def create(self, manifest: Manifest) -> ApplyResult:
+        """``POST``: a new object (``AlreadyExists`` when one has its name).
+
+        Raises:
+            APIStatusError: 409 AlreadyExists.
+            ConfigError: admission refused a pod.
+        """
+        obj = manifest.object
+        key = _key(obj.kind, obj.namespace, obj.name)
+        if self.document(*key) is not None:
+            raise APIStatusError(
+                409,
+                "AlreadyExists",
+                f'{_resource(obj.kind)} "{obj.name}" already exists',
+                kind=_resource(obj.kind),
+                name=obj.name,
+            )
+        return self.apply(manifest)
+
+    def update(self, manifest: Manifest, resource_version: str = "") -> ApplyResult:
+        """``PUT`` (and a patch's write): replace an existing object; a ``resourceVersion``
+        other than the stored one is a conflict, as optimistic concurrency wants.
+
+        Raises:
+            APIStatusError: 404 NotFound, 409 Conflict.
+            ConfigError: admission refused a pod.
+        """
+        obj = manifest.object
+        key = _key(obj.kind, obj.namespace, obj.name)
+        current = self.document(*key)
+        resource = _resource(obj.kind)
+        if current is None:
+            raise APIStatusError(
+                404, "NotFound", f'{resource} "{obj.name}" not found', kind=resource, name=obj.name
+            )
+        if resource_version and resource_version != current["metadata"]["resourceVersion"]:
+            raise APIStatusError(
+                409,
+                "Conflict",
+                f'Operation cannot be fulfilled on {resource} "{obj.name}": the object has been '
+                "modified; please apply your changes to the latest version and try again",
+                kind=resource,
+                name=obj.name,
+            )
+        return self.apply(manifest)
 
     def patch(self, kind: Kind, namespace: str, name: str, patch: Mapping[str, Any]) -> ApplyResult:
         """``kubectl patch KIND NAME -p PATCH`` with a JSON merge patch.
@@ -239,17 +336,170 @@ class ObjectStore:
     def delete(self, kind: Kind, namespace: str, name: str) -> bool:
         """Remove an object; False when there was none (an implicit object is never removed)."""
         key = _key(kind, namespace, name)
+        last = self.document(*key)
         self._applied.pop(key, None)
         if self._objects.pop(key, None) is None:
             return False
+        self._meta.pop(key, None)
+        self._status.pop(key, None)
         self.revision += 1
+        assert last is not None
+        metadata = {**last["metadata"], "resourceVersion": str(self.revision)}
+        self._publish(
+            Change(ChangeType.DELETED, *key, self.revision, {**last, "metadata": metadata})
+        )
+        if _implicit(*key) is not None:  # the API server makes it again at once
+            self._write(key, ChangeType.ADDED)
         return True
+
+    def mark_deleting(self, kind: Kind, namespace: str, name: str, grace: int) -> dict[str, Any]:
+        """Begin a graceful deletion: ``deletionTimestamp`` set; the object stays until
+        :meth:`delete` (the kubelet has stopped the pod's containers).
+
+        Raises:
+            APIStatusError: 404 NotFound.
+        """
+        key = _key(kind, namespace, name)
+        meta = self._meta.get(key)
+        if key not in self._objects or meta is None:
+            resource = _resource(kind)
+            raise APIStatusError(
+                404, "NotFound", f'{resource} "{name}" not found', kind=resource, name=name
+            )
+        if meta.deletion is None:
+            self._meta[key] = replace(meta, deletion=self.clock(), deletion_grace=grace)
+            self._write(key, ChangeType.MODIFIED)
+        document = self.document(*key)
+        assert document is not None
+        return document
+
+    def set_pod_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> bool:
+        """The kubelet's status update of a pod; True when it changed anything (a new
+        resourceVersion and a MODIFIED change)."""
+        key: ObjectKey = (Kind.POD, namespace, name)
+        known = key in self._objects or key in self._mirrors
+        if not known or self._status.get(key) == status:
+            return False
+        self._status[key] = status
+        self._write(key, ChangeType.MODIFIED)
+        return True
+
+    def set_mirror_pods(self, pods: Mapping[tuple[str, str], Manifest]) -> None:
+        """The node's static pods as the API shows them (the kubelet's mirror pods): created,
+        changed or deleted to match ``pods``. They are read-only here: writes go to their files,
+        and :meth:`pods` (what the engine runs from the API) never includes them."""
+        wanted = {(Kind.POD, ns, name): m for (ns, name), m in pods.items()}
+        for key in [k for k in self._mirrors if k not in wanted]:
+            last = self.document(*key)
+            del self._mirrors[key]
+            self._status.pop(key, None)
+            self._meta.pop(key, None)
+            if last is not None and key not in self._objects:
+                self.revision += 1
+                metadata = {**last["metadata"], "resourceVersion": str(self.revision)}
+                change = Change(
+                    ChangeType.DELETED, *key, self.revision, {**last, "metadata": metadata}
+                )
+                self._publish(change)
+        for key, manifest in wanted.items():
+            old = self._mirrors.get(key)
+            if old is not None and old.object == manifest.object:
+                continue
+            if old is not None and old.object.uid != manifest.object.uid:
+                self._status.pop(key, None)  # a new pod (the file changed): a fresh status
+            self._mirrors[key] = manifest
+            if key not in self._objects:
+                self._write(key, ChangeType.ADDED if old is None else ChangeType.MODIFIED)
+
+    def _write(self, key: ObjectKey, change: ChangeType) -> None:
+        self.revision += 1
+        meta = self._meta.get(key)
+        created = meta.created if meta is not None else self.created
+        if meta is None and _implicit(*key) is None:
+            created = self.clock()
+        self._meta[key] = (
+            replace(meta, resource_version=self.revision)
+            if meta is not None
+            else ObjectMeta(self.revision, created)
+        )
+        document = self.document(*key)
+        assert document is not None
+        self._publish(Change(change, *key, self.revision, document))
+
+    def _publish(self, change: Change) -> None:
+        self._history.append(change)
+        for subscriber in list(self._subscribers):
+            subscriber(change)
+
+    # -- watch ----------------------------------------------------------------------------
+
+    def subscribe(self, subscriber: Callable[[Change], None]) -> Callable[[], None]:
+        """Call ``subscriber`` with every change from now on; returns the unsubscribe."""
+        self._subscribers.append(subscriber)
+
+        def unsubscribe() -> None:
+            if subscriber in self._subscribers:
+                self._subscribers.remove(subscriber)
+
+        return unsubscribe
+
+    def changes_since(self, resource_version: int) -> list[Change] | None:
+        """The changes after ``resource_version``; None when the history no longer reaches back
+        that far (a watch answers 410 Gone and the client lists again)."""
+        if resource_version >= self.revision:
+            return []
+        if not self._history or self._history[0].resource_version > resource_version + 1:
+            return None
+        return [c for c in self._history if c.resource_version > resource_version]
 
     # -- reads ----------------------------------------------------------------------------
 
     def get(self, kind: Kind, namespace: str, name: str) -> Object | None:
         """The applied object (implicit ones are not returned here)."""
         return self._objects.get(_key(kind, namespace, name))
+
+    def document(self, kind: Kind, namespace: str, name: str) -> dict[str, Any] | None:
+        """The object as the API serves it (implicit ones included), or None."""
+        key = _key(kind, namespace, name)
+        obj = self._objects.get(key)
+        manifest = self._applied.get(key)
+        mirror = self._mirrors.get(key)
+        if obj is not None and manifest is not None:
+            raw: Mapping[str, Any] = manifest.raw
+        elif mirror is not None:
+            obj, raw = mirror.object, mirror.raw
+        else:
+            obj = _implicit(*key)
+            if obj is None:
+                return None
+            raw = _implicit_document(obj)
+        meta = self._meta.get(key) or ObjectMeta(1, self.created)
+        status = self._status.get(key)
+        return served_document(obj, raw, meta, status=status, node_name=self.node_name)
+
+    def documents(self, kind: Kind, namespace: str | None = None) -> list[dict[str, Any]]:
+        """Every object of ``kind`` (of ``namespace``, or all), as served, in apply order; the
+        ``default`` ServiceAccount of each namespace a listed object is in, and the
+        ``default/kubernetes`` Service, included."""
+        keys = [
+            k
+            for k in (*self._objects, *(m for m in self._mirrors if m not in self._objects))
+            if k[0] is kind and (namespace is None or not kind.namespaced or k[1] == namespace)
+        ]
+        implicit: list[ObjectKey] = []
+        if kind is Kind.SERVICE and namespace in (None, DEFAULT_NAMESPACE):
+            implicit = [(Kind.SERVICE, DEFAULT_NAMESPACE, KUBERNETES_SERVICE.name)]
+        elif kind is Kind.SERVICE_ACCOUNT:
+            spaces = {k[1] for k in self._objects if namespace is None or k[1] == namespace}
+            spaces.add(namespace or DEFAULT_NAMESPACE)
+            implicit = [(kind, ns, DEFAULT_SERVICE_ACCOUNT) for ns in sorted(spaces) if ns]
+        keys = [k for k in implicit if k not in self._objects] + keys
+        return [d for d in (self.document(*k) for k in keys) if d is not None]
+
+    def deleting(self, kind: Kind, namespace: str, name: str) -> bool:
+        """A graceful deletion of the object has begun."""
+        meta = self._meta.get(_key(kind, namespace, name))
+        return meta is not None and meta.deletion is not None
 
     def get_secret(self, namespace: str, name: str) -> Secret | None:
         """The Secret ``namespace/name`` (the kubelet's secret manager)."""
@@ -321,6 +571,19 @@ class ObjectStore:
 
     def __len__(self) -> int:
         return len(self._objects)
+
+
+def _resource(kind: Kind) -> str:
+    """The resource's plural, as API messages name it (``pods``, ``runtimeclasses.node.k8s.io``)."""
+    plural = "services" if kind is Kind.SERVICE else f"{kind.lower()}s"
+    group = kind.api_version.rpartition("/")[0]
+    return f"{plural}.{group}" if group else plural
+
+
+def _implicit_document(obj: Object) -> Mapping[str, Any]:
+    if obj.kind is Kind.SERVICE:
+        return _KUBERNETES_SERVICE_DOC
+    return {"apiVersion": "v1", "kind": str(obj.kind), "metadata": {"name": obj.name}}
 
 
 def _key(kind: Kind, namespace: str, name: str) -> ObjectKey:
