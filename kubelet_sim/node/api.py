@@ -54,7 +54,9 @@ class NodeView(Protocol):
         has them, ``warnings`` (else the API reads them from the stored object)."""
         ...
 
-    async def delete_pod(self, namespace: str, name: str) -> bool: ...
+    async def delete_pod(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """Begin a graceful deletion; the pod as served, None when there is none."""
+        ...
 
     def pods(self) -> list[dict[str, Any]]: ...
 
@@ -69,14 +71,25 @@ _POD = re.compile(r"/pods/([a-z0-9]([-a-z0-9]*[a-z0-9])?)/([a-z0-9]([-.a-z0-9]*[
 _NAMESPACE = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 
 
-class API:
-    """Routes requests to a :class:`NodeView`."""
+class KubernetesPaths(Protocol):
+    """The Kubernetes API paths (:class:`~kubelet_sim.node.kubeapi.KubeAPI`)."""
 
-    def __init__(self, node: NodeView) -> None:
+    def handles(self, path: str) -> bool: ...
+
+    async def __call__(self, request: Request) -> Response: ...
+
+
+class API:
+    """Routes requests to a :class:`NodeView`, and the Kubernetes paths to ``kube``."""
+
+    def __init__(self, node: NodeView, *, kube: KubernetesPaths | None = None) -> None:
         self.node = node
+        self.kube = kube
 
     async def __call__(self, request: Request) -> Response:
         path, method = request.path.rstrip("/") or "/", request.method
+        if self.kube is not None and self.kube.handles(path):
+            return await self.kube(request)
         if path == "/healthz":
             return _only(method, "GET") or Response.text(200, "ok")
         if path == "/readyz":
@@ -120,7 +133,7 @@ class API:
                     deleted = await self.node.delete_pod(namespace, name)
                 except ConfigError as exc:  # a static pod: its file, not the API, owns it
                     return Response.error(409, str(exc))
-                if deleted:
+                if deleted is not None:
                     return Response.json(200, {"deleted": f"{namespace}/{name}"})
                 return Response.error(404, f"pod {namespace}/{name} not found")
             return Response.error(405, f"method {method} not allowed on {path}")

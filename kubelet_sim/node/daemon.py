@@ -15,11 +15,12 @@ import os
 import re
 import resource
 import socket
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 import anyio.abc
@@ -40,17 +41,25 @@ from kubelet_sim.node import views
 from kubelet_sim.node.api import API
 from kubelet_sim.node.builder import Node, NodeOptions, NodeParts, open_node
 from kubelet_sim.node.httpserver import HTTPServer
+from kubelet_sim.node.kubeapi import KubeAPI
+from kubelet_sim.node.kubeapi.events import event_document
 from kubelet_sim.node.paths import NodePaths
-from kubelet_sim.node.static import StaticPods, read_folder
+from kubelet_sim.node.podstatus import pod_status
+from kubelet_sim.node.static import StaticPods, mirror_manifest, read_folder
 from kubelet_sim.store import GCPolicy, GCResult, Store, garbage_collect
 from kubelet_sim.telemetry.events import EventReason, EventRecorder, EventType, ObjectRef
 from kubelet_sim.telemetry.metrics import PullMetrics
 
 log = structlog.get_logger(__name__)
 
+T = TypeVar("T")
+
 PARSE_CONCURRENCY = 2
 """Request bodies parsed at the same time (each in a worker thread)."""
 GC_PERIOD = 300.0  # pkg/kubelet/kubelet.go ImageGCPeriod (5 minutes)
+STATUS_PERIOD = 0.5
+"""How often pod statuses are compared with what the API shows, and written when they changed
+(the kubelet's status manager writes on change, checking every 10 s besides)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,7 +129,10 @@ class Daemon:
         self.metrics = PullMetrics(self.registry)
         self.credential_metrics = CredentialMetrics(self.registry)
         self.recorder = EventRecorder(source_host=options.node_name)
-        self.objects = ObjectStore(admission=Admission.from_plugins(options.admission_plugins))
+        self.objects = ObjectStore(
+            admission=Admission.from_plugins(options.admission_plugins),
+            node_name=options.node_name,
+        )
         self.labels = options.labels(options.node_platform or host_platform())
         self.rejected: dict[str, tuple[str, str]] = {}
         """Pods the kubelet's admission refused (uid -> reason, message), e.g. NodeAffinity."""
@@ -132,6 +144,9 @@ class Daemon:
         self.static = StaticPods(options.node_name)
         self._lock = anyio.Lock()
         self._parse_limiter = anyio.CapacityLimiter(PARSE_CONCURRENCY)
+        self._tasks: anyio.abc.TaskGroup | None = None
+        self._wall_offset = 0.0
+        """Wall clock minus the engine's clock, taken once when the node starts."""
 
     # -- NodeView (the API's seam) -------------------------------------------------------
 
@@ -149,13 +164,8 @@ class Daemon:
             functools.partial(parse_manifests, body, source="request body"),
             limiter=self._parse_limiter,
         )
-        async with self._lock:
-            before = self._pod_keys()
-            try:
-                results = self.objects.apply_all(manifests)
-            finally:
-                # Admission may refuse a later document after earlier ones were applied.
-                await self._sync_pods(before)
+        # Admission may refuse a later document after earlier ones were applied.
+        results = await self.write(lambda store: store.apply_all(manifests))
         return [
             {
                 "kind": str(r.kind),
@@ -167,7 +177,28 @@ class Daemon:
             for r in results
         ]
 
-    async def delete_pod(self, namespace: str, name: str) -> bool:
+    async def write(self, change: Callable[[ObjectStore], T]) -> T:
+        """Run ``change`` on the object store under the node's lock, then submit new or changed
+        pods to the engine and remove the ones that went (also when ``change`` raised after
+        earlier writes), and write the statuses that changed."""
+        async with self._lock:
+            before = self._pod_keys()
+            try:
+                return change(self.objects)
+            finally:
+                await self._sync_pods(before)
+                self.sync_statuses()
+
+    async def delete_pod(
+        self, namespace: str, name: str, *, grace: int | None = None
+    ) -> dict[str, Any] | None:
+        """A graceful deletion: the pod shows ``deletionTimestamp`` at once, its containers get
+        preStop and a stop within ``grace`` (default: its ``terminationGracePeriodSeconds``),
+        and it leaves the store once they stopped. None when there is no such pod.
+
+        Raises:
+            ConfigError: a static pod (its file owns it).
+        """
         async with self._lock:
             if self.static.get(namespace, name) is not None:
                 raise ConfigError(
@@ -178,16 +209,77 @@ class Daemon:
                 )
             pod = self.objects.get_pod(namespace, name)
             if pod is None:
-                return False
-            self.objects.delete(Kind.POD, namespace, name)
+                return None
+            if self.objects.deleting(Kind.POD, namespace, name):
+                return self.objects.document(Kind.POD, namespace, name)
+            period = pod.termination_grace_period_seconds if grace is None else grace
+            document = self.objects.mark_deleting(Kind.POD, namespace, name, period)
             self.rejected.pop(pod.uid, None)
             assert self.node is not None
-            await self.node.engine.remove(pod.uid)
-            return True
+            assert self._tasks is not None
+            await self.node.engine.remove(pod.uid, grace_period=float(period))
+            self._tasks.start_soon(
+                self._finish_deletion, pod, name=f"delete pod {namespace}/{name}"
+            )
+            return document
+
+    async def _finish_deletion(self, pod: Pod) -> None:
+        """Once the pod's containers stopped, the pod leaves the store (a DELETED change)."""
+        assert self.node is not None
+        await self.node.engine.wait_terminated(pod.uid)
+        async with self._lock:
+            current = self.objects.get_pod(pod.namespace, pod.name)
+            if current is not None and current.uid == pod.uid:
+                self.objects.delete(Kind.POD, pod.namespace, pod.name)
+        log.info("pod.deleted", pod=f"{pod.namespace}/{pod.name}")
+
+    def event_documents(self, namespace: str | None) -> list[dict[str, Any]]:
+        """The recorder's events as ``v1 Event`` objects (``kubectl get events``, ``describe``)."""
+        version = str(self.objects.revision)
+        return [
+            event_document(e, resource_version=version) for e in self.recorder.events(namespace)
+        ]
+
+    def sync_statuses(self) -> None:
+        """The status manager: each API pod's and mirror pod's status, written to the store when
+        it changed (a terminating pod keeps the last one, with its deletionTimestamp)."""
+        if self.node is None:
+            return
+        # the node's address: the one it listens on, unless that is every address
+        host = self.options.listen_host
+        host_ip = "127.0.0.1" if host in ("0.0.0.0", "::") else host  # noqa: S104
+        pods = {(p.namespace, p.name): p for p in self.objects.pods()}
+        # a static pod shadows an API pod of its name, as in _pod_keys; it runs as always_pull
+        pods.update(
+            (k, self.objects.admission.always_pull(p)) for k, p in self.static.pods().items()
+        )
+        for pod in pods.values():
+            if self.objects.deleting(Kind.POD, pod.namespace, pod.name):
+                continue
+            status = pod_status(
+                pod,
+                self._pod_state(pod),
+                offset=self._wall_offset,
+                containers=self.node.containers,
+                host_ip=host_ip,
+                rejected=self.rejected.get(pod.uid),
+            )
+            self.objects.set_pod_status(pod.namespace, pod.name, status)
+
+    async def _status_manager(self) -> None:
+        while True:
+            await anyio.sleep(STATUS_PERIOD)
+            self.sync_statuses()
 
     def pods(self) -> list[dict[str, Any]]:
         return [
-            views.pod_summary(p, self._pod_state(p), self.rejected.get(p.uid))
+            views.pod_summary(
+                p,
+                self._pod_state(p),
+                self.rejected.get(p.uid),
+                wall=time.time(),
+                offset=self._wall_offset,
+            )
             for p in self._pod_keys().values()
         ]
 
@@ -293,6 +385,12 @@ class Daemon:
             before = self._pod_keys()
             if self.static.update(contents):
                 await self._sync_pods(before)
+                mirrors = {
+                    key: mirror_manifest(self.objects.admission.always_pull(pod))
+                    for key, pod in self.static.pods().items()
+                }
+                self.objects.set_mirror_pods(mirrors)
+                self.sync_statuses()
 
     # -- image GC ------------------------------------------------------------------------
 
@@ -389,10 +487,14 @@ class Daemon:
             self.store = node.store
             self.node = node
             async with self.node.running(), anyio.create_task_group() as tg:
+                self._tasks = tg
+                self._wall_offset = time.time() - anyio.current_time()
                 await self.scan_static_pods()
                 tg.start_soon(self._watch_static)
                 tg.start_soon(self._image_gc)
-                tg.start_soon(HTTPServer(API(self)).serve, listener)
+                tg.start_soon(self._status_manager)
+                api = API(self, kube=KubeAPI(self, clock=time.time))
+                tg.start_soon(HTTPServer(api).serve, listener)
                 self._ready = True
                 log.info(
                     "daemon.ready",
@@ -406,6 +508,7 @@ class Daemon:
                     await anyio.sleep_forever()
                 finally:
                     self._ready = False
+                    self._tasks = None
                     tg.cancel_scope.cancel()
         log.info("daemon.stopped")
 

@@ -8,6 +8,10 @@ for its next request) is closed to make room, and a new one is refused with 503 
 idle. ``accept()`` failing for lack of resources (``EMFILE``, ``ENFILE``, ``ENOBUFS``,
 ``ENOMEM``) closes the oldest idle connection and backs off (5 ms doubling to 1 s) instead of
 ending the server, and the daemon with it.
+
+A response with a ``stream`` (a watch) is sent chunked as the stream yields, without the read
+deadline, until the stream ends or the client goes away (a read on the connection ends: every
+watch is ended by its client, and must not outlive it); the connection closes after it.
 """
 
 from __future__ import annotations
@@ -85,12 +89,19 @@ class Request:
         return values[0] if values else None
 
 
+ChunkSender = Callable[[bytes], Awaitable[None]]
+StreamWriter = Callable[[ChunkSender], Awaitable[None]]
+"""A streaming body: called with a function that sends one chunk, it returns when done."""
+
+
 @dataclass(frozen=True, slots=True)
 class Response:
     status: int
     body: bytes = b""
     content_type: str = "application/json"
     headers: tuple[tuple[str, str], ...] = field(default=())
+    stream: StreamWriter | None = field(default=None, compare=False)
+    """Writes the body chunk by chunk (sent chunked after the headers), in place of ``body``."""
 
     @classmethod
     def json(cls, status: int, doc: object) -> Response:
@@ -240,6 +251,9 @@ class HTTPServer:
                 except Exception:  # the API must survive a failing handler
                     log.exception("api.handler_failed", method=request.method, path=request.path)
                     response = Response.error(500, "internal error")
+                if response.stream is not None:
+                    await self._send_stream(conn, stream, response)
+                    return
                 keep_alive = conn.our_state is h11.SEND_RESPONSE and _keep_alive(request)
                 await self._send(conn, stream, response, close=not keep_alive)
                 if not keep_alive or conn.our_state is not h11.DONE:
@@ -338,6 +352,44 @@ class HTTPServer:
             data += conn.send(h11.Data(data=response.body)) or b""
             data += conn.send(h11.EndOfMessage()) or b""
             await stream.send(data)
+        except (h11.LocalProtocolError, anyio.BrokenResourceError, OSError):
+            return
+
+    async def _send_stream(
+        self, conn: h11.Connection, stream: anyio.abc.SocketStream, response: Response
+    ) -> None:
+        """Headers, then each chunk as the response's stream yields it, until it ends or the
+        client closes its side."""
+        assert response.stream is not None
+        headers = [
+            ("Content-Type", response.content_type),
+            ("Transfer-Encoding", "chunked"),
+            ("Server", "kubelet-sim"),
+            ("Connection", "close"),
+            *response.headers,
+        ]
+        writer = response.stream
+
+        async def until_client_leaves(scope: anyio.CancelScope) -> None:
+            with contextlib.suppress(anyio.EndOfStream, anyio.BrokenResourceError, OSError):
+                while await stream.receive(4096):
+                    pass  # a client says nothing while it watches
+            scope.cancel()
+
+        async def send_chunk(chunk: bytes) -> None:
+            if chunk:
+                await stream.send(conn.send(h11.Data(data=chunk)) or b"")
+
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(until_client_leaves, tg.cancel_scope)
+                head = h11.Response(
+                    status_code=response.status, headers=headers, reason=_reason(response.status)
+                )
+                await stream.send(conn.send(head) or b"")
+                await writer(send_chunk)
+                await stream.send(conn.send(h11.EndOfMessage()) or b"")
+                tg.cancel_scope.cancel()
         except (h11.LocalProtocolError, anyio.BrokenResourceError, OSError):
             return
 

@@ -32,16 +32,25 @@ from typing import Any
 import structlog
 
 from kubelet_sim.errors import KubeletSimError
-from kubelet_sim.k8s import parse_manifests
+from kubelet_sim.k8s import Manifest, parse_manifests
 from kubelet_sim.k8s.objects import DEFAULT_SERVICE_ACCOUNT, Pod, field_warnings
 
-__all__ = ["MANIFEST_SUFFIXES", "MAX_MANIFEST_FILE", "StaticPods", "read_folder", "static_uid"]
+__all__ = [
+    "MANIFEST_SUFFIXES",
+    "MAX_MANIFEST_FILE",
+    "MIRROR_ANNOTATION",
+    "StaticPods",
+    "mirror_manifest",
+    "read_folder",
+    "static_uid",
+]
 
 log = structlog.get_logger(__name__)
 
 MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
 MAX_MANIFEST_FILE = 4 * 1024 * 1024
 MAX_NAME = 253  # a DNS subdomain, the limit of a pod name
+MIRROR_ANNOTATION = "kubernetes.io/config.mirror"
 
 PodKey = tuple[str, str]
 
@@ -53,6 +62,36 @@ def static_uid(node_name: str, file: Path, document: Mapping[str, Any]) -> str:
     hasher.update(f"file:{file}".encode())
     hasher.update(json.dumps(document, sort_keys=True, default=str).encode())
     return hasher.hexdigest()
+
+
+def mirror_manifest(pod: Pod) -> Manifest:
+    """The static pod's mirror pod, as the kubelet creates it in the API server: its name,
+    labels, containers and the ``kubernetes.io/config.*`` annotations (the mirror annotation
+    holds the pod's hash, its UID here)."""
+    annotations = {
+        **pod.annotations,
+        "kubernetes.io/config.hash": pod.uid,
+        MIRROR_ANNOTATION: pod.uid,
+        "kubernetes.io/config.source": "file",
+    }
+
+    def containers(items: Iterable[Any]) -> list[dict[str, Any]]:
+        return [
+            {"name": c.name, "image": c.image, "imagePullPolicy": str(c.image_pull_policy)}
+            for c in items
+        ]
+
+    spec: dict[str, Any] = {"containers": containers(pod.containers), "nodeName": pod.node_name}
+    if pod.init_containers:
+        spec["initContainers"] = containers(pod.init_containers)
+    metadata = {
+        "name": pod.name,
+        "namespace": pod.namespace,
+        "uid": pod.uid,
+        "labels": dict(pod.labels),
+        "annotations": annotations,
+    }
+    return Manifest(pod, {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": spec})
 
 
 @dataclass(slots=True)

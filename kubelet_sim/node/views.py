@@ -10,6 +10,8 @@ from kubelet_sim.core.reference import parse_normalized
 from kubelet_sim.engine.workers import PodState
 from kubelet_sim.errors import InvalidImageNameError
 from kubelet_sim.k8s.objects import Container, Pod
+from kubelet_sim.node.kubeapi.tables import pod_columns
+from kubelet_sim.node.podstatus import pod_phase, pod_status
 from kubelet_sim.runtime.containers import ContainerManager, StartedContainer
 from kubelet_sim.store import ImageRecord
 from kubelet_sim.telemetry.events import Event
@@ -87,21 +89,6 @@ def _container(
     return out
 
 
-def _phase(pod: Pod, state: PodState | None, rejected: tuple[str, str] | None) -> str:
-    """``status.phase``: Pending, Running, Succeeded or Failed."""
-    if rejected is not None:
-        return "Failed"
-    if state is None:
-        return "Pending"
-    apps = [state.containers[c.name] for c in pod.containers if c.name in state.containers]
-    if apps and all(c.running for c in apps):
-        return "Running"
-    if state.finished_at is not None:
-        codes = [c.last_termination.exit_code for c in apps if c.last_termination is not None]
-        return "Succeeded" if codes and all(code == 0 for code in codes) else "Failed"
-    return "Running" if any(c.running for c in apps) else "Pending"
-
-
 def pod_detail(
     pod: Pod,
     state: PodState | None,
@@ -124,7 +111,7 @@ def pod_detail(
     def view(c: Container) -> dict[str, Any]:
         return _container(c, table.get(c.name), now, started(c), reveal)
 
-    phase = _phase(pod, state, rejected)
+    phase = pod_phase(pod, state, rejected)
     out: dict[str, Any] = {
         "namespace": pod.namespace,
         "name": pod.name,
@@ -150,48 +137,36 @@ def pod_detail(
 
 
 def pod_summary(
-    pod: Pod, state: PodState | None, rejected: tuple[str, str] | None = None
+    pod: Pod,
+    state: PodState | None,
+    rejected: tuple[str, str] | None = None,
+    *,
+    wall: float,
+    offset: float,
 ) -> dict[str, Any]:
-    """One line of ``GET /pods`` (``kubectl get pods``): READY, STATUS and RESTARTS."""
-    total = len(pod.containers)
-    ready = 0
-    restarts = 0
-    status = rejected[0] if rejected is not None else "Pending"
-    if state is not None and rejected is None:
-        apps = [state.containers[c.name] for c in pod.containers if c.name in state.containers]
-        inits = [state.containers[c.name] for c in pod.init_containers]
-        ready = sum(1 for c in apps if c.running)
-        restarts = sum(c.restart_count for c in state.containers.values())
-        status = _status(pod, state, apps, inits)
+    """One line of ``GET /pods``: READY, STATUS and RESTARTS as ``kubectl get pods`` shows them
+    (the same ``printPod`` columns the Kubernetes API's tables print, from the pod's status)."""
+    status = pod_status(pod, state, offset=offset, containers=None, host_ip="", rejected=rejected)
+    doc = {
+        "metadata": {},
+        "spec": {
+            "containers": [{"name": c.name} for c in pod.containers],
+            "initContainers": [{"name": c.name} for c in pod.init_containers],
+        },
+        "status": status,
+    }
+    ready, reason, restarts = pod_columns(doc, wall)
+    images = state.containers.values() if state is not None else ()
     return {
         "namespace": pod.namespace,
         "name": pod.name,
         "uid": pod.uid,
-        "ready": f"{ready}/{total}",
-        "imagesReady": f"{sum(1 for c in (state.containers.values() if state else ()) if c.image_ready)}"
-        f"/{total + len(pod.init_containers)}",
-        "status": status,
-        "restarts": restarts,
+        "ready": ready,
+        "imagesReady": f"{sum(1 for c in images if c.image_ready)}"
+        f"/{len(pod.containers) + len(pod.init_containers)}",
+        "status": reason,
+        "restarts": int(restarts.split(" ", 1)[0]),
     }
-
-
-def _status(
-    pod: Pod, state: PodState, apps: list[ContainerState], inits: list[ContainerState]
-) -> str:
-    """kubectl's STATUS column: an init step, the first waiting reason, or the phase."""
-    for index, c in enumerate(inits):
-        if not c.succeeded:
-            if c.reason and c.reason not in ("ContainerCreating", "PodInitializing"):
-                return f"Init:{c.reason}"
-            return f"Init:{index}/{len(inits)}"
-    for c in apps:
-        if not c.running and c.reason and c.reason != "PodInitializing":
-            return c.reason
-    for c in apps:
-        if c.phase is ContainerPhase.TERMINATED and c.last_termination is not None:
-            return c.last_termination.reason
-    phase = _phase(pod, state, None)
-    return "ContainerCreating" if phase == "Pending" else phase
 
 
 def image_row(record: ImageRecord) -> dict[str, Any]:

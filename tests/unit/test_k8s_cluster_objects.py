@@ -518,8 +518,8 @@ class FakeNode:
             for r in results
         ]
 
-    async def delete_pod(self, namespace: str, name: str) -> bool:
-        return False
+    async def delete_pod(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return None
 
     def pods(self) -> list[dict[str, Any]]:
         return []

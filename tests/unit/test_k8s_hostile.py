@@ -109,8 +109,8 @@ class _Node:
         manifests = await anyio.to_thread.run_sync(parse)
         return [{"name": r.name} for r in self.objects.apply_all(manifests)]
 
-    async def delete_pod(self, namespace: str, name: str) -> bool:
-        return False
+    async def delete_pod(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return None
 
     def pods(self) -> list[dict[str, Any]]:
         return []

@@ -1,0 +1,158 @@
+"""Watch streams: ``GET ...?watch=true`` answers one JSON event per line until the client leaves
+or ``timeoutSeconds`` pass.
+
+From ``resourceVersion`` "" or "0" a watch starts with an ``ADDED`` event per object; from a
+later one (kubectl lists, then watches from the list's version) it replays the store's changes
+after it, or answers an ``ERROR`` event with a 410 ``Expired`` Status when its history no longer
+reaches back (the client lists again). A watcher that cannot keep up is ended the same way,
+never allowed to hold memory without bound. Asked for tables (``kubectl get -w``), each event's
+object is a Table of one row; only the first carries the column definitions. Events are
+watched by polling the node's recorder each second (it keeps no change history).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import anyio
+
+from kubelet_sim.k8s.store import Change, ChangeType, ObjectStore
+from kubelet_sim.node.httpserver import ChunkSender, Request, Response
+from kubelet_sim.node.kubeapi.resources import Resource
+from kubelet_sim.node.kubeapi.tables import table as make_table
+from kubelet_sim.node.kubeapi.wire import bad_request, dumps
+
+__all__ = ["DEFAULT_TIMEOUT", "watch_stream"]
+
+DEFAULT_TIMEOUT = 1800.0
+"""A watch without ``timeoutSeconds`` ends after this (the API server's is 30-60 minutes)."""
+BUFFER = 1024
+"""Changes queued for one watcher before it is ended as too slow."""
+EVENT_POLL = 1.0
+
+_Docs = Callable[[str | None], list[dict[str, Any]]]
+
+
+def _expired() -> dict[str, Any]:
+    return {
+        "type": "ERROR",
+        "object": {
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Failure",
+            "message": "too old resource version",
+            "reason": "Expired",
+            "code": 410,
+        },
+    }
+
+
+def watch_stream(
+    request: Request,
+    resource: Resource,
+    namespace: str | None,
+    matches: Callable[[Mapping[str, Any]], bool],
+    store: ObjectStore,
+    *,
+    events: _Docs | None,
+    clock: Callable[[], float],
+    table: bool,
+) -> Response:
+    """The streaming answer to a watch request.
+
+    Raises:
+        kubelet_sim.errors.APIStatusError: 400 for a ``resourceVersion`` or ``timeoutSeconds``
+            that is no number.
+    """
+    since = request.param("resourceVersion") or ""
+    if since not in ("", "0") and not since.isdigit():
+        raise bad_request(f"resourceVersion must be a number, got {since[:40]!r}")
+    timeout_text = request.param("timeoutSeconds")
+    timeout = DEFAULT_TIMEOUT
+    if timeout_text is not None:
+        if not timeout_text.isdigit():
+            raise bad_request(f"timeoutSeconds must be a number, got {timeout_text[:40]!r}")
+        timeout = min(float(timeout_text), DEFAULT_TIMEOUT)
+    include = request.param("includeObject") or "Metadata"
+    first = True
+
+    def line(kind: str, doc: Mapping[str, Any]) -> bytes:
+        nonlocal first
+        obj: Mapping[str, Any] = doc
+        if table:
+            rv = str(doc.get("metadata", {}).get("resourceVersion", store.revision))
+            obj = make_table(
+                resource, [doc], clock(), resource_version=rv, include_object=include, headers=first
+            )
+            first = False
+        return dumps({"type": kind, "object": obj}) + b"\n"
+
+    def wanted(change: Change) -> bool:
+        return (
+            change.kind is resource.kind
+            and (namespace is None or change.namespace == namespace)
+            and matches(change.document)
+        )
+
+    async def changes(send_chunk: ChunkSender) -> None:
+        send, receive = anyio.create_memory_object_stream[Change](BUFFER)
+
+        def on_change(change: Change) -> None:
+            try:
+                send.send_nowait(change)
+            except (anyio.WouldBlock, anyio.ClosedResourceError):
+                send.close()  # too slow: its stream ends with an Expired error
+
+        unsubscribe = store.subscribe(on_change)
+        try:
+            with anyio.move_on_after(timeout):
+                if since in ("", "0"):
+                    last = store.revision
+                    assert resource.kind is not None
+                    for doc in store.documents(resource.kind, namespace):
+                        if matches(doc):
+                            await send_chunk(line(str(ChangeType.ADDED), doc))
+                else:
+                    last = int(since)
+                    replay = store.changes_since(last)
+                    if replay is None:
+                        await send_chunk(dumps(_expired()) + b"\n")
+                        return
+                    for change in replay:
+                        last = change.resource_version
+                        if wanted(change):
+                            await send_chunk(line(str(change.type), change.document))
+                async for change in receive:
+                    if change.resource_version <= last:
+                        continue
+                    last = change.resource_version
+                    if wanted(change):
+                        await send_chunk(line(str(change.type), change.document))
+                await send_chunk(dumps(_expired()) + b"\n")  # ended for falling behind
+        finally:
+            unsubscribe()
+            send.close()
+            receive.close()
+
+    async def recorder_events(send_chunk: ChunkSender) -> None:
+        assert events is not None
+        seen: dict[str, Any] = {}
+        with anyio.move_on_after(timeout):
+            initial = True
+            while True:
+                for doc in events(namespace):
+                    key = doc["metadata"]["name"]
+                    version = (doc.get("count"), doc.get("lastTimestamp"))
+                    if seen.get(key) == version:
+                        continue
+                    kind = ChangeType.ADDED if key not in seen else ChangeType.MODIFIED
+                    seen[key] = version
+                    if (not initial or since in ("", "0")) and matches(doc):
+                        await send_chunk(line(str(kind), doc))
+                initial = False
+                await anyio.sleep(EVENT_POLL)
+
+    writer = recorder_events if resource.kind is None else changes
+    return Response(200, b"", "application/json", stream=writer)
