@@ -5,6 +5,17 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh
+# The kubectl tests drive the real client (tests/integration/test_kubectl.py). It is not in
+# Debian's archive at a usable version (kubernetes-client there is 1.20), so it is not installed
+# here: say so plainly instead of failing deep inside pytest.
+kubectl_minor=$(kubectl version --client -o json 2>/dev/null \
+  | sed -n 's/.*"minor": *"\([0-9]*\).*/\1/p' | head -n1 || true)
+if [ -z "$kubectl_minor" ] || [ "$kubectl_minor" -lt 28 ]; then
+  echo "test.sh: kubectl >= v1.28 (v1.32 on CI machines) is required for the kubectl tests;" \
+    "found: $(command -v kubectl || echo none) ${kubectl_minor:+v1.$kubectl_minor}." \
+    "Install it from https://kubernetes.io/docs/tasks/tools/ and run again." >&2
+  exit 1
+fi
 # Byte-compiled modules are cached under .venv, never in the tree: the tests start many child
 # interpreters (daemons, crash writers, CLI runs) that would otherwise compile everything again.
 unset PYTHONDONTWRITEBYTECODE

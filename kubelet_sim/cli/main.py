@@ -48,6 +48,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "fsck": ("store", "verify every blob and reference in the local store"),
     "gc": ("store", "run image garbage collection once, as the kubelet does"),
     "images": ("images", "list images in the local store"),
+    "kubeconfig": (
+        "kubeconfig",
+        "print a kubeconfig for a running daemon (KUBECONFIG=... kubectl get pods)",
+    ),
     "manifest": ("manifest", "inspect, create, annotate and push manifest lists"),
     "pull": ("pull", "ensure one image exists, as the kubelet would"),
     "ref": ("ref", "parse an image reference the way the kubelet does"),

@@ -272,7 +272,11 @@ def test_static_pods_api_metrics_and_clean_sigterm(
         while c.get(f"/pods/default/web-{NODE}").status_code != 404:
             assert time.monotonic() < deadline
             time.sleep(0.1)
+        # A graceful deletion: the pod stays (terminating) until its containers stopped.
         assert c.delete("/pods/team/api").status_code == 200
+        while c.get("/pods/team/api").status_code != 404:
+            assert time.monotonic() < deadline + 10
+            time.sleep(0.1)
         assert c.delete("/pods/team/api").status_code == 404
 
     started = time.monotonic()
