@@ -8,7 +8,8 @@ tag), named NAME-demo after the node as the kubelet names them, and, through the
 ``kubectl apply -f`` sends it, ``config/apply/`` (a private image with its pull secret: static
 pods cannot use Secrets). The manifests name ``localhost:5000`` (public) and ``localhost:5001``
 (private); the demo rewrites those to its registries' real ports. It shows
-progress, then the pods, events, images and a few metrics through the daemon's HTTP API, stops
+progress, then the pods, events, images and a few metrics through the daemon's HTTP API (and
+``kubectl get pods`` when kubectl is installed), stops
 the daemon cleanly, and starts it again on the same root to show a restart finding its images.
 """
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import os
 import shutil
 import sys
 import tempfile
@@ -30,6 +32,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from kubelet_sim.cli.commands.kubeconfig import kubeconfig
 from kubelet_sim.config.kubelet import load_kubelet_config
 from kubelet_sim.core.credentials import Credentials
 from kubelet_sim.core.digest import short_digest
@@ -250,11 +253,35 @@ async def _run_daemon(
                             await anyio.sleep(0.5)
             await _report(api, console, round_no)
             if round_no == 1:
+                await _kubectl(url, console)
                 await _environment(api, console, "demo", "env-hooks")
                 status_code = (await api.delete("/pods/demo/env-hooks")).status_code
                 console.print(f"deleted demo/env-hooks ({status_code}): preStop runs, then SIGTERM")
         tg.cancel_scope.cancel()
     console.print("daemon stopped cleanly")
+
+
+async def _kubectl(url: str, console: Console) -> None:
+    """``kubectl get pods`` against the daemon, as a user would with ``kubelet-sim kubeconfig``
+    (only when kubectl is installed; its config and cache go to a temporary folder)."""
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        console.print(
+            "kubectl not found: with it, `kubelet-sim kubeconfig` points it at the daemon"
+        )
+        return
+    with tempfile.TemporaryDirectory(prefix="kubelet-sim-kubectl-") as folder:
+        config = anyio.Path(folder) / "kubeconfig"
+        await config.write_text(kubeconfig(url))
+        env = {"PATH": os.environ.get("PATH", ""), "HOME": folder, "KUBECONFIG": str(config)}
+        argv = [kubectl, "get", "pods", "-n", "demo", "-o", "wide"]
+        with anyio.move_on_after(30):
+            done = await anyio.run_process(argv, env=env, check=False)
+            console.print(
+                f"$ kubelet-sim kubeconfig --server {url} > kc && "
+                "KUBECONFIG=kc kubectl get pods -n demo -o wide"
+            )
+            console.print(escape((done.stdout or done.stderr).decode().rstrip()))
 
 
 async def _environment(api: httpx.AsyncClient, console: Console, namespace: str, name: str) -> None:
