@@ -121,4 +121,3 @@ def _pod(doc: dict[str, Any], pod: Pod, status: Mapping[str, Any] | None, node_n
             out.append(item)
         spec[field] = out
     doc["status"] = dict(status) if status is not None else {"phase": "Pending"}
-

@@ -60,6 +60,8 @@ GC_PERIOD = 300.0  # pkg/kubelet/kubelet.go ImageGCPeriod (5 minutes)
 STATUS_PERIOD = 0.5
 """How often pod statuses are compared with what the API shows, and written when they changed
 (the kubelet's status manager writes on change, checking every 10 s besides)."""
+STATUS_COALESCE = 0.05
+"""After a write, the status manager waits this long, so a burst of writes costs one pass."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +148,9 @@ class Daemon:
         self._parse_limiter = anyio.CapacityLimiter(PARSE_CONCURRENCY)
         self._tasks: anyio.abc.TaskGroup | None = None
         self._wall_offset = 0.0
+        self._status_due: anyio.Event | None = None
+        self._status_seen: dict[str, tuple[object, ...]] = {}
+        """Per pod UID, what its status was last made from (see :meth:`sync_statuses`)."""
         """Wall clock minus the engine's clock, taken once when the node starts."""
 
     # -- NodeView (the API's seam) -------------------------------------------------------
@@ -187,7 +192,7 @@ class Daemon:
                 return change(self.objects)
             finally:
                 await self._sync_pods(before)
-                self.sync_statuses()
+                self._status_soon()
 
     async def delete_pod(
         self, namespace: str, name: str, *, grace: int | None = None
@@ -253,22 +258,50 @@ class Daemon:
         pods.update(
             (k, self.objects.admission.always_pull(p)) for k, p in self.static.pods().items()
         )
+        seen: dict[str, tuple[object, ...]] = {}
+        containers = self.node.containers
         for pod in pods.values():
             if self.objects.deleting(Kind.POD, pod.namespace, pod.name):
                 continue
+            state = self._pod_state(pod)
+            rejected = self.rejected.get(pod.uid)
+            # The engine replaces a ContainerState on every change (they are frozen): the same
+            # objects as last time mean the same status, which need not be made again.
+            fingerprint = (
+                pod,
+                state,
+                state.sandbox if state is not None else None,
+                state.finished_at if state is not None else None,
+                rejected,
+                containers.pod_ip(pod.uid) if containers is not None else "",
+                *(state.containers.values() if state is not None else ()),
+            )
+            seen[pod.uid] = fingerprint
+            last = self._status_seen.get(pod.uid)
+            if last is not None and _same(last, fingerprint):
+                continue
             status = pod_status(
                 pod,
-                self._pod_state(pod),
+                state,
                 offset=self._wall_offset,
-                containers=self.node.containers,
+                containers=containers,
                 host_ip=host_ip,
-                rejected=self.rejected.get(pod.uid),
+                rejected=rejected,
             )
             self.objects.set_pod_status(pod.namespace, pod.name, status)
+        self._status_seen = seen
+
+    def _status_soon(self) -> None:
+        """Wake the status manager: it runs next, once for a burst of writes."""
+        if self._status_due is not None:
+            self._status_due.set()
 
     async def _status_manager(self) -> None:
         while True:
-            await anyio.sleep(STATUS_PERIOD)
+            due = self._status_due = anyio.Event()
+            with anyio.move_on_after(STATUS_PERIOD):
+                await due.wait()
+                await anyio.sleep(STATUS_COALESCE)  # a burst of writes: one pass after it
             self.sync_statuses()
 
     def pods(self) -> list[dict[str, Any]]:
@@ -390,7 +423,7 @@ class Daemon:
                     for key, pod in self.static.pods().items()
                 }
                 self.objects.set_mirror_pods(mirrors)
-                self.sync_statuses()
+                self._status_soon()
 
     # -- image GC ------------------------------------------------------------------------
 
@@ -511,6 +544,11 @@ class Daemon:
                     self._tasks = None
                     tg.cancel_scope.cancel()
         log.info("daemon.stopped")
+
+
+def _same(a: tuple[object, ...], b: tuple[object, ...]) -> bool:
+    """The same objects, one by one (identity, not equality: cheap, and exact for frozen ones)."""
+    return len(a) == len(b) and all(x is y for x, y in zip(a, b, strict=True))
 
 
 def raise_open_file_limit() -> tuple[int, int]:

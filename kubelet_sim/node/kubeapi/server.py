@@ -90,26 +90,20 @@ class KubeNode(Protocol):
     def event_documents(self, namespace: str | None) -> list[dict[str, Any]]: ...
 
 
-def field_values(doc: Mapping[str, Any]) -> dict[str, str]:
-    """The values field selectors compare, of a served document (``a.b`` paths)."""
+def field_values(doc: Mapping[str, Any], names: frozenset[str]) -> dict[str, str]:
+    """The values of the fields ``names`` (``a.b`` paths) of a served document, as field
+    selectors compare them (an event's ``source`` is its component)."""
     out: dict[str, str] = {}
-
-    def walk(prefix: str, value: Any) -> None:
-        if isinstance(value, Mapping):
-            for key, item in value.items():
-                walk(f"{prefix}.{key}" if prefix else str(key), item)
-        elif isinstance(value, bool):
-            out[prefix] = "true" if value else "false"
+    for name in names:
+        value: Any = doc
+        for part in name.split("."):
+            value = value.get(part) if isinstance(value, Mapping) else None
+        if name == "source" and isinstance(value, Mapping):
+            value = value.get("component", "")
+        if isinstance(value, bool):
+            out[name] = "true" if value else "false"
         elif isinstance(value, str | int):
-            out[prefix] = str(value)
-
-    walk("", {k: doc.get(k) for k in ("metadata", "spec", "status", "involvedObject")})
-    for key in ("type", "reason", "reportingComponent"):
-        if isinstance(doc.get(key), str):
-            out[key] = doc[key]
-    source = doc.get("source")
-    if isinstance(source, Mapping):
-        out["source"] = str(source.get("component", ""))
+            out[name] = str(value)
     return out
 
 
@@ -128,10 +122,13 @@ class Selection:
                 raise bad_request(f"field label not supported: {name[:100]}")
 
     def matches(self, doc: Mapping[str, Any]) -> bool:
-        metadata = doc.get("metadata")
-        labels = metadata.get("labels") if isinstance(metadata, Mapping) else None
-        labels = labels if isinstance(labels, Mapping) else {}
-        return self.labels.matches(labels) and self.fields.matches(field_values(doc))
+        if self.labels.requirements:
+            metadata = doc.get("metadata")
+            labels = metadata.get("labels") if isinstance(metadata, Mapping) else None
+            if not self.labels.matches(labels if isinstance(labels, Mapping) else {}):
+                return False
+        names = self.fields.fields()
+        return not names or self.fields.matches(field_values(doc, names))
 
 
 def _wants_table(request: Request) -> bool:

@@ -12,6 +12,7 @@ watched by polling the node's recorder each second (it keeps no change history).
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -49,6 +50,23 @@ def _expired() -> dict[str, Any]:
     }
 
 
+_ENCODED: OrderedDict[int, tuple[Mapping[str, Any], bytes]] = OrderedDict()
+_ENCODED_KEPT = 256
+
+
+def encoded(kind: str, doc: Mapping[str, Any]) -> bytes:
+    """One change's event line, encoded once for every watcher that sends it. Keyed by the
+    change's document object, which the cache holds, so its id cannot be reused meanwhile."""
+    entry = _ENCODED.get(id(doc))
+    if entry is not None and entry[0] is doc:
+        return entry[1]
+    line = dumps({"type": kind, "object": doc}) + b"\n"
+    _ENCODED[id(doc)] = (doc, line)
+    if len(_ENCODED) > _ENCODED_KEPT:
+        _ENCODED.popitem(last=False)
+    return line
+
+
 def watch_stream(
     request: Request,
     resource: Resource,
@@ -78,9 +96,11 @@ def watch_stream(
     include = request.param("includeObject") or "Metadata"
     first = True
 
-    def line(kind: str, doc: Mapping[str, Any]) -> bytes:
+    def line(kind: str, doc: Mapping[str, Any], shared: bool = False) -> bytes:
         nonlocal first
         obj: Mapping[str, Any] = doc
+        if shared and not table:
+            return encoded(kind, doc)
         if table:
             rv = str(doc.get("metadata", {}).get("resourceVersion", store.revision))
             obj = make_table(
@@ -123,13 +143,13 @@ def watch_stream(
                     for change in replay:
                         last = change.resource_version
                         if wanted(change):
-                            await send_chunk(line(str(change.type), change.document))
+                            await send_chunk(line(str(change.type), change.document, shared=True))
                 async for change in receive:
                     if change.resource_version <= last:
                         continue
                     last = change.resource_version
                     if wanted(change):
-                        await send_chunk(line(str(change.type), change.document))
+                        await send_chunk(line(str(change.type), change.document, shared=True))
                 await send_chunk(dumps(_expired()) + b"\n")  # ended for falling behind
         finally:
             unsubscribe()
