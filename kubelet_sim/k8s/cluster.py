@@ -174,6 +174,14 @@ def parse_service(
     if not ports and cluster_ip != "None" and type_ != "ExternalName":
         raise doc.fail("spec.ports", "Required value")
     doc.labels(spec.get("selector"), "spec.selector")
+    for index, ip in enumerate(doc.strings(spec.get("externalIPs"), "spec.externalIPs") or ()):
+        try:
+            ipaddress.ip_address(ip)
+        except ValueError:
+            raise doc.fail(
+                f"spec.externalIPs[{index}]",
+                f'Invalid value: "{ip[:100]}": must be a valid IP address',
+            ) from None
     return Service(namespace, name, uid, cluster_ip, ports, type_, tuple(doc.unknown))
 
 

@@ -12,11 +12,18 @@ instead of failing), aliases may not expand past go-yaml's limits, integers may 
 64 bits, and a value PyYAML cannot build (``2001-13-01``) is an error; so is a mapping key that is
 not a string, which a JSON object (a Kubernetes object) cannot have. Every such document is a
 :class:`~kubelet_sim.errors.ConfigError` naming the source (and the field, when there is one).
+
+Every document read (and every patch the API applies) is then checked by :func:`check_document`:
+at most :data:`MAX_DOCUMENT_DEPTH` levels deep (an object is copied and encoded recursively each
+time it is served, so a deeper one stored would be unreadable), no NaN or infinite numbers (JSON
+has none: kubectl could not decode it back), and no string or key that is not valid Unicode (a
+lone UTF-16 surrogate from a ``\ud800`` escape).
 """
 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,10 +33,13 @@ from kubelet_sim.errors import ConfigError
 from kubelet_sim.k8s.objects import DEFAULT_NAMESPACE, Object, parse_object
 
 __all__ = [
+    "MAX_DOCUMENT_DEPTH",
     "MAX_MANIFEST_BYTES",
     "MAX_NESTING_DEPTH",
     "MAX_OBJECTS",
     "Manifest",
+    "check_document",
+    "load_documents",
     "parse_manifests",
 ]
 
@@ -37,6 +47,9 @@ MAX_MANIFEST_BYTES = 16 * 1024 * 1024
 MAX_NESTING_DEPTH = yamlsafe.MAX_NESTING_DEPTH
 """Deepest collection nesting a YAML document may have, aliases expanded (real manifests stay
 under 30)."""
+
+MAX_DOCUMENT_DEPTH = 100
+"""Deepest nesting of a document that is stored and served (real objects stay under 30)."""
 
 MAX_OBJECTS = 10_000
 """Most objects one input may hold (``kubectl apply`` of a whole namespace stays far below)."""
@@ -81,6 +94,33 @@ def _object_count(doc: Any) -> int:
     return 0 if doc is None else 1
 
 
+def check_document(doc: Any, *, source: str) -> None:
+    """A document can be stored, served and encoded again as JSON.
+
+    Raises:
+        ConfigError: deeper than :data:`MAX_DOCUMENT_DEPTH`, a NaN or infinite number, or a
+            string that is not valid Unicode (none of them quoted).
+    """
+    stack: list[tuple[Any, int]] = [(doc, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(source, None, "NaN and infinite numbers are not JSON")
+        if isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ConfigError(source, None, "a string is not valid Unicode") from None
+        elif isinstance(value, Mapping | list):
+            if depth > MAX_DOCUMENT_DEPTH:
+                raise ConfigError(source, None, f"nests deeper than {MAX_DOCUMENT_DEPTH} levels")
+            if isinstance(value, Mapping):
+                stack.extend((key, depth) for key in value)
+                stack.extend((item, depth + 1) for item in value.values())
+            else:
+                stack.extend((item, depth + 1) for item in value)
+
+
 def load_documents(data: str | bytes, *, source: str) -> list[Any]:
     """The documents of a YAML or JSON input, not yet read as objects (``None`` for an empty
     one), within the size limit.
@@ -95,7 +135,10 @@ def load_documents(data: str | bytes, *, source: str) -> list[Any]:
             data = data.decode("utf-8")
         except UnicodeDecodeError:
             raise ConfigError(source, None, "not valid UTF-8") from None
-    return _documents(data, source)
+    documents = _documents(data, source)
+    for doc in documents:
+        check_document(doc, source=source)
+    return documents
 
 
 def parse_manifests(

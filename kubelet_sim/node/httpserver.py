@@ -229,6 +229,10 @@ class HTTPServer:
         try:
             with state.scope:
                 await self._serve_connection(stream, state)
+        except (
+            Exception
+        ):  # one connection (a watch stream, an unsendable answer) never ends the server
+            log.exception("api.connection_failed")
         finally:
             self._open.pop(key, None)
             await stream.aclose()

@@ -13,7 +13,7 @@ import yaml
 from kubelet_sim.errors import ConfigError
 from kubelet_sim.k8s import ObjectStore, parse_manifests
 from kubelet_sim.k8s import manifests as manifests_module
-from kubelet_sim.k8s.manifests import MAX_NESTING_DEPTH
+from kubelet_sim.k8s.manifests import MAX_DOCUMENT_DEPTH, MAX_NESTING_DEPTH
 
 DEEP = 30_000  # 60 KB of brackets; far past the recursion limit and libyaml's C stack
 
@@ -52,12 +52,22 @@ def test_deep_nesting_through_the_store_applies_nothing() -> None:
     assert len(store) == 0
 
 
-def test_nesting_up_to_the_limit_still_parses() -> None:
-    depth = MAX_NESTING_DEPTH - 2  # under the top-level and spec mappings
+def deep_pod(depth: int) -> str:
     text = "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  containers:\n"
-    text += "  - {name: a, image: nginx}\n  extra: " + "[" * depth + "]" * depth + "\n"
-    (manifest,) = parse_manifests(text)
+    return text + "  - {name: a, image: nginx}\n  extra: " + "[" * depth + "]" * depth + "\n"
+
+
+def test_nesting_up_to_the_stored_limit_still_parses() -> None:
+    # Under the top-level and spec mappings: the document is MAX_DOCUMENT_DEPTH deep.
+    (manifest,) = parse_manifests(deep_pod(MAX_DOCUMENT_DEPTH - 2))
     assert manifest.object.name == "p"
+
+
+def test_a_document_deeper_than_is_stored_and_served_is_refused() -> None:
+    # YAML parses it (MAX_NESTING_DEPTH), but serving it would copy and encode it recursively.
+    assert MAX_DOCUMENT_DEPTH < MAX_NESTING_DEPTH
+    with pytest.raises(ConfigError, match=f"nests deeper than {MAX_DOCUMENT_DEPTH} levels"):
+        parse_manifests(deep_pod(MAX_DOCUMENT_DEPTH - 1), source="deep.yaml")
 
 
 def test_the_pure_python_loader_recursion_is_a_config_error(

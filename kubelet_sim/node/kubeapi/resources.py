@@ -31,7 +31,7 @@ __all__ = [
 ]
 
 AGGREGATED_CONTENT_TYPE = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList"
-_WRITE = ("create", "delete", "deletecollection", "get", "list", "patch", "update", "watch")
+_WRITE = ("create", "delete", "get", "list", "patch", "update", "watch")
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,9 +16,12 @@ stopped. Secrets are answered to loopback clients only (as ``?reveal=1`` on ``/p
 
 from __future__ import annotations
 
+import base64
+import contextlib
+import json
 import secrets
 import string
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol, TypeVar
 
 from kubelet_sim.errors import APIStatusError, ConfigError, PatchError
@@ -46,6 +49,8 @@ from kubelet_sim.node.kubeapi.wire import (
 __all__ = ["KubeAPI", "KubeNode"]
 
 T = TypeVar("T")
+_SHORTEST_SECRET = 3
+"""Secret values shorter than this are not scrubbed from errors (they would match anything)."""
 _SERVER_OWNED = (
     "resourceVersion",
     "uid",
@@ -187,9 +192,10 @@ class KubeAPI:
         if resource is None or (namespace is not None and not resource.namespaced):
             raise _not_found_path(path)
         name = rest[1] if len(rest) == 2 else None
-        if resource.plural == "secrets" and request.method == "GET" and not request.from_loopback:
+        if resource.plural == "secrets" and not request.from_loopback:
+            # every verb answers the Secret (a patch answers it patched): loopback only
             raise APIStatusError(
-                403, "Forbidden", "secrets are answered to loopback clients only", kind="secrets"
+                403, "Forbidden", "secrets are served to loopback clients only", kind="secrets"
             )
         if name is None:
             return await self._collection(request, resource, namespace)
@@ -313,6 +319,8 @@ class KubeAPI:
             docs = [d for d in self._documents(resource, namespace) if selection.matches(d)]
             return self._answer(request, resource, docs, one=False)
         if method == "POST":
+            if resource.kind is None:
+                raise APIStatusError(405, "MethodNotAllowed", "events are recorded by the node")
             if resource.namespaced and namespace is None:
                 raise _not_found_path(request.path)
             return await self._create(request, resource, namespace or "")
@@ -372,51 +380,80 @@ class KubeAPI:
     async def _patch(
         self, request: Request, resource: Resource, namespace: str, name: str
     ) -> Response:
+        """Patch the object as it is when the node's lock is held: a status write (or another
+        patch) in between is never a spurious conflict or a lost update. A patch that sets
+        ``metadata.resourceVersion`` is a precondition, as upstream."""
         content_type = request.headers.get("content-type", "")
         patch = decode_body(request.body, content_type, patch=True)
-        current = self._document(resource, namespace, name)
         media = content_type.split(";", 1)[0].strip().lower()
-        try:
-            if media == "application/json-patch+json":
-                patched = json_patch(current, patch)
-            elif media == "application/merge-patch+json":
-                patched = merge_patch(current, mapping(patch, "a merge patch"))
-            else:
-                patched = strategic_merge_patch(
-                    resource.kind_name, current, mapping(patch, "a strategic merge patch")
-                )
-        except PatchError as exc:
-            if exc.invalid:
-                cause = ("FieldValueInvalid", exc.message, exc.field or "")
-                raise APIStatusError(
-                    422,
-                    "Invalid",
-                    exc.message,
-                    kind=resource.plural,
-                    name=name,
-                    causes=(cause,),
-                ) from exc
-            raise bad_request(exc.message) from exc
-        doc = dict(mapping(patched, "the patched object"))
-        return await self._write(request, resource, namespace, name, doc, create=False)
+        kind = resource.kind
+        assert kind is not None
+        self._document(resource, namespace, name)  # 404 before anything else
 
-    async def _write(
+        def change(store: ObjectStore) -> list[str]:
+            current = store.document(kind, namespace, name)
+            if current is None:
+                raise _not_found(resource, name)
+            doc = dict(mapping(_patched(media, resource, name, current, patch), "the object"))
+            metadata = doc.get("metadata")
+            if isinstance(metadata, Mapping) and metadata.get("resourceVersion") == current[
+                "metadata"
+            ].get("resourceVersion"):
+                doc["metadata"] = {k: v for k, v in metadata.items() if k != "resourceVersion"}
+            manifest, version, warnings = self._prepare(request, resource, namespace, name, doc)
+            store.update(manifest, version)
+            return warnings
+
+        warnings = await self._stored(self.node.write(change), resource, name)
+        return self._written(resource, namespace, name, warnings, created=False)
+
+    def _prepare(
         self,
         request: Request,
         resource: Resource,
         namespace: str,
         name: str,
         doc: dict[str, Any],
-        *,
-        create: bool,
-    ) -> Response:
-        """Check, parse and store one document (a create, update or patched object)."""
-        assert resource.kind is not None
+    ) -> tuple[Manifest, str, list[str]]:
+        """Check and parse one document (a create, update or patched object): the manifest to
+        store, the resourceVersion it was made from (a precondition when set), its warnings.
+
+        Raises:
+            APIStatusError: 400 (identity, strict validation), 422 (invalid); a Secret's
+                values are never quoted.
+        """
+        try:
+            return self._parse(request, resource, namespace, name, doc)
+        except APIStatusError as exc:
+            if resource.kind is Kind.SECRET:
+                raise _scrubbed(exc, _secret_values(doc)) from None
+            raise
+
+    def _parse(
+        self,
+        request: Request,
+        resource: Resource,
+        namespace: str,
+        name: str,
+        doc: dict[str, Any],
+    ) -> tuple[Manifest, str, list[str]]:
         if request.param("dryRun"):
             raise bad_request("dryRun is not served by kubelet-sim")
         _check_identity(doc, resource, namespace, name)
         metadata = dict(doc.get("metadata") or {})
         resource_version = str(metadata.get("resourceVersion") or "")
+        uid = metadata.get("uid")
+        if uid and resource.kind is not None:
+            current = self.node.objects.document(resource.kind, namespace, name)
+            if current is not None and current["metadata"]["uid"] != uid:
+                raise APIStatusError(
+                    409,
+                    "Conflict",
+                    f"Precondition failed: UID in precondition: {str(uid)[:64]}, "
+                    f"UID in object meta: {current['metadata']['uid']}",
+                    kind=resource.plural,
+                    name=name,
+                )
         for key in _SERVER_OWNED:
             metadata.pop(key, None)
         raw = {**doc, "metadata": metadata}
@@ -438,22 +475,50 @@ class KubeAPI:
             )
         if validation == "Ignore":
             warnings = [w for w in warnings if w not in unknown]
-        manifest = Manifest(obj, raw)
-        store = self.node.objects
-        try:
+        return Manifest(obj, raw), resource_version, warnings
+
+    async def _write(
+        self,
+        request: Request,
+        resource: Resource,
+        namespace: str,
+        name: str,
+        doc: dict[str, Any],
+        *,
+        create: bool,
+    ) -> Response:
+        """Create or replace one object from its document."""
+        manifest, version, warnings = self._prepare(request, resource, namespace, name, doc)
+
+        def change(store: ObjectStore) -> list[str]:
             if create:
-                await self.node.write(lambda s: s.create(manifest))
+                store.create(manifest)
             else:
-                await self.node.write(lambda s: s.update(manifest, resource_version))
+                store.update(manifest, version)
+            return warnings
+
+        await self._stored(self.node.write(change), resource, name)
+        return self._written(resource, namespace, name, warnings, created=create)
+
+    @staticmethod
+    async def _stored(write: Awaitable[T], resource: Resource, name: str) -> T:
+        """The write's result; admission refusing a pod is a 403 Forbidden."""
+        try:
+            return await write
         except APIStatusError:
             raise
-        except ConfigError as exc:  # admission refused the pod
+        except ConfigError as exc:
             raise APIStatusError(
                 403, "Forbidden", exc.message, kind=resource.qualified, name=name
             ) from exc
-        stored = store.document(resource.kind, namespace, name)
+
+    def _written(
+        self, resource: Resource, namespace: str, name: str, warnings: list[str], *, created: bool
+    ) -> Response:
+        assert resource.kind is not None
+        stored = self.node.objects.document(resource.kind, namespace, name)
         assert stored is not None
-        return _ok(201 if create else 200, stored, tuple(warnings))
+        return _ok(201 if created else 200, stored, tuple(warnings))
 
     async def _delete(
         self, request: Request, resource: Resource, namespace: str, name: str
@@ -483,6 +548,65 @@ class KubeAPI:
         )
 
 
+def _patched(media: str, resource: Resource, name: str, current: dict[str, Any], patch: Any) -> Any:
+    """``current`` with the patch of ``media``'s kind applied.
+
+    Raises:
+        APIStatusError: 400 for a malformed patch, 422 for one that cannot apply.
+    """
+    try:
+        if media == "application/json-patch+json":
+            return json_patch(current, patch)
+        if media == "application/merge-patch+json":
+            return merge_patch(current, mapping(patch, "a merge patch"))
+        return strategic_merge_patch(
+            resource.kind_name, current, mapping(patch, "a strategic merge patch")
+        )
+    except PatchError as exc:
+        if exc.invalid:
+            cause = ("FieldValueInvalid", exc.message, exc.field or "")
+            raise APIStatusError(
+                422, "Invalid", exc.message, kind=resource.plural, name=name, causes=(cause,)
+            ) from exc
+        raise bad_request(exc.message) from exc
+
+
+def _secret_values(doc: Mapping[str, Any]) -> list[str]:
+    """Every value of a Secret document, as written and base64-decoded (what no error quotes)."""
+    out: list[str] = []
+    for key in ("data", "stringData"):
+        values = doc.get(key)
+        if not isinstance(values, Mapping):
+            continue
+        for value in values.values():
+            if not isinstance(value, str):
+                continue
+            out.append(value)
+            if key == "data":
+                with contextlib.suppress(ValueError):  # not base64: it was refused for that
+                    out.append(base64.b64decode(value, validate=True).decode("utf-8", "replace"))
+    return sorted((v for v in out if len(v) >= _SHORTEST_SECRET), key=len, reverse=True)
+
+
+def _scrubbed(exc: APIStatusError, values: list[str]) -> APIStatusError:
+    """The error with every Secret value in its message and causes replaced."""
+
+    def scrub(text: str) -> str:
+        for value in values:
+            text = text.replace(value, "(value not shown)")
+        return text
+
+    return APIStatusError(
+        exc.code,
+        exc.reason,
+        scrub(exc.message),
+        kind=exc.kind,
+        group=exc.group,
+        name=exc.name,
+        causes=tuple((r, scrub(m), scrub(f)) for r, m, f in exc.causes),
+    )
+
+
 def _grace(request: Request) -> int | None:
     value: Any = request.param("gracePeriodSeconds")
     if request.body.strip():
@@ -491,6 +615,8 @@ def _grace(request: Request) -> int | None:
             value = options["gracePeriodSeconds"]
     if value is None:
         return None
+    if isinstance(value, bool | float):  # JSON true or 1.5 is no int64, as Go's decoder says
+        raise bad_request(f"gracePeriodSeconds must be an integer, got {json.dumps(value)}")
     try:
         grace = int(value)
     except (TypeError, ValueError):

@@ -243,7 +243,7 @@ def _cells(resource: Resource, doc: Mapping[str, Any], now: float) -> list[Any]:
             name,
             spec.get("type", "ClusterIP"),
             spec.get("clusterIP") or "<none>",
-            ",".join(external) if isinstance(external, list) and external else "<none>",
+            ",".join(map(str, external)) if isinstance(external, list) and external else "<none>",
             ports or "<none>",
             age,
             ",".join(f"{k}={v}" for k, v in sorted(selector.items()))

@@ -12,6 +12,7 @@ watched by polling the node's recorder each second (it keeps no change history).
 
 from __future__ import annotations
 
+import re
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -31,6 +32,7 @@ DEFAULT_TIMEOUT = 1800.0
 BUFFER = 1024
 """Changes queued for one watcher before it is ended as too slow."""
 EVENT_POLL = 1.0
+_DIGITS = re.compile(r"[0-9]{1,18}")  # ASCII only: "²" passes str.isdigit, not int()
 
 _Docs = Callable[[str | None], list[dict[str, Any]]]
 
@@ -85,12 +87,12 @@ def watch_stream(
             that is no number.
     """
     since = request.param("resourceVersion") or ""
-    if since not in ("", "0") and not since.isdigit():
+    if since not in ("", "0") and not _DIGITS.fullmatch(since):
         raise bad_request(f"resourceVersion must be a number, got {since[:40]!r}")
     timeout_text = request.param("timeoutSeconds")
     timeout = DEFAULT_TIMEOUT
     if timeout_text is not None:
-        if not timeout_text.isdigit():
+        if not _DIGITS.fullmatch(timeout_text):
             raise bad_request(f"timeoutSeconds must be a number, got {timeout_text[:40]!r}")
         timeout = min(float(timeout_text), DEFAULT_TIMEOUT)
     include = request.param("includeObject") or "Metadata"

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from kubelet_sim.errors import APIStatusError, ConfigError
-from kubelet_sim.k8s.manifests import load_documents
+from kubelet_sim.k8s.manifests import check_document, load_documents
 from kubelet_sim.k8s.protobuf import decode_object
 from kubelet_sim.node.httpserver import Response
 
@@ -119,7 +119,9 @@ def decode_body(body: bytes, content_type: str, *, patch: bool = False) -> Any:
         if media == "application/vnd.kubernetes.protobuf":
             return decode_object(body)
         if patch:
-            return json.loads(body)
+            document = json.loads(body)
+            check_document(document, source="the patch")
+            return document
         if media in (JSON, "", "application/yaml", "application/x-yaml", "text/yaml"):
             documents = load_documents(body, source="request body")
             if len(documents) != 1:
@@ -147,6 +149,8 @@ def warning_headers(warnings: Iterable[str]) -> tuple[tuple[str, str], ...]:
     out = []
     for warning in warnings:
         text = warning.replace("\\", "\\\\").replace('"', '\\"')
+        # a header is printable ASCII: a field name may be anything (a typo in Cyrillic)
+        text = "".join(c if " " <= c <= "~" else f"\\u{ord(c):04x}" for c in text)
         out.append(("Warning", f'299 - "{text}"'))
     return tuple(out)
 
