@@ -81,6 +81,9 @@ def served_document(
         if obj.cluster_ip:
             spec["clusterIP"] = obj.cluster_ip
             spec.setdefault("clusterIPs", [obj.cluster_ip])
+        if obj.has_cluster_ip:  # the allocator's defaults for a single-stack cluster
+            spec.setdefault("ipFamilies", ["IPv6" if ":" in obj.cluster_ip else "IPv4"])
+            spec.setdefault("ipFamilyPolicy", "SingleStack")
     return doc
 
 

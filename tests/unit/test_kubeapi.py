@@ -518,3 +518,13 @@ async def test_watch_ends_at_its_timeout(api: KubeAPI) -> None:
     with anyio.fail_after(5):
         await watch.stream(send)
     assert chunks == []
+
+
+async def test_the_kubernetes_service_is_served_as_the_api_server_allocates_it(
+    api: KubeAPI,
+) -> None:
+    service = doc(await call(api, "GET", "/api/v1/namespaces/default/services/kubernetes"))
+    spec = service["spec"]
+    assert (spec["clusterIP"], spec["clusterIPs"]) == ("10.96.0.1", ["10.96.0.1"])
+    assert (spec["ipFamilies"], spec["ipFamilyPolicy"]) == (["IPv4"], "SingleStack")
+    assert service["metadata"]["labels"] == {"component": "apiserver", "provider": "kubernetes"}
