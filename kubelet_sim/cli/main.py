@@ -45,6 +45,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "config": ("config", "inspect kubelet configuration files"),
     "demo": ("demo", "run the built-in demo: local registries, synthetic images, the daemon, pods"),
     "describe": ("describe", "describe a pod of a running daemon"),
+    "explain": (
+        "explain",
+        "explain whether and why an image would pull here (a preflight, no layers fetched)",
+    ),
     "fsck": ("store", "verify every blob and reference in the local store"),
     "gc": ("store", "run image garbage collection once, as the kubelet does"),
     "images": ("images", "list images in the local store"),

@@ -105,6 +105,23 @@ class ResolvedImage:
 
 
 @dataclass(frozen=True, slots=True)
+class HostOutcome:
+    """One host tried for one request: for what (``resolve``, ``manifest``, ``config``,
+    ``layer``), which host, whether credentials went with it, how long it took, and the error
+    (None: it answered)."""
+
+    what: str
+    host: RegistryHost
+    upstream: bool
+    with_credentials: bool
+    seconds: float
+    error: RegistryError | None
+
+
+HostObserver = Callable[[HostOutcome], None]
+
+
+@dataclass(frozen=True, slots=True)
 class ClientSettings:
     """Pull-path settings; the defaults are containerd's."""
 
@@ -122,10 +139,13 @@ class RegistryClient:
         *,
         hosts_dir: Path | None = None,
         settings: ClientSettings | None = None,
+        observer: HostObserver | None = None,
     ) -> None:
         self.transport = transport or Transport()
         self.hosts_dir = hosts_dir
         self.settings = settings or ClientSettings()
+        self.observer = observer
+        """Told of every host tried, its outcome and how long it took (``explain image``)."""
         self._layers = LayerStreamer(self.transport, self.settings.read_chunk_size)
 
     async def aclose(self) -> None:
@@ -142,7 +162,13 @@ class RegistryClient:
         return hosts_for(capability, registry_hosts(ref.domain, self.hosts_dir))
 
     async def _on_hosts(
-        self, ref: ImageReference, capability: str, creds: Credentials | None, call: HostCall[T]
+        self,
+        ref: ImageReference,
+        capability: str,
+        creds: Credentials | None,
+        call: HostCall[T],
+        *,
+        what: str = "",
     ) -> T:
         """Run ``call`` on each host in turn until one succeeds (containerd's host fallback).
 
@@ -163,17 +189,66 @@ class RegistryClient:
                 {} if is_upstream else {"ns": ref.domain},
                 last=host is candidates[-1],
             )
+            started = anyio.current_time()
             try:
-                return await call(target)
-            except ManifestError:
+                result = await call(target)
+            except ManifestError as exc:
+                self._observe(what, target, is_upstream, started, exc)
                 raise
             except RegistryError as exc:
+                self._observe(what, target, is_upstream, started, exc)
                 if best is None or _rank(exc) > _rank(best):
                     best = exc
                 if not target.last:
                     log.info("registry.next_host", host=host.host, error=str(exc))
+            else:
+                self._observe(what, target, is_upstream, started, None)
+                return result
         assert best is not None
         raise best
+
+    def _observe(
+        self,
+        what: str,
+        target: Target,
+        upstream: bool,
+        started: float,
+        error: RegistryError | None,
+    ) -> None:
+        if self.observer is not None:
+            seconds = anyio.current_time() - started
+            with_creds = target.creds is not None
+            self.observer(HostOutcome(what, target.host, upstream, with_creds, seconds, error))
+
+    async def blob_size(
+        self, ref: ImageReference, desc: Descriptor, creds: Credentials | None = None
+    ) -> int:
+        """``HEAD`` a blob: its size as the registry answers it (a preflight's check that a
+        layer is there, without fetching it).
+
+        Raises:
+            BlobNotFoundError: the registry does not have it.
+        """
+        scope = scope_for(ref.repository, ("pull",))
+        path = f"/{ref.repository}/blobs/{desc.digest}"
+
+        async def on_host(target: Target) -> int:
+            async with self.transport.open(
+                "HEAD",
+                target.host,
+                path,
+                scope=scope,
+                creds=target.creds,
+                params=target.params,
+                last_host=target.last,
+            ) as response:
+                length = response.headers.get("content-length", "")
+                return int(length) if length.isascii() and length.isdigit() else desc.size
+
+        try:
+            return await self._on_hosts(ref, "pull", creds, on_host, what="layer")
+        except RegistryNotFoundError as exc:
+            raise _blob_not_found(desc, exc) from exc
 
     async def resolve(self, ref: ImageReference, creds: Credentials | None = None) -> Descriptor:
         """Resolve ``ref`` to the descriptor of its manifest or index."""
@@ -208,7 +283,7 @@ class RegistryClient:
             media_type = clean_media_type(content_type) or _sniff_media_type(raw)
             return Descriptor(media_type=media_type, digest=expected, size=len(raw))
 
-        return await self._on_hosts(ref, "resolve", creds, on_host)
+        return await self._on_hosts(ref, "resolve", creds, on_host, what="resolve")
 
     def _descriptor_from_head(
         self, ref: ImageReference, response: httpx.Response
@@ -263,7 +338,7 @@ class RegistryClient:
         if desc.data is not None and len(desc.data) == desc.size:
             raw, content_type = desc.data, desc.media_type
         else:
-            raw, content_type = await self._on_hosts(ref, "pull", creds, on_host)
+            raw, content_type = await self._on_hosts(ref, "pull", creds, on_host, what="manifest")
         if len(raw) != desc.size and desc.size:
             raise DigestMismatchError(
                 f"size {desc.size}", f"size {len(raw)}", what=f"manifest {desc.digest}"
@@ -359,7 +434,7 @@ class RegistryClient:
                 return answer.body
 
             try:
-                raw = await self._on_hosts(ref, "pull", creds, on_host)
+                raw = await self._on_hosts(ref, "pull", creds, on_host, what="config")
             except RegistryNotFoundError as exc:
                 raise _blob_not_found(desc, exc) from exc
         if len(raw) != desc.size:
@@ -400,6 +475,7 @@ class RegistryClient:
                         lambda target: self._layers.stream(
                             target, path, scope, desc, sink, progress
                         ),
+                        what="layer",
                     )
                 except RegistryNotFoundError as exc:
                     raise _blob_not_found(desc, exc) from exc

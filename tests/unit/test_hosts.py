@@ -10,7 +10,7 @@ import pytest
 
 from kubelet_sim.core.reference import parse_normalized
 from kubelet_sim.errors import ConfigError, RegistryNotFoundError
-from kubelet_sim.registry.client import RegistryClient
+from kubelet_sim.registry.client import HostOutcome, RegistryClient
 from kubelet_sim.registry.hosts import (
     DEFAULT_CAPABILITIES,
     RegistryHost,
@@ -19,7 +19,8 @@ from kubelet_sim.registry.hosts import (
     is_localhost,
     registry_hosts,
 )
-from kubelet_sim.registry.transport import Transport
+from kubelet_sim.registry.manifests import Descriptor
+from kubelet_sim.registry.transport import Transport, TransportSettings
 
 ALL = DEFAULT_CAPABILITIES
 PULL = frozenset({"pull"})
@@ -551,3 +552,46 @@ async def test_dial_timeout_is_the_connect_timeout_of_that_host_only(tmp_path: P
 )
 def test_is_localhost(host: str, expected: bool) -> None:
     assert is_localhost(host) is expected
+
+
+@pytest.mark.anyio
+async def test_the_observer_is_told_of_every_host_tried_with_its_outcome(tmp_path: Path) -> None:
+    # What `explain image` reports: the mirror that failed, then the upstream that answered.
+    write_hosts(
+        tmp_path, "r.example", 'server = "https://r.example"\n[host."https://mirror.example"]\n'
+    )
+    digest = "sha256:" + "a" * 64
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.host == "mirror.example":
+            return httpx.Response(503)
+        if request.method == "HEAD" and "/blobs/" in request.url.path:
+            return httpx.Response(200, headers={"Content-Length": "1234"})
+        return httpx.Response(
+            200,
+            headers={
+                "Docker-Content-Digest": digest,
+                "Content-Type": "application/vnd.oci.image.manifest.v1+json",
+                "Content-Length": "7",
+            },
+        )
+
+    seen: list[HostOutcome] = []
+    http = httpx.AsyncClient(transport=httpx.MockTransport(handler))
+    settings = TransportSettings(backoff_initial=0.0, backoff_max=0.0, max_attempts=1)
+    async with RegistryClient(
+        Transport(http=http, settings=settings), hosts_dir=tmp_path, observer=seen.append
+    ) as client:
+        ref = parse_normalized("r.example/app:v1")
+        desc = await client.resolve(ref)
+        size = await client.blob_size(ref, Descriptor("application/octet-stream", desc.digest, 1))
+    assert size == 1234
+    assert [(o.what, o.host.host, o.upstream) for o in seen] == [
+        ("resolve", "mirror.example", False),
+        ("resolve", "r.example", True),
+        ("layer", "mirror.example", False),
+        ("layer", "r.example", True),
+    ]
+    assert [o.error is None for o in seen] == [False, True, False, True]
+    assert seen[0].error is not None
+    assert seen[0].error.status == 503
