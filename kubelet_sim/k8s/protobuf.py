@@ -250,6 +250,8 @@ _KINDS: Mapping[str, _Message] = {
             4: _Field("automountServiceAccountToken", _B),
         },
     ),
+    # kubectl create namespace: only its name matters here (namespaces are implicit)
+    "Namespace": _Message("Namespace", {1: _METADATA}),
 }
 
 
@@ -326,7 +328,7 @@ def decode_object(body: bytes) -> dict[str, Any]:
 
     The body is the magic ``k8s\\x00`` then a ``runtime.Unknown`` (``typeMeta`` = 1 holding
     ``apiVersion`` = 1 and ``kind`` = 2, ``raw`` = 2, ``contentEncoding`` = 3, ``contentType`` =
-    4). Only ``v1`` Secret, ConfigMap and ServiceAccount are read; the answer is
+    4). Only ``v1`` Secret, ConfigMap, ServiceAccount and Namespace are read; the answer is
     ``{"apiVersion", "kind", "metadata": {...}, ...}`` with ``metadata`` always present.
 
     Raises:

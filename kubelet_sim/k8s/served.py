@@ -81,6 +81,17 @@ def served_document(
         if obj.cluster_ip:
             spec["clusterIP"] = obj.cluster_ip
             spec.setdefault("clusterIPs", [obj.cluster_ip])
+        ports = spec.get("ports")
+        if isinstance(ports, list):  # pkg/apis/core/v1/defaults.go SetDefaults_ServicePort
+            spec["ports"] = [
+                {"protocol": "TCP", "targetPort": p.get("port"), **p}
+                if isinstance(p, Mapping)
+                else p
+                for p in ports
+            ]
+        spec.setdefault("sessionAffinity", "None")
+        if obj.type != "ExternalName":
+            spec.setdefault("internalTrafficPolicy", "Cluster")
         if obj.has_cluster_ip:  # the allocator's defaults for a single-stack cluster
             spec.setdefault("ipFamilies", ["IPv6" if ":" in obj.cluster_ip else "IPv4"])
             spec.setdefault("ipFamilyPolicy", "SingleStack")

@@ -196,26 +196,23 @@ class ObjectStore:
             ConfigError: admission refused a pod.
         """
         key: ObjectKey = (manifest.object.kind, manifest.object.namespace, manifest.object.name)
-        meta = self._meta.get(key)
-        if meta is not None and meta.deletion is not None:
-            raise APIStatusError(
-                409,
-                "AlreadyExists",
-                f'object is being deleted: {_resource(key[0])} "{key[2]}" already exists',
-                kind=_resource(key[0]),
-                name=key[2],
-            )
         previous = self._applied.get(key)
         known = previous.object if previous is not None else _implicit(*key)
         manifest = _with_uid(manifest, known, new_uid)
         obj = manifest.object
         warnings = field_warnings(obj)
-        if previous is not None and previous.object == obj:
+        # The object model reads only what the node needs (a ConfigMap has no labels here):
+        # a document that changed anything else is an update all the same.
+        if previous is not None and previous.object == obj and previous.raw == manifest.raw:
             return ApplyResult(obj.kind, obj.namespace, obj.name, ApplyAction.UNCHANGED, warnings)
         stored: Object = obj
         if isinstance(obj, Pod):
             old = self._objects.get(key)
             stored = self.admission.admit(obj, self, old if isinstance(old, Pod) else None)
+            if self.node_name and not stored.node_name:
+                # bound to this node, as the scheduler's binding sets spec.nodeName: the pod
+                # read back from the API (a patch of it) is then the same pod
+                stored = replace(stored, node_name=self.node_name)
         self._objects[key] = stored
         self._applied[key] = manifest
         existed = previous is not None or _implicit(*key) is not None
@@ -260,6 +257,15 @@ class ObjectStore:
         """
         obj = manifest.object
         key = _key(obj.kind, obj.namespace, obj.name)
+        meta = self._meta.get(key)
+        if meta is not None and meta.deletion is not None:
+            raise APIStatusError(
+                409,
+                "AlreadyExists",
+                f'object is being deleted: {_resource(obj.kind)} "{obj.name}" already exists',
+                kind=_resource(obj.kind),
+                name=obj.name,
+            )
         if self.document(*key) is not None:
             raise APIStatusError(
                 409,
@@ -478,7 +484,8 @@ class ObjectStore:
         return served_document(obj, raw, meta, status=status, node_name=self.node_name)
 
     def documents(self, kind: Kind, namespace: str | None = None) -> list[dict[str, Any]]:
-        """Every object of ``kind`` (of ``namespace``, or all), as served, in apply order; the
+        """Every object of ``kind`` (of ``namespace``, or all), as served, by namespace then
+        name as the API server lists them; the
         ``default`` ServiceAccount of each namespace a listed object is in, and the
         ``default/kubernetes`` Service, included."""
         keys = [
@@ -494,6 +501,7 @@ class ObjectStore:
             spaces.add(namespace or DEFAULT_NAMESPACE)
             implicit = [(kind, ns, DEFAULT_SERVICE_ACCOUNT) for ns in sorted(spaces) if ns]
         keys = [k for k in implicit if k not in self._objects] + keys
+        keys.sort(key=lambda k: (k[1], k[2]))  # etcd's key order: namespace, then name
         return [d for d in (self.document(*k) for k in keys) if d is not None]
 
     def deleting(self, kind: Kind, namespace: str, name: str) -> bool:

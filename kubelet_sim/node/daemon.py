@@ -216,16 +216,24 @@ class Daemon:
             if pod is None:
                 return None
             if self.objects.deleting(Kind.POD, namespace, name):
-                return self.objects.document(Kind.POD, namespace, name)
+                document = self.objects.document(Kind.POD, namespace, name)
+                if grace == 0:  # --force: the object goes now, the stop goes on behind it
+                    self.objects.delete(Kind.POD, namespace, name)
+                return document
             period = pod.termination_grace_period_seconds if grace is None else grace
             document = self.objects.mark_deleting(Kind.POD, namespace, name, period)
             self.rejected.pop(pod.uid, None)
             assert self.node is not None
             assert self._tasks is not None
             await self.node.engine.remove(pod.uid, grace_period=float(period))
-            self._tasks.start_soon(
-                self._finish_deletion, pod, name=f"delete pod {namespace}/{name}"
-            )
+            if grace == 0:
+                # kubectl sends 0 only with --force: the API server removes the object at
+                # once, and the kubelet stops what is left without waiting on anyone.
+                self.objects.delete(Kind.POD, namespace, name)
+            else:
+                self._tasks.start_soon(
+                    self._finish_deletion, pod, name=f"delete pod {namespace}/{name}"
+                )
             return document
 
     async def _finish_deletion(self, pod: Pod) -> None:
@@ -360,6 +368,10 @@ class Daemon:
             old = before.get(key)
             if old is not None and old.uid != pod.uid:
                 await self.node.engine.remove(old.uid)
+            if old is not None and old.uid == pod.uid and _metadata_only(old, pod):
+                continue  # labels and annotations: the API's, never a reason to restart
+            if self.objects.deleting(Kind.POD, *key):
+                continue  # an update of a terminating pod does not start it again
             if old != pod:
                 static = self.static.get(*key) is pod
                 if static:
@@ -544,6 +556,14 @@ class Daemon:
                     self._tasks = None
                     tg.cancel_scope.cancel()
         log.info("daemon.stopped")
+
+
+def _metadata_only(old: Pod, new: Pod) -> bool:
+    """The two differ in labels or annotations only (``kubectl label``, ``annotate``)."""
+    empty: dict[str, str] = {}
+    return replace(old, labels=empty, annotations=empty) == replace(
+        new, labels=empty, annotations=empty
+    )
 
 
 def _same(a: tuple[object, ...], b: tuple[object, ...]) -> bool:

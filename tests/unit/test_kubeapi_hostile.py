@@ -433,8 +433,13 @@ async def test_names_that_are_no_dns_names_are_422(
         ("POST", "/api/v1/pods", pod(), 404),  # a namespaced kind at the cluster path
         ("POST", "/apis/node.k8s.io/v1/namespaces/default/runtimeclasses", None, 404),
         ("POST", "/api/v1/runtimeclasses", None, 404),  # the wrong group
-        ("GET", "/api/v1/namespaces/default/pods/web/status", None, 404),
-        ("GET", "/api/v1/namespaces/default/pods/a/b/c", None, 404),
+        (
+            "GET",
+            "/api/v1/namespaces/default/pods/web/status",
+            None,
+            405,
+        ),  # a subresource: "not served"
+        ("GET", "/api/v1/namespaces/default/pods/a/b/c", None, 405),
         ("GET", "/apis/node.k8s.io/v2/runtimeclasses", None, 404),
         ("GET", "/apis/example.com/v1/widgets", None, 404),
         ("POST", f"{PODS}/web", pod(), 405),

@@ -237,7 +237,12 @@ def openapi_spec(group: str, version: str) -> dict[str, Any] | None:
     if not paths:
         return None
     title = "Kubernetes (kubelet-sim)"
-    return {"openapi": "3.0.0", "info": {"title": title, "version": "v1.32.0"}, "paths": paths}
+    return {
+        "openapi": "3.0.0",
+        "info": {"title": title, "version": "v1.32.0"},
+        "paths": paths,
+        "components": {"schemas": {}},  # none: kubectl explain then says so instead of failing
+    }
 
 
 def openapi_index() -> dict[str, Any]:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+import re
 import secrets
 import string
 from collections.abc import Awaitable, Callable, Mapping
@@ -61,6 +62,7 @@ _SERVER_OWNED = (
     "selfLink",
     "generation",
 )
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 _COMMON_FIELDS = frozenset({"metadata.name", "metadata.namespace"})
 _FIELDS: dict[str, frozenset[str]] = {
     "pods": field_names(
@@ -182,13 +184,28 @@ class KubeAPI:
         else:
             raise _not_found_path(path)
         namespace: str | None = None
+        if group == "authorization.k8s.io" and rest == ["selfsubjectaccessreviews"]:
+            return self._access_review(request)
+        if (group, rest, request.method) == ("", ["namespaces"], "POST"):
+            return self._create_namespace(request)
         if len(rest) >= 2 and rest[0] == "namespaces":
             namespace, rest = rest[1], rest[2:]
             if not rest:
                 return self._namespace(request, namespace)
-        if not rest or len(rest) > 2:
+        if not rest:
             raise _not_found_path(path)
         resource = resources.find(group, version, rest[0])
+        if resource is not None and len(rest) > 2:
+            raise APIStatusError(
+                405,
+                "MethodNotAllowed",
+                f"{resource.plural}/{rest[2][:40]} is not served by kubelet-sim (only the objects "
+                "themselves are: no logs, exec, status or other subresources)",
+                kind=resource.plural,
+                name=rest[1],
+            )
+        if len(rest) > 2:
+            raise _not_found_path(path)
         if resource is None or (namespace is not None and not resource.namespaced):
             raise _not_found_path(path)
         name = rest[1] if len(rest) == 2 else None
@@ -242,21 +259,51 @@ class KubeAPI:
             raise _not_found_path("/" + "/".join(parts))
         return _ok(200, doc)
 
+    def _access_review(self, request: Request) -> Response:
+        """``kubectl auth can-i``: the daemon authorizes nothing, so everything is allowed."""
+        if request.method != "POST":
+            raise APIStatusError(405, "MethodNotAllowed", "selfsubjectaccessreviews are created")
+        # The answer is the same whatever was asked (kubectl sends it as protobuf): not read.
+        return _ok(
+            201,
+            {
+                "apiVersion": "authorization.k8s.io/v1",
+                "kind": "SelfSubjectAccessReview",
+                "metadata": {},
+                "spec": {},
+                "status": {"allowed": True, "reason": "kubelet-sim authorizes every request"},
+            },
+        )
+
+    def _create_namespace(self, request: Request) -> Response:
+        """``kubectl create namespace``: namespaces are implicit (each exists once something is
+        in it), so creating one succeeds and changes nothing."""
+        doc = mapping(decode_body(request.body, request.headers.get("content-type", "")), "it")
+        metadata = doc.get("metadata")
+        name = metadata.get("name") if isinstance(metadata, Mapping) else None
+        if not isinstance(name, str) or not _DNS_LABEL.fullmatch(name):
+            raise invalid(
+                "Namespace",
+                str(name)[:63],
+                ConfigError(None, "metadata.name", "a DNS label is required"),
+            )
+        return _ok(201, self._namespace_document(name))
+
     def _namespace(self, request: Request, namespace: str) -> Response:
         """``GET /api/v1/namespaces/NS``: every namespace exists (objects make it)."""
         if request.method != "GET":
             raise APIStatusError(405, "MethodNotAllowed", "namespaces are not written here")
-        created = resources.version_info()["buildDate"]
-        return _ok(
-            200,
-            {
-                "kind": "Namespace",
-                "apiVersion": "v1",
-                "metadata": {"name": namespace, "creationTimestamp": created},
-                "spec": {"finalizers": ["kubernetes"]},
-                "status": {"phase": "Active"},
-            },
-        )
+        return _ok(200, self._namespace_document(namespace))
+
+    @staticmethod
+    def _namespace_document(name: str) -> dict[str, Any]:
+        return {
+            "kind": "Namespace",
+            "apiVersion": "v1",
+            "metadata": {"name": name, "creationTimestamp": resources.version_info()["buildDate"]},
+            "spec": {"finalizers": ["kubernetes"]},
+            "status": {"phase": "Active"},
+        }
 
     # -- reads -----------------------------------------------------------------------------
 

@@ -69,6 +69,16 @@ def encoded(kind: str, doc: Mapping[str, Any]) -> bytes:
     return line
 
 
+def _key(doc: Mapping[str, Any]) -> tuple[str, str]:
+    metadata = doc.get("metadata") or {}
+    return (str(metadata.get("namespace", "")), str(metadata.get("name", "")))
+
+
+def _version(doc: Mapping[str, Any]) -> int:
+    value = str((doc.get("metadata") or {}).get("resourceVersion", "0"))
+    return int(value) if value.isascii() and value.isdigit() else 0
+
+
 def watch_stream(
     request: Request,
     resource: Resource,
@@ -111,30 +121,54 @@ def watch_stream(
             first = False
         return dumps({"type": kind, "object": obj}) + b"\n"
 
-    def wanted(change: Change) -> bool:
-        return (
-            change.kind is resource.kind
-            and (namespace is None or change.namespace == namespace)
-            and matches(change.document)
-        )
+    matched: set[tuple[str, str]] = set()
+    """What the client has been told matches: an object that stops matching is DELETED for it
+    (and ADDED when it comes back), as the API server's watch cache says."""
+
+    def event_type(change: Change) -> ChangeType | None:
+        """The event this change is for this watch, or None when it is not for it."""
+        if change.kind is not resource.kind or (
+            namespace is not None and change.namespace != namespace
+        ):
+            return None
+        key = (change.namespace, change.name)
+        was = key in matched
+        if change.type is ChangeType.DELETED:
+            matched.discard(key)
+            return ChangeType.DELETED if was else None
+        if matches(change.document):
+            matched.add(key)
+            return ChangeType.MODIFIED if was else ChangeType.ADDED
+        if was:
+            matched.discard(key)
+            return ChangeType.DELETED
+        return None
+
+    async def send(change: Change, send_chunk: ChunkSender) -> None:
+        kind = event_type(change)
+        if kind is not None:
+            shared = kind is change.type  # the same line for every watcher of this change
+            await send_chunk(line(str(kind), change.document, shared=shared))
 
     async def changes(send_chunk: ChunkSender) -> None:
-        send, receive = anyio.create_memory_object_stream[Change](BUFFER)
+        queue, receive = anyio.create_memory_object_stream[Change](BUFFER)
 
         def on_change(change: Change) -> None:
             try:
-                send.send_nowait(change)
+                queue.send_nowait(change)
             except (anyio.WouldBlock, anyio.ClosedResourceError):
-                send.close()  # too slow: its stream ends with an Expired error
+                queue.close()  # too slow: its stream ends with an Expired error
 
         unsubscribe = store.subscribe(on_change)
         try:
             with anyio.move_on_after(timeout):
+                assert resource.kind is not None
+                current = store.documents(resource.kind, namespace)
                 if since in ("", "0"):
                     last = store.revision
-                    assert resource.kind is not None
-                    for doc in store.documents(resource.kind, namespace):
+                    for doc in current:
                         if matches(doc):
+                            matched.add(_key(doc))
                             await send_chunk(line(str(ChangeType.ADDED), doc))
                 else:
                     last = int(since)
@@ -142,20 +176,20 @@ def watch_stream(
                     if replay is None:
                         await send_chunk(dumps(_expired()) + b"\n")
                         return
+                    # What matched at `since`: the objects unchanged since then that match now.
+                    matched.update(_key(d) for d in current if _version(d) <= last and matches(d))
                     for change in replay:
                         last = change.resource_version
-                        if wanted(change):
-                            await send_chunk(line(str(change.type), change.document, shared=True))
+                        await send(change, send_chunk)
                 async for change in receive:
                     if change.resource_version <= last:
                         continue
                     last = change.resource_version
-                    if wanted(change):
-                        await send_chunk(line(str(change.type), change.document, shared=True))
+                    await send(change, send_chunk)
                 await send_chunk(dumps(_expired()) + b"\n")  # ended for falling behind
         finally:
             unsubscribe()
-            send.close()
+            queue.close()
             receive.close()
 
     async def recorder_events(send_chunk: ChunkSender) -> None:
