@@ -6,90 +6,51 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Callable
 from typing import Any, TypeVar
-from urllib.parse import parse_qs, urlsplit
 
 import anyio
 import pytest
 
 from kubelet_sim.k8s.objects import Kind
-from kubelet_sim.k8s.store import HISTORY, ObjectStore
-from kubelet_sim.node.httpserver import Request, Response
+from kubelet_sim.k8s.store import HISTORY
+from kubelet_sim.node.httpserver import Response
 from kubelet_sim.node.kubeapi import KubeAPI
 from kubelet_sim.node.kubeapi.resources import AGGREGATED_CONTENT_TYPE, RESOURCES
+from kubelet_sim.testing.kubeapi import NOW, FakeKubeNode, body_of, call
 
 pytestmark = pytest.mark.anyio
 
 T = TypeVar("T")
-NOW = 1_800_000_000.0
 TABLE = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json"
 AGGREGATED = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json"
 PODS = "/api/v1/namespaces/default/pods"
 PASSWORD = "s3cret-Pa55"  # a test value that must never show in an error
 
 
-class FakeNode:
-    def __init__(self) -> None:
-        self.objects = ObjectStore(clock=lambda: NOW, node_name="node-1")
-        self.graces: list[int | None] = []
-
-    async def write(self, change: Callable[[ObjectStore], T]) -> T:
-        return change(self.objects)
-
-    async def delete_pod(
-        self, namespace: str, name: str, *, grace: int | None = None
-    ) -> dict[str, Any] | None:
-        if self.objects.get_pod(namespace, name) is None:
-            return None
-        self.graces.append(grace)
-        return self.objects.mark_deleting(Kind.POD, namespace, name, 30 if grace is None else grace)
-
-    def event_documents(self, namespace: str | None) -> list[dict[str, Any]]:
-        return [
-            {
-                "kind": "Event",
-                "apiVersion": "v1",
-                "metadata": {"name": "web.1", "namespace": "default"},
-                "involvedObject": {"kind": "Pod", "name": "web", "namespace": "default"},
-                "reason": "Pulling",
-                "type": "Normal",
-                "count": 1,
-                "source": {"component": "kubelet", "host": "node-1"},
-            }
-        ]
+EVENTS = [
+    {
+        "kind": "Event",
+        "apiVersion": "v1",
+        "metadata": {"name": "web.1", "namespace": "default"},
+        "involvedObject": {"kind": "Pod", "name": "web", "namespace": "default"},
+        "reason": "Pulling",
+        "type": "Normal",
+        "count": 1,
+        "source": {"component": "kubelet", "host": "node-1"},
+    }
+]
+FakeNode = FakeKubeNode
+doc = body_of
 
 
 @pytest.fixture
-def node() -> FakeNode:
-    return FakeNode()
+def node() -> FakeKubeNode:
+    return FakeKubeNode(events=EVENTS)
 
 
 @pytest.fixture
-def api(node: FakeNode) -> KubeAPI:
+def api(node: FakeKubeNode) -> KubeAPI:
     return KubeAPI(node, clock=lambda: NOW)
-
-
-async def call(
-    api: KubeAPI,
-    method: str,
-    target: str,
-    body: object = None,
-    *,
-    content_type: str = "application/json",
-    accept: str = "application/json",
-    peer: str = "127.0.0.1",
-) -> Response:
-    parts = urlsplit(target)
-    raw = body if isinstance(body, bytes) else b"" if body is None else json.dumps(body).encode()
-    headers = {"accept": accept, "content-type": content_type}
-    request = Request(method, parts.path, parse_qs(parts.query), headers, raw, peer)
-    assert api.handles(parts.path)
-    return await api(request)
-
-
-def doc(response: Response) -> Any:
-    return json.loads(response.body)
 
 
 def pod(name: str = "web", **spec: Any) -> dict[str, Any]:

@@ -18,7 +18,7 @@ import tempfile
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import parse_qs, quote, urlsplit
+from urllib.parse import quote
 
 import anyio
 import anyio.abc
@@ -27,17 +27,16 @@ import httpx
 import pytest
 
 from kubelet_sim.config.kubelet import parse_kubelet_config
-from kubelet_sim.k8s.objects import Kind
 from kubelet_sim.k8s.store import ObjectStore
 from kubelet_sim.node.daemon import Daemon, DaemonOptions
 from kubelet_sim.node.httpserver import ChunkSender, HTTPServer, Request, Response
 from kubelet_sim.node.kubeapi import KubeAPI
 from kubelet_sim.node.kubeapi.watch import BUFFER
+from kubelet_sim.testing.kubeapi import NOW, FakeKubeNode, body_of, call
 
 pytestmark = pytest.mark.anyio
 
 T = TypeVar("T")
-NOW = 1_800_000_000.0
 TABLE = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json"
 PODS = "/api/v1/namespaces/default/pods"
 CONFIGMAPS = "/api/v1/namespaces/default/configmaps"
@@ -51,24 +50,7 @@ ENCODED = base64.b64encode(PASSWORD.encode()).decode()
 REMOTE = "10.0.0.5"
 
 
-class FakeNode:
-    """The daemon's part, faked: writes go straight to the store, a pod's delete only marks it."""
-
-    def __init__(self) -> None:
-        self.objects = ObjectStore(clock=lambda: NOW, node_name="node-1")
-
-    async def write(self, change: Callable[[ObjectStore], T]) -> T:
-        return change(self.objects)
-
-    async def delete_pod(
-        self, namespace: str, name: str, *, grace: int | None = None
-    ) -> dict[str, Any] | None:
-        if self.objects.get_pod(namespace, name) is None:
-            return None
-        return self.objects.mark_deleting(Kind.POD, namespace, name, 30 if grace is None else grace)
-
-    def event_documents(self, namespace: str | None) -> list[dict[str, Any]]:
-        return []
+FakeNode = FakeKubeNode
 
 
 class RacyNode(FakeNode):
@@ -92,26 +74,7 @@ def api(node: FakeNode) -> KubeAPI:
     return KubeAPI(node, clock=lambda: NOW)
 
 
-async def call(
-    api: KubeAPI,
-    method: str,
-    target: str,
-    body: object = None,
-    *,
-    content_type: str = "application/json",
-    accept: str = "application/json",
-    peer: str = "127.0.0.1",
-) -> Response:
-    parts = urlsplit(target)
-    raw = body if isinstance(body, bytes) else b"" if body is None else json.dumps(body).encode()
-    headers = {"accept": accept, "content-type": content_type}
-    request = Request(method, parts.path, parse_qs(parts.query), headers, raw, peer)
-    assert api.handles(parts.path)
-    return await api(request)
-
-
-def doc(response: Response) -> Any:
-    return json.loads(response.body)
+doc = body_of
 
 
 def strict_json(data: bytes) -> Any:
