@@ -236,12 +236,15 @@ class ServiceAccount:
 Object: TypeAlias = Pod | Secret | ServiceAccount | Service | ConfigMap | RuntimeClass
 
 
-def field_warnings(obj: Object) -> tuple[str, ...]:
+def field_warnings(obj: Object, *, unknown_only: bool = False) -> tuple[str, ...]:
     """The warnings the API server would answer with for ``obj``'s manifest: ``unknown field
     "spec.foo"`` (as kubectl shows them), and ``field not modelled by kubelet-sim: spec.volumes``
-    for a pod field upstream knows but kubelet-sim ignores."""
+    for a pod field upstream knows but kubelet-sim ignores (not with ``unknown_only``: what
+    ``fieldValidation=Strict`` refuses)."""
     unknown = set(obj.unknown_fields)
-    paths = obj.unsupported_fields if isinstance(obj, Pod) else obj.unknown_fields
+    paths = (
+        obj.unsupported_fields if isinstance(obj, Pod) and not unknown_only else obj.unknown_fields
+    )
     return tuple(
         f'unknown field "{path}"'
         if path in unknown

@@ -31,7 +31,6 @@ Every :class:`ApplyResult` carries the warnings the API server would send for th
 from __future__ import annotations
 
 import time
-from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from enum import StrEnum
@@ -41,6 +40,7 @@ import structlog
 
 from kubelet_sim.errors import APIStatusError, ConfigError
 from kubelet_sim.k8s.admission import Admission, implicit_service_account
+from kubelet_sim.k8s.changes import HISTORY, Change, ChangeLog, ChangeType
 from kubelet_sim.k8s.cluster import ConfigMap, RuntimeClass, Service
 from kubelet_sim.k8s.manifests import Manifest, parse_manifests
 from kubelet_sim.k8s.objects import (
@@ -59,6 +59,7 @@ from kubelet_sim.k8s.patch import merge_patch
 from kubelet_sim.k8s.served import ObjectMeta, served_document
 
 __all__ = [
+    "HISTORY",
     "KUBERNETES_SERVICE",
     "ApplyAction",
     "ApplyResult",
@@ -126,30 +127,6 @@ class ApplyResult:
         return f"{resource}/{self.name} {self.action}"
 
 
-class ChangeType(StrEnum):
-    """A watch event's ``type``."""
-
-    ADDED = "ADDED"
-    MODIFIED = "MODIFIED"
-    DELETED = "DELETED"
-
-
-@dataclass(frozen=True, slots=True)
-class Change:
-    """One write, as a watch streams it: the object as served after it (before it, deleted)."""
-
-    type: ChangeType
-    kind: Kind
-    namespace: str
-    name: str
-    resource_version: int
-    document: Mapping[str, Any]
-
-
-HISTORY = 4096
-"""Changes kept for watches that resume from a resourceVersion (older ones answer 410 Gone)."""
-
-
 class ObjectStore:
     """The API objects of one simulated cluster, as the node sees them.
 
@@ -177,8 +154,7 @@ class ObjectStore:
         self._meta: dict[ObjectKey, ObjectMeta] = {}
         self._status: dict[ObjectKey, Mapping[str, Any]] = {}
         self._mirrors: dict[ObjectKey, Manifest] = {}
-        self._history: deque[Change] = deque(maxlen=HISTORY)
-        self._subscribers: list[Callable[[Change], None]] = []
+        self._log = ChangeLog()
         self.revision = 1
         """The last write's resourceVersion (1: the implicit objects every cluster starts with)."""
         self.created = clock()
@@ -433,30 +409,23 @@ class ObjectStore:
         self._publish(Change(change, *key, self.revision, document))
 
     def _publish(self, change: Change) -> None:
-        self._history.append(change)
-        for subscriber in list(self._subscribers):
-            subscriber(change)
+        self._log.publish(change)
 
     # -- watch ----------------------------------------------------------------------------
 
     def subscribe(self, subscriber: Callable[[Change], None]) -> Callable[[], None]:
         """Call ``subscriber`` with every change from now on; returns the unsubscribe."""
-        self._subscribers.append(subscriber)
+        return self._log.subscribe(subscriber)
 
-        def unsubscribe() -> None:
-            if subscriber in self._subscribers:
-                self._subscribers.remove(subscriber)
-
-        return unsubscribe
+    @property
+    def watchers(self) -> int:
+        """Subscribers of the change log now (the API's open watches)."""
+        return self._log.subscribers
 
     def changes_since(self, resource_version: int) -> list[Change] | None:
         """The changes after ``resource_version``; None when the history no longer reaches back
         that far (a watch answers 410 Gone and the client lists again)."""
-        if resource_version >= self.revision:
-            return []
-        if not self._history or self._history[0].resource_version > resource_version + 1:
-            return None
-        return [c for c in self._history if c.resource_version > resource_version]
+        return self._log.since(resource_version, self.revision)
 
     # -- reads ----------------------------------------------------------------------------
 

@@ -44,7 +44,7 @@ from kubelet_sim.node.httpserver import HTTPServer
 from kubelet_sim.node.kubeapi import KubeAPI
 from kubelet_sim.node.kubeapi.events import event_document
 from kubelet_sim.node.paths import NodePaths
-from kubelet_sim.node.podstatus import pod_status
+from kubelet_sim.node.podstatus import StatusWriter
 from kubelet_sim.node.static import StaticPods, mirror_manifest, read_folder
 from kubelet_sim.store import GCPolicy, GCResult, Store, garbage_collect
 from kubelet_sim.telemetry.events import EventReason, EventRecorder, EventType, ObjectRef
@@ -149,8 +149,7 @@ class Daemon:
         self._tasks: anyio.abc.TaskGroup | None = None
         self._wall_offset = 0.0
         self._status_due: anyio.Event | None = None
-        self._status_seen: dict[str, tuple[object, ...]] = {}
-        """Per pod UID, what its status was last made from (see :meth:`sync_statuses`)."""
+        self._statuses = StatusWriter(self.objects)
         """Wall clock minus the engine's clock, taken once when the node starts."""
 
     # -- NodeView (the API's seam) -------------------------------------------------------
@@ -266,38 +265,14 @@ class Daemon:
         pods.update(
             (k, self.objects.admission.always_pull(p)) for k, p in self.static.pods().items()
         )
-        seen: dict[str, tuple[object, ...]] = {}
-        containers = self.node.containers
-        for pod in pods.values():
-            if self.objects.deleting(Kind.POD, pod.namespace, pod.name):
-                continue
-            state = self._pod_state(pod)
-            rejected = self.rejected.get(pod.uid)
-            # The engine replaces a ContainerState on every change (they are frozen): the same
-            # objects as last time mean the same status, which need not be made again.
-            fingerprint = (
-                pod,
-                state,
-                state.sandbox if state is not None else None,
-                state.finished_at if state is not None else None,
-                rejected,
-                containers.pod_ip(pod.uid) if containers is not None else "",
-                *(state.containers.values() if state is not None else ()),
-            )
-            seen[pod.uid] = fingerprint
-            last = self._status_seen.get(pod.uid)
-            if last is not None and _same(last, fingerprint):
-                continue
-            status = pod_status(
-                pod,
-                state,
-                offset=self._wall_offset,
-                containers=containers,
-                host_ip=host_ip,
-                rejected=rejected,
-            )
-            self.objects.set_pod_status(pod.namespace, pod.name, status)
-        self._status_seen = seen
+        self._statuses.sync(
+            [p for p in pods.values() if not self.objects.deleting(Kind.POD, p.namespace, p.name)],
+            self._pod_state,
+            self.rejected,
+            containers=self.node.containers,
+            offset=self._wall_offset,
+            host_ip=host_ip,
+        )
 
     def _status_soon(self) -> None:
         """Wake the status manager: it runs next, once for a burst of writes."""
@@ -564,11 +539,6 @@ def _metadata_only(old: Pod, new: Pod) -> bool:
     return replace(old, labels=empty, annotations=empty) == replace(
         new, labels=empty, annotations=empty
     )
-
-
-def _same(a: tuple[object, ...], b: tuple[object, ...]) -> bool:
-    """The same objects, one by one (identity, not equality: cheap, and exact for frozen ones)."""
-    return len(a) == len(b) and all(x is y for x, y in zip(a, b, strict=True))
 
 
 def raise_open_file_limit() -> tuple[int, int]:

@@ -623,7 +623,7 @@ async def test_a_watcher_that_stops_reading_is_ended_and_unsubscribed(
         async with anyio.create_task_group() as tg:
             tg.start_soon(run)
             await anyio.sleep(0.01)
-            subscribers = len(node.objects._subscribers)
+            subscribers = node.objects.watchers
             assert subscribers == 1
             for i in range(BUFFER + 50):  # more changes than one watcher may queue
                 await call(api, "POST", CONFIGMAPS, config_map(f"c{i}"))
@@ -633,7 +633,7 @@ async def test_a_watcher_that_stops_reading_is_ended_and_unsubscribed(
     assert lines[0]["type"] == "ADDED"
     assert lines[-1]["type"] == "ERROR"
     assert lines[-1]["object"]["reason"] == "Expired"
-    assert node.objects._subscribers == []
+    assert node.objects.watchers == 0
 
 
 async def test_a_watch_from_the_future_waits_and_a_table_watch_has_rows(api: KubeAPI) -> None:

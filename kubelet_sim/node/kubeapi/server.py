@@ -16,29 +16,23 @@ stopped. Secrets are answered to loopback clients only (as ``?reveal=1`` on ``/p
 
 from __future__ import annotations
 
-import base64
-import contextlib
-import json
 import re
 import secrets
 import string
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol, TypeVar
 
-from kubelet_sim.errors import APIStatusError, ConfigError, PatchError
-from kubelet_sim.k8s.fields import field_names
-from kubelet_sim.k8s.manifests import Manifest
-from kubelet_sim.k8s.objects import Kind, field_warnings, parse_object
-from kubelet_sim.k8s.patch import json_patch, merge_patch, strategic_merge_patch
-from kubelet_sim.k8s.selectors import FieldSelector, LabelSelector
+from kubelet_sim.errors import APIStatusError, ConfigError
+from kubelet_sim.k8s.objects import Kind
 from kubelet_sim.k8s.store import ObjectStore
 from kubelet_sim.node.httpserver import Request, Response
 from kubelet_sim.node.kubeapi import resources
+from kubelet_sim.node.kubeapi.documents import grace_period, patched, prepare
 from kubelet_sim.node.kubeapi.resources import Resource
+from kubelet_sim.node.kubeapi.selection import Selection
 from kubelet_sim.node.kubeapi.tables import table
 from kubelet_sim.node.kubeapi.watch import watch_stream
 from kubelet_sim.node.kubeapi.wire import (
-    bad_request,
     decode_body,
     dumps,
     invalid,
@@ -50,32 +44,7 @@ from kubelet_sim.node.kubeapi.wire import (
 __all__ = ["KubeAPI", "KubeNode"]
 
 T = TypeVar("T")
-_SHORTEST_SECRET = 3
-"""Secret values shorter than this are not scrubbed from errors (they would match anything)."""
-_SERVER_OWNED = (
-    "resourceVersion",
-    "uid",
-    "creationTimestamp",
-    "deletionTimestamp",
-    "deletionGracePeriodSeconds",
-    "managedFields",
-    "selfLink",
-    "generation",
-)
 _DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
-_COMMON_FIELDS = frozenset({"metadata.name", "metadata.namespace"})
-_FIELDS: dict[str, frozenset[str]] = {
-    "pods": field_names(
-        "spec.nodeName spec.restartPolicy spec.schedulerName spec.serviceAccountName "
-        "spec.hostNetwork status.phase status.podIP status.nominatedNodeName"
-    ),
-    "secrets": frozenset({"type"}),
-    "events": field_names(
-        "involvedObject.kind involvedObject.namespace involvedObject.name involvedObject.uid "
-        "involvedObject.apiVersion involvedObject.resourceVersion involvedObject.fieldPath "
-        "reason reportingComponent source type"
-    ),
-}
 
 
 class KubeNode(Protocol):
@@ -95,47 +64,6 @@ class KubeNode(Protocol):
         ...
 
     def event_documents(self, namespace: str | None) -> list[dict[str, Any]]: ...
-
-
-def field_values(doc: Mapping[str, Any], names: frozenset[str]) -> dict[str, str]:
-    """The values of the fields ``names`` (``a.b`` paths) of a served document, as field
-    selectors compare them (an event's ``source`` is its component)."""
-    out: dict[str, str] = {}
-    for name in names:
-        value: Any = doc
-        for part in name.split("."):
-            value = value.get(part) if isinstance(value, Mapping) else None
-        if name == "source" and isinstance(value, Mapping):
-            value = value.get("component", "")
-        if isinstance(value, bool):
-            out[name] = "true" if value else "false"
-        elif isinstance(value, str | int):
-            out[name] = str(value)
-    return out
-
-
-class Selection:
-    """A request's ``labelSelector`` and ``fieldSelector``, checked against the resource."""
-
-    def __init__(self, request: Request, resource: Resource) -> None:
-        try:
-            self.labels = LabelSelector.parse(request.param("labelSelector") or "")
-            self.fields = FieldSelector.parse(request.param("fieldSelector") or "")
-        except ConfigError as exc:
-            raise bad_request(exc.message) from exc
-        allowed = _COMMON_FIELDS | _FIELDS.get(resource.plural, frozenset())
-        for name in sorted(self.fields.fields()):
-            if name not in allowed:
-                raise bad_request(f"field label not supported: {name[:100]}")
-
-    def matches(self, doc: Mapping[str, Any]) -> bool:
-        if self.labels.requirements:
-            metadata = doc.get("metadata")
-            labels = metadata.get("labels") if isinstance(metadata, Mapping) else None
-            if not self.labels.matches(labels if isinstance(labels, Mapping) else {}):
-                return False
-        names = self.fields.fields()
-        return not names or self.fields.matches(field_values(doc, names))
 
 
 def _wants_table(request: Request) -> bool:
@@ -441,88 +369,18 @@ class KubeAPI:
             current = store.document(kind, namespace, name)
             if current is None:
                 raise _not_found(resource, name)
-            doc = dict(mapping(_patched(media, resource, name, current, patch), "the object"))
+            doc = dict(mapping(patched(media, resource, name, current, patch), "the object"))
             metadata = doc.get("metadata")
             if isinstance(metadata, Mapping) and metadata.get("resourceVersion") == current[
                 "metadata"
             ].get("resourceVersion"):
                 doc["metadata"] = {k: v for k, v in metadata.items() if k != "resourceVersion"}
-            manifest, version, warnings = self._prepare(request, resource, namespace, name, doc)
+            manifest, version, warnings = prepare(request, resource, namespace, name, doc, store)
             store.update(manifest, version)
             return warnings
 
         warnings = await self._stored(self.node.write(change), resource, name)
         return self._written(resource, namespace, name, warnings, created=False)
-
-    def _prepare(
-        self,
-        request: Request,
-        resource: Resource,
-        namespace: str,
-        name: str,
-        doc: dict[str, Any],
-    ) -> tuple[Manifest, str, list[str]]:
-        """Check and parse one document (a create, update or patched object): the manifest to
-        store, the resourceVersion it was made from (a precondition when set), its warnings.
-
-        Raises:
-            APIStatusError: 400 (identity, strict validation), 422 (invalid); a Secret's
-                values are never quoted.
-        """
-        try:
-            return self._parse(request, resource, namespace, name, doc)
-        except APIStatusError as exc:
-            if resource.kind is Kind.SECRET:
-                raise _scrubbed(exc, _secret_values(doc)) from None
-            raise
-
-    def _parse(
-        self,
-        request: Request,
-        resource: Resource,
-        namespace: str,
-        name: str,
-        doc: dict[str, Any],
-    ) -> tuple[Manifest, str, list[str]]:
-        if request.param("dryRun"):
-            raise bad_request("dryRun is not served by kubelet-sim")
-        _check_identity(doc, resource, namespace, name)
-        metadata = dict(doc.get("metadata") or {})
-        resource_version = str(metadata.get("resourceVersion") or "")
-        uid = metadata.get("uid")
-        if uid and resource.kind is not None:
-            current = self.node.objects.document(resource.kind, namespace, name)
-            if current is not None and current["metadata"]["uid"] != uid:
-                raise APIStatusError(
-                    409,
-                    "Conflict",
-                    f"Precondition failed: UID in precondition: {str(uid)[:64]}, "
-                    f"UID in object meta: {current['metadata']['uid']}",
-                    kind=resource.plural,
-                    name=name,
-                )
-        for key in _SERVER_OWNED:
-            metadata.pop(key, None)
-        raw = {**doc, "metadata": metadata}
-        if resource.kind is Kind.POD:
-            raw.pop("status", None)
-        try:
-            obj = parse_object(
-                raw, where=f"{resource.kind_name} {name}", namespace=namespace or "default"
-            )
-        except ConfigError as exc:
-            raise invalid(resource.kind_name, name, exc) from exc
-        warnings = list(field_warnings(obj))
-        validation = request.param("fieldValidation") or "Warn"
-        unknown = [w for w in warnings if w.startswith("unknown field")]
-        if validation == "Strict" and unknown:
-            raise bad_request(
-                f'{resource.kind_name} in version "{resource.version}" cannot be handled as a '
-                f"{resource.kind_name}: strict decoding error: {', '.join(unknown)}"
-            )
-        if validation == "Ignore":
-            warnings = [w for w in warnings if w not in unknown]
-        return Manifest(obj, raw), resource_version, warnings
 
     async def _write(
         self,
@@ -535,7 +393,8 @@ class KubeAPI:
         create: bool,
     ) -> Response:
         """Create or replace one object from its document."""
-        manifest, version, warnings = self._prepare(request, resource, namespace, name, doc)
+        store = self.node.objects
+        manifest, version, warnings = prepare(request, resource, namespace, name, doc, store)
 
         def change(store: ObjectStore) -> list[str]:
             if create:
@@ -571,7 +430,7 @@ class KubeAPI:
         self, request: Request, resource: Resource, namespace: str, name: str
     ) -> Response:
         assert resource.kind is not None
-        grace = _grace(request)
+        grace = grace_period(request)
         if resource.kind is Kind.POD:
             try:
                 doc = await self.node.delete_pod(namespace, name, grace=grace)
@@ -592,105 +451,6 @@ class KubeAPI:
                 "status": "Success",
                 "details": {"name": name, "kind": resource.plural, "uid": last["metadata"]["uid"]},
             },
-        )
-
-
-def _patched(media: str, resource: Resource, name: str, current: dict[str, Any], patch: Any) -> Any:
-    """``current`` with the patch of ``media``'s kind applied.
-
-    Raises:
-        APIStatusError: 400 for a malformed patch, 422 for one that cannot apply.
-    """
-    try:
-        if media == "application/json-patch+json":
-            return json_patch(current, patch)
-        if media == "application/merge-patch+json":
-            return merge_patch(current, mapping(patch, "a merge patch"))
-        return strategic_merge_patch(
-            resource.kind_name, current, mapping(patch, "a strategic merge patch")
-        )
-    except PatchError as exc:
-        if exc.invalid:
-            cause = ("FieldValueInvalid", exc.message, exc.field or "")
-            raise APIStatusError(
-                422, "Invalid", exc.message, kind=resource.plural, name=name, causes=(cause,)
-            ) from exc
-        raise bad_request(exc.message) from exc
-
-
-def _secret_values(doc: Mapping[str, Any]) -> list[str]:
-    """Every value of a Secret document, as written and base64-decoded (what no error quotes)."""
-    out: list[str] = []
-    for key in ("data", "stringData"):
-        values = doc.get(key)
-        if not isinstance(values, Mapping):
-            continue
-        for value in values.values():
-            if not isinstance(value, str):
-                continue
-            out.append(value)
-            if key == "data":
-                with contextlib.suppress(ValueError):  # not base64: it was refused for that
-                    out.append(base64.b64decode(value, validate=True).decode("utf-8", "replace"))
-    return sorted((v for v in out if len(v) >= _SHORTEST_SECRET), key=len, reverse=True)
-
-
-def _scrubbed(exc: APIStatusError, values: list[str]) -> APIStatusError:
-    """The error with every Secret value in its message and causes replaced."""
-
-    def scrub(text: str) -> str:
-        for value in values:
-            text = text.replace(value, "(value not shown)")
-        return text
-
-    return APIStatusError(
-        exc.code,
-        exc.reason,
-        scrub(exc.message),
-        kind=exc.kind,
-        group=exc.group,
-        name=exc.name,
-        causes=tuple((r, scrub(m), scrub(f)) for r, m, f in exc.causes),
-    )
-
-
-def _grace(request: Request) -> int | None:
-    value: Any = request.param("gracePeriodSeconds")
-    if request.body.strip():
-        options = decode_body(request.body, request.headers.get("content-type", ""))
-        if isinstance(options, Mapping) and options.get("gracePeriodSeconds") is not None:
-            value = options["gracePeriodSeconds"]
-    if value is None:
-        return None
-    if isinstance(value, bool | float):  # JSON true or 1.5 is no int64, as Go's decoder says
-        raise bad_request(f"gracePeriodSeconds must be an integer, got {json.dumps(value)}")
-    try:
-        grace = int(value)
-    except (TypeError, ValueError):
-        raise bad_request(
-            f"gracePeriodSeconds must be an integer, got {str(value)[:40]!r}"
-        ) from None
-    if grace < 0:
-        raise bad_request("gracePeriodSeconds must not be negative")
-    return grace
-
-
-def _check_identity(doc: Mapping[str, Any], resource: Resource, namespace: str, name: str) -> None:
-    """The document is of the resource's kind and names the object the URL does."""
-    kind, api_version = doc.get("kind"), doc.get("apiVersion")
-    if kind is not None and kind != resource.kind_name:
-        raise bad_request(f'the kind in the body ("{str(kind)[:60]}") is not {resource.kind_name}')
-    if api_version is not None and api_version != resource.group_version:
-        raise bad_request(
-            f"the API version in the data ({str(api_version)[:60]}) does not match the expected "
-            f"API version ({resource.group_version})"
-        )
-    metadata = mapping(doc.get("metadata") or {}, "metadata")
-    if metadata.get("name") != name:
-        raise bad_request("the name of the object does not match the name on the URL")
-    if resource.namespaced and metadata.get("namespace", namespace) != namespace:
-        raise bad_request(
-            "the namespace of the provided object does not match the namespace sent on the request"
         )
 
 
