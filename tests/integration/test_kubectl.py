@@ -9,6 +9,7 @@ naming ``.ci/run``, which installs it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -21,6 +22,7 @@ from typing import Any
 
 import anyio
 import anyio.abc
+import httpx
 import pytest
 from credential_world import ALIAS, ALICE, alias_hosts_dir, seed_private, unique
 from hookserver import HookServer
@@ -211,21 +213,24 @@ async def test_the_seed_walkthrough_with_kubectl(
             assert "Back-off pulling image" in described
             assert f'Pulling image "{ALIAS}/{repository}:1.O"' in described
             assert PASSWORD not in described
+            # The node's own view keeps each pull, not only the last error (explain's input).
+            url = f"http://127.0.0.1:{k.daemon.port}"
+            async with httpx.AsyncClient(base_url=url, trust_env=False) as api:
+                detail = (await api.get("/pods/default/typo")).json()
+            pulls = detail["containers"][0]["pulls"]
+            assert len(pulls) >= 2
+            assert {p["result"] for p in pulls} == {"ErrImagePull"}
+            assert all("not found" in p["message"] for p in pulls)
+            assert all(p["seconds"] >= 0 and p["waitedSeconds"] >= 0 for p in pulls)
 
             # -w streams the deletion: preStop runs, the pod is Terminating, then gone.
             watch_out = tmp_path / "watch.out"
-            async with await anyio.open_process(
-                k.argv("get", "pods", "-w", "--output-watch-events"),
-                env=k.env,
-                stdout=watch_out.open("wb"),
-                stderr=subprocess.PIPE,
-            ) as watching:
+            async with background(k, watch_out, "get", "pods", "-w", "--output-watch-events"):
                 await wait_for_text(watch_out, "typo")
                 deleted = await k.ok("delete", "pod", "web")
                 assert deleted.strip() == 'pod "web" deleted'
                 assert len(hooks.seen("/prestop")) == 1
                 await wait_for_text(watch_out, "DELETED")
-                watching.terminate()
             lines = [line.split() for line in watch_out.read_text().splitlines()]
             web = [cells for cells in lines if len(cells) > 1 and cells[1] == "web"]
             assert web[0][0] == "ADDED"
@@ -234,6 +239,22 @@ async def test_the_seed_walkthrough_with_kubectl(
             assert "web" not in await k.ok("get", "pods")
             notfound = await k.fails("get", "pod", "web")
             assert 'Error from server (NotFound): pods "web" not found' in notfound
+
+
+@asynccontextmanager
+async def background(k: Kubectl, out: Path, *args: str) -> AsyncIterator[anyio.abc.Process]:
+    """``kubectl ARGS`` running (a watch), its output in ``out``; killed when the block ends,
+    also when it fails (a watch never exits on its own)."""
+    with out.open("wb") as sink:
+        process = await anyio.open_process(k.argv(*args), env=k.env, stdout=sink, stderr=sink)
+        try:
+            yield process
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+            with anyio.CancelScope(shield=True):
+                await process.wait()
+                await process.aclose()
 
 
 async def wait_for_text(path: Path, text: str) -> None:

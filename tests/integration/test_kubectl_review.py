@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,7 @@ import anyio
 import anyio.abc
 import pytest
 import yaml
-from test_kubectl import WAIT, Kubectl, busybox, row, running, wait_for_text
+from test_kubectl import WAIT, Kubectl, background, busybox, row, running, wait_for_text
 
 from kubelet_sim.sim.registry import RegistryProcess
 
@@ -74,12 +73,6 @@ async def jsonpath(k: Kubectl, *args: str, path: str) -> str:
 
 async def container_id(k: Kubectl, name: str) -> str:
     return await jsonpath(k, "pod", name, path="{.status.containerStatuses[0].containerID}")
-
-
-async def watching(k: Kubectl, out: Path, *args: str) -> anyio.abc.Process:
-    return await anyio.open_process(
-        k.argv(*args), env=k.env, stdout=out.open("wb"), stderr=subprocess.DEVNULL
-    )
 
 
 # -- what holds ------------------------------------------------------------------------------
@@ -166,13 +159,12 @@ async def test_create_get_formats_watch_wait_and_deletes(
         # Running before its postStart hook (2 s) has finished
         hook = {"postStart": {"exec": {"command": ["sh", "-c", "sleep 2"]}}}
         watch_out = tmp_path / "watch.out"
-        async with await watching(k, watch_out, "get", "pods", "-w", "-l", "app=hooked") as w:
+        async with background(k, watch_out, "get", "pods", "-w", "-l", "app=hooked"):
             await anyio.sleep(0.5)  # the watch is listening
             await k.ok("apply", "-f", "-", stdin=json.dumps(pod("hooked", image, lifecycle=hook)))
             first = row(await k.ok("get", "pods"), "hooked")
             assert first[1:3] in (["0/1", "Pending"], ["0/1", "ContainerCreating"]), first
             await wait_for_text(watch_out, "Running")
-            w.terminate()
         statuses = [cells[2] for cells in map(str.split, watch_out.read_text().splitlines()[1:])]
         assert "ContainerCreating" in statuses, statuses
         assert statuses[-1] == "Running"
@@ -261,11 +253,10 @@ async def test_events_describe_namespaces_and_discovery(
     async with running(tmp_path, tmp_path / "no-hosts") as k:
         # get events --watch-only sees the new pod's events as the kubelet records them
         events_out = tmp_path / "events.out"
-        async with await watching(k, events_out, "get", "events", "--watch-only") as w:
+        async with background(k, events_out, "get", "events", "--watch-only"):
             await anyio.sleep(0.5)
             await k.ok("apply", "-f", "-", stdin=json.dumps(pod("web", image)))
             await wait_for_text(events_out, "Started container app")
-            w.terminate()
         assert "pod/web" in events_out.read_text()
 
         # describe of every served kind
@@ -391,12 +382,11 @@ async def test_a_selector_watch_sees_an_object_leave(tmp_path: Path) -> None:
         await k.ok("apply", "-f", "-", stdin=json.dumps(configmap("w1", set="w")))
         out = tmp_path / "watch.out"
         args = ("get", "configmaps", "-l", "set=w", "-w", "--output-watch-events")
-        async with await watching(k, out, *args) as w:
+        async with background(k, out, *args):
             await wait_for_text(out, "ADDED")
             await k.ok("label", "configmap", "w1", "set=other", "--overwrite")
             with anyio.move_on_after(3):
                 await wait_for_text(out, "DELETED")
-            w.terminate()
         assert "DELETED" in out.read_text(), out.read_text()
 
 

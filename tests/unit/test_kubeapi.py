@@ -489,3 +489,37 @@ async def test_the_kubernetes_service_is_served_as_the_api_server_allocates_it(
     assert (spec["clusterIP"], spec["clusterIPs"]) == ("10.96.0.1", ["10.96.0.1"])
     assert (spec["ipFamilies"], spec["ipFamilyPolicy"]) == (["IPv4"], "SingleStack")
     assert service["metadata"]["labels"] == {"component": "apiserver", "provider": "kubernetes"}
+
+
+async def test_a_watch_from_before_a_deletion_gets_the_deleted_event(
+    node: FakeKubeNode, api: KubeAPI
+) -> None:
+    # kubectl delete waits with a list, then a watch from the list's version: the pod may be
+    # gone before the watch starts, and its DELETED must still come (the replay has it).
+    await call(api, "POST", PODS, pod())
+    since = doc(await call(api, "GET", f"{PODS}?fieldSelector=metadata.name%3Dweb"))
+    node.objects.delete(Kind.POD, "default", "web")
+    version = since["metadata"]["resourceVersion"]
+    target = f"{PODS}?watch=true&resourceVersion={version}&fieldSelector=metadata.name%3Dweb"
+    (deleted,) = await events(await call(api, "GET", target), 1)
+    assert deleted["type"] == "DELETED"
+    assert deleted["object"]["metadata"]["name"] == "web"
+
+
+async def test_a_selector_watch_adds_what_starts_matching_and_deletes_what_stops(
+    node: FakeKubeNode, api: KubeAPI
+) -> None:
+    await call(api, "POST", PODS, pod("web"))
+    watch = await call(api, "GET", f"{PODS}?watch=true&labelSelector=tier%3Dfront")
+
+    async def relabel() -> None:
+        await anyio.sleep(0.01)
+        for tier in ("front", "back"):
+            patch = {"metadata": {"labels": {"tier": tier}}}
+            merge = "application/merge-patch+json"
+            await call(api, "PATCH", f"{PODS}/web", patch, content_type=merge)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(relabel)
+        seen = await events(watch, 2)
+    assert [e["type"] for e in seen] == ["ADDED", "DELETED"]

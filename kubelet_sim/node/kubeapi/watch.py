@@ -121,6 +121,9 @@ def watch_stream(
             first = False
         return dumps({"type": kind, "object": obj}) + b"\n"
 
+    known: set[tuple[str, str]] = set()
+    """Objects whose matching this watch has decided (the rest are decided at their first
+    change)."""
     matched: set[tuple[str, str]] = set()
     """What the client has been told matches: an object that stops matching is DELETED for it
     (and ADDED when it comes back), as the API server's watch cache says."""
@@ -132,7 +135,14 @@ def watch_stream(
         ):
             return None
         key = (change.namespace, change.name)
-        was = key in matched
+        if key in known:
+            was = key in matched
+        else:
+            # First seen in a replay, changed since the watch's resourceVersion: it existed
+            # then unless this change made it, and matched then if its document matches now
+            # (the old document is not kept). Its DELETED is never lost to the client.
+            known.add(key)
+            was = change.type is not ChangeType.ADDED and matches(change.document)
         if change.type is ChangeType.DELETED:
             matched.discard(key)
             return ChangeType.DELETED if was else None
@@ -167,6 +177,7 @@ def watch_stream(
                 if since in ("", "0"):
                     last = store.revision
                     for doc in current:
+                        known.add(_key(doc))
                         if matches(doc):
                             matched.add(_key(doc))
                             await send_chunk(line(str(ChangeType.ADDED), doc))
@@ -177,7 +188,9 @@ def watch_stream(
                         await send_chunk(dumps(_expired()) + b"\n")
                         return
                     # What matched at `since`: the objects unchanged since then that match now.
-                    matched.update(_key(d) for d in current if _version(d) <= last and matches(d))
+                    unchanged = [d for d in current if _version(d) <= last]
+                    known.update(_key(d) for d in unchanged)
+                    matched.update(_key(d) for d in unchanged if matches(d))
                     for change in replay:
                         last = change.resource_version
                         await send(change, send_chunk)
