@@ -159,6 +159,32 @@ class StartOutcome:
 
 
 @dataclass(frozen=True, slots=True)
+class PullAttempt:
+    """One pull of a container's image, as ``describe`` and ``explain`` show it: when it was
+    asked for (the engine's clock), how long it waited for the puller (the serial queue or a
+    parallel slot) and how long the pull itself took, and how it ended: ``reason`` empty when
+    it pulled, else the kubelet's reason and the runtime's error text."""
+
+    started: float
+    waited: float
+    seconds: float
+    reason: str = ""
+    message: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class PullInProgress:
+    """A pull under way: waiting for the puller since ``since``, or pulling since ``pulling``."""
+
+    since: float
+    pulling: float | None = None
+
+    @property
+    def step(self) -> str:
+        return "pulling" if self.pulling is not None else "waiting for a pull slot"
+
+
+@dataclass(frozen=True, slots=True)
 class PulledImage:
     """What a successful runtime pull produced (the CRI ``PullImage`` answer plus size)."""
 

@@ -14,6 +14,7 @@ recorded; the credential lookup runs at most once per call and is shared by both
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -22,7 +23,7 @@ import structlog
 
 from kubelet_sim.core.backoff import Backoff
 from kubelet_sim.core.credentials import Credentials
-from kubelet_sim.core.pods import PulledImage, PullRequest
+from kubelet_sim.core.pods import PullAttempt, PulledImage, PullInProgress, PullRequest
 from kubelet_sim.core.policy import PullPolicy, should_pull_image
 from kubelet_sim.core.reference import ImageReference, apply_default_image_tag, parse_normalized
 from kubelet_sim.engine.ports import (
@@ -84,6 +85,11 @@ class EnsureResult:
         return self.reason is None
 
 
+PULL_HISTORY = 5
+"""Pulls kept per pod and image for ``describe``/``explain`` (the kubelet keeps only the last
+error; five show whether a failure repeats or changes)."""
+
+
 class ImageManager:
     """``EnsureImageExists`` over an image service, a puller, a backoff, events and metrics."""
 
@@ -108,11 +114,24 @@ class ImageManager:
         self.verifier = verifier
         self.clock = clock
         self._prev_error: dict[tuple[str, str], str] = {}
+        self._history: dict[tuple[str, str], deque[PullAttempt]] = {}
+        self._current: dict[tuple[str, str], PullInProgress] = {}
+
+    def pull_history(self, uid: str, image: str) -> tuple[PullAttempt, ...]:
+        """The last :data:`PULL_HISTORY` pulls of ``image`` for pod ``uid``, oldest first."""
+        return tuple(self._history.get((uid, image), ()))
+
+    def pull_in_progress(self, uid: str, image: str) -> PullInProgress | None:
+        """The pull of ``image`` for pod ``uid`` under way now, if one is."""
+        return self._current.get((uid, image))
 
     def forget_pod(self, uid: str) -> None:
-        """Drop the backoff and last-error entries of a deleted pod (they are keyed by its UID)."""
+        """Drop the backoff, last-error and pull-history entries of a deleted pod (they are keyed
+        by its UID)."""
         for key in [k for k in self._prev_error if k[0] == uid]:
             del self._prev_error[key]
+        for key in [k for k in self._history if k[0] == uid]:
+            del self._history[key]
         for key in [k for k in self.backoff.held_keys() if isinstance(k, tuple) and k[0] == uid]:
             self.backoff.reset(key)
 
@@ -228,10 +247,23 @@ class ImageManager:
                         "pull.record_failed", pod=str(request.pod), image=image, error=str(exc)
                     )
 
+        def on_started() -> None:
+            self._current[key] = PullInProgress(enqueued, self.clock())
+
         job = PullJob(
-            request=request, ref=ref, credentials=tuple(credentials), on_resolved=on_resolved
+            request=request,
+            ref=ref,
+            credentials=tuple(credentials),
+            on_resolved=on_resolved,
+            on_started=on_started,
         )
-        outcome = await self.puller.pull(job)
+        self._current[key] = PullInProgress(enqueued)
+        try:
+            outcome = await self.puller.pull(job)
+        finally:
+            self._current.pop(key, None)
+        waited = max(0.0, self.clock() - enqueued - outcome.duration)
+        history = self._history.setdefault(key, deque(maxlen=PULL_HISTORY))
         if outcome.error is not None:
             err_text = cri_error_message(ref, outcome.error)
             self._event(
@@ -243,9 +275,11 @@ class ImageManager:
             self.backoff.next(key, self.clock())
             reason = PullReason.ERR_IMAGE_PULL
             self._prev_error[key] = f"{reason}: {err_text}"
+            history.append(PullAttempt(enqueued, waited, outcome.duration, str(reason), err_text))
             log.info("pull.failed", pod=str(request.pod), image=image, error=err_text)
             return EnsureResult(reason=reason, message=err_text, present=present)
         assert outcome.pulled is not None
+        history.append(PullAttempt(enqueued, waited, outcome.duration))
         total = self.clock() - enqueued
         msg = messages.successfully_pulled(image, outcome.duration, total, outcome.pulled.size)
         self._event(request, EventType.NORMAL, EventReason.PULLED, msg)

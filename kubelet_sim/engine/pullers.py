@@ -40,6 +40,8 @@ class PullJob:
     ref: ImageReference
     credentials: tuple[Credentials, ...] = ()
     on_resolved: ResolvedHook | None = None
+    on_started: Callable[[], None] | None = None
+    """Called when the pull leaves the queue and starts (a token taken)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +75,8 @@ class PullRunner:
         start = self.clock()
         if self.throttle is not None and not self.throttle.try_accept(start):
             return PullOutcome(error=PullError(PullReason.ERR_IMAGE_PULL, QPS_EXCEEDED))
+        if job.on_started is not None:
+            job.on_started()
         self.in_flight += 1
         self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
         self.observer.pull_started()

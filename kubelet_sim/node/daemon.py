@@ -312,6 +312,7 @@ class Daemon:
             self._pod_state(pod),
             anyio.current_time(),
             containers=self.node.containers,
+            history=self.node.manager,
             reveal=reveal,
             rejected=self.rejected.get(pod.uid),
         )

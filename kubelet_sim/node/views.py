@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Protocol
 
-from kubelet_sim.core.pods import ContainerPhase, ContainerState, Termination
+from kubelet_sim.core.pods import (
+    ContainerPhase,
+    ContainerState,
+    PullAttempt,
+    PullInProgress,
+    Termination,
+)
 from kubelet_sim.core.reference import parse_normalized
 from kubelet_sim.engine.workers import PodState
 from kubelet_sim.errors import InvalidImageNameError
@@ -89,19 +95,50 @@ def _container(
     return out
 
 
+class PullHistory(Protocol):
+    """The image manager's record of a pod's pulls (:class:`~kubelet_sim.engine.manager.ImageManager`)."""
+
+    def pull_history(self, uid: str, image: str) -> tuple[PullAttempt, ...]: ...
+
+    def pull_in_progress(self, uid: str, image: str) -> PullInProgress | None: ...
+
+
+def _pulls(history: PullHistory, uid: str, image: str, now: float) -> dict[str, Any]:
+    """``pulls`` (the last few, oldest first) and ``pullInProgress`` of one container."""
+    out: dict[str, Any] = {
+        "pulls": [
+            {
+                "startedAt": _wall(a.started, now),
+                "waitedSeconds": round(a.waited, 3),
+                "seconds": round(a.seconds, 3),
+                "result": a.reason or "Pulled",
+                "message": a.message,
+            }
+            for a in history.pull_history(uid, image)
+        ]
+    }
+    current = history.pull_in_progress(uid, image)
+    if current is not None:
+        since = current.pulling if current.pulling is not None else current.since
+        out["pullInProgress"] = {"step": current.step, "forSeconds": round(now - since, 3)}
+    return out
+
+
 def pod_detail(
     pod: Pod,
     state: PodState | None,
     now: float,
     *,
     containers: ContainerManager | None = None,
+    history: PullHistory | None = None,
     reveal: bool = False,
     rejected: tuple[str, str] | None = None,
 ) -> dict[str, Any]:
     """One pod with its containers' states (``GET /pods/NS/NAME``).
 
     ``env`` is the environment each container's process got; Secret-sourced values show as
-    ``<secret>`` unless ``reveal``.
+    ``<secret>`` unless ``reveal``. With ``history``, each container has its last pulls (when,
+    how long each waited for the puller and took, how it ended) and the one under way.
     """
     table = state.containers if state is not None else {}
 
@@ -109,7 +146,10 @@ def pod_detail(
         return containers.started(pod.uid, c.name) if containers is not None else None
 
     def view(c: Container) -> dict[str, Any]:
-        return _container(c, table.get(c.name), now, started(c), reveal)
+        out = _container(c, table.get(c.name), now, started(c), reveal)
+        if history is not None:
+            out.update(_pulls(history, pod.uid, c.image, now))
+        return out
 
     phase = pod_phase(pod, state, rejected)
     out: dict[str, Any] = {

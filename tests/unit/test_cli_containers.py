@@ -528,3 +528,33 @@ async def test_describe_renders_what_views_pod_detail_makes() -> None:
     assert "    State:              Terminated" in once
     assert "      Reason:           Completed" in once
     assert "Runtime Class:    runc-class" in text.splitlines()
+
+
+def test_describe_shows_recent_pulls_and_the_one_under_way() -> None:
+    doc = pod_document()
+    app = doc["containers"][0]
+    app["pulls"] = [
+        {
+            "startedAt": STARTED - 40,
+            "waitedSeconds": 0.0,
+            "seconds": 1.25,
+            "result": "ErrImagePull",
+            "message": "rpc error: code = NotFound desc = not found",
+        },
+        {
+            "startedAt": STARTED,
+            "waitedSeconds": 3.5,
+            "seconds": 2.0,
+            "result": "Pulled",
+            "message": "",
+        },
+    ]
+    app["pullInProgress"] = {"step": "waiting for a pull slot", "forSeconds": 12.34}
+    lines = block(describe.render(doc, []), "app")
+    start = lines.index("    Pulling:            waiting for a pull slot for 12.3s")
+    assert lines[start + 1 : start + 4] == [
+        "    Recent Pulls:",
+        f"      {stamp(STARTED - 40)}  waited 0.0s, took 1.2s  ErrImagePull: rpc error: code = "
+        "NotFound desc = not found",
+        f"      {stamp(STARTED)}  waited 3.5s, took 2.0s  Pulled",
+    ]

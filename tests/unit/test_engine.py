@@ -13,6 +13,7 @@ from engine_fakes import FakeRuntime, make_node, pod
 from kubelet_sim.config.kubelet import KubeletConfiguration
 from kubelet_sim.core.pods import ContainerPhase
 from kubelet_sim.core.policy import PullPolicy
+from kubelet_sim.engine.manager import PULL_HISTORY
 from kubelet_sim.engine.workers import EngineSettings
 from kubelet_sim.errors import PullReason
 
@@ -350,3 +351,51 @@ def test_an_auth_failure_reads_as_containerd_words_it_once() -> None:
     assert text.startswith("rpc error: code = Unknown desc = failed to pull and unpack image")
     assert text.count("pull access denied") == 1
     assert text.endswith("refused the credentials for pulling team/app (status=401)")
+
+
+async def test_each_pull_is_kept_with_its_wait_duration_and_outcome() -> None:
+    # What describe and explain show: the last five pulls, not only the last error.
+    h = make_node(FakeRuntime(pull_seconds=2, failing={BAD_REF: 6}))
+    request = pod("p", BAD).containers[0]
+    manager = h.node.manager
+    async with h.node.running():
+        await h.node.engine.submit(pod("p", BAD))
+        with anyio.fail_after(5000):
+            await h.node.engine.wait_ready("uid-p")
+    history = manager.pull_history("uid-p", BAD)
+    assert len(history) == PULL_HISTORY  # six failures and a success: the last five kept
+    assert [a.reason for a in history] == ["ErrImagePull"] * 4 + [""]
+    assert all(a.seconds == pytest.approx(2) for a in history)
+    assert all(a.waited == pytest.approx(0) for a in history)
+    assert history[0].message.startswith("rpc error: code = Unknown desc =")
+    assert history[-1].message == ""
+    gaps = [round(b.started - a.started) for a, b in itertools.pairwise(history)]
+    assert gaps == [
+        42,
+        82,
+        162,
+        302,
+    ]  # attempts 3-7: backoff 40, 80, 160, 300 s, plus each 2 s pull
+    assert manager.pull_in_progress("uid-p", BAD) is None
+    manager.forget_pod(request.pod.uid)
+    assert manager.pull_history("uid-p", BAD) == ()
+
+
+async def test_a_pull_in_progress_says_whether_it_waits_or_pulls() -> None:
+    h = make_node(FakeRuntime(pull_seconds=5))  # serial: one pull at a time
+    manager = h.node.manager
+    async with h.node.running():
+        await h.node.engine.submit(pod("a", "registry.test/a:1.0"))
+        await h.node.engine.submit(pod("b", "registry.test/b:1.0"))
+        await anyio.sleep(1)
+        first = manager.pull_in_progress("uid-a", "registry.test/a:1.0")
+        second = manager.pull_in_progress("uid-b", "registry.test/b:1.0")
+        assert first is not None
+        assert second is not None
+        assert (first.step, second.step) == ("pulling", "waiting for a pull slot")
+        with anyio.fail_after(100):
+            await h.node.engine.wait_ready("uid-b")
+    (pulled,) = manager.pull_history("uid-b", "registry.test/b:1.0")
+    assert pulled.waited == pytest.approx(5)  # behind a's pull in the serial queue
+    assert pulled.seconds == pytest.approx(5)
+    assert manager.pull_in_progress("uid-b", "registry.test/b:1.0") is None

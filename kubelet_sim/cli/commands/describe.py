@@ -130,6 +130,17 @@ def _container_lines(c: dict[str, Any]) -> list[str]:
     lines.append(f"    Ready:              {'True' if c.get('ready') else 'False'}")
     lines.append(f"    Restart Count:      {c.get('restartCount', 0)}")
     lines.append(f"    Pull Attempts:      {c['pullAttempts']}")
+    current = c.get("pullInProgress")
+    if current:
+        lines.append(f"    Pulling:            {current['step']} for {current['forSeconds']:.1f}s")
+    if c.get("pulls"):
+        lines.append("    Recent Pulls:")
+        for p in c["pulls"]:
+            shown = p["result"] if not p["message"] else f"{p['result']}: {p['message']}"
+            lines.append(
+                f"      {_stamp(p['startedAt'])}  waited {p['waitedSeconds']:.1f}s, "
+                f"took {p['seconds']:.1f}s  {shown}"
+            )
     if c.get("backoffRemainingSeconds"):
         lines.append(f"    Back-off Remaining: {c['backoffRemainingSeconds']:.0f}s")
     if "env" in c:
