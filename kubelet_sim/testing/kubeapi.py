@@ -19,7 +19,7 @@ from kubelet_sim.k8s.store import ObjectStore
 from kubelet_sim.node.httpserver import Request, Response
 from kubelet_sim.node.kubeapi import KubeAPI
 
-__all__ = ["NOW", "FakeKubeNode", "body_of", "call"]
+__all__ = ["NOW", "FakeKubeNode", "body_of", "call", "drain"]
 
 T = TypeVar("T")
 NOW = 1_800_000_000.0
@@ -71,3 +71,15 @@ async def call(
 def body_of(response: Response) -> Any:
     """The answer's JSON."""
     return json.loads(response.body)
+
+
+async def drain(response: Response) -> list[bytes]:
+    """Every chunk of a streaming answer (a watch that ends: ``timeoutSeconds``)."""
+    assert response.stream is not None
+    chunks: list[bytes] = []
+
+    async def send(chunk: bytes) -> None:
+        chunks.append(chunk)
+
+    await response.stream(send)
+    return chunks

@@ -16,7 +16,7 @@ from kubelet_sim.k8s.store import HISTORY
 from kubelet_sim.node.httpserver import Response
 from kubelet_sim.node.kubeapi import KubeAPI
 from kubelet_sim.node.kubeapi.resources import AGGREGATED_CONTENT_TYPE, RESOURCES
-from kubelet_sim.testing.kubeapi import NOW, FakeKubeNode, body_of, call
+from kubelet_sim.testing.kubeapi import NOW, FakeKubeNode, body_of, call, drain
 
 pytestmark = pytest.mark.anyio
 
@@ -470,15 +470,8 @@ async def test_watch_too_far_back_is_expired(node: FakeNode, api: KubeAPI) -> No
 
 async def test_watch_ends_at_its_timeout(api: KubeAPI) -> None:
     watch = await call(api, "GET", f"{PODS}?watch=true&timeoutSeconds=0")
-    assert watch.stream is not None
-    chunks: list[bytes] = []
-
-    async def send(chunk: bytes) -> None:
-        chunks.append(chunk)
-
     with anyio.fail_after(5):
-        await watch.stream(send)
-    assert chunks == []
+        assert await drain(watch) == []
 
 
 async def test_the_kubernetes_service_is_served_as_the_api_server_allocates_it(
