@@ -516,3 +516,12 @@ async def test_a_selector_watch_adds_what_starts_matching_and_deletes_what_stops
         tg.start_soon(relabel)
         seen = await events(watch, 2)
     assert [e["type"] for e in seen] == ["ADDED", "DELETED"]
+
+
+async def test_create_namespace_succeeds_and_a_bad_name_is_invalid(api: KubeAPI) -> None:
+    made = await call(api, "POST", "/api/v1/namespaces", {"metadata": {"name": "team-a"}})
+    assert (made.status, doc(made)["status"]) == (201, {"phase": "Active"})
+    bad = await call(api, "POST", "/api/v1/namespaces", {"metadata": {"name": "Team_A"}})
+    assert bad.status == 422
+    assert doc(bad)["details"]["causes"][0]["field"] == "metadata.name"
+    assert "RFC 1123 label" in doc(bad)["message"]

@@ -15,10 +15,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from kubelet_sim.errors import ConfigError
+from kubelet_sim.k8s.fields import FieldReader
 
 DEFAULT_SERVER = "http://127.0.0.1:10255"
 _NAME = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?")
-_NAMESPACE = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 
 
 def register(subparsers: Any) -> None:
@@ -67,8 +67,7 @@ def kubeconfig(server: str, *, name: str = "kubelet-sim", namespace: str = "defa
         raise ConfigError(
             None, "--name", f"want letters, digits, '-', '_' or '.', got {name[:100]!r}"
         )
-    if not _NAMESPACE.fullmatch(namespace):
-        raise ConfigError(None, "--namespace", f"must be a DNS label, got {namespace[:100]!r}")
+    FieldReader("", "").name(namespace, "--namespace", label=True)  # the API's namespace rule
     q = json.dumps  # a JSON string is a YAML scalar, whatever it holds
     return "\n".join(
         [

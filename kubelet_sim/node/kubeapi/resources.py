@@ -100,10 +100,6 @@ def find(group: str, version: str, plural: str) -> Resource | None:
     return None
 
 
-def of_kind(kind: Kind) -> Resource:
-    return next(r for r in RESOURCES if r.kind is kind)
-
-
 def version_info() -> dict[str, str]:
     """``/version``: the API version kubelet-sim's objects follow."""
     return {

@@ -16,13 +16,13 @@ stopped. Secrets are answered to loopback clients only (as ``?reveal=1`` on ``/p
 
 from __future__ import annotations
 
-import re
 import secrets
 import string
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol, TypeVar
 
 from kubelet_sim.errors import APIStatusError, ConfigError
+from kubelet_sim.k8s.fields import FieldReader
 from kubelet_sim.k8s.objects import Kind
 from kubelet_sim.k8s.store import ObjectStore
 from kubelet_sim.node.httpserver import Request, Response
@@ -44,7 +44,6 @@ from kubelet_sim.node.kubeapi.wire import (
 __all__ = ["KubeAPI", "KubeNode"]
 
 T = TypeVar("T")
-_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 
 
 class KubeNode(Protocol):
@@ -209,12 +208,12 @@ class KubeAPI:
         doc = mapping(decode_body(request.body, request.headers.get("content-type", "")), "it")
         metadata = doc.get("metadata")
         name = metadata.get("name") if isinstance(metadata, Mapping) else None
-        if not isinstance(name, str) or not _DNS_LABEL.fullmatch(name):
-            raise invalid(
-                "Namespace",
-                str(name)[:63],
-                ConfigError(None, "metadata.name", "a DNS label is required"),
-            )
+        if not isinstance(name, str) or not name:
+            raise invalid("Namespace", "", ConfigError(None, "metadata.name", "Required value"))
+        try:
+            FieldReader("", "").name(name, "metadata.name", label=True)  # a namespace's rule
+        except ConfigError as exc:
+            raise invalid("Namespace", name[:63], exc) from exc
         return _ok(201, self._namespace_document(name))
 
     def _namespace(self, request: Request, namespace: str) -> Response:
