@@ -242,7 +242,7 @@ class ObjectStore:
                 kind=_resource(obj.kind),
                 name=obj.name,
             )
-        if self.document(*key) is not None:
+        if self._version(key) is not None:
             raise APIStatusError(
                 409,
                 "AlreadyExists",
@@ -262,13 +262,13 @@ class ObjectStore:
         """
         obj = manifest.object
         key = _key(obj.kind, obj.namespace, obj.name)
-        current = self.document(*key)
+        current = self._version(key)
         resource = _resource(obj.kind)
         if current is None:
             raise APIStatusError(
                 404, "NotFound", f'{resource} "{obj.name}" not found', kind=resource, name=obj.name
             )
-        if resource_version and resource_version != current["metadata"]["resourceVersion"]:
+        if resource_version and resource_version != str(current):
             raise APIStatusError(
                 409,
                 "Conflict",
@@ -278,6 +278,14 @@ class ObjectStore:
                 name=obj.name,
             )
         return self.apply(manifest)
+
+    def _version(self, key: ObjectKey) -> int | None:
+        """The resourceVersion of what the API shows at ``key`` (None: nothing), read without
+        rendering the document."""
+        if key not in self._objects and key not in self._mirrors and _implicit(*key) is None:
+            return None
+        meta = self._meta.get(key)
+        return meta.resource_version if meta is not None else 1
 
     def patch(self, kind: Kind, namespace: str, name: str, patch: Mapping[str, Any]) -> ApplyResult:
         """``kubectl patch KIND NAME -p PATCH`` with a JSON merge patch.

@@ -362,7 +362,6 @@ class KubeAPI:
         media = content_type.split(";", 1)[0].strip().lower()
         kind = resource.kind
         assert kind is not None
-        self._document(resource, namespace, name)  # 404 before anything else
 
         def change(store: ObjectStore) -> list[str]:
             current = store.document(kind, namespace, name)
