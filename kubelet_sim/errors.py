@@ -246,12 +246,47 @@ class StoreNotFoundError(StoreError):
 
 
 class PullError(KubeletSimError):
-    """A pull that failed, with the kubelet reason a container would show."""
+    """A pull that failed, with the kubelet reason a container would show; ``cause`` says what
+    kind of failure it was (:class:`Cause`) when the message alone does not."""
 
-    def __init__(self, reason: PullReason, message: str) -> None:
+    def __init__(self, reason: PullReason, message: str, *, cause: str = "") -> None:
         self.reason = reason
         self.message = message
+        self.cause = cause
         super().__init__(f"{reason}: {message}")
+
+
+class Cause(StrEnum):
+    """What kind of failure ended a pull, for ``explain``'s verdicts (not a kubelet reason:
+    ``ErrImagePull`` covers all of these)."""
+
+    QPS = "qps"
+    AUTH = "auth"
+    NOT_FOUND = "not-found"
+    BLOB_MISSING = "blob-missing"
+    PLATFORM = "platform"
+    UNREACHABLE = "unreachable"
+    NOT_AN_IMAGE = "not-an-image"
+    CORRUPT = "corrupt"
+    STORE = "store"
+    CANCELLED = "cancelled"
+    OTHER = "other"
+
+
+def failure_cause(error: BaseException) -> Cause:
+    """The :class:`Cause` of a failed pull's error. An aggregate (every credential failed, each
+    error in ``errors``) is auth when any credential was refused, else its last error's cause."""
+    if isinstance(error, PullError):
+        if error.cause:
+            return Cause(error.cause)
+        parts = [failure_cause(e) for e in getattr(error, "errors", ())]
+        if parts:
+            return Cause.AUTH if Cause.AUTH in parts else parts[-1]
+        return Cause.OTHER
+    for kind, cause in _CAUSES:
+        if isinstance(error, kind):
+            return cause
+    return Cause.OTHER
 
 
 class ContainerConfigError(KubeletSimError):
@@ -291,3 +326,17 @@ def first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
     while isinstance(leaf, BaseExceptionGroup):
         leaf = leaf.exceptions[0]
     return leaf
+
+
+_CAUSES: tuple[tuple[type[BaseException], Cause], ...] = (
+    (NoMatchingPlatformError, Cause.PLATFORM),
+    (NotAnImageError, Cause.NOT_AN_IMAGE),
+    (BlobNotFoundError, Cause.BLOB_MISSING),
+    (RegistryNotFoundError, Cause.NOT_FOUND),
+    (RegistryAuthError, Cause.AUTH),
+    (RegistryTransportError, Cause.UNREACHABLE),
+    (OSError, Cause.UNREACHABLE),
+    (DigestMismatchError, Cause.CORRUPT),
+    (BlobCorruptError, Cause.CORRUPT),
+    (StoreError, Cause.STORE),
+)

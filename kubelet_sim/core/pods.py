@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from kubelet_sim.core.policy import PullPolicy
+from kubelet_sim.core.trace import HostTry
 
 
 class ContainerKind(StrEnum):
@@ -163,25 +164,20 @@ class PullAttempt:
     """One pull of a container's image, as ``describe`` and ``explain`` show it: when it was
     asked for (the engine's clock), how long it waited for the puller (the serial queue or a
     parallel slot) and how long the pull itself took, and how it ended: ``reason`` empty when
-    it pulled, else the kubelet's reason and the runtime's error text."""
+    it pulled, else the kubelet's reason, the runtime's error text and ``cause`` (what kind of
+    failure, :func:`kubelet_sim.errors.failure_cause`). ``step`` is where it ended (``resolving``,
+    ``downloading layer 2/3 ...``), ``hosts`` every request it made, ``credentials`` how many
+    matching credentials it had to try."""
 
     started: float
     waited: float
     seconds: float
     reason: str = ""
     message: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class PullInProgress:
-    """A pull under way: waiting for the puller since ``since``, or pulling since ``pulling``."""
-
-    since: float
-    pulling: float | None = None
-
-    @property
-    def step(self) -> str:
-        return "pulling" if self.pulling is not None else "waiting for a pull slot"
+    cause: str = ""
+    step: str = ""
+    credentials: int = 0
+    hosts: tuple[HostTry, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

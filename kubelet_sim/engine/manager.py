@@ -23,9 +23,10 @@ import structlog
 
 from kubelet_sim.core.backoff import Backoff
 from kubelet_sim.core.credentials import Credentials
-from kubelet_sim.core.pods import PullAttempt, PulledImage, PullInProgress, PullRequest
+from kubelet_sim.core.pods import PullAttempt, PulledImage, PullRequest
 from kubelet_sim.core.policy import PullPolicy, should_pull_image
 from kubelet_sim.core.reference import ImageReference, apply_default_image_tag, parse_normalized
+from kubelet_sim.core.trace import PullTrace
 from kubelet_sim.engine.ports import (
     CredentialLookup,
     EventSink,
@@ -43,6 +44,7 @@ from kubelet_sim.errors import (
     RegistryAuthError,
     RegistryNotFoundError,
     StoreError,
+    failure_cause,
 )
 from kubelet_sim.telemetry.events import EventReason, EventType, ObjectRef, messages
 
@@ -115,15 +117,23 @@ class ImageManager:
         self.clock = clock
         self._prev_error: dict[tuple[str, str], str] = {}
         self._history: dict[tuple[str, str], deque[PullAttempt]] = {}
-        self._current: dict[tuple[str, str], PullInProgress] = {}
+        self._current: dict[tuple[str, str], PullTrace] = {}
 
     def pull_history(self, uid: str, image: str) -> tuple[PullAttempt, ...]:
         """The last :data:`PULL_HISTORY` pulls of ``image`` for pod ``uid``, oldest first."""
         return tuple(self._history.get((uid, image), ()))
 
-    def pull_in_progress(self, uid: str, image: str) -> PullInProgress | None:
+    def pull_in_progress(self, uid: str, image: str) -> PullTrace | None:
         """The pull of ``image`` for pod ``uid`` under way now, if one is."""
         return self._current.get((uid, image))
+
+    def pulls_in_progress(self) -> list[tuple[str, str, PullTrace]]:
+        """Every pull under way or waiting for the puller: (pod uid, image, trace), oldest
+        first (the order the serial queue and the parallel slots serve them)."""
+        return sorted(
+            ((uid, image, trace) for (uid, image), trace in self._current.items()),
+            key=lambda item: item[2].since,
+        )
 
     def forget_pod(self, uid: str) -> None:
         """Drop the backoff, last-error and pull-history entries of a deleted pod (they are keyed
@@ -247,21 +257,20 @@ class ImageManager:
                         "pull.record_failed", pod=str(request.pod), image=image, error=str(exc)
                     )
 
-        def on_started() -> None:
-            self._current[key] = PullInProgress(enqueued, self.clock())
-
+        trace = PullTrace(enqueued, credentials=len(credentials))
         job = PullJob(
             request=request,
             ref=ref,
             credentials=tuple(credentials),
             on_resolved=on_resolved,
-            on_started=on_started,
+            trace=trace,
         )
-        self._current[key] = PullInProgress(enqueued)
+        self._current[key] = trace
         try:
             outcome = await self.puller.pull(job)
         finally:
-            self._current.pop(key, None)
+            if self._current.get(key) is trace:
+                del self._current[key]
         waited = max(0.0, self.clock() - enqueued - outcome.duration)
         history = self._history.setdefault(key, deque(maxlen=PULL_HISTORY))
         if outcome.error is not None:
@@ -275,11 +284,31 @@ class ImageManager:
             self.backoff.next(key, self.clock())
             reason = PullReason.ERR_IMAGE_PULL
             self._prev_error[key] = f"{reason}: {err_text}"
-            history.append(PullAttempt(enqueued, waited, outcome.duration, str(reason), err_text))
+            history.append(
+                PullAttempt(
+                    enqueued,
+                    waited,
+                    outcome.duration,
+                    str(reason),
+                    err_text,
+                    cause=str(failure_cause(outcome.error)),
+                    step=trace.describe() if trace.pulling is not None else "not started",
+                    credentials=len(credentials),
+                    hosts=tuple(trace.hosts),
+                )
+            )
             log.info("pull.failed", pod=str(request.pod), image=image, error=err_text)
             return EnsureResult(reason=reason, message=err_text, present=present)
         assert outcome.pulled is not None
-        history.append(PullAttempt(enqueued, waited, outcome.duration))
+        history.append(
+            PullAttempt(
+                enqueued,
+                waited,
+                outcome.duration,
+                credentials=len(credentials),
+                hosts=tuple(trace.hosts),
+            )
+        )
         total = self.clock() - enqueued
         msg = messages.successfully_pulled(image, outcome.duration, total, outcome.pulled.size)
         self._event(request, EventType.NORMAL, EventReason.PULLED, msg)

@@ -24,8 +24,9 @@ from kubelet_sim.core.credentials import Credentials
 from kubelet_sim.core.pods import PulledImage, PullRequest
 from kubelet_sim.core.ratelimit import QPS_EXCEEDED, TokenBucket
 from kubelet_sim.core.reference import ImageReference
+from kubelet_sim.core.trace import CURRENT, PullTrace
 from kubelet_sim.engine.ports import ProgressFn, PullObserver, ResolvedHook, RuntimeImageService
-from kubelet_sim.errors import KubeletSimError, PullError, PullReason
+from kubelet_sim.errors import Cause, KubeletSimError, PullError, PullReason
 
 log = structlog.get_logger(__name__)
 
@@ -40,8 +41,9 @@ class PullJob:
     ref: ImageReference
     credentials: tuple[Credentials, ...] = ()
     on_resolved: ResolvedHook | None = None
-    on_started: Callable[[], None] | None = None
-    """Called when the pull leaves the queue and starts (a token taken)."""
+    trace: PullTrace | None = None
+    """What the pull is doing: told when it leaves the queue, made :data:`CURRENT` for the
+    runtime call so the layers below fill it in."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,9 +76,11 @@ class PullRunner:
     async def run(self, job: PullJob) -> PullOutcome:
         start = self.clock()
         if self.throttle is not None and not self.throttle.try_accept(start):
-            return PullOutcome(error=PullError(PullReason.ERR_IMAGE_PULL, QPS_EXCEEDED))
-        if job.on_started is not None:
-            job.on_started()
+            refused = PullError(PullReason.ERR_IMAGE_PULL, QPS_EXCEEDED, cause=Cause.QPS)
+            return PullOutcome(error=refused)
+        if job.trace is not None:
+            job.trace.started(start)
+        token = CURRENT.set(job.trace)
         self.in_flight += 1
         self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
         self.observer.pull_started()
@@ -97,6 +101,7 @@ class PullRunner:
             log.exception("pull.unexpected_error", image=str(job.ref))
             error = exc
         finally:
+            CURRENT.reset(token)
             self.in_flight -= 1
             duration = self.clock() - start
             # A cancelled pull (pulled is None without an error) counts as a failed operation.
@@ -176,7 +181,10 @@ class SerialPuller:
         self._runner.observer.set_queue_depth(self.queue_depth)
         await item.done.wait()
         if item.outcome is None:
-            return PullOutcome(error=PullError(PullReason.ERR_IMAGE_PULL, "pull was cancelled"))
+            cancelled = PullError(
+                PullReason.ERR_IMAGE_PULL, "pull was cancelled", cause=Cause.CANCELLED
+            )
+            return PullOutcome(error=cancelled)
         return item.outcome
 
     async def aclose(self) -> None:

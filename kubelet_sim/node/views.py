@@ -9,10 +9,10 @@ from kubelet_sim.core.pods import (
     ContainerPhase,
     ContainerState,
     PullAttempt,
-    PullInProgress,
     Termination,
 )
 from kubelet_sim.core.reference import parse_normalized
+from kubelet_sim.core.trace import HostTry, PullTrace
 from kubelet_sim.engine.workers import PodState
 from kubelet_sim.errors import InvalidImageNameError
 from kubelet_sim.k8s.objects import Container, Pod
@@ -100,27 +100,67 @@ class PullHistory(Protocol):
 
     def pull_history(self, uid: str, image: str) -> tuple[PullAttempt, ...]: ...
 
-    def pull_in_progress(self, uid: str, image: str) -> PullInProgress | None: ...
+    def pull_in_progress(self, uid: str, image: str) -> PullTrace | None: ...
+
+
+def host_try(h: HostTry) -> dict[str, Any]:
+    """One request of a pull: what for, which host, what came back, how long it took."""
+    return {
+        "what": h.what,
+        "host": h.host,
+        "role": h.role,
+        "withCredentials": h.with_credentials,
+        "status": h.status,
+        "error": h.error,
+        "seconds": round(h.seconds, 3),
+    }
+
+
+def pull_attempt(a: PullAttempt, now: float) -> dict[str, Any]:
+    """One finished pull (``pulls`` of ``GET /pods/NS/NAME``)."""
+    return {
+        "startedAt": _wall(a.started, now),
+        "waitedSeconds": round(a.waited, 3),
+        "seconds": round(a.seconds, 3),
+        "result": a.reason or "Pulled",
+        "message": a.message,
+        "cause": a.cause,
+        "step": a.step,
+        "credentials": a.credentials,
+        "hosts": [host_try(h) for h in a.hosts],
+    }
+
+
+def pull_in_progress(trace: PullTrace, now: float) -> dict[str, Any]:
+    """The pull under way (``pullInProgress``): its step in words, how long it has been in
+    it, the request it waits on, and its layers' progress."""
+    since = trace.pulling if trace.pulling is not None else trace.since
+    out: dict[str, Any] = {
+        "step": trace.describe(),
+        "forSeconds": round(now - since, 3),
+        "queuedSeconds": round((trace.pulling or now) - trace.since, 3),
+    }
+    if trace.request is not None:
+        what, host, started = trace.request
+        out["waitingOn"] = {"what": what, "host": host, "forSeconds": round(now - started, 3)}
+    if trace.layers:
+        out["layers"] = {"done": trace.layers_done, "total": trace.layers}
+        out["bytes"] = {"done": trace.bytes_done, "total": trace.bytes_total}
+        if trace.last_byte is not None:
+            out["sinceLastByteSeconds"] = round(now - trace.last_byte, 3)
+    if trace.hosts:
+        out["hosts"] = [host_try(h) for h in trace.hosts]
+    return out
 
 
 def _pulls(history: PullHistory, uid: str, image: str, now: float) -> dict[str, Any]:
     """``pulls`` (the last few, oldest first) and ``pullInProgress`` of one container."""
     out: dict[str, Any] = {
-        "pulls": [
-            {
-                "startedAt": _wall(a.started, now),
-                "waitedSeconds": round(a.waited, 3),
-                "seconds": round(a.seconds, 3),
-                "result": a.reason or "Pulled",
-                "message": a.message,
-            }
-            for a in history.pull_history(uid, image)
-        ]
+        "pulls": [pull_attempt(a, now) for a in history.pull_history(uid, image)]
     }
     current = history.pull_in_progress(uid, image)
     if current is not None:
-        since = current.pulling if current.pulling is not None else current.since
-        out["pullInProgress"] = {"step": current.step, "forSeconds": round(now - since, 3)}
+        out["pullInProgress"] = pull_in_progress(current, now)
     return out
 
 

@@ -41,6 +41,7 @@ from kubelet_sim.core.platforms import (
 )
 from kubelet_sim.core.reference import ImageReference
 from kubelet_sim.core.sinks import BlobSink
+from kubelet_sim.core.trace import CURRENT, HostTry
 from kubelet_sim.errors import (
     BlobNotFoundError,
     DigestMismatchError,
@@ -190,6 +191,9 @@ class RegistryClient:
                 last=host is candidates[-1],
             )
             started = anyio.current_time()
+            trace = CURRENT.get()
+            if trace is not None:
+                trace.trying(what, host.host, started)
             try:
                 result = await call(target)
             except ManifestError as exc:
@@ -215,10 +219,23 @@ class RegistryClient:
         started: float,
         error: RegistryError | None,
     ) -> None:
+        seconds = anyio.current_time() - started
+        with_creds = target.creds is not None
         if self.observer is not None:
-            seconds = anyio.current_time() - started
-            with_creds = target.creds is not None
             self.observer(HostOutcome(what, target.host, upstream, with_creds, seconds, error))
+        trace = CURRENT.get()
+        if trace is not None:
+            trace.tried(
+                HostTry(
+                    what,
+                    target.host.host,
+                    "upstream" if upstream else "mirror",
+                    with_creds,
+                    seconds,
+                    error.status if error is not None else None,
+                    error.message if error is not None else "",
+                )
+            )
 
     async def blob_size(
         self, ref: ImageReference, desc: Descriptor, creds: Credentials | None = None

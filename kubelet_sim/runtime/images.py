@@ -28,6 +28,7 @@ from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Generic
 
+import anyio
 import structlog
 
 from kubelet_sim.core.credentials import Credentials
@@ -37,6 +38,7 @@ from kubelet_sim.core.pods import PulledImage
 from kubelet_sim.core.reference import ImageReference, parse_docker_ref
 from kubelet_sim.core.singleflight import SingleFlight
 from kubelet_sim.core.sinks import BlobSink
+from kubelet_sim.core.trace import CURRENT, Step
 from kubelet_sim.engine.manager import cri_error_message
 from kubelet_sim.engine.ports import ProgressFn, ResolvedHook
 from kubelet_sim.errors import (
@@ -184,7 +186,10 @@ class ImageService(Generic[StoreT]):
         if not credentials:
             return await self._pull_shared(ref, runtime_handler, None, progress, on_resolved)
         failed: list[RegistryError] = []
-        for creds in credentials:
+        trace = CURRENT.get()
+        for number, creds in enumerate(credentials, start=1):
+            if trace is not None:
+                trace.credential = number
             try:
                 return await self._pull_shared(ref, runtime_handler, creds, progress, on_resolved)
             except RegistryError as exc:
@@ -208,6 +213,9 @@ class ImageService(Generic[StoreT]):
     ) -> PulledImage:
         key: DedupKey = (str(ref), runtime_handler, creds.fingerprint() if creds else "")
         pull = partial(self._pull, ref, runtime_handler, creds, progress, on_resolved)
+        trace = CURRENT.get()
+        if trace is not None and key in self._pulls:
+            trace.step = Step.SHARING  # the other pull's trace shows its layers and hosts
         outcome = await self._pulls.run_shared(key, pull)
         pulled = outcome.value
         if outcome.shared and on_resolved is not None:
@@ -239,6 +247,10 @@ class ImageService(Generic[StoreT]):
             await self.store.put_blob(resolved.manifest.raw, resolved.manifest.digest)
             await self.store.put_blob(resolved.config, resolved.manifest.config.digest)
 
+            trace = CURRENT.get()
+            if trace is not None:
+                trace.downloading({str(la.digest): la.size for la in resolved.manifest.layers})
+
             async def one(layer: Descriptor) -> None:
                 nonlocal downloaded
 
@@ -246,6 +258,8 @@ class ImageService(Generic[StoreT]):
                     nonlocal downloaded
 
                     def on_progress(desc: Descriptor, received: int) -> None:
+                        if trace is not None:
+                            trace.received(str(desc.digest), received, anyio.current_time())
                         if progress is not None:
                             progress(str(ref), desc, received)
 
@@ -258,9 +272,14 @@ class ImageService(Generic[StoreT]):
                 await self.store.ensure_blob(
                     layer.digest, layer.size, fetch, resumable=layer.data is None
                 )
+                if trace is not None:  # fetched, or already in the store
+                    trace.received(str(layer.digest), layer.size, anyio.current_time())
+                    trace.layer_done()
 
             limit = self.client.settings.max_concurrent_downloads
             await for_each_layer(resolved.manifest.layers, limit, one)
+            if trace is not None:
+                trace.committing()
             record = await self.store.commit_image(
                 resolved.manifest.digest,
                 resolved.manifest.config.digest,

@@ -190,6 +190,12 @@ async def test_qps_throttle_rejects_without_waiting_then_backoff_recovers() -> N
         failed = [m for _, _, r, m in h.emitted if r == "Failed" and "QPS" in m]
         assert len(failed) == 2
         assert all(m.endswith(": pull QPS exceeded") for m in failed)
+        refused = [
+            a
+            for i in range(4)
+            for a in h.node.manager.pull_history(f"uid-p{i}", f"registry.test/app{i}:1.0")
+        ]
+        assert [(a.cause, a.step) for a in refused] == [("qps", "not started")] * 2
         with anyio.fail_after(100):
             for i in range(4):
                 await h.node.engine.wait_ready(f"uid-p{i}")
@@ -368,6 +374,8 @@ async def test_each_pull_is_kept_with_its_wait_duration_and_outcome() -> None:
     assert all(a.seconds == pytest.approx(2) for a in history)
     assert all(a.waited == pytest.approx(0) for a in history)
     assert history[0].message.startswith("rpc error: code = Unknown desc =")
+    assert [a.cause for a in history] == ["other"] * 4 + [""]  # the fake's untyped error
+    assert all(a.step == "resolving" for a in history[:4])
     assert history[-1].message == ""
     gaps = [round(b.started - a.started) for a, b in itertools.pairwise(history)]
     assert gaps == [
@@ -392,7 +400,11 @@ async def test_a_pull_in_progress_says_whether_it_waits_or_pulls() -> None:
         second = manager.pull_in_progress("uid-b", "registry.test/b:1.0")
         assert first is not None
         assert second is not None
-        assert (first.step, second.step) == ("pulling", "waiting for a pull slot")
+        assert (first.step, second.step) == ("resolving", "waiting for a pull slot")
+        assert first.pulling is not None
+        assert second.pulling is None
+        queued = [(uid, image) for uid, image, _ in manager.pulls_in_progress()]
+        assert queued == [("uid-a", "registry.test/a:1.0"), ("uid-b", "registry.test/b:1.0")]
         with anyio.fail_after(100):
             await h.node.engine.wait_ready("uid-b")
     (pulled,) = manager.pull_history("uid-b", "registry.test/b:1.0")
