@@ -186,6 +186,17 @@ class ImageAccessVerifier:
         )
         return must
 
+    async def check(
+        self,
+        ref: ImageReference,
+        image_id: str,
+        credentials: Callable[[], Awaitable[Sequence[Credentials]]],
+    ) -> MustPullResult:
+        """What :meth:`must_attempt_pull` would decide, without its metric (``explain``)."""
+        if not image_id:
+            return MustPullResult.MUST_AUTHENTICATE
+        return await self._check(ref.name, image_id, credentials)
+
     async def _check(
         self,
         repository: str,

@@ -491,6 +491,11 @@ class ObjectStore:
         obj = self._objects.get((Kind.SECRET, namespace, name))
         return obj if isinstance(obj, Secret) else None
 
+    def secret_namespaces(self, name: str) -> list[str]:
+        """The namespaces that have a Secret called ``name`` (``explain``: a pod naming a
+        secret of another namespace)."""
+        return sorted(ns for kind, ns, n in self._objects if kind is Kind.SECRET and n == name)
+
     def get_service_account(self, namespace: str, name: str) -> ServiceAccount | None:
         """The ServiceAccount ``namespace/name``; ``default`` always exists."""
         obj = self._objects.get((Kind.SERVICE_ACCOUNT, namespace, name))

@@ -62,6 +62,8 @@ class NodeView(Protocol):
 
     def pod(self, namespace: str, name: str, *, reveal: bool = False) -> dict[str, Any] | None: ...
 
+    async def explain(self, namespace: str, name: str) -> dict[str, Any] | None: ...
+
     async def images(self) -> list[dict[str, Any]]: ...
 
     def events(self, namespace: str | None, name: str | None) -> list[dict[str, Any]]: ...
@@ -116,6 +118,16 @@ class API:
             return _only(method, "GET") or Response.json(
                 200, {"items": [_runtime_class(r) for r in self.node.objects.runtime_classes()]}
             )
+        if path.startswith("/pods/") and path.endswith("/explain"):
+            explained = _POD.fullmatch(path.removesuffix("/explain"))
+            if explained is not None:
+                namespace, name = explained.group(1), explained.group(3)
+                if method != "GET":
+                    return Response.error(405, f"method {method} not allowed on {path}")
+                account = await self.node.explain(namespace, name)
+                if account is None:
+                    return Response.error(404, f"pod {namespace}/{name} not found")
+                return Response.json(200, account)
         match = _POD.fullmatch(path)
         if match:
             namespace, name = match.group(1), match.group(3)
@@ -138,7 +150,9 @@ class API:
                 return Response.error(404, f"pod {namespace}/{name} not found")
             return Response.error(405, f"method {method} not allowed on {path}")
         if path.startswith("/pods/"):
-            return Response.error(400, f"bad pod path {path!r}: want /pods/NAMESPACE/NAME")
+            return Response.error(
+                400, f"bad pod path {path!r}: want /pods/NAMESPACE/NAME[/explain]"
+            )
         return Response.error(404, f"no route for {path}")
 
     async def _apply(self, request: Request) -> Response:

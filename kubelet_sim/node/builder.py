@@ -38,7 +38,7 @@ from kubelet_sim.core.ratelimit import TokenBucket
 from kubelet_sim.credentials.dockerconfig import DockerConfigSearch
 from kubelet_sim.credentials.metrics import CredentialMetrics
 from kubelet_sim.credentials.plugins import EXEC_TIMEOUT
-from kubelet_sim.credentials.resolver import build_node_credentials
+from kubelet_sim.credentials.resolver import CredentialResolver, build_node_credentials
 from kubelet_sim.credentials.secrets import SecretGetter
 from kubelet_sim.engine.manager import ImageManager, anonymous
 from kubelet_sim.engine.ports import (
@@ -173,6 +173,8 @@ class Node:
     """The store the node pulls into: :attr:`store`, or a memory store (a bench node)."""
     containers: ContainerManager | None = None
     """The container half (None on an image-only node)."""
+    resolver: CredentialResolver | None = None
+    """Where the node's credentials come from (``explain`` reads its sources)."""
 
     @classmethod
     def build(
@@ -346,7 +348,7 @@ async def open_node(
                 clock=parts.clock,
                 runtime_classes=parts.runtime_classes,
             )
-        yield Node.build(
+        node = Node.build(
             config,
             service,
             parts.recorder,
@@ -363,6 +365,8 @@ async def open_node(
             backoff=Backoff(*options.backoff),
             clock=parts.clock,
         )
+        node.resolver = creds.resolver
+        yield node
 
 
 def _fallback_event(recorder: EventRecorder) -> Callable[[Pod, str], None]:

@@ -31,6 +31,7 @@ from kubelet_sim.config.kubelet import KubeletConfiguration
 from kubelet_sim.config.runtimes import RuntimesConfig
 from kubelet_sim.core.platforms import Platform, host_platform
 from kubelet_sim.credentials.metrics import CredentialMetrics
+from kubelet_sim.credentials.verify import ImageAccessVerifier
 from kubelet_sim.engine.workers import EngineSettings
 from kubelet_sim.errors import ConfigError, KubeletSimError
 from kubelet_sim.k8s import ObjectStore, parse_manifests, pod_spec
@@ -40,6 +41,7 @@ from kubelet_sim.k8s.objects import Kind, Pod
 from kubelet_sim.node import views
 from kubelet_sim.node.api import API
 from kubelet_sim.node.builder import Node, NodeOptions, NodeParts, open_node
+from kubelet_sim.node.explain import NodeFacts, explain_pod
 from kubelet_sim.node.httpserver import HTTPServer
 from kubelet_sim.node.kubeapi import KubeAPI
 from kubelet_sim.node.kubeapi.events import event_document
@@ -316,6 +318,36 @@ class Daemon:
             reveal=reveal,
             rejected=self.rejected.get(pod.uid),
         )
+
+    async def explain(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """``explain pod``: the account of a pod's image pulls (None: no such pod)."""
+        static = self.static.get(namespace, name)
+        pod = self.objects.admission.always_pull(static) if static is not None else None
+        pod = pod or self.objects.get_pod(namespace, name)
+        if pod is None or self.node is None:
+            return None
+        node = self.node
+        spec = pod_spec(pod, static=static is not None, runtime_handler=self._runtime_handler(pod))
+        state = node.engine.pod(pod.uid)
+        by_uid = {p.uid: f"{p.namespace}/{p.name}" for p in self._pod_keys().values()}
+        resolver = node.resolver
+        now = anyio.current_time()
+        facts = NodeFacts(
+            config=self.config,
+            manager=node.manager,
+            images=node.service,
+            throttle=node.runner.throttle,
+            secrets=self.objects,
+            node_config=resolver.node if resolver is not None else None,
+            plugins=resolver.plugins if resolver is not None else (),
+            verifier=node.manager.verifier
+            if isinstance(node.manager.verifier, ImageAccessVerifier)
+            else None,
+            hosts_dir=self.options.hosts_dir,
+            pod_name=lambda uid: by_uid.get(uid, uid),
+            now=now,
+        )
+        return await explain_pod(spec, dict(state.containers) if state is not None else {}, facts)
 
     async def images(self) -> list[dict[str, Any]]:
         assert self.store is not None

@@ -36,7 +36,16 @@ from kubelet_sim.errors import (
 from kubelet_sim.registry.client import HostOutcome, RegistryClient, ResolvedImage
 from kubelet_sim.registry.hosts import hosts_for, registry_hosts
 
-__all__ = ["CredentialSource", "HostAttempt", "Preflight", "preflight"]
+__all__ = [
+    "CredentialSource",
+    "HostAttempt",
+    "KeyMatch",
+    "Preflight",
+    "key_matches",
+    "key_text",
+    "matched_credentials",
+    "preflight",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,32 +115,59 @@ class Preflight:
         }
 
 
-def _credentials(
-    report: Preflight, ref: ImageReference, sources: Sequence[CredentialSource]
+@dataclass(frozen=True, slots=True)
+class KeyMatch:
+    """One registry key of a credential source and whether it matches the image."""
+
+    source: str
+    location: str
+    key: str | None
+    """The keyring key the location becomes; None when it is not a registry key at all."""
+    matches: bool
+
+
+def key_matches(ref: ImageReference, sources: Sequence[CredentialSource]) -> list[KeyMatch]:
+    """Every key of every source, in the kubelet's order, and whether it matches ``ref``."""
+    out: list[KeyMatch] = []
+    for source in sources:
+        for location, entry in source.entries.items():
+            key = keyring_key(location)
+            single = BasicKeyring()
+            single.add(source.secret, {location: entry})
+            matches = key is not None and bool(single.lookup(ref.name))
+            out.append(KeyMatch(source.label, location, key, matches))
+    return out
+
+
+def matched_credentials(
+    ref: ImageReference, sources: Sequence[CredentialSource]
 ) -> list[tuple[str, Credentials]]:
-    """The credentials the kubelet would try for ``ref``, in its order, each named by source;
-    every key that does not match is reported."""
-    image = ref.name
+    """The credentials the kubelet would try for ``ref``, in its order, each named by source."""
     out: list[tuple[str, Credentials]] = []
     for source in sources:
         keyring = BasicKeyring()
         keyring.add(source.secret, source.entries)
-        matched = keyring.lookup(image)
-        for location, entry in source.entries.items():
-            key = keyring_key(location)
-            if key is None:
-                report.step("credentials", f"{source.label}: {location!r} is not a registry key")
-                continue
-            single = BasicKeyring()
-            single.add(source.secret, {location: entry})
-            if single.lookup(image):
-                report.step("credentials", f"{source.label}: key {key} matches {image}")
-            else:
-                report.step(
-                    "credentials",
-                    f"{source.label}: key {key} does not match {image} (registry {ref.domain})",
-                )
-        out.extend((f"{source.label} ({ref.domain})", creds) for creds in matched)
+        out.extend((f"{source.label} ({ref.domain})", creds) for creds in keyring.lookup(ref.name))
+    return out
+
+
+def key_text(match: KeyMatch, ref: ImageReference) -> str:
+    """A key's line in an account: matches, does not (with the image's registry), or invalid."""
+    if match.key is None:
+        return f"{match.source}: {match.location!r} is not a registry key"
+    if match.matches:
+        return f"{match.source}: key {match.key} matches {ref.name}"
+    return f"{match.source}: key {match.key} does not match {ref.name} (registry {ref.domain})"
+
+
+def _credentials(
+    report: Preflight, ref: ImageReference, sources: Sequence[CredentialSource]
+) -> list[tuple[str, Credentials]]:
+    """The credentials to try, each key reported (a key for the wrong registry is the usual
+    mistake)."""
+    for match in key_matches(ref, sources):
+        report.step("credentials", key_text(match, ref))
+    out = matched_credentials(ref, sources)
     if not sources:
         report.step("credentials", "no pull secrets and no docker config given: anonymous")
     elif not out:

@@ -527,6 +527,9 @@ class FakeNode:
     def pod(self, namespace: str, name: str, *, reveal: bool = False) -> dict[str, Any] | None:
         return None
 
+    async def explain(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return None
+
     async def images(self) -> list[dict[str, Any]]:
         return []
 

@@ -4,19 +4,17 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 from typing import Any
 
-import httpx
-
-from kubelet_sim.errors import ConfigError, KubeletSimError
+from kubelet_sim.cli.daemonapi import DEFAULT_SERVER, daemon_client, get_json
+from kubelet_sim.errors import KubeletSimError
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = sub.add_parser("describe", help="describe a pod of a running daemon")
     parser.add_argument("kind", choices=["pod", "pods", "po"])
     parser.add_argument("target", metavar="NAMESPACE/NAME")
-    parser.add_argument("--server", default="http://127.0.0.1:10255", help="daemon API URL")
+    parser.add_argument("--server", default=DEFAULT_SERVER, help="daemon API URL")
     parser.add_argument(
         "--reveal",
         action="store_true",
@@ -25,57 +23,16 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser.set_defaults(func=_describe)
 
 
-MAX_ANSWER = 16 * 1024 * 1024  # a daemon's pod and event documents stay far below this
-
-
-def _get(client: httpx.Client, path: str, **params: str) -> Any:
-    """The JSON document at ``path``; anything that is not a daemon's answer is a clear error."""
-    where = f"{client.base_url}{path.lstrip('/')}"
-    try:
-        with client.stream("GET", path, params=params) as response:
-            body = bytearray()
-            for chunk in response.iter_bytes():
-                body += chunk
-                if len(body) > MAX_ANSWER:
-                    raise KubeletSimError(f"{where}: answer larger than {MAX_ANSWER} bytes")
-    except httpx.HTTPError as exc:
-        raise KubeletSimError(f"cannot reach the daemon at {client.base_url}: {exc}") from None
-    try:
-        doc = json.loads(bytes(body))
-    except (ValueError, RecursionError):
-        doc = None
-    if response.status_code == 404 and isinstance(doc, dict) and "error" in doc:
-        raise KubeletSimError(str(doc["error"]))
-    if response.status_code != 200:
-        raise KubeletSimError(f"{where}: HTTP {response.status_code}: not a kubelet-sim answer")
-    if not isinstance(doc, dict):
-        raise KubeletSimError(
-            f"{where}: not a kubelet-sim daemon (the answer is not a JSON object)"
-        )
-    return doc
-
-
 def _describe(args: argparse.Namespace) -> int:
     namespace, sep, name = args.target.partition("/")
     if not sep or not namespace or not name:
         raise KubeletSimError(f"want NAMESPACE/NAME, got {args.target!r}")
-    try:
-        client = httpx.Client(base_url=args.server, timeout=10.0, trust_env=False)
-    except (httpx.InvalidURL, ValueError) as exc:
-        raise ConfigError(None, "--server", f"not a URL: {args.server!r} ({exc})") from None
-    with client:
-        try:
-            pod = _get(
-                client, f"/pods/{namespace}/{name}", **({"reveal": "1"} if args.reveal else {})
-            )
-            events = _get(client, "/events", pod=f"{namespace}/{name}")["items"]
-            text = render(pod, events)
-        except (KeyError, TypeError, AttributeError) as exc:
-            raise KubeletSimError(
-                f"{args.server}: not a kubelet-sim daemon (its answer lacks {exc})"
-            ) from None
-        except httpx.InvalidURL as exc:
-            raise ConfigError(None, "--server", f"not a URL: {args.server!r} ({exc})") from None
+    with daemon_client(args.server) as client:
+        pod = get_json(
+            client, f"/pods/{namespace}/{name}", **({"reveal": "1"} if args.reveal else {})
+        )
+        events = get_json(client, "/events", pod=f"{namespace}/{name}")["items"]
+        text = render(pod, events)
     print(text)
     return 0
 

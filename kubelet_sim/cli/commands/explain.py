@@ -11,6 +11,7 @@ a verdict with the fix; ``--output json`` for scripts. Exit status 0 when the pu
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import sys
 from pathlib import Path
@@ -18,11 +19,12 @@ from typing import Any
 
 import anyio
 
+from kubelet_sim.cli.daemonapi import DEFAULT_SERVER, daemon_client, get_json
 from kubelet_sim.core.platforms import host_platform, parse_platform
 from kubelet_sim.credentials.dockerconfig import read_docker_config_file
 from kubelet_sim.credentials.keyring import SecretSource
 from kubelet_sim.credentials.secrets import docker_config_of
-from kubelet_sim.errors import ConfigError
+from kubelet_sim.errors import ConfigError, KubeletSimError
 from kubelet_sim.k8s import Secret, parse_manifests
 from kubelet_sim.k8s.objects import DEFAULT_NAMESPACE
 from kubelet_sim.node.preflight import CredentialSource, Preflight, preflight
@@ -40,6 +42,19 @@ def register(subparsers: Any) -> None:
         ),
     )
     sub = parser.add_subparsers(dest="what", metavar="WHAT", required=True)
+    pod = sub.add_parser(
+        "pod",
+        help="explain a pod's image pulls on a running daemon",
+        description=(
+            "explain pod NAMESPACE/NAME: from a running daemon, each container's image pull "
+            "step by step (policy, presence, credentials, the puller's queue and QPS, the last "
+            "pulls with every host asked, the backoff) and a verdict with the fix."
+        ),
+    )
+    pod.add_argument("target", metavar="NAMESPACE/NAME")
+    pod.add_argument("--server", default=DEFAULT_SERVER, help="daemon API URL")
+    pod.add_argument("--output", "-o", choices=["text", "json"], default="text")
+    pod.set_defaults(func=run_pod)
     image = sub.add_parser("image", help="preflight one image")
     image.add_argument("image", metavar="IMAGE")
     image.add_argument("--platform", help="node platform os/arch[/variant] (default: this host)")
@@ -145,3 +160,63 @@ def run(args: argparse.Namespace) -> int:
         _print(report, notes)
     sys.stdout.flush()
     return 0 if report.pulls else 1
+
+
+def run_pod(args: argparse.Namespace) -> int:
+    namespace, sep, name = args.target.partition("/")
+    if not sep or not namespace or not name:
+        raise KubeletSimError(f"want NAMESPACE/NAME, got {args.target!r}")
+    with daemon_client(args.server) as client:
+        account = get_json(client, f"/pods/{namespace}/{name}/explain")
+        text = json.dumps(account, indent=2) if args.output == "json" else render_pod(account)
+        ok = bool(account["ok"])
+    print(text)
+    sys.stdout.flush()
+    return 0 if ok else 1
+
+
+def render_pod(account: dict[str, Any]) -> str:
+    """The text of ``explain pod``."""
+    lines = [f"pod: {account['namespace']}/{account['name']} (uid {account['uid']})"]
+    for c in account["containers"]:
+        lines.append(f"container {c['container']} ({c['kind']}): {c['image']}")
+        lines.extend(f"  {s['step']}: {s['text']}" for s in c["steps"])
+        current = c.get("pullInProgress")
+        if current:
+            lines.append(f"  now: {current['step']} for {current['forSeconds']:.1f}s")
+            waiting = current.get("waitingOn")
+            if waiting:
+                lines.append(
+                    f"    waiting on {waiting['host']} ({waiting['what']}) for "
+                    f"{waiting['forSeconds']:.1f}s"
+                )
+        if c.get("pulls"):
+            lines.append("  recent pulls (oldest first):")
+            for p in c["pulls"]:
+                how = p["result"] if not p["cause"] else f"{p['result']} ({p['cause']})"
+                lines.append(
+                    f"    {_clock(p['startedAt'])} waited {p['waitedSeconds']:.1f}s, took "
+                    f"{p['seconds']:.1f}s, ended {p['step'] or 'pulled'}: {how}"
+                )
+                if p["message"]:
+                    lines.append(f"      {p['message']}")
+                for h in p["hosts"]:
+                    outcome = h["error"] or "ok"
+                    if h["status"]:
+                        outcome = f"HTTP {h['status']}: {outcome}"
+                    creds = "with credentials" if h["withCredentials"] else "anonymous"
+                    lines.append(
+                        f"      {h['what']:<8} {h['role']:<8} {h['host']:<24} {creds:<16} "
+                        f"{h['seconds'] * 1000:7.1f} ms  {outcome}"
+                    )
+        verdict = c["reason"] + ": " if c["reason"] else ""
+        lines.append(f"  verdict: {verdict}{c['verdict']}")
+        if c["fix"]:
+            lines.append(f"  fix: {c['fix']}")
+    return "\n".join(lines)
+
+
+def _clock(stamp: float | None) -> str:
+    if stamp is None:
+        return "--:--:--"
+    return datetime.datetime.fromtimestamp(stamp).strftime("%H:%M:%S")
