@@ -13,15 +13,20 @@ credential is named by where it came from.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import anyio
+
+from kubelet_sim.config.kubelet import KubeletConfiguration
 from kubelet_sim.core.credentials import Credentials
 from kubelet_sim.core.platforms import Platform, node_matcher
 from kubelet_sim.core.policy import default_pull_policy
 from kubelet_sim.core.reference import ImageReference, apply_default_image_tag, parse_normalized
+from kubelet_sim.core.trace import CURRENT, PullTrace
 from kubelet_sim.credentials.dockerconfig import DockerConfigEntry
 from kubelet_sim.credentials.keyring import BasicKeyring, SecretSource, keyring_key
 from kubelet_sim.errors import (
@@ -35,6 +40,7 @@ from kubelet_sim.errors import (
 )
 from kubelet_sim.registry.client import HostOutcome, RegistryClient, ResolvedImage
 from kubelet_sim.registry.hosts import hosts_for, registry_hosts
+from kubelet_sim.registry.transport import Transport, TransportSettings
 
 __all__ = [
     "CredentialSource",
@@ -189,9 +195,18 @@ async def preflight(
     hosts_dir: Path | None = None,
     sources: Sequence[CredentialSource] = (),
     client: RegistryClient | None = None,
+    timeout: float | None = None,  # noqa: ASYNC109 - also each request's transport timeouts
+    config: KubeletConfiguration | None = None,
 ) -> Preflight:
-    """Everything a pull of ``image`` would do, short of downloading layers."""
+    """Everything a pull of ``image`` would do, short of downloading layers.
+
+    ``timeout`` bounds the whole preflight and each request's connect, headers and body waits
+    (a registry that never answers gets a verdict naming it, not minutes of retries); with a
+    node's ``config``, its pull settings are reported too.
+    """
     report = Preflight(image)
+    if config is not None:
+        _node_settings(report, config)
     try:
         ref = parse_normalized(apply_default_image_tag(image))
     except InvalidImageNameError as exc:
@@ -228,14 +243,62 @@ async def preflight(
         )
 
     own = client is None
-    client = client or RegistryClient(hosts_dir=hosts_dir)
+    if client is None:
+        settings = TransportSettings()
+        if timeout is not None:
+            settings = replace(
+                settings,
+                connect_timeout=timeout,
+                header_timeout=timeout,
+                stall_timeout=timeout,
+                request_deadline=timeout,
+            )
+        client = RegistryClient(Transport(settings=settings), hosts_dir=hosts_dir)
     client.observer = observe
+    trace = PullTrace(anyio.current_time())  # which request is open when the time is up
+    token = CURRENT.set(trace)
     try:
-        return await _pull_plan(report, client, ref, platform, credentials, credential)
+        with anyio.move_on_after(timeout if timeout is not None else math.inf) as scope:
+            return await _pull_plan(report, client, ref, platform, credentials, credential)
+        assert scope.cancelled_caught
+        return _timed_out(report, trace, timeout or 0.0)
     finally:
+        CURRENT.reset(token)
         client.observer = None
         if own:
             await client.aclose()
+
+
+def _timed_out(report: Preflight, trace: PullTrace, timeout: float) -> Preflight:
+    if trace.request is not None:
+        what, host, _ = trace.request
+        waiting = f"{host} had not answered its {what} request"
+    else:
+        waiting = "the registry requests had not finished"
+    return report.fail(
+        "ErrImagePull",
+        f"no verdict within --timeout {timeout:g}s: {waiting}",
+        "the registry (or a mirror) stalls: a kubelet's pull would hold a pull slot until the "
+        "transport's timeouts expire; check the host, or take it out of hosts.toml",
+    )
+
+
+def _node_settings(report: Preflight, config: KubeletConfiguration) -> None:
+    """The node's pull settings that decide how this pull would queue (``--config``)."""
+    if config.serialize_image_pulls:
+        report.step("node", "serializeImagePulls: one pull at a time, behind the node's others")
+    else:
+        slots = config.max_parallel_image_pulls
+        report.step("node", f"parallel pulls, maxParallelImagePulls {slots or 'unlimited'}")
+    if config.registry_pull_qps > 0:
+        report.step(
+            "node",
+            f"registryPullQPS {config.registry_pull_qps:g}, registryBurst "
+            f"{config.registry_burst}: more than {config.registry_burst} pulls starting at "
+            "once fail with 'pull QPS exceeded' and back off",
+        )
+    else:
+        report.step("node", "registryPullQPS 0: no pull throttle")
 
 
 async def _pull_plan(

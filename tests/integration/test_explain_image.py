@@ -23,6 +23,7 @@ from kubelet_sim.sim.images import build_image, build_multiarch
 from kubelet_sim.sim.registry import HTPASSWD_USERS, RegistryProcess
 from kubelet_sim.sim.seed import push_image, push_index
 from kubelet_sim.sim.tls import TLSMaterial
+from kubelet_sim.testing.hostile import never_answer, serve
 
 pytestmark = [pytest.mark.registry]
 
@@ -205,3 +206,45 @@ def test_a_missing_secret_file_is_a_clear_error(
     status = main(["explain", "image", "busybox", "--secret", str(tmp_path / "nope.yaml")])
     assert status == 1
     assert "nope.yaml" in capsys.readouterr().err
+
+
+def test_a_never_answering_registry_gets_a_verdict_within_the_timeout(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    async def go() -> tuple[int, dict[str, Any], float, str]:
+        async with serve(never_answer(), lifetime=30) as stuck:
+            started = anyio.current_time()
+            status, report = await anyio.to_thread.run_sync(
+                lambda: explain(capsys, f"{stuck.host}/app:1.0", "--timeout", "1.5")
+            )
+            return status, report, anyio.current_time() - started, stuck.host
+
+    status, report, seconds, host = anyio.run(go)
+    assert status == 1
+    assert seconds < 10  # not the transport's default 30 s per wait, times its retries
+    assert report["verdict"].startswith("no verdict within --timeout 1.5s")
+    assert f"{host} had not answered its resolve request" in report["verdict"]
+    assert "stalls" in report["fix"]
+
+
+def test_a_node_config_reports_how_the_pull_would_queue(
+    registry: RegistryProcess, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ref = push(registry, unique("config"))
+    config = tmp_path / "kubelet.yaml"
+    config.write_text(
+        "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\n"
+        "serializeImagePulls: false\nmaxParallelImagePulls: 2\nregistryPullQPS: 1\n"
+        "registryBurst: 3\n"
+    )
+    status, report = explain(capsys, ref, "--config", str(config))
+    assert status == 0
+    node = [s["text"] for s in report["steps"] if s["step"] == "node"]
+    assert node[0] == "parallel pulls, maxParallelImagePulls 2"
+    assert node[1].startswith("registryPullQPS 1, registryBurst 3: more than 3 pulls")
+    config.write_text(
+        "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\n"
+        "registryPullQPS: lots\n"
+    )
+    assert main(["explain", "image", ref, "--config", str(config)]) == 1
+    assert "registryPullQPS" in capsys.readouterr().err

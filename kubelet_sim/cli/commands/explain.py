@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from typing import Any
 import anyio
 
 from kubelet_sim.cli.daemonapi import DEFAULT_SERVER, daemon_client, get_json
+from kubelet_sim.config.kubelet import load_kubelet_config
 from kubelet_sim.core.platforms import host_platform, parse_platform
 from kubelet_sim.credentials.dockerconfig import read_docker_config_file
 from kubelet_sim.credentials.keyring import SecretSource
@@ -80,6 +82,20 @@ def register(subparsers: Any) -> None:
         "-n",
         default=DEFAULT_NAMESPACE,
         help="the pod's namespace: secrets of other namespaces cannot be used (default: default)",
+    )
+    image.add_argument(
+        "--config",
+        type=Path,
+        metavar="FILE",
+        help="the node's KubeletConfiguration: its pull settings (serial or parallel, QPS) are "
+        "reported with the verdict",
+    )
+    image.add_argument(
+        "--timeout",
+        type=_seconds,
+        default=30.0,
+        metavar="SECONDS",
+        help="give up on a registry that does not answer after this long (default 30)",
     )
     image.add_argument("--output", "-o", choices=["text", "json"], default="text")
     image.set_defaults(func=run)
@@ -147,12 +163,30 @@ def _print(report: Preflight, notes: list[str]) -> None:
         )
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"want a positive number of seconds, got {text!r}")
+    return value
+
+
 def run(args: argparse.Namespace) -> int:
     notes: list[str] = []
     sources = _sources(args, notes)
     platform = parse_platform(args.platform) if args.platform else host_platform()
+    config = load_kubelet_config(args.config) if args.config is not None else None
     report = anyio.run(
-        lambda: preflight(args.image, platform=platform, hosts_dir=args.hosts_dir, sources=sources)
+        lambda: preflight(
+            args.image,
+            platform=platform,
+            hosts_dir=args.hosts_dir,
+            sources=sources,
+            timeout=args.timeout,
+            config=config,
+        )
     )
     if args.output == "json":
         print(json.dumps({**report.to_json(), "notes": notes}, indent=2))
