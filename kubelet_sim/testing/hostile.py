@@ -8,7 +8,8 @@ whole server stops when the ``async with`` block ends, so a test can never hang 
 
 Behaviours: :func:`never_answer`, :func:`answer`, :func:`drip`, :func:`truncate`, :func:`reset`,
 :func:`bad_chunking`, :func:`sequence` (one after the other) and :func:`by_path` to route
-requests to one of them. :func:`refusing_port`
+requests to one of them; :func:`registry_of` is a well-behaved registry serving one image, with
+some of its paths replaced by other behaviours. :func:`refusing_port`
 holds a bound port that is not listening: connecting to it is refused.
 """
 
@@ -23,16 +24,21 @@ from dataclasses import dataclass, field
 import anyio
 import anyio.abc
 
+from kubelet_sim.sim.images import Image
+
 __all__ = [
     "Behaviour",
     "HostileRequest",
     "HostileServer",
     "answer",
     "bad_chunking",
+    "blob",
     "by_path",
     "drip",
+    "manifest_answer",
     "never_answer",
     "refusing_port",
+    "registry_of",
     "reset",
     "sequence",
     "serve",
@@ -271,3 +277,36 @@ def refusing_port() -> Iterator[int]:
         yield int(sock.getsockname()[1])
     finally:
         sock.close()
+
+
+def manifest_answer(image: Image) -> Behaviour:
+    """A manifest answer for ``image`` (HEAD or GET)."""
+    return answer(
+        200,
+        image.manifest.data,
+        {
+            "Content-Type": image.manifest.media_type,
+            "Docker-Content-Digest": str(image.manifest.digest),
+        },
+    )
+
+
+def registry_of(image: Image, **overrides: Behaviour) -> Behaviour:
+    """A well-behaved registry serving ``image``, with some paths replaced by ``overrides``.
+
+    Keys: ``head`` (HEAD of a manifest), ``manifest`` (GET of a manifest), ``config``, ``layer``
+    (every layer).
+    """
+    routes = [
+        ("HEAD", "/manifests/", overrides.get("head", manifest_answer(image))),
+        ("GET", "/manifests/", overrides.get("manifest", manifest_answer(image))),
+    ]
+    routes.append(("*", str(image.config.digest), overrides.get("config", blob(image.config.data))))
+    for layer in image.layers:
+        routes.append(("*", str(layer.digest), overrides.get("layer", blob(layer.data))))
+    return by_path(routes, answer(404))
+
+
+def blob(data: bytes) -> Behaviour:
+    """A blob's answer."""
+    return answer(200, data, {"Content-Type": "application/octet-stream"})

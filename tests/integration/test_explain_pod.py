@@ -10,6 +10,8 @@ server; a dead mirror a loopback port nobody listens on.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -38,7 +40,14 @@ from kubelet_sim.sim.images import build_image, build_multiarch
 from kubelet_sim.sim.registry import HTPASSWD_USERS, RegistryProcess
 from kubelet_sim.sim.seed import push_image, push_index
 from kubelet_sim.sim.tls import TLSMaterial
-from kubelet_sim.testing.hostile import never_answer, refusing_port, serve
+from kubelet_sim.testing.hostile import (
+    by_path,
+    drip,
+    never_answer,
+    refusing_port,
+    registry_of,
+    serve,
+)
 
 pytestmark = [pytest.mark.anyio, pytest.mark.registry]
 
@@ -359,3 +368,38 @@ async def test_the_cli_prints_the_account_and_exits_1_for_a_failing_pod(
         )
         assert status != 0
         assert "pod default/nosuch not found" in capsys.readouterr().err
+
+
+async def test_a_pull_in_progress_shows_its_layer_and_bytes(tmp_path: Path) -> None:
+    # One layer drips (1 kB every 50 ms of 200 kB): the pull is caught downloading it.
+    image = build_image("dripping", "linux/amd64", (1000, 200_000, 1000))
+    slow = image.layers[1]
+    behaviour = registry_of(image)
+    dripping = drip(slow.data, interval=0.05, chunk=1000)
+    routes = by_path([("GET", str(slow.digest), dripping)], behaviour)
+    async with serve(routes, lifetime=60) as server, daemon(tmp_path) as node:
+        await node.apply(pod_manifest("web", f"{server.host}/team/app:1.0"))
+        c = await node.wait(
+            "default",
+            "web",
+            lambda c: c.get("pullInProgress", {}).get("bytes", {}).get("done", 0) > 10_000,
+        )
+        current = c["pullInProgress"]
+        assert current["step"].startswith("downloading layer 3/3 (")
+        assert current["layers"] == {"done": 2, "total": 3}
+        assert current["bytes"]["total"] == sum(len(layer.data) for layer in image.layers)
+        assert current["sinceLastByteSeconds"] < 5
+        assert c["ok"] is True
+        assert c["verdict"].startswith("downloading layer 3/3")
+        assert c["fix"] == "nothing is wrong: the pull is moving"
+        pod = (await node.api.get("/pods/default/web")).json()
+        (container,) = pod["containers"]
+        assert container["pullInProgress"]["step"].startswith("downloading layer")
+        text = await anyio.to_thread.run_sync(
+            lambda: subprocess.run(
+                [sys.executable, "-m", "kubelet_sim", "describe", "pod", "default/web",
+                 "--server", node.url],
+                capture_output=True, text=True, check=True, timeout=30,
+            ).stdout
+        )  # fmt: skip
+        assert "Pulling:            downloading layer 3/3" in text

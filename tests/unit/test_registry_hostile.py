@@ -29,15 +29,16 @@ from kubelet_sim.registry import mediatypes as mt
 from kubelet_sim.registry.client import RegistryClient
 from kubelet_sim.registry.manifests import Descriptor
 from kubelet_sim.registry.transport import Transport, TransportSettings
-from kubelet_sim.sim.images import Image, build_image
+from kubelet_sim.sim.images import build_image
 from kubelet_sim.testing.hostile import (
     Behaviour,
     answer,
     bad_chunking,
-    by_path,
     drip,
+    manifest_answer,
     never_answer,
     refusing_port,
+    registry_of,
     reset,
     sequence,
     serve,
@@ -48,37 +49,6 @@ pytestmark = pytest.mark.anyio
 
 IMAGE = build_image("hostile", "linux/amd64", (64, 64, 64))
 FAST = TransportSettings(backoff_initial=0.01, backoff_max=0.05)
-
-
-def manifest_answer(image: Image = IMAGE) -> Behaviour:
-    return answer(
-        200,
-        image.manifest.data,
-        {
-            "Content-Type": image.manifest.media_type,
-            "Docker-Content-Digest": str(image.manifest.digest),
-        },
-    )
-
-
-def registry_of(image: Image = IMAGE, **overrides: Behaviour) -> Behaviour:
-    """A well-behaved registry serving ``image``, with some paths replaced by ``overrides``.
-
-    Keys: ``head`` (HEAD of a manifest), ``manifest`` (GET of a manifest), ``config``, ``layer``
-    (every layer).
-    """
-    routes = [
-        ("HEAD", "/manifests/", overrides.get("head", manifest_answer(image))),
-        ("GET", "/manifests/", overrides.get("manifest", manifest_answer(image))),
-    ]
-    routes.append(("*", str(image.config.digest), overrides.get("config", blob(image.config.data))))
-    for layer in image.layers:
-        routes.append(("*", str(layer.digest), overrides.get("layer", blob(layer.data))))
-    return by_path(routes, answer(404))
-
-
-def blob(data: bytes) -> Behaviour:
-    return answer(200, data, {"Content-Type": "application/octet-stream"})
 
 
 def client_for(settings: TransportSettings = FAST) -> RegistryClient:
@@ -181,7 +151,7 @@ async def test_a_refused_connection_fails_at_once_in_gos_words() -> None:
 async def test_a_dripping_manifest_is_cut_at_the_request_deadline() -> None:
     dripping = drip(IMAGE.manifest.data, interval=0.1, headers={"Content-Type": mt.OCI_MANIFEST})
     async with (
-        serve(registry_of(manifest=dripping)) as server,
+        serve(registry_of(IMAGE, manifest=dripping)) as server,
         client_for(TransportSettings(request_deadline=1.0)) as client,
     ):
         start = anyio.current_time()
@@ -197,7 +167,7 @@ async def test_a_dripping_manifest_is_cut_at_the_request_deadline() -> None:
 async def test_a_dripping_config_is_cut_at_the_request_deadline() -> None:
     dripping = drip(IMAGE.config.data, interval=0.1)
     async with (
-        serve(registry_of(config=dripping)) as server,
+        serve(registry_of(IMAGE, config=dripping)) as server,
         client_for(TransportSettings(request_deadline=1.0)) as client,
     ):
         start = anyio.current_time()
@@ -212,7 +182,7 @@ async def test_a_slow_but_moving_layer_is_not_cut_by_the_request_deadline() -> N
     layer = IMAGE.layers[0]
     slow = drip(layer.data, interval=0.02, chunk=4)  # 16 writes: about 0.3 s
     async with (
-        serve(registry_of(layer=slow)) as server,
+        serve(registry_of(IMAGE, layer=slow)) as server,
         client_for(TransportSettings(request_deadline=0.15)) as client,
     ):
         sink = MemorySink()
@@ -238,7 +208,7 @@ BROKEN_BODIES = [
 async def test_a_broken_manifest_body_is_a_typed_error_after_a_retry(broken: Behaviour) -> None:
     desc = Descriptor(mt.OCI_MANIFEST, IMAGE.manifest.digest, IMAGE.manifest.size)
     settings = TransportSettings(backoff_initial=0.01, max_attempts=2, request_deadline=2.0)
-    async with serve(registry_of(manifest=broken)) as server, client_for(settings) as client:
+    async with serve(registry_of(IMAGE, manifest=broken)) as server, client_for(settings) as client:
         with anyio.fail_after(10), pytest.raises(RegistryTransportError) as info:
             await client.fetch_manifest(ref_on(server.host), desc)
     assert info.value.message.startswith(
@@ -250,7 +220,7 @@ async def test_a_broken_manifest_body_is_a_typed_error_after_a_retry(broken: Beh
 @pytest.mark.parametrize("broken", BROKEN_BODIES)
 async def test_a_manifest_that_breaks_once_is_fetched_again(broken: Behaviour) -> None:
     async with (
-        serve(registry_of(manifest=sequence(broken, manifest_answer()))) as server,
+        serve(registry_of(IMAGE, manifest=sequence(broken, manifest_answer(IMAGE)))) as server,
         client_for() as client,
     ):
         with anyio.fail_after(10):
@@ -261,8 +231,8 @@ async def test_a_manifest_that_breaks_once_is_fetched_again(broken: Behaviour) -
 
 async def test_a_mirror_with_a_broken_body_is_left_for_the_upstream(tmp_path: Path) -> None:
     async with (
-        serve(registry_of(manifest=truncate(IMAGE.manifest.data, keep=10))) as mirror,
-        serve(registry_of()) as upstream,
+        serve(registry_of(IMAGE, manifest=truncate(IMAGE.manifest.data, keep=10))) as mirror,
+        serve(registry_of(IMAGE)) as upstream,
     ):
         hosts = hosts_dir(tmp_path, upstream.host, mirror.host)
         async with RegistryClient(Transport(settings=FAST), hosts_dir=hosts) as client:
@@ -331,7 +301,7 @@ ONE_PULL_REQUESTS = 6  # HEAD the tag, GET the manifest by digest, GET the confi
 
 async def test_a_dead_mirror_adds_no_time_to_a_pull(tmp_path: Path) -> None:
     with refusing_port() as port:
-        async with serve(registry_of()) as upstream:
+        async with serve(registry_of(IMAGE)) as upstream:
             hosts = hosts_dir(tmp_path, upstream.host, f"127.0.0.1:{port}")
             # The default backoff (0.5 s, 1 s, 2 s): none of it may be spent on the mirror.
             async with RegistryClient(Transport(), hosts_dir=hosts) as client:
@@ -345,7 +315,7 @@ async def test_a_dead_mirror_adds_no_time_to_a_pull(tmp_path: Path) -> None:
 async def test_a_503_mirror_is_asked_once_per_request(tmp_path: Path) -> None:
     async with (
         serve(answer(503, b"", {"Retry-After": "5"})) as mirror,
-        serve(registry_of()) as upstream,
+        serve(registry_of(IMAGE)) as upstream,
     ):
         hosts = hosts_dir(tmp_path, upstream.host, mirror.host)
         async with RegistryClient(Transport(), hosts_dir=hosts) as client:
@@ -359,7 +329,7 @@ async def test_a_503_mirror_is_asked_once_per_request(tmp_path: Path) -> None:
 
 async def test_a_silent_mirror_costs_one_header_timeout_per_request(tmp_path: Path) -> None:
     settings = TransportSettings(header_timeout=0.2)
-    async with serve(never_answer()) as mirror, serve(registry_of()) as upstream:
+    async with serve(never_answer()) as mirror, serve(registry_of(IMAGE)) as upstream:
         hosts = hosts_dir(tmp_path, upstream.host, mirror.host)
         async with RegistryClient(Transport(settings=settings), hosts_dir=hosts) as client:
             with anyio.fail_after(15):
@@ -369,8 +339,8 @@ async def test_a_silent_mirror_costs_one_header_timeout_per_request(tmp_path: Pa
 
 
 async def test_the_last_host_still_retries_a_503() -> None:
-    flaky = sequence(answer(503), answer(503), manifest_answer())
-    async with serve(registry_of(head=flaky)) as server, client_for() as client:
+    flaky = sequence(answer(503), answer(503), manifest_answer(IMAGE))
+    async with serve(registry_of(IMAGE, head=flaky)) as server, client_for() as client:
         resolved = await client.resolve_image(ref_on(server.host))
     assert resolved.manifest.digest == IMAGE.manifest.digest
     assert server.count("HEAD") == 3
