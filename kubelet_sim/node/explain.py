@@ -460,10 +460,11 @@ def _verdict(
         else:
             account.conclude("", f"the image is on the node ({state.image_id})", ok=True)
         return
+    shown = state.reason if state is not None and state.reason else "ContainerCreating"
     account.conclude(
-        state.reason if state is not None else "ContainerCreating",
-        "no pull has started for this container yet"
-        + (" (its pod waits for its init containers)" if state is not None else ""),
+        shown,
+        f"no pull has started for this container yet (it is {shown}: init containers run "
+        "first, and a pod sandbox must be made before any pull)",
         "wait for the pod worker's next sync; if this stays, describe the pod for its events",
     )
 
