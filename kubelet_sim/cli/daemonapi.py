@@ -42,13 +42,17 @@ def daemon_client(server: str, *, timeout: float = 10.0) -> Iterator[httpx.Clien
             raise KubeletSimError(
                 f"{server}: not a kubelet-sim daemon (its answer lacks {exc})"
             ) from None
+        except (ValueError, OverflowError) as exc:  # a field of the wrong kind or range
+            raise KubeletSimError(
+                f"{server}: not a kubelet-sim daemon (a field of its answer is malformed: {exc})"
+            ) from None
         except httpx.InvalidURL as exc:
             raise ConfigError(None, "--server", f"not a URL: {server!r} ({exc})") from None
 
 
 def get_json(client: httpx.Client, path: str, **params: str) -> Any:
     """The JSON document at ``path``; anything that is not a daemon's answer is a clear error."""
-    where = f"{client.base_url}{path.lstrip('/')}"
+    where = f"{str(client.base_url).rstrip('/')}/{path.lstrip('/')}"
     try:
         with client.stream("GET", path, params=params) as response:
             body = bytearray()
@@ -62,8 +66,8 @@ def get_json(client: httpx.Client, path: str, **params: str) -> Any:
         doc = json.loads(bytes(body))
     except (ValueError, RecursionError):
         doc = None
-    if response.status_code == 404 and isinstance(doc, dict) and "error" in doc:
-        raise KubeletSimError(str(doc["error"]))
+    if 400 <= response.status_code < 500 and isinstance(doc, dict) and "error" in doc:
+        raise KubeletSimError(str(doc["error"]))  # the daemon's own refusal: a 404, a bad name
     if response.status_code != 200:
         raise KubeletSimError(f"{where}: HTTP {response.status_code}: not a kubelet-sim answer")
     if not isinstance(doc, dict):

@@ -70,6 +70,9 @@ class PullTrace:
     request: tuple[str, str, float] | None = None
     """The request being waited on: what, host, since when (None between requests)."""
     hosts: list[HostTry] = field(default_factory=list)
+    leader: PullTrace | None = None
+    """While :attr:`step` is :attr:`Step.SHARING`: the trace of the identical pull it waits
+    for, when that pull has one."""
     _received: dict[str, int] = field(default_factory=dict, repr=False)
 
     def started(self, now: float) -> None:
@@ -114,6 +117,8 @@ class PullTrace:
                 f"downloading layer {current}/{self.layers} "
                 f"({_size(self.bytes_done)} of {_size(self.bytes_total)})"
             )
+        if self.step == Step.SHARING and self.leader is not None:
+            return f"{Step.SHARING} ({self.leader.describe()})"
         if self.step == Step.RESOLVING and self.credentials > 1:
             return f"resolving (credential {self.credential} of {self.credentials})"
         return self.step

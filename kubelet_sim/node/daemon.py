@@ -331,6 +331,7 @@ class Daemon:
         state = node.engine.pod(pod.uid)
         by_uid = {p.uid: f"{p.namespace}/{p.name}" for p in self._pod_keys().values()}
         resolver = node.resolver
+        verifier = node.manager.verifier
         now = anyio.current_time()
         facts = NodeFacts(
             config=self.config,
@@ -340,14 +341,14 @@ class Daemon:
             secrets=self.objects,
             node_config=resolver.node if resolver is not None else None,
             plugins=resolver.plugins if resolver is not None else (),
-            verifier=node.manager.verifier
-            if isinstance(node.manager.verifier, ImageAccessVerifier)
-            else None,
+            verifier=verifier if isinstance(verifier, ImageAccessVerifier) else None,
+            credentials=node.manager.credentials,
             hosts_dir=self.options.hosts_dir,
             pod_name=lambda uid: by_uid.get(uid, uid),
             now=now,
         )
-        return await explain_pod(spec, dict(state.containers) if state is not None else {}, facts)
+        containers = dict(state.containers) if state is not None else {}
+        return await explain_pod(spec, containers, facts, rejected=self.rejected.get(pod.uid))
 
     async def images(self) -> list[dict[str, Any]]:
         assert self.store is not None

@@ -23,9 +23,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 from kubelet_sim.config.kubelet import KubeletConfiguration
+from kubelet_sim.core.credentials import Credentials
 from kubelet_sim.core.pods import ContainerState, PodSpec, PullAttempt, PullRequest
 from kubelet_sim.core.policy import PullPolicy, default_pull_policy, should_pull_image
 from kubelet_sim.core.ratelimit import TokenBucket
@@ -37,6 +39,7 @@ from kubelet_sim.credentials.plugins import PluginProvider
 from kubelet_sim.credentials.secrets import docker_config_of
 from kubelet_sim.credentials.verify import ImageAccessVerifier, MustPullResult
 from kubelet_sim.engine.manager import ImageManager
+from kubelet_sim.engine.ports import CredentialLookup
 from kubelet_sim.engine.pullers import MAX_IMAGE_PULL_REQUESTS
 from kubelet_sim.errors import Cause, ConfigError, InvalidImageNameError
 from kubelet_sim.k8s.objects import Secret
@@ -45,6 +48,8 @@ from kubelet_sim.node.views import pull_attempt, pull_in_progress
 from kubelet_sim.registry.hosts import hosts_for, registry_hosts
 
 __all__ = ["NodeFacts", "SecretsView", "explain_pod"]
+
+_PULL_FAILURES = frozenset({"ErrImagePull", "ImagePullBackOff"})
 
 STALLED = 10.0
 """Seconds without an answer (or a layer byte) after which a pull is called stuck."""
@@ -74,7 +79,9 @@ class NodeFacts:
     node_config: NodeDockerConfig | None = None
     plugins: Sequence[PluginProvider] = ()
     verifier: ImageAccessVerifier | None = None
-    hosts_dir: Any = None
+    credentials: CredentialLookup | None = None
+    """The node's credential lookup for a request (what KEP-2535's check is given)."""
+    hosts_dir: Path | None = None
     pod_name: Callable[[str], str] = str
     """A pod's ``NAMESPACE/NAME`` from its UID (for what holds the pull slots)."""
     now: float = 0.0
@@ -106,14 +113,24 @@ class _Secrets:
     sources: list[CredentialSource]
     missing: list[str]
     elsewhere: dict[str, list[str]]
-    unusable: list[str]
+    unusable: list[tuple[str, str]]
+    """(name, why) of each secret that exists but cannot be used."""
+    static: bool = False
 
 
 async def explain_pod(
-    spec: PodSpec, states: dict[str, ContainerState], facts: NodeFacts
+    spec: PodSpec,
+    states: dict[str, ContainerState],
+    facts: NodeFacts,
+    *,
+    rejected: tuple[str, str] | None = None,
 ) -> dict[str, Any]:
-    """The account of every container of ``spec`` (``GET /pods/NS/NAME/explain``)."""
+    """The account of every container of ``spec`` (``GET /pods/NS/NAME/explain``); a pod the
+    node's admission refused (``rejected``: reason, message) has only that to say."""
     requests = spec.requests()
+    if rejected is not None:
+        reason, message = rejected
+        return _pod(spec, [_refused(r, reason, message) for r in requests])
     secrets = _pod_secrets(requests[0], facts) if requests else None
     node: CredentialSource | None = None
     if facts.node_config is not None:
@@ -137,12 +154,31 @@ async def explain_pod(
                 **details,
             }
         )
+    return _pod(spec, containers)
+
+
+def _pod(spec: PodSpec, containers: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "namespace": spec.ref.namespace,
         "name": spec.ref.name,
         "uid": spec.ref.uid,
         "ok": all(c["ok"] for c in containers),
         "containers": containers,
+    }
+
+
+def _refused(request: PullRequest, reason: str, message: str) -> dict[str, Any]:
+    return {
+        "container": request.container,
+        "kind": str(request.kind),
+        "image": request.image,
+        "ok": False,
+        "reason": reason,
+        "verdict": f"the node refused the pod ({message}): it never pulls or runs here",
+        "fix": "the pod's nodeSelector does not match this node's labels: fix the selector, "
+        "or give the node the labels (kubelet-sim run --node-labels)",
+        "steps": [{"step": "admission", "text": message}],
+        "pulls": [],
     }
 
 
@@ -181,7 +217,17 @@ async def _container(
         f"{named}: registry {ref.domain}, repository {ref.repository}; "
         f"imagePullPolicy {request.policy} ({how})",
     )
-    present = await _presence(account, ref, facts)
+    present, must_prove = await _presence(account, ref, facts)
+    if request.policy is PullPolicy.NEVER and present and must_prove:
+        account.conclude(
+            "ErrImageNeverPull",
+            f"{request.image} is on the node, but was pulled with credentials this pod has not "
+            "shown (KubeletEnsureSecretPulledImages); with imagePullPolicy Never the kubelet "
+            "cannot pull to prove the pod may use it",
+            "give the pod a pull secret that can pull the image, or set imagePullPolicy to "
+            "IfNotPresent",
+        )
+        return details
     if request.policy is PullPolicy.NEVER and not present:
         account.conclude(
             "ErrImageNeverPull",
@@ -198,8 +244,10 @@ async def _container(
     return details
 
 
-async def _presence(account: _Account, ref: ImageReference, facts: NodeFacts) -> bool:
+async def _presence(account: _Account, ref: ImageReference, facts: NodeFacts) -> tuple[bool, bool]:
+    """Whether the image is present, and whether KEP-2535 makes the pod prove access."""
     request = account.request
+    must_prove = False
     status = await facts.images.image_status(str(ref), request.runtime_handler)
     image_id = str(getattr(status, "image_id", "")) if status is not None else ""
     handler = f" for runtime handler {request.runtime_handler}" if request.runtime_handler else ""
@@ -209,7 +257,13 @@ async def _presence(account: _Account, ref: ImageReference, facts: NodeFacts) ->
         account.step("presence", f"{ref} is on the node{handler} as {image_id}")
     pull = should_pull_image(request.policy, present=status is not None)
     if status is not None and not pull and facts.verifier is not None:
-        result = await facts.verifier.check(ref, image_id, _no_credentials)
+        lookup = facts.credentials
+
+        async def credentials() -> Sequence[Credentials]:
+            return await lookup(request, ref) if lookup is not None else ()
+
+        result = await facts.verifier.check(ref, image_id, credentials)
+        must_prove = result in (MustPullResult.MUST_AUTHENTICATE, MustPullResult.ERROR)
         account.step("presence", _kep2535(result))
     elif request.policy is PullPolicy.ALWAYS:
         account.step("presence", "policy Always: the kubelet pulls (resolves the tag) every start")
@@ -217,28 +271,22 @@ async def _presence(account: _Account, ref: ImageReference, facts: NodeFacts) ->
         account.step("presence", f"policy {request.policy}: the present image is used")
     elif request.policy is not PullPolicy.NEVER:
         account.step("presence", f"policy {request.policy}: absent, so the kubelet pulls it")
-    return status is not None
+    return status is not None, must_prove
 
 
-async def _no_credentials() -> tuple[()]:
-    return ()
+_KEP2535 = {
+    MustPullResult.CREDENTIAL_POLICY_ALLOWED: "the verification policy lets every pod use this "
+    "image without proving access",
+    MustPullResult.CREDENTIAL_RECORD_FOUND: "a record shows the node, or one of this pod's "
+    "secrets, pulled it: the pod uses it without a pull",
+    MustPullResult.MUST_AUTHENTICATE: "no record that this pod's credentials pulled it: the "
+    "kubelet pulls again to prove the pod may use it",
+    MustPullResult.ERROR: "the pull records cannot be read: the kubelet pulls to be safe",
+}
 
 
 def _kep2535(result: MustPullResult) -> str:
-    prefix = "KubeletEnsureSecretPulledImages: "
-    return (
-        prefix
-        + {
-            MustPullResult.CREDENTIAL_POLICY_ALLOWED: "the verification policy lets every pod use "
-            "this image without proving access",
-            MustPullResult.CREDENTIAL_RECORD_FOUND: "the node pulled it with its own credentials "
-            "(or anonymously): every pod may use it",
-            MustPullResult.MUST_AUTHENTICATE: "no record that this pod's credentials pulled it: the "
-            "kubelet pulls again to prove the pod may use it (unless one of its secrets matches a "
-            "record)",
-            MustPullResult.ERROR: "the pull records cannot be read: the kubelet pulls to be safe",
-        }[result]
-    )
+    return f"KubeletEnsureSecretPulledImages: {_KEP2535[result]}"
 
 
 def _pod_secrets(request: PullRequest, facts: NodeFacts) -> _Secrets:
@@ -247,10 +295,10 @@ def _pod_secrets(request: PullRequest, facts: NodeFacts) -> _Secrets:
     sources: list[CredentialSource] = []
     missing: list[str] = []
     elsewhere: dict[str, list[str]] = {}
-    unusable: list[str] = []
+    unusable: list[tuple[str, str]] = []
     for name in request.pull_secrets:
         if request.pod.static:
-            unusable.append(f"{name}: a static pod cannot use pull secrets")
+            unusable.append((name, "a static pod cannot use pull secrets"))
             continue
         secret = facts.secrets.get_secret(namespace, name)
         if secret is None:
@@ -262,14 +310,14 @@ def _pod_secrets(request: PullRequest, facts: NodeFacts) -> _Secrets:
         try:
             entries = docker_config_of(secret)
         except ConfigError as exc:
-            unusable.append(f"{name}: {exc.field or 'its data'} does not parse ({exc.message})")
+            unusable.append((name, f"{exc.field or 'its data'} does not parse ({exc.message})"))
             continue
         if entries is None:
-            unusable.append(f"{name}: of type {secret.type}, not a docker-registry secret: ignored")
+            unusable.append((name, f"of type {secret.type}, not a docker-registry secret: ignored"))
             continue
         label = f"secret {namespace}/{name}"
         sources.append(CredentialSource(label, entries, SecretSource(namespace, name, secret.uid)))
-    return _Secrets(sources, missing, elsewhere, unusable)
+    return _Secrets(sources, missing, elsewhere, unusable, static=request.pod.static)
 
 
 def _credentials(
@@ -305,8 +353,8 @@ def _credentials(
                 account.step(
                     "credentials", f"secret {name} does not exist in namespace {namespace}"
                 )
-        for text in secrets.unusable:
-            account.step("credentials", f"secret {text}")
+        for name, why in secrets.unusable:
+            account.step("credentials", f"secret {name}: {why}")
     if node is not None:
         sources.append(node)
     elif facts.node_config is not None:
@@ -343,7 +391,11 @@ class _Keys:
 
 
 def _hosts(account: _Account, ref: ImageReference, facts: NodeFacts) -> None:
-    hosts = registry_hosts(ref.domain, facts.hosts_dir)
+    try:
+        hosts = registry_hosts(ref.domain, facts.hosts_dir)
+    except ConfigError as exc:
+        account.step("hosts", f"the hosts.toml for {ref.domain} is refused: {exc}")
+        return
     upstream = hosts[-1].host
     for host in hosts_for("pull", hosts):
         role = "upstream" if host.host == upstream else "mirror"
@@ -443,8 +495,9 @@ def _verdict(
     if trace is not None:
         _in_progress(account, trace, facts)
         return
-    if last is not None and last.reason:
-        shown = state.reason if state is not None else ""
+    shown = state.reason if state is not None else ""
+    failing = shown in _PULL_FAILURES
+    if last is not None and last.reason and (failing or state is None or not state.image_ready):
         _failed(account, ref, last, keys, facts, shown)
         return
     if state is not None and state.image_ready:
@@ -527,7 +580,10 @@ def _stalled(trace: PullTrace, now: float) -> bool:
 
 
 def _stall_seconds(trace: PullTrace, now: float) -> float:
-    """How long the pull has waited for an answer: the open request, or the last layer byte."""
+    """How long the pull has waited for an answer: the open request, or the last layer byte
+    (for a pull sharing an identical one, that one's)."""
+    if trace.step == Step.SHARING and trace.leader is not None:
+        return _stall_seconds(trace.leader, now)
     if trace.request is not None:
         return now - trace.request[2]
     if trace.step == Step.DOWNLOADING:
@@ -536,6 +592,8 @@ def _stall_seconds(trace: PullTrace, now: float) -> float:
 
 
 def _stall_host(trace: PullTrace) -> str:
+    if trace.step == Step.SHARING and trace.leader is not None:
+        return _stall_host(trace.leader)
     if trace.request is not None:
         return trace.request[1]
     return trace.hosts[-1].host if trace.hosts else "the registry"
@@ -550,7 +608,7 @@ def _failed(
     shown: str,
 ) -> None:
     # The reason the container shows now: ErrImagePull, then ImagePullBackOff while it waits.
-    reason = shown if shown in ("ErrImagePull", "ImagePullBackOff") else last.reason
+    reason = shown if shown in _PULL_FAILURES else last.reason
     cause = last.cause
     if cause == Cause.QPS:
         throttle = facts.throttle
@@ -635,6 +693,23 @@ def _auth(
                 f"{ref.domain} wants credentials; the secret {name} is in namespace "
                 f"{', '.join(where)}; pods can only use secrets of their own namespace",
                 f"create the secret {name} in namespace {namespace} (or move the pod)",
+            )
+            return
+        if secrets.static:
+            account.conclude(
+                reason,
+                f"{ref.domain} wants credentials, and a static pod cannot use pull secrets (its "
+                "mirror pod may not reference Secrets, so the node never reads them)",
+                f"give the node itself credentials for {ref.domain}: its docker config "
+                "(config.json) or a credential provider plugin",
+            )
+            return
+        for name, why in secrets.unusable:
+            account.conclude(
+                reason,
+                f"{ref.domain} wants credentials; the pull secret {name} cannot be used: {why}",
+                f"recreate {name} as a docker-registry secret: kubectl create secret "
+                f"docker-registry {name} --docker-server={ref.domain} -n {namespace} ...",
             )
             return
         if secrets.missing:

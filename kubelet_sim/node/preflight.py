@@ -27,7 +27,7 @@ from kubelet_sim.core.platforms import Platform, node_matcher
 from kubelet_sim.core.policy import default_pull_policy
 from kubelet_sim.core.reference import ImageReference, apply_default_image_tag, parse_normalized
 from kubelet_sim.core.trace import CURRENT, PullTrace
-from kubelet_sim.credentials.dockerconfig import DockerConfigEntry
+from kubelet_sim.credentials.dockerconfig import DockerConfigEntry, redact_userinfo
 from kubelet_sim.credentials.keyring import BasicKeyring, SecretSource, keyring_key
 from kubelet_sim.errors import (
     BlobNotFoundError,
@@ -160,7 +160,7 @@ def matched_credentials(
 def key_text(match: KeyMatch, ref: ImageReference) -> str:
     """A key's line in an account: matches, does not (with the image's registry), or invalid."""
     if match.key is None:
-        return f"{match.source}: {match.location!r} is not a registry key"
+        return f"{match.source}: {redact_userinfo(match.location)!r} is not a registry key"
     if match.matches:
         return f"{match.source}: key {match.key} matches {ref.name}"
     return f"{match.source}: key {match.key} does not match {ref.name} (registry {ref.domain})"

@@ -38,7 +38,7 @@ from kubelet_sim.core.pods import PulledImage
 from kubelet_sim.core.reference import ImageReference, parse_docker_ref
 from kubelet_sim.core.singleflight import SingleFlight
 from kubelet_sim.core.sinks import BlobSink
-from kubelet_sim.core.trace import CURRENT, Step
+from kubelet_sim.core.trace import CURRENT, PullTrace, Step
 from kubelet_sim.engine.manager import cri_error_message
 from kubelet_sim.engine.ports import ProgressFn, ResolvedHook
 from kubelet_sim.errors import (
@@ -141,6 +141,8 @@ class ImageService(Generic[StoreT]):
         self.platform = platform or host_platform()
         self._bytes_observer = bytes_observer
         self._pulls: SingleFlight[DedupKey, PulledImage] = SingleFlight()
+        self._leaders: dict[DedupKey, PullTrace] = {}
+        """The trace of the pull running for each key (what a pull sharing it reports)."""
         self._resolver: StoreFirstClient | None = None
         self.registry_pulls = 0
 
@@ -213,10 +215,25 @@ class ImageService(Generic[StoreT]):
     ) -> PulledImage:
         key: DedupKey = (str(ref), runtime_handler, creds.fingerprint() if creds else "")
         pull = partial(self._pull, ref, runtime_handler, creds, progress, on_resolved)
+
+        async def lead() -> PulledImage:
+            # Run by the first caller, or by a waiter taking over from a cancelled one: its
+            # trace is the pull's own from here on.
+            mine = CURRENT.get()
+            if mine is not None:
+                mine.step, mine.leader = Step.RESOLVING, None
+                self._leaders[key] = mine
+            try:
+                return await pull()
+            finally:
+                if mine is not None and self._leaders.get(key) is mine:
+                    del self._leaders[key]
+
         trace = CURRENT.get()
         if trace is not None and key in self._pulls:
-            trace.step = Step.SHARING  # the other pull's trace shows its layers and hosts
-        outcome = await self._pulls.run_shared(key, pull)
+            # The leader's trace shows its layers and hosts, and whether it is stuck.
+            trace.step, trace.leader = Step.SHARING, self._leaders.get(key)
+        outcome = await self._pulls.run_shared(key, lead)
         pulled = outcome.value
         if outcome.shared and on_resolved is not None:
             # The same credentials, maybe another pod's secret: record this pod's access too.
