@@ -100,6 +100,8 @@ class Store(ContentStore):
         self._in_use: Counter[ImageKey] = Counter()
         self.recovery: FsckReport | None = None
         self._lookups: dict[tuple[str, str], tuple[int, ImageRecord | None]] = {}
+        self._records: dict[tuple[str, str | None], tuple[int, tuple[CredentialIdentity, ...]]] = {}
+        """Pull records by (image, repository), valid for one write generation, as lookups."""
 
     @classmethod
     async def open(
@@ -449,12 +451,29 @@ class Store(ContentStore):
     async def pull_records(
         self, image_id: str, *, repository: str | None = None
     ) -> list[CredentialIdentity]:
-        """Who pulled ``image_id`` (from ``repository``, or from any)."""
-        return await self._db.run(
-            lambda conn: pullrecords.load(conn, image_id, repository),
-            what=f"reading pull records of {image_id}",
-            readonly=True,
-        )
+        """Who pulled ``image_id`` (from ``repository``, or from any).
+
+        A KEP-2535 check reads these on every cache-hit decision; the answers are kept until
+        the next write, as :meth:`lookup` keeps its own.
+        """
+
+        def work(conn: sqlite3.Connection) -> tuple[CredentialIdentity, ...]:
+            return tuple(pullrecords.load(conn, image_id, repository))
+
+        what = f"reading pull records of {image_id}"
+        if self.read_only:
+            return list(await self._db.run(work, what=what, readonly=True))
+        key = (image_id, repository)
+        cached = self._records.get(key)
+        if cached is not None and cached[0] == self._db.generation:
+            return list(cached[1])
+        generation = self._db.generation
+        records = await self._db.run(work, what=what, readonly=True)
+        if generation == self._db.generation:
+            if len(self._records) >= LOOKUP_CACHE_SIZE:
+                self._records.clear()
+            self._records[key] = (generation, records)
+        return list(records)
 
     async def prune_pull_records(self, before: float) -> int:
         """Drop records of images no longer in the store, last updated before ``before``."""
