@@ -165,3 +165,23 @@ async def test_records_persist_across_reopen(tmp_path: Path) -> None:
         assert await store.pull_records(IMAGE, repository=REPO) == [secret()]
     # Only the hash is stored: the credentials are nowhere in the database file.
     assert b"alice" not in (tmp_path / "root" / "store.db").read_bytes()
+
+
+@pytest.mark.anyio
+async def test_cached_pull_records_follow_every_write(store: Store, tmp_path: Path) -> None:
+    # Read on every cache-hit decision, so cached between writes; a write must show at once.
+    assert await store.pull_records(IMAGE) == []
+    assert await store.pull_records(IMAGE, repository=REPO) == []
+    await store.record_pull(IMAGE, secret(), repository=REPO)
+    assert await store.pull_records(IMAGE, repository=REPO) == [secret()]
+    assert await store.pull_records(IMAGE) == [secret()]
+    await store.record_pull(IMAGE, secret("other", "uid-2", H2), repository=REPO)
+    answer = await store.pull_records(IMAGE, repository=REPO)
+    assert set(answer) == {secret(), secret("other", "uid-2", H2)}
+    answer.clear()  # the caller's list, not the cache's
+    assert len(await store.pull_records(IMAGE, repository=REPO)) == 2
+    await store.record_pull(IMAGE, NODE, repository=REPO)  # may merge the secrets away
+    async with await Store.open(tmp_path / "root", read_only=True) as reader:
+        truth = await reader.pull_records(IMAGE, repository=REPO)  # straight from SQLite
+    assert NODE in truth
+    assert await store.pull_records(IMAGE, repository=REPO) == truth
