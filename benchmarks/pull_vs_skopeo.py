@@ -1,25 +1,31 @@
-"""Peer benchmark: kubelet-sim pulls vs `skopeo copy` / `skopeo sync` from the same registry, same run.
+"""Peer benchmark: kubelet-sim pulls vs skopeo, a curl floor and containerd, same registry, same run.
 
-Starts a distribution registry on loopback, seeds (1) one large image (default 1 GiB in 8 layers) and
-(2) many small images (default 200 images x 3 layers, as tags of one repository), then times:
+Starts a distribution registry on loopback, seeds large images of incompressible layers (default
+256 MiB in 4 layers and 1 GiB in 8) and many small images (default 200 images x 3 layers, as
+tags of one repository), then times, each side as its own process, fresh root or folder per run,
+the median of ``--runs``:
 
-- large:  `kubelet-sim pull` (engine + store, fresh root)     vs `skopeo copy docker://... oci:DIR`
-- small:  kubelet-sim pulling every tag (8 in parallel)        vs `skopeo sync --src docker --dest dir`
+- large: ``kubelet-sim pull`` (engine + store: every digest verified, every blob fsynced)
+  vs ``skopeo copy docker://... dir:DIR``, vs a floor of one ``curl | tee FILE | sha256sum`` per
+  layer all at once, and vs ``ctr content fetch`` where containerd's ``ctr`` is installed;
+- small: kubelet-sim pulling every tag (8 in parallel) vs ``skopeo sync --src docker --dest dir``.
 
-Each side runs as its own process; wall time and peak RSS (from wait4) are printed with the ratio
-kubelet-sim / skopeo (below 1.0 means kubelet-sim is faster or smaller). Run it by hand:
+Wall time and peak RSS (``VmHWM``) are printed with the ratio kubelet-sim / peer (below 1.0 means
+kubelet-sim is faster or smaller). Run it by hand:
 
-    .venv/bin/python benchmarks/pull_vs_skopeo.py [--large-mib 1024] [--layers 8] [--small 200]
+    .venv/bin/python benchmarks/pull_vs_skopeo.py [--large 256:4,1024:8] [--runs 5] [--small 200]
 """
 
 from __future__ import annotations
 
 import argparse
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import anyio
@@ -70,8 +76,11 @@ def run_measured(argv: list[str]) -> tuple[float, int, str]:
     return elapsed, peak_kib // 1024, out
 
 
-async def seed_large(host: str, total_mib: int, layers: int) -> str:
-    ref = f"{host}/bench/large:v1"
+async def seed_large(
+    host: str, total_mib: int, layers: int, repository: str = "bench/large"
+) -> tuple[str, list[str]]:
+    """Push one image of ``layers`` incompressible layers; its reference and layer digests."""
+    ref = f"{host}/{repository}:v1"
     per_layer = total_mib * 1024 * 1024 // layers
     async with RegistryClient() as client:
         pusher = Pusher(client, parse_normalized(ref), chunk_size=16 * 1024 * 1024)
@@ -104,7 +113,7 @@ async def seed_large(host: str, total_mib: int, layers: int) -> str:
             }
         )
         await pusher.push_manifest(manifest, mt.OCI_MANIFEST, "v1")
-    return ref
+    return ref, diff_ids
 
 
 async def seed_small(host: str, count: int) -> list[str]:
@@ -153,13 +162,75 @@ def ratio_line(name: str, ksim: tuple[float, int], peer: tuple[float, int], peer
     )
 
 
+def curl_floor(host: str, repository: str, digests: list[str], folder: Path) -> list[str]:
+    """A practical floor: every layer fetched at once by ``curl | tee FILE | sha256sum`` (the
+    bytes read, written and hashed, nothing else)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    parts = [
+        f"(curl -sf http://{host}/v2/{repository}/blobs/{digest} | tee {folder / str(i)} "
+        f"| sha256sum > {folder / f'{i}.sha256'}) &"
+        for i, digest in enumerate(digests)
+    ]
+    return ["bash", "-c", " ".join([*parts, "wait"])]
+
+
+def median_of(runs: int, argv_for: Callable[[int], list[str]]) -> tuple[float, int]:
+    """The median wall time and median peak RSS of ``runs`` runs (each its own fresh paths)."""
+    results = [run_measured(argv_for(i))[:2] for i in range(runs)]
+    return (
+        statistics.median(r[0] for r in results),
+        int(statistics.median(r[1] for r in results)),
+    )
+
+
+def large_case(work: Path, host: str, number: int, mib: int, layers: int, runs: int) -> list[str]:
+    """One large image against skopeo, the curl floor and ctr: the printed lines."""
+    repository = f"bench/large{number}"
+    large, digests = anyio.run(seed_large, host, mib, layers, repository)
+    ksim = median_of(
+        runs,
+        lambda i: [
+            *KSIM, "pull", large, "--root", str(work / f"ksim-{number}-{i}"), "--output", "json",
+        ],
+    )  # fmt: skip
+    skopeo = median_of(
+        runs,
+        lambda i: [
+            "skopeo", "copy", "--src-tls-verify=false", f"docker://{large}",
+            f"dir:{work / f'skopeo-{number}-{i}'}",
+        ],
+    )  # fmt: skip
+    floor = median_of(
+        runs, lambda i: curl_floor(host, repository, digests, work / f"curl-{number}-{i}")
+    )
+    name = f"large {mib} MiB/{layers} layers"
+    lines = [
+        ratio_line(name, ksim, skopeo, "skopeo copy"),
+        ratio_line(name, ksim, floor, "curl floor "),
+    ]
+    if shutil.which("ctr") is not None:
+        ctr = median_of(runs, lambda i: ["ctr", "content", "fetch", "--plain-http", large])
+        lines.append(ratio_line(name, ksim, ctr, "ctr fetch  "))
+    else:
+        lines.append(f"{name:<28} ctr: not installed here, no containerd comparison")
+    for i in range(runs):  # the next case's copies need the disk
+        for side in ("ksim", "skopeo", "curl"):
+            shutil.rmtree(work / f"{side}-{number}-{i}", ignore_errors=True)
+    return lines
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--large-mib", type=int, default=1024)
-    parser.add_argument("--layers", type=int, default=8)
+    parser.add_argument(
+        "--large",
+        default="256:4,1024:8",
+        help="large images as MIB:LAYERS, comma-separated (default 256:4,1024:8)",
+    )
+    parser.add_argument("--runs", type=int, default=5, help="runs per side, the median printed")
     parser.add_argument("--small", type=int, default=200)
+    parser.add_argument("--small-runs", type=int, default=3)
     parser.add_argument("--parallel", type=int, default=8)
     args = parser.parse_args()
     configure_logging("warning")
@@ -167,65 +238,34 @@ def main() -> int:
         raise SystemExit(
             "skopeo is not installed: sudo apt-get install -y skopeo (or scripts/bootstrap.sh)"
         )
+    cases = [tuple(int(n) for n in case.split(":")) for case in args.large.split(",")]
     with tempfile.TemporaryDirectory(prefix="ksim-bench-") as tmp:
         work = Path(tmp)
         registry = RegistryProcess(RegistryConfig(storage_dir=work / "registry"), work).start()
         try:
-            t = time.perf_counter()
-            large = anyio.run(seed_large, registry.host, args.large_mib, args.layers)
+            lines = [
+                f"median of {args.runs} runs each, fresh root/folder per run; ratios are "
+                "kubelet-sim / peer"
+            ]
+            for number, (mib, layers) in enumerate(cases):
+                lines.extend(large_case(work, registry.host, number, mib, layers, args.runs))
             small = anyio.run(seed_small, registry.host, args.small)
-            print(
-                f"seeded {args.large_mib} MiB in {args.layers} layers and {args.small} small images "
-                f"in {time.perf_counter() - t:.1f}s on {registry.url}"
-            )
-            lines = []
-            ksim = run_measured(
-                [*KSIM, "pull", large, "--root", str(work / "ksim-large"), "--output", "json"]
-            )
-            peer = run_measured(
-                [
-                    "skopeo",
-                    "copy",
-                    "--src-tls-verify=false",
-                    f"docker://{large}",
-                    f"oci:{work / 'skopeo-large'}:v1",
-                ]
-            )
+            ksim = median_of(
+                args.small_runs,
+                lambda i: [
+                    sys.executable, "-c", PULL_MANY, str(work / f"ksim-small-{i}"),
+                    str(args.parallel), *small,
+                ],
+            )  # fmt: skip
+            peer = median_of(
+                args.small_runs,
+                lambda i: [
+                    "skopeo", "sync", "--src-tls-verify=false", "--src", "docker", "--dest",
+                    "dir", f"{registry.host}/bench/small", str(work / f"skopeo-small-{i}"),
+                ],
+            )  # fmt: skip
             lines.append(
-                ratio_line(
-                    f"large {args.large_mib} MiB/{args.layers} layers",
-                    ksim[:2],
-                    peer[:2],
-                    "skopeo copy",
-                )
-            )
-            ksim = run_measured(
-                [
-                    sys.executable,
-                    "-c",
-                    PULL_MANY,
-                    str(work / "ksim-small"),
-                    str(args.parallel),
-                    *small,
-                ]
-            )
-            peer = run_measured(
-                [
-                    "skopeo",
-                    "sync",
-                    "--src-tls-verify=false",
-                    "--src",
-                    "docker",
-                    "--dest",
-                    "dir",
-                    f"{registry.host}/bench/small",
-                    str(work / "skopeo-small"),
-                ]
-            )
-            lines.append(
-                ratio_line(
-                    f"{args.small} small images x3 layers", ksim[:2], peer[:2], "skopeo sync"
-                )
+                ratio_line(f"{args.small} small images x3 layers", ksim, peer, "skopeo sync")
             )
             print("\n".join(lines))
         finally:
