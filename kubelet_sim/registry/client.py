@@ -128,7 +128,6 @@ class ClientSettings:
 
     max_concurrent_downloads: int = 3
     max_manifest_size: int = mt.MAX_MANIFEST_SIZE
-    read_chunk_size: int = 1024 * 1024
 
 
 class RegistryClient:
@@ -147,7 +146,7 @@ class RegistryClient:
         self.settings = settings or ClientSettings()
         self.observer = observer
         """Told of every host tried, its outcome and how long it took (``explain image``)."""
-        self._layers = LayerStreamer(self.transport, self.settings.read_chunk_size)
+        self._layers = LayerStreamer(self.transport)
 
     async def aclose(self) -> None:
         await self.transport.aclose()

@@ -55,11 +55,15 @@ HostCall: TypeAlias = Callable[[Target], Awaitable[T]]
 
 
 class LayerStreamer:
-    """Streams layers through a transport into sinks, in writes of ``read_chunk_size`` bytes."""
+    """Streams layers through a transport into sinks, each chunk as the socket gave it.
 
-    def __init__(self, transport: Transport, read_chunk_size: int) -> None:
+    A chunk goes to the sink as it came, without being gathered here first: the store's writer
+    batches its writes for its worker thread (``FLUSH_BYTES``), and gathering on the event loop
+    cost two copies of every byte there (an eighth of a large pull's main-thread time).
+    """
+
+    def __init__(self, transport: Transport) -> None:
         self.transport = transport
-        self.read_chunk_size = read_chunk_size
 
     async def fetch_foreign(
         self, desc: Descriptor, sink: BlobSink, progress: ProgressFn | None
@@ -99,12 +103,10 @@ class LayerStreamer:
         give_up = MAX_NO_PROGRESS_RETRIES if target.last else 1
         while sink.written < desc.size:
             offset = sink.written
-            pending = bytearray()
             try:
-                await self._fetch_from(target, path, scope, desc, sink, pending, progress)
+                # What arrives before a failure is in the sink: a valid prefix to resume from.
+                await self._fetch_from(target, path, scope, desc, sink, progress)
             except RegistryTransportError as exc:
-                # What arrived before the failure is a valid prefix: keep it for the resume.
-                await self._flush(pending, sink, desc, progress)
                 failures = 0 if sink.written > offset else failures + 1
                 if failures >= give_up:
                     where = path if "://" in path else self.transport.base_url(target.host) + path
@@ -135,13 +137,11 @@ class LayerStreamer:
         scope: str,
         desc: Descriptor,
         sink: BlobSink,
-        pending: bytearray,
         progress: ProgressFn | None,
     ) -> None:
         """One GET of the blob from ``sink.written`` on: a closed ``Range`` request when resuming.
 
         The deadline covers the answer's headers only; the body is bounded by the stall timeout.
-        Bytes received but not yet handed to the sink are in ``pending`` when this raises.
         """
         offset = sink.written
         headers = {"Accept-Encoding": "identity", "Accept": f"{desc.media_type}, */*"}
@@ -161,17 +161,16 @@ class LayerStreamer:
             authorize=target.authorize,
         ) as response:
             await self._check_blob_response(response, desc, sink, offset)
-            await self._copy_body(response, desc, sink, pending, progress)
+            await self._copy_body(response, desc, sink, progress)
 
     async def _copy_body(
         self,
         response: httpx.Response,
         desc: Descriptor,
         sink: BlobSink,
-        pending: bytearray,
         progress: ProgressFn | None,
     ) -> None:
-        """Stream the body into ``sink`` in large writes, never past the descriptor's size.
+        """Stream the body into ``sink``, never past the descriptor's size.
 
         Raises:
             DigestMismatchError: the body holds more bytes than the descriptor's size.
@@ -180,41 +179,21 @@ class LayerStreamer:
         encoded = response.headers.get("content-encoding", "identity") != "identity"
         # aiter_bytes: decoded, or the body httpx already holds (a transport that read it).
         whole = encoded or response.is_stream_consumed
-        # Bytes held in ``pending`` count as received: a bar moves with the socket, not with
-        # the large writes (a slow layer would otherwise sit still for a whole write's worth).
         next_report = anyio.current_time() + PROGRESS_INTERVAL
         with translate_errors(f"GET {redact_url(response.url)}"):
             async for chunk in response.aiter_bytes() if whole else response.aiter_raw():
-                if len(chunk) > desc.size - sink.written - len(pending):
+                if len(chunk) > desc.size - sink.written:
                     raise DigestMismatchError(
                         f"size {desc.size}",
                         "more bytes than the descriptor's size",
                         what=f"blob {desc.digest}",
                     )
-                if not pending and len(chunk) >= self.read_chunk_size:
-                    # A large chunk goes to the sink as it came: no copy through ``pending``.
-                    await sink.write(chunk)
-                    if progress is not None:
-                        progress(desc, sink.written)
-                    continue
-                pending += chunk
-                if len(pending) >= self.read_chunk_size:
-                    await self._flush(pending, sink, desc, progress)
-                elif progress is not None and (now := anyio.current_time()) >= next_report:
+                await sink.write(chunk)
+                if progress is not None and (now := anyio.current_time()) >= next_report:
                     next_report = now + PROGRESS_INTERVAL
-                    progress(desc, sink.written + len(pending))
-        await self._flush(pending, sink, desc, progress)
-
-    @staticmethod
-    async def _flush(
-        pending: bytearray, sink: BlobSink, desc: Descriptor, progress: ProgressFn | None
-    ) -> None:
-        """Hand the bytes received so far to the sink in one large write (few thread hops)."""
-        if pending:
-            await sink.write(bytes(pending))
-            pending.clear()
-            if progress is not None:
-                progress(desc, sink.written)
+                    progress(desc, sink.written)
+        if progress is not None:
+            progress(desc, sink.written)
 
     @staticmethod
     async def _check_blob_response(

@@ -369,19 +369,20 @@ class BlobWriter:
         record = self.record_path
 
         def work() -> None:
-            data = b"".join(chunks)  # joined here, off the event loop
             if self._file is None:
                 if record is not None:
                     ingest.discard(self.temp_path, record)  # not resumed: start afresh
                 self._file = self._opener(self.temp_path)
             file = self._file
-            if data:
-                hasher.update(data)
-                view = memoryview(data)
+            data = 0
+            for chunk in chunks:  # each as it came: joining would copy every byte once more
+                hasher.update(chunk)  # hashlib and file writes let go of the GIL
+                view = memoryview(chunk)
                 while view:
                     n = file.write(view)
                     view = view[n:]
-                self._on_disk += len(data)
+                data += len(chunk)
+            self._on_disk += data
             if final:
                 file.flush()
                 os.fsync(file.fileno())
