@@ -196,6 +196,19 @@ def render_markdown(report: dict[str, Any]) -> str:
     )  # fmt: skip
     for warning in h["warnings"]:
         lines += [f"**Warning:** {warning}.", ""]
+    thresholds = s.get("thresholds", [])
+    if thresholds:
+        failed = sum(1 for t in thresholds if not t["passed"])
+        lines += ["## Thresholds", ""]
+        lines += _table(
+            ("threshold", "value", "result"),
+            [
+                (f"`{t['threshold']}`", "no value" if t["value"] is None else f"{t['value']:g}",
+                 "pass" if t["passed"] else f"**FAIL**{' (' + t['note'] + ')' if t.get('note') else ''}")
+                for t in thresholds
+            ],
+        )  # fmt: skip
+        lines += [f"{failed} of {len(thresholds)} failed." if failed else "All passed.", ""]
     if s["waiting_reasons"]:
         lines += ["Containers still waiting at the end, by reason: " + ", ".join(
             f"{k} ({v})" for k, v in s["waiting_reasons"].items()) + ".", ""]  # fmt: skip

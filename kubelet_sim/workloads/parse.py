@@ -51,9 +51,10 @@ from kubelet_sim.workloads.spec import (
     SizeKind,
     Workload,
 )
+from kubelet_sim.workloads.thresholds import parse_threshold
 
 _TOP = ("apiVersion", "kind", "name", "description", "seed", "bases", "images", "nodes", "pods",
-        "secrets", "faults", "run", "admission", "virtual")  # fmt: skip
+        "secrets", "faults", "run", "admission", "virtual", "thresholds")  # fmt: skip
 _PROBE_HOST = "registry.invalid:5000"  # only to check repository names against the grammar
 
 
@@ -121,6 +122,16 @@ def parse_workload(
             plugins = parse_admission_plugins(names, field="admission.enablePlugins")
         except ConfigError as exc:
             a.fail("enablePlugins", exc.message)
+    thresholds = []
+    for path, item in top.items("thresholds"):
+        try:
+            thresholds.append(
+                parse_threshold(
+                    item, groups=[g.name for g in nodes], templates=[t.name for t in pods]
+                )
+            )
+        except ValueError as exc:
+            doc.fail(path, str(exc))
     return Workload(
         name=name,
         seed=seed,
@@ -135,6 +146,7 @@ def parse_workload(
         run=run,
         admission_plugins=plugins,
         virtual=virtual,
+        thresholds=tuple(thresholds),
         digest=hashlib.sha256(text.encode()).hexdigest(),
     )
 

@@ -33,6 +33,7 @@ from kubelet_sim.workloads import health
 from kubelet_sim.workloads.observe import SLOT
 from kubelet_sim.workloads.runner import BenchResult, SimNode
 from kubelet_sim.workloads.schedule import template_images
+from kubelet_sim.workloads.thresholds import evaluate, parse_threshold
 
 SCHEMA = "kubelet-sim/bench-report/v2"
 SHARD_SCHEMA = "kubelet-sim/bench-shard/v1"
@@ -187,6 +188,7 @@ def shard_record(result: BenchResult) -> dict[str, Any]:
             "file": w.source,
             "sha256": w.digest,
             "seed": w.seed,
+            "thresholds": [t.text for t in w.thresholds],
         },
         "run": {
             "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(result.started_at)),
@@ -452,6 +454,7 @@ def merge_records(records: Sequence[dict[str, Any]], *, source: str = "<shards>"
         "pulls": pulls,
         "bytes_timeline": _merge_timeline(s for r in records for s in r["bytes_timeline"]),
     }
+    summary["thresholds"] = _thresholds(report, source)
     raws = [r["registry_raw"] for r in records if "registry_raw" in r]
     if raws:
         from kubelet_sim.workloads.virtual import merge_views, registry_view
@@ -460,6 +463,20 @@ def merge_records(records: Sequence[dict[str, Any]], *, source: str = "<shards>"
             merge_views(raws), first["faults"]["plan"], run["stopped_at"], shards=len(records)
         )
     return report
+
+
+def _thresholds(report: dict[str, Any], source: str) -> list[dict[str, Any]]:
+    """The workload's thresholds checked against the merged report (re-read from the records,
+    so ``bench merge`` checks them too)."""
+    texts = report["workload"].get("thresholds", [])
+    groups, templates = list(report["groups"]), list(report["templates"])
+    parsed = []
+    for i, text in enumerate(texts):
+        try:
+            parsed.append(parse_threshold(text, groups=groups, templates=templates))
+        except ValueError as exc:
+            raise ConfigError(source, f"workload.thresholds[{i}]", str(exc)) from None
+    return evaluate(parsed, report)
 
 
 def _virtual_health(figures: dict[str, Any], simulated: float, wall: float) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from kubelet_sim.k8s.objects import Container, Pod
 from kubelet_sim.registry.transport import TransportSettings
 from kubelet_sim.sim.faults import FaultPlan
 from kubelet_sim.sim.model import RegistryModel
+from kubelet_sim.workloads.thresholds import Threshold
 
 API_VERSION = "kubelet-sim.dev/v1alpha1"
 KIND = "Workload"
@@ -260,6 +261,8 @@ class Workload:
     """``admission.enablePlugins`` (AlwaysPullImages), as ``run --enable-admission-plugins``."""
     virtual: RegistryModel = field(default_factory=RegistryModel)
     """How the modelled registry of ``bench --virtual`` behaves (ignored by real runs)."""
+    thresholds: tuple[Threshold, ...] = ()
+    """Pass/fail criteria on the report (:mod:`kubelet_sim.workloads.thresholds`)."""
     digest: str = ""
 
     @property

@@ -231,7 +231,30 @@ def _emit(args: argparse.Namespace, console: Console, report: dict[str, Any], ou
         print(json.dumps(report["summary"], indent=2))
     else:
         _print_summary(console, report, out)
+    from kubelet_sim.workloads.thresholds import THRESHOLDS_FAILED
+
+    results = report["summary"].get("thresholds", [])
+    if results and args.output != "json":
+        _print_thresholds(console, results)
+    if any(not r["passed"] for r in results):
+        return THRESHOLDS_FAILED
     return 0
+
+
+def _print_thresholds(console: Console, results: list[dict[str, Any]]) -> None:
+    """Each threshold with its value: what a CI log shows when the job fails."""
+    from kubelet_sim.workloads.thresholds import THRESHOLDS_FAILED
+
+    failed = sum(1 for r in results if not r["passed"])
+    for r in results:
+        value = "no value" if r["value"] is None else f"{r['value']:g}"
+        mark = "[green]pass[/green]" if r["passed"] else "[red]FAIL[/red]"
+        note = f" ({r['note']})" if r.get("note") else ""
+        console.print(f"threshold {mark}: {r['threshold']}  (is {value}){note}", highlight=False)
+    if failed:
+        console.print(
+            f"[red]{failed} of {len(results)} thresholds failed: exit status {THRESHOLDS_FAILED}"
+        )
 
 
 def _check_start_at(value: float) -> None:
