@@ -157,6 +157,8 @@ def render_markdown(report: dict[str, Any]) -> str:
     via = " through the fault proxy" if run["via_fault_proxy"] else ""
     end = (f"stopped at the {run['timeout']:g} s timeout with {s['pods_not_ready']} pods not ready"
            if run["timed_out"] else "stopped when every pod was settled")  # fmt: skip
+    if run.get("interrupted"):
+        end = f"**interrupted** with {s['pods_not_ready']} pods not ready (a partial report)"
     lines += [
         f"Ran {run['started_at']} on {run['machine']} (Python {run['python']}, kubelet-sim "
         f"{run['kubelet_sim']}): {s['nodes']} simulated nodes pulled from the registry at "

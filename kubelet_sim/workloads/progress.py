@@ -1,4 +1,5 @@
-"""The live progress display of ``kubelet-sim bench`` on a terminal (rich), fed with snapshots."""
+"""``kubelet-sim bench``'s progress, fed with snapshots: a live panel on a terminal (rich), or
+a line every few seconds in a CI log or a file."""
 
 from __future__ import annotations
 
@@ -56,3 +57,27 @@ def render_snapshot(snap: Snapshot, name: str) -> Group:
         f"  received {human_bytes(snap.bytes)}",
     )
     return Group(line, table)
+
+
+class LineProgress:
+    """One plain line per ``every`` seconds of the run (and the last one): what a CI log shows."""
+
+    def __init__(self, console: Console, workload: Workload, every: float = 5.0) -> None:
+        self.console = console
+        self.workload = workload
+        self.every = every
+        self._next = 0.0
+
+    def __call__(self, snap: Snapshot) -> None:
+        if snap.elapsed < self._next:
+            return
+        self._next = snap.elapsed + self.every
+        self.console.print(line_of(snap, self.workload.name), highlight=False, markup=False)
+
+
+def line_of(snap: Snapshot, name: str) -> str:
+    return (
+        f"{name} {snap.elapsed:6.1f}s: submitted {snap.submitted}/{snap.pods_total}, ready "
+        f"{snap.ready}, pulls in flight {snap.pulls_in_flight}, done {snap.pulls_done}, failed "
+        f"{snap.pull_errors}, backoffs {snap.backoffs}, received {human_bytes(snap.bytes)}"
+    )

@@ -199,6 +199,7 @@ def shard_record(result: BenchResult) -> dict[str, Any]:
             "via_fault_proxy": result.proxy is not None,
             "stopped_at": round(result.stopped_at, 3),
             "timed_out": result.timed_out,
+            "interrupted": result.interrupted,
             "timeout": w.run.timeout,
             "store": result.store_kind,
             "kubelet_sim": __version__,
@@ -436,6 +437,9 @@ def merge_records(records: Sequence[dict[str, Any]], *, source: str = "<shards>"
     run = dict(first["run"])
     run["stopped_at"] = round(max(r["run"]["stopped_at"] for r in records), 3)
     run["timed_out"] = any(r["run"]["timed_out"] for r in records)
+    run["interrupted"] = any(r["run"].get("interrupted", False) for r in records)
+    # Not every pod settled: what the report says is what was measured until it stopped.
+    run["partial"] = run["timed_out"] or run["interrupted"]
     run["shards"] = len(records)
     run["hosts"] = sorted({r["run"]["host"] for r in records})
     for key in ("start_epoch", "host"):

@@ -138,6 +138,8 @@ class BenchResult:
     loop_lag: list[float] = field(default_factory=list)
     model: ModelTransport | None = None
     """The modelled registry of a virtual run (None: a real registry)."""
+    interrupted: bool = False
+    """Stopped early on request (Ctrl-C): the report is partial."""
 
 
 def _secrets(workload: Workload, host: str) -> dict[tuple[str, str], Secret]:
@@ -349,6 +351,7 @@ async def run_workload(
     store: str = "memory",
     model: ModelTransport | None = None,
     clock: Callable[[], float] = anyio.current_time,
+    stop: anyio.Event | None = None,
 ) -> BenchResult:
     """Run ``workload`` (or shard ``shard[0]`` of ``shard[1]``) against ``registry`` (``HOST:PORT``).
 
@@ -361,7 +364,8 @@ async def run_workload(
     run: every node sends through this modelled registry (``registry`` is then its name, and the
     caller runs this on a virtual clock, :mod:`kubelet_sim.workloads.virtual`). ``clock``: the
     nodes' monotonic clock (the event loop's time; a virtual run passes its loop's own
-    ``current_time``, cheaper than anyio's dispatch to it).
+    ``current_time``, cheaper than anyio's dispatch to it). ``stop``: once set, the run ends
+    at its next tick as at a timeout, and its result says it was interrupted.
 
     Raises:
         KubeletSimError: a store cannot be opened, or a pre-pull failed.
@@ -370,7 +374,7 @@ async def run_workload(
     try:
         return await _run(
             workload, registry, store_root, on_tick, tick, seed, shard, start_at, store, model,
-            clock,
+            clock, stop,
         )  # fmt: skip
     except* KubeletSimError as group:
         failure = first_error(group)  # raised below: see registry.client.for_each_layer
@@ -390,6 +394,7 @@ async def _run(
     store: str,
     model: ModelTransport | None = None,
     clock: Callable[[], float] = anyio.current_time,
+    stop: anyio.Event | None = None,
 ) -> BenchResult:
     index, count = shard
     plan = plan_pods(workload)
@@ -487,7 +492,7 @@ async def _run(
                 settled += 1
             return True
 
-        timed_out = False
+        timed_out = interrupted = False
         async with anyio.create_task_group() as run_tg:
             run_tg.start_soon(arrivals)
             if model is None:  # on a virtual clock a sleep is never late: nothing to measure
@@ -501,6 +506,9 @@ async def _run(
                     break
                 if now >= deadline:
                     timed_out = True
+                    break
+                if stop is not None and stop.is_set():
+                    interrupted = True  # what was measured so far becomes a partial report
                     break
                 await anyio.sleep(min(tick, deadline - now))  # never past the deadline
             run_tg.cancel_scope.cancel()
@@ -536,6 +544,7 @@ async def _run(
             store_kind=store,
             loop_lag=monitor.samples,
             model=model,
+            interrupted=interrupted,
         )
 
 

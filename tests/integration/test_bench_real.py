@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -258,3 +262,50 @@ def test_seed_and_bench_commands_and_compare(
     assert b["maxParallelImagePulls"] == 4
     assert main(["bench", "--compare", str(outs[0]), str(outs[1])]) == 0
     assert "time to ready p50" in capsys.readouterr().out
+
+
+def test_ctrl_c_writes_a_partial_report_marked_as_such(
+    registry: RegistryProcess, tmp_path: Path
+) -> None:
+    # The missing tag keeps two pods in backoff: without Ctrl-C the run would wait 60 s.
+    path = tmp_path / "interrupted.yaml"
+    path.write_text(
+        WORKLOAD.format(name="interrupted", prefix="bench-int", timeout="60s", extra="")
+    )
+    out = tmp_path / "out"
+    argv = [sys.executable, "-m", "kubelet_sim", "bench", str(path), "--registry", registry.host,
+            "--out", str(out), "--quiet", "--no-plots"]  # fmt: skip
+    with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
+        try:
+            deadline = time.monotonic() + 60
+            while "run started" not in (proc.stdout.readline() if proc.stdout else ""):
+                assert time.monotonic() < deadline, "bench never started"
+            time.sleep(3)  # pulling, the missing tag backing off
+            proc.send_signal(signal.SIGINT)
+            stdout, stderr = proc.communicate(timeout=60)
+        finally:
+            proc.kill()
+    assert proc.returncode == 130, stderr
+    assert "partial report (interrupted)" in stdout
+    report = json.loads((out / "report.json").read_text())
+    assert report["run"]["interrupted"] is True
+    assert report["run"]["partial"] is True
+    assert report["run"]["timed_out"] is False
+    assert report["run"]["stopped_at"] < 40
+    assert report["summary"]["waiting_reasons"]  # the missing tag's pods, still not ready
+    assert "**interrupted**" in (out / "report.md").read_text()
+
+
+def test_output_json_is_the_only_thing_on_stdout(
+    registry: RegistryProcess, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    text = WORKLOAD.format(name="json-out", prefix="bench-json", timeout="5s", extra="")
+    path = tmp_path / "w.yaml"
+    path.write_text(text.split("  - name: missing")[0])
+    argv = ["bench", str(path), "--registry", registry.host, "--out", str(tmp_path / "out"),
+            "--no-plots", "--output", "json"]  # fmt: skip
+    assert main(argv) == 0
+    captured = capfd.readouterr()
+    summary = json.loads(captured.out)  # seeding and progress went to stderr
+    assert summary["pods_ready"] == 10
+    assert "seeded" in captured.err or captured.err

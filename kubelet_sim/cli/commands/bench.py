@@ -30,6 +30,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import signal
 import sys
 import tempfile
 from dataclasses import replace
@@ -121,7 +123,7 @@ def _bench(args: argparse.Namespace) -> int:
     if args.shard is not None:
         return _one_shard(args, path, workload, store)
     _check_shards(args)
-    console = _console()
+    console = _console(stderr=args.output == "json")  # with --output json, stdout is the JSON
     out = _out_dir(args, workload.name)
     if args.shards > 1 or args.executor == "ray":
         with registry_for(args, console) as host:
@@ -136,7 +138,8 @@ def _bench(args: argparse.Namespace) -> int:
             stores = (
                 Path(tempfile.mkdtemp(prefix="stores-", dir=out)) if args.keep_stores else Path(tmp)
             )
-            live = sys.stdout.isatty() and not args.quiet
+            # A panel on a terminal, lines in a log, nothing with --quiet.
+            live = None if args.quiet else sys.stdout.isatty()
             result = anyio.run(_run, workload, host, stores, console, live, store, args.no_seed)
             report = _write(result, out, plots=not args.no_plots)
     return _emit(args, console, report, out)
@@ -236,6 +239,9 @@ def _emit(args: argparse.Namespace, console: Console, report: dict[str, Any], ou
     results = report["summary"].get("thresholds", [])
     if results and args.output != "json":
         _print_thresholds(console, results)
+    if report["run"].get("interrupted"):
+        console.print(f"[yellow]partial report (interrupted) in {out}")
+        return 130  # as a shell reports a Ctrl-C'd command, after the report is written
     if any(not r["passed"] for r in results):
         return THRESHOLDS_FAILED
     return 0
@@ -332,7 +338,7 @@ def _merge(args: argparse.Namespace, paths: list[Path]) -> int:
         raise ConfigError(
             str(paths[0]), None, f"the shard records cannot be merged ({type(exc).__name__})"
         ) from None
-    console = _console()
+    console = _console(stderr=args.output == "json")  # with --output json, stdout is the JSON
     out = _out_dir(args, report["workload"]["name"])
     report = _save(report, out, plots=not args.no_plots)
     return _emit(args, console, report, out)
@@ -355,18 +361,50 @@ async def _run(
     host: str,
     stores: Path,
     console: Console,
-    live: bool,
+    live: bool | None,
     store: str,
     no_seed: bool,
 ) -> BenchResult:
     from kubelet_sim.workloads import run_workload
-    from kubelet_sim.workloads.progress import LiveProgress
+    from kubelet_sim.workloads.progress import LineProgress, LiveProgress
 
     seed = None if no_seed else await _seed(workload, host, console)
-    if not live:
-        return await run_workload(workload, host, stores, seed=seed, store=store)
-    with LiveProgress(console, workload) as progress:
-        return await run_workload(workload, host, stores, seed=seed, on_tick=progress, store=store)
+    stop = anyio.Event()
+    pods = sum(t.count for t in workload.pods)
+    console.print(
+        f"run started: {workload.node_count} nodes, {pods} pods against {host}", highlight=False
+    )
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(_stop_on_interrupt, stop, console)
+        if live is None:
+            result = await run_workload(workload, host, stores, seed=seed, store=store, stop=stop)
+        elif live:
+            with LiveProgress(console, workload) as progress:
+                result = await run_workload(
+                    workload, host, stores, seed=seed, on_tick=progress, store=store, stop=stop
+                )
+        else:
+            result = await run_workload(
+                workload, host, stores, seed=seed, on_tick=LineProgress(console, workload),
+                store=store, stop=stop,
+            )  # fmt: skip
+        tg.cancel_scope.cancel()
+    return result
+
+
+async def _stop_on_interrupt(stop: anyio.Event, console: Console) -> None:
+    """The first Ctrl-C (or SIGTERM) ends the run with a partial report of what it measured;
+    a second one quits at once (the default action of the signal: no report)."""
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for signum in signals:
+            if stop.is_set():
+                signal.signal(signum, signal.SIG_DFL)
+                os.kill(os.getpid(), signum)
+            stop.set()
+            console.print(
+                "[yellow]interrupted: stopping and writing a partial report "
+                "(press Ctrl-C again to quit without one)"
+            )
 
 
 def _write_records(
