@@ -110,7 +110,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the process exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(_chosen(argv))
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        # Named by the command's own usage (``bench: error: ...``), not the top level's.
+        sub = next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
+        chosen = sub.choices.get(args.command) if sub is not None and args.command else None
+        (chosen or parser).error(f"unrecognized arguments: {' '.join(extra)}")
     if not getattr(args, "func", None):
         parser.print_help(sys.stderr)
         return 2

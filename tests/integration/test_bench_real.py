@@ -16,6 +16,7 @@ import pytest
 
 from kubelet_sim.cli.main import configure_logging, main
 from kubelet_sim.sim.registry import RegistryProcess
+from kubelet_sim.testing.hostile import refusing_port
 from kubelet_sim.workloads import (
     BenchResult,
     ImageBuilder,
@@ -309,3 +310,43 @@ def test_output_json_is_the_only_thing_on_stdout(
     summary = json.loads(captured.out)  # seeding and progress went to stderr
     assert summary["pods_ready"] == 10
     assert "seeded" in captured.err or captured.err
+
+
+def test_no_seed_checks_every_image_is_there_before_the_run(
+    registry: RegistryProcess, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text = WORKLOAD.format(name="no-seed", prefix="bench-noseed", timeout="5s", extra="")
+    path = tmp_path / "w.yaml"
+    path.write_text(text.split("  - name: missing")[0])
+    out = tmp_path / "out"
+    argv = ["bench", str(path), "--registry", registry.host, "--out", str(out), "--quiet",
+            "--no-plots", "--no-seed"]  # fmt: skip
+    assert main(argv) == 1  # nothing was pushed: every image is named as missing
+    err = capsys.readouterr().err
+    assert f"--no-seed: registry {registry.host} lacks 5 of the workload's 5 images:" in err
+    assert "bench-noseed/job-0:1, bench-noseed/job-1:1" in err
+    assert "kubelet-sim seed WORKLOAD" in err
+    assert not (out / "report.json").exists()  # refused before any node started
+    assert main(["seed", str(path), "--registry", registry.host]) == 0
+    capsys.readouterr()
+    assert main(argv) == 0
+    assert (
+        f"--no-seed: {registry.host} has all 5 of the workload's images" in capsys.readouterr().out
+    )
+    assert json.loads((out / "report.json").read_text())["summary"]["pods_ready"] == 10
+
+
+def test_an_unreachable_registry_is_named_before_the_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "w.yaml"
+    path.write_text(WORKLOAD.format(name="nowhere", prefix="x", timeout="5s", extra=""))
+    with refusing_port() as dead:
+        for flags in ([], ["--no-seed"]):
+            argv = ["bench", str(path), "--registry", f"127.0.0.1:{dead}", "--quiet",
+                    "--out", str(tmp_path / "out"), *flags]  # fmt: skip
+            assert main(argv) == 1
+            err = capsys.readouterr().err
+            assert f"registry 127.0.0.1:{dead} is not reachable: " in err
+            assert "connect: connection refused" in err
+            assert "Traceback" not in err

@@ -127,7 +127,7 @@ def _bench(args: argparse.Namespace) -> int:
     out = _out_dir(args, workload.name)
     if args.shards > 1 or args.executor == "ray":
         with registry_for(args, console) as host:
-            seed = None if args.no_seed else anyio.run(_seed, workload, host, console)
+            seed = anyio.run(_prepare, workload, host, console, args.no_seed)
             records = _sharded(args, path, workload, host, out, store)
         report = _write_records(records, out, plots=not args.no_plots, seed=seed)
     else:
@@ -282,8 +282,7 @@ def _one_shard(args: argparse.Namespace, path: Path, workload: Workload, store: 
         raise ConfigError(None, "--out", "--shard writes its records to --out DIR; give one")
     console = Console(stderr=True, quiet=args.quiet)
     with registry_for(args, console) as host:
-        if not args.no_seed:
-            anyio.run(_seed, workload, host, console)
+        anyio.run(_prepare, workload, host, console, args.no_seed)
         record = run_shard_of(workload, host, (index, count), start_at=args.start_at, store=store)
     return _write_shard(args, record, (index, count), console)
 
@@ -345,15 +344,32 @@ def _merge(args: argparse.Namespace, paths: list[Path]) -> int:
 
 
 async def _seed(workload: Workload, host: str, console: Console) -> Any:
+    from kubelet_sim.errors import RegistryTransportError
     from kubelet_sim.workloads import seed_workload
+    from kubelet_sim.workloads.target import unreachable
 
-    seed = await seed_workload(workload, host)
+    try:
+        seed = await seed_workload(workload, host)
+    except RegistryTransportError as exc:
+        raise unreachable(host, exc) from None
     console.print(
         f"seeded {seed.images} images ({seed.blobs_uploaded} blobs uploaded, "
         f"{seed.blobs_skipped} already present) in {seed.seconds:.1f}s; running "
         f"{workload.node_count} nodes, {sum(t.count for t in workload.pods)} pods"
     )
     return seed
+
+
+async def _prepare(workload: Workload, host: str, console: Console, no_seed: bool) -> Any:
+    """Seed the images, or with ``--no-seed`` check that every one is there (before any node
+    starts: a missing image is named now, not found as ErrImagePull in the report)."""
+    if not no_seed:
+        return await _seed(workload, host, console)
+    from kubelet_sim.workloads.target import check_images
+
+    checked = await check_images(workload, host)
+    console.print(f"--no-seed: {host} has all {checked} of the workload's images", highlight=False)
+    return None
 
 
 async def _run(
@@ -368,7 +384,7 @@ async def _run(
     from kubelet_sim.workloads import run_workload
     from kubelet_sim.workloads.progress import LineProgress, LiveProgress
 
-    seed = None if no_seed else await _seed(workload, host, console)
+    seed = await _prepare(workload, host, console, no_seed)
     stop = anyio.Event()
     pods = sum(t.count for t in workload.pods)
     console.print(
