@@ -352,6 +352,7 @@ async def run_workload(
     model: ModelTransport | None = None,
     clock: Callable[[], float] = anyio.current_time,
     stop: anyio.Event | None = None,
+    on_nodes: Callable[[list[SimNode]], None] | None = None,
 ) -> BenchResult:
     """Run ``workload`` (or shard ``shard[0]`` of ``shard[1]``) against ``registry`` (``HOST:PORT``).
 
@@ -365,7 +366,8 @@ async def run_workload(
     caller runs this on a virtual clock, :mod:`kubelet_sim.workloads.virtual`). ``clock``: the
     nodes' monotonic clock (the event loop's time; a virtual run passes its loop's own
     ``current_time``, cheaper than anyio's dispatch to it). ``stop``: once set, the run ends
-    at its next tick as at a timeout, and its result says it was interrupted.
+    at its next tick as at a timeout, and its result says it was interrupted. ``on_nodes`` is
+    called with the nodes once they are built (``bench --listen`` serves their metrics).
 
     Raises:
         KubeletSimError: a store cannot be opened, or a pre-pull failed.
@@ -374,7 +376,7 @@ async def run_workload(
     try:
         return await _run(
             workload, registry, store_root, on_tick, tick, seed, shard, start_at, store, model,
-            clock, stop,
+            clock, stop, on_nodes,
         )  # fmt: skip
     except* KubeletSimError as group:
         failure = first_error(group)  # raised below: see registry.client.for_each_layer
@@ -395,6 +397,7 @@ async def _run(
     model: ModelTransport | None = None,
     clock: Callable[[], float] = anyio.current_time,
     stop: anyio.Event | None = None,
+    on_nodes: Callable[[list[SimNode]], None] | None = None,
 ) -> BenchResult:
     index, count = shard
     plan = plan_pods(workload)
@@ -434,6 +437,8 @@ async def _run(
         plan = [pod for pod in plan if pod.node in by_name]
         for pod in plan:
             by_name[pod.node].pods += 1
+        if on_nodes is not None:
+            on_nodes(nodes)
         await _prepull(nodes, workload, target)
         # Side by side in one task group (Node.serve), never nested: see there why.
         serving = await stack.enter_async_context(anyio.create_task_group())

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -12,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import httpx
 import pytest
 
 from kubelet_sim.cli.main import configure_logging, main
@@ -350,3 +353,50 @@ def test_an_unreachable_registry_is_named_before_the_run(
             assert f"registry 127.0.0.1:{dead} is not reachable: " in err
             assert "connect: connection refused" in err
             assert "Traceback" not in err
+
+
+def test_listen_serves_the_fleets_metrics_during_the_run(
+    registry: RegistryProcess, tmp_path: Path
+) -> None:
+    path = tmp_path / "live.yaml"
+    path.write_text(WORKLOAD.format(name="live", prefix="bench-live", timeout="60s", extra=""))
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    argv = [sys.executable, "-m", "kubelet_sim", "bench", str(path), "--registry", registry.host,
+            "--out", str(tmp_path / "out"), "--quiet", "--no-plots",
+            "--listen", f"127.0.0.1:{port}"]  # fmt: skip
+    url = f"http://127.0.0.1:{port}/metrics"
+    with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
+        try:
+            deadline = time.monotonic() + 60
+            text = ""
+            while 'kubelet_sim_bench_pods{state="ready"} 10.0' not in text:  # all but 2 ready
+                assert time.monotonic() < deadline, text[-2000:]
+                time.sleep(0.2)  # a run behind its exposition: polled, as Prometheus does
+                try:
+                    text = httpx.get(url, timeout=5).text
+                except httpx.TransportError:
+                    continue
+            proc.send_signal(signal.SIGINT)
+            proc.communicate(timeout=60)
+        finally:
+            proc.kill()
+    samples = {
+        line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line and not line.startswith("#")
+    }
+    assert samples["kubelet_sim_bench_nodes"] == 2
+    assert samples['kubelet_sim_bench_pods{state="planned"}'] == 12
+    # The kubelet's own series, summed over both nodes: 10 pods pulled their images.
+    pulls = [
+        v for k, v in samples.items() if k.startswith("kubelet_image_pull_duration_seconds_count")
+    ]
+    assert sum(pulls) >= 10
+    assert any(k.startswith("kubelet_sim_registry_requests_total") for k in samples)
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool missing: apt-get install -y prometheus (scripts/bootstrap.sh does)"
+    check = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True,
+                           text=True, check=False)  # fmt: skip
+    assert check.returncode == 0, check.stdout + check.stderr

@@ -34,6 +34,8 @@ import os
 import signal
 import sys
 import tempfile
+from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -89,6 +91,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--compare", nargs=2, type=Path, metavar=("A.json", "B.json"), help="compare two reports"
     )
     parser.add_argument("--output", choices=["text", "json", "markdown"], default="text")
+    parser.add_argument(
+        "--listen",
+        metavar="HOST:PORT",
+        help="serve the fleet's Prometheus metrics (every node's series summed, and the run's "
+        "own) at http://HOST:PORT/metrics while the run goes on",
+    )
     parser.set_defaults(func=_bench)
 
 
@@ -126,6 +134,8 @@ def _bench(args: argparse.Namespace) -> int:
     console = _console(stderr=args.output == "json")  # with --output json, stdout is the JSON
     out = _out_dir(args, workload.name)
     if args.shards > 1 or args.executor == "ray":
+        if args.listen is not None:
+            raise ConfigError(None, "--listen", "not with --shards or Ray (one process's nodes)")
         with registry_for(args, console) as host:
             seed = anyio.run(_prepare, workload, host, console, args.no_seed)
             records = _sharded(args, path, workload, host, out, store)
@@ -140,7 +150,9 @@ def _bench(args: argparse.Namespace) -> int:
             )
             # A panel on a terminal, lines in a log, nothing with --quiet.
             live = None if args.quiet else sys.stdout.isatty()
-            result = anyio.run(_run, workload, host, stores, console, live, store, args.no_seed)
+            result = anyio.run(
+                _run, workload, host, stores, console, live, store, args.no_seed, args.listen
+            )
             report = _write(result, out, plots=not args.no_plots)
     return _emit(args, console, report, out)
 
@@ -172,6 +184,7 @@ def _virtual(args: argparse.Namespace, path: Path, workload: Workload) -> int:
         ("--start-at", args.start_at is not None),
         ("--store", args.store != "memory" or args.keep_stores),
         ("--no-seed", args.no_seed),
+        ("--listen", args.listen is not None),
     ]
     for flag, given in conflicts:
         if given:
@@ -380,9 +393,11 @@ async def _run(
     live: bool | None,
     store: str,
     no_seed: bool,
+    listen: str | None = None,
 ) -> BenchResult:
     from kubelet_sim.workloads import run_workload
     from kubelet_sim.workloads.progress import LineProgress, LiveProgress
+    from kubelet_sim.workloads.runner import Snapshot
 
     seed = await _prepare(workload, host, console, no_seed)
     stop = anyio.Event()
@@ -390,21 +405,35 @@ async def _run(
     console.print(
         f"run started: {workload.node_count} nodes, {pods} pods against {host}", highlight=False
     )
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(_stop_on_interrupt, stop, console)
-        if live is None:
-            result = await run_workload(workload, host, stores, seed=seed, store=store, stop=stop)
-        elif live:
-            with LiveProgress(console, workload) as progress:
-                result = await run_workload(
-                    workload, host, stores, seed=seed, on_tick=progress, store=store, stop=stop
-                )
-        else:
+    with ExitStack() as stack:
+        progress: Callable[[Snapshot], None] | None = None
+        if live:
+            progress = stack.enter_context(LiveProgress(console, workload))
+        elif live is not None:
+            progress = LineProgress(console, workload)
+        on_nodes = None
+        if listen is not None:
+            from kubelet_sim.workloads.live import FleetCollector, serve_fleet_metrics
+
+            fleet = FleetCollector()
+            server = stack.enter_context(serve_fleet_metrics(listen, fleet))
+            address, port = server.server_address[:2]
+            console.print(f"fleet metrics: http://{address}:{port}/metrics", highlight=False)
+            on_nodes, shown = fleet.attach, progress
+
+            def progress_and_metrics(snap: Snapshot) -> None:
+                fleet.tick(snap)
+                if shown is not None:
+                    shown(snap)
+
+            progress = progress_and_metrics
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(_stop_on_interrupt, stop, console)
             result = await run_workload(
-                workload, host, stores, seed=seed, on_tick=LineProgress(console, workload),
-                store=store, stop=stop,
+                workload, host, stores, seed=seed, on_tick=progress, store=store, stop=stop,
+                on_nodes=on_nodes,
             )  # fmt: skip
-        tg.cancel_scope.cancel()
+            tg.cancel_scope.cancel()
     return result
 
 
