@@ -16,7 +16,7 @@ import httpx
 
 from kubelet_sim.errors import ConfigError, KubeletSimError
 
-__all__ = ["DEFAULT_SERVER", "MAX_ANSWER", "daemon_client", "get_json"]
+__all__ = ["DEFAULT_SERVER", "MAX_ANSWER", "daemon_client", "get_json", "host_line", "waiting_line"]
 
 DEFAULT_SERVER = "http://127.0.0.1:10255"
 MAX_ANSWER = 16 * 1024 * 1024  # a daemon's pod and event documents stay far below this
@@ -75,3 +75,16 @@ def get_json(client: httpx.Client, path: str, **params: str) -> Any:
             f"{where}: not a kubelet-sim daemon (the answer is not a JSON object)"
         )
     return doc
+
+
+def waiting_line(waiting: dict[str, Any]) -> str:
+    """The request a pull under way waits on (``pullInProgress.waitingOn``)."""
+    return f"waiting on {waiting['host']} ({waiting['what']}) for {waiting['forSeconds']:.1f}s"
+
+
+def host_line(h: dict[str, Any]) -> str:
+    """One request of a pull (``pulls[].hosts[]``): what for, where, how long, what came back."""
+    outcome = h["error"] or "ok"
+    if h.get("status"):
+        outcome = f"HTTP {h['status']}: {outcome}"
+    return f"{h['what']} on {h['role']} {h['host']} in {h['seconds']:.1f}s: {outcome}"

@@ -10,39 +10,39 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import anyio
 import anyio.abc
-import httpx
+import explain_world
 import pytest
 from credential_world import (
     ALIAS,
-    ALICE,
-    alias_hosts_dir,
     kubectl_secret,
     pod_manifest,
-    seed_private,
     unique,
+)
+from explain_world import (
+    Doc,
+    Node,
+    daemon,
+    failed,
+    pulled,
 )
 
 import kubelet_sim.node.daemon as daemon_module
 import kubelet_sim.node.explain as explain_module
 from kubelet_sim.cli.main import main
-from kubelet_sim.config.kubelet import parse_kubelet_config
 from kubelet_sim.core.trace import HOST_TRIES
 from kubelet_sim.engine.workers import EngineSettings
 from kubelet_sim.node.builder import NodeOptions
-from kubelet_sim.node.daemon import Daemon, DaemonOptions
 from kubelet_sim.registry.client import RegistryClient
 from kubelet_sim.sim.images import build_image
 from kubelet_sim.sim.registry import HTPASSWD_USERS, RegistryProcess
 from kubelet_sim.sim.seed import push_image
-from kubelet_sim.sim.tls import TLSMaterial
 from kubelet_sim.testing.hostile import (
     HostileRequest,
     answer,
@@ -53,46 +53,9 @@ from kubelet_sim.testing.hostile import (
 
 pytestmark = [pytest.mark.anyio, pytest.mark.registry]
 
-CONFIG = "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\n"
+private = explain_world.private  # the fixture, where pytest looks for it
+
 NO_KEP2535 = "featureGates: {KubeletEnsureSecretPulledImages: false}\n"
-Doc = dict[str, Any]
-
-
-@dataclass(frozen=True, slots=True)
-class Node:
-    daemon: Daemon
-    api: httpx.AsyncClient
-    url: str
-
-    async def apply(self, *texts: str) -> None:
-        response = await self.api.post("/apply", content="---\n".join(texts).encode())
-        assert response.status_code == 200, response.text
-
-    async def explain(self, namespace: str, name: str) -> Doc:
-        response = await self.api.get(f"/pods/{namespace}/{name}/explain")
-        assert response.status_code == 200, response.text
-        doc: Doc = response.json()
-        return doc
-
-    async def wait(
-        self,
-        namespace: str,
-        name: str,
-        check: Callable[[Doc], bool],
-        timeout: float = 20,  # noqa: ASYNC109
-        index: int = 0,
-    ) -> Doc:
-        """Poll the explanation until ``check`` holds on container ``index``."""
-        doc: Doc = {}
-        try:
-            with anyio.fail_after(timeout):
-                while True:
-                    doc = await self.explain(namespace, name)
-                    if check(doc["containers"][index]):
-                        return doc["containers"][index]  # type: ignore[no-any-return]
-                    await anyio.sleep(0.05)  # a daemon's state behind its API: polled
-        except TimeoutError:
-            pytest.fail(f"{namespace}/{name} never got there: {json.dumps(doc, indent=1)}")
 
 
 @pytest.fixture
@@ -109,45 +72,8 @@ def quick(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(explain_module, "STALLED", 1.0)
 
 
-@asynccontextmanager
-async def daemon(tmp_path: Path, config: str = "", **options: Any) -> AsyncIterator[Node]:
-    node = Daemon(
-        DaemonOptions(
-            config=parse_kubelet_config(CONFIG + config),
-            root=tmp_path / "root",
-            listen_port=0,
-            node_name="node-1",
-            **options,
-        )
-    )
-    async with anyio.create_task_group() as tg:
-        port = await tg.start(node.run)
-        url = f"http://127.0.0.1:{port}"
-        async with httpx.AsyncClient(base_url=url, trust_env=False, timeout=10) as api:
-            yield Node(node, api, url)
-        tg.cancel_scope.cancel()
-
-
-def failed(c: Doc) -> bool:
-    return bool(c["pulls"]) and c["pulls"][-1]["result"] != "Pulled"
-
-
-def pulled(c: Doc) -> bool:
-    return bool(c["ok"]) and bool(c["pulls"])
-
-
 def running(c: Doc) -> bool:
     return bool(c.get("state", {}).get("phase") == "running")
-
-
-@pytest.fixture
-async def private(
-    htpasswd_registry: RegistryProcess, tls_material: TLSMaterial, tmp_path: Path
-) -> tuple[str, Path]:
-    repository = unique("hostile")
-    await seed_private(htpasswd_registry, repository, creds=ALICE)
-    hosts = alias_hosts_dir(tmp_path / "certs.d", htpasswd_registry, tls_material.ca_cert)
-    return f"{ALIAS}/{repository}:1.0", hosts
 
 
 def secret(name: str, server: str, password: str = HTPASSWD_USERS["alice"]) -> str:

@@ -12,34 +12,30 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import anyio
-import httpx
+import explain_world
 import pytest
 from credential_world import (
     ALIAS,
-    ALICE,
-    alias_hosts_dir,
     kubectl_secret,
     pod_manifest,
-    seed_private,
     unique,
+)
+from explain_world import (
+    Doc,
+    daemon,
+    failed,
+    pulled,
 )
 
 from kubelet_sim.cli.main import main
-from kubelet_sim.config.kubelet import parse_kubelet_config
 from kubelet_sim.core.platforms import parse_platform
-from kubelet_sim.node.daemon import Daemon, DaemonOptions
 from kubelet_sim.registry.client import RegistryClient
 from kubelet_sim.sim.images import build_image, build_multiarch
 from kubelet_sim.sim.registry import HTPASSWD_USERS, RegistryProcess
 from kubelet_sim.sim.seed import push_image, push_index
-from kubelet_sim.sim.tls import TLSMaterial
 from kubelet_sim.testing.hostile import (
     by_path,
     drip,
@@ -51,72 +47,7 @@ from kubelet_sim.testing.hostile import (
 
 pytestmark = [pytest.mark.anyio, pytest.mark.registry]
 
-CONFIG = "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\n"
-Doc = dict[str, Any]
-
-
-@dataclass(frozen=True, slots=True)
-class Node:
-    daemon: Daemon
-    api: httpx.AsyncClient
-    url: str
-
-    async def apply(self, *texts: str) -> None:
-        response = await self.api.post("/apply", content="---\n".join(texts).encode())
-        assert response.status_code == 200, response.text
-
-    async def explain(self, namespace: str, name: str) -> Doc:
-        response = await self.api.get(f"/pods/{namespace}/{name}/explain")
-        assert response.status_code == 200, response.text
-        doc: Doc = response.json()
-        return doc
-
-    async def wait(
-        self,
-        namespace: str,
-        name: str,
-        check: Callable[[Doc], bool],
-        timeout: float = 30,  # noqa: ASYNC109
-    ) -> Doc:
-        """Poll the explanation until ``check`` holds on its only container."""
-        doc: Doc = {}
-        try:
-            with anyio.fail_after(timeout):
-                while True:
-                    doc = await self.explain(namespace, name)
-                    if check(doc["containers"][0]):
-                        return doc["containers"][0]  # type: ignore[no-any-return]
-                    await anyio.sleep(0.1)  # a daemon's state behind its API: polled
-        except TimeoutError:
-            pytest.fail(f"{namespace}/{name} never got there: {json.dumps(doc, indent=1)}")
-
-
-@asynccontextmanager
-async def daemon(tmp_path: Path, config: str = "", **options: Any) -> AsyncIterator[Node]:
-    node = Daemon(
-        DaemonOptions(
-            config=parse_kubelet_config(CONFIG + config),
-            root=tmp_path / "root",
-            listen_port=0,
-            node_name="node-1",
-            **options,
-        )
-    )
-    async with anyio.create_task_group() as tg:
-        port = await tg.start(node.run)
-        url = f"http://127.0.0.1:{port}"
-        async with httpx.AsyncClient(base_url=url, trust_env=False, timeout=10) as api:
-            yield Node(node, api, url)
-        tg.cancel_scope.cancel()
-
-
-def failed(c: Doc) -> bool:
-    """The container has a finished, failed pull."""
-    return bool(c["pulls"]) and c["pulls"][-1]["result"] != "Pulled"
-
-
-def pulled(c: Doc) -> bool:
-    return bool(c["ok"]) and bool(c["pulls"])
+private = explain_world.private  # the fixture, where pytest looks for it
 
 
 async def push(registry: RegistryProcess, name: str, *, platforms: tuple[str, ...] = ()) -> str:
@@ -127,16 +58,6 @@ async def push(registry: RegistryProcess, name: str, *, platforms: tuple[str, ..
         else:
             await push_image(client, ref, build_image(name, "linux/amd64", (1000, 2000)))
     return ref
-
-
-@pytest.fixture
-async def private(
-    htpasswd_registry: RegistryProcess, tls_material: TLSMaterial, tmp_path: Path
-) -> tuple[str, Path]:
-    repository = unique("why")
-    await seed_private(htpasswd_registry, repository, creds=ALICE)
-    hosts = alias_hosts_dir(tmp_path / "certs.d", htpasswd_registry, tls_material.ca_cert)
-    return f"{ALIAS}/{repository}:1.0", hosts
 
 
 def secret(name: str, server: str, password: str, namespace: str) -> str:

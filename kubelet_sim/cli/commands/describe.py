@@ -6,7 +6,13 @@ import argparse
 import datetime
 from typing import Any
 
-from kubelet_sim.cli.daemonapi import DEFAULT_SERVER, daemon_client, get_json
+from kubelet_sim.cli.daemonapi import (
+    DEFAULT_SERVER,
+    daemon_client,
+    get_json,
+    host_line,
+    waiting_line,
+)
 from kubelet_sim.errors import KubeletSimError
 
 
@@ -90,12 +96,8 @@ def _container_lines(c: dict[str, Any]) -> list[str]:
     current = c.get("pullInProgress")
     if current:
         lines.append(f"    Pulling:            {current['step']} for {current['forSeconds']:.1f}s")
-        waiting = current.get("waitingOn")
-        if waiting:
-            lines.append(
-                f"      waiting on {waiting['host']} ({waiting['what']}) for "
-                f"{waiting['forSeconds']:.1f}s"
-            )
+        if current.get("waitingOn"):
+            lines.append(f"      {waiting_line(current['waitingOn'])}")
     if c.get("pulls"):
         lines.append("    Recent Pulls:")
         for p in c["pulls"]:
@@ -104,7 +106,7 @@ def _container_lines(c: dict[str, Any]) -> list[str]:
                 f"      {_stamp(p['startedAt'])}  waited {p['waitedSeconds']:.1f}s, "
                 f"took {p['seconds']:.1f}s  {shown}"
             )
-            lines.extend(f"        {_host_line(h)}" for h in _failed_hosts(p.get("hosts", [])))
+            lines.extend(f"        {host_line(h)}" for h in _failed_hosts(p.get("hosts", [])))
     if c.get("backoffRemainingSeconds"):
         lines.append(f"    Back-off Remaining: {c['backoffRemainingSeconds']:.0f}s")
     if "env" in c:
@@ -125,13 +127,6 @@ def _failed_hosts(hosts: list[dict[str, Any]]) -> list[dict[str, Any]]:
     if shown:
         shown.extend(h for h in hosts if not h["error"] and h["what"] == "resolve")
     return shown
-
-
-def _host_line(h: dict[str, Any]) -> str:
-    outcome = h["error"] or "ok"
-    if h.get("status"):
-        outcome = f"HTTP {h['status']}: {outcome}"
-    return f"{h['what']} on {h['role']} {h['host']} in {h['seconds']:.1f}s: {outcome}"
 
 
 def render(pod: dict[str, Any], events: list[dict[str, Any]]) -> str:

@@ -20,7 +20,13 @@ from typing import Any
 
 import anyio
 
-from kubelet_sim.cli.daemonapi import DEFAULT_SERVER, daemon_client, get_json
+from kubelet_sim.cli.daemonapi import (
+    DEFAULT_SERVER,
+    daemon_client,
+    get_json,
+    host_line,
+    waiting_line,
+)
 from kubelet_sim.config.kubelet import load_kubelet_config
 from kubelet_sim.core.platforms import host_platform, parse_platform
 from kubelet_sim.credentials.dockerconfig import read_docker_config_file
@@ -218,12 +224,8 @@ def render_pod(account: dict[str, Any]) -> str:
         current = c.get("pullInProgress")
         if current:
             lines.append(f"  now: {current['step']} for {current['forSeconds']:.1f}s")
-            waiting = current.get("waitingOn")
-            if waiting:
-                lines.append(
-                    f"    waiting on {waiting['host']} ({waiting['what']}) for "
-                    f"{waiting['forSeconds']:.1f}s"
-                )
+            if current.get("waitingOn"):
+                lines.append(f"    {waiting_line(current['waitingOn'])}")
         if c.get("pulls"):
             lines.append("  recent pulls (oldest first):")
             for p in c["pulls"]:
@@ -235,14 +237,8 @@ def render_pod(account: dict[str, Any]) -> str:
                 if p["message"]:
                     lines.append(f"      {p['message']}")
                 for h in p["hosts"]:
-                    outcome = h["error"] or "ok"
-                    if h["status"]:
-                        outcome = f"HTTP {h['status']}: {outcome}"
-                    creds = "with credentials" if h["withCredentials"] else "anonymous"
-                    lines.append(
-                        f"      {h['what']:<8} {h['role']:<8} {h['host']:<24} {creds:<16} "
-                        f"{h['seconds'] * 1000:7.1f} ms  {outcome}"
-                    )
+                    creds = "with credentials" if h["withCredentials"] else "anonymously"
+                    lines.append(f"      {host_line(h)} ({creds})")
         verdict = c["reason"] + ": " if c["reason"] else ""
         lines.append(f"  verdict: {verdict}{c['verdict']}")
         if c["fix"]:
