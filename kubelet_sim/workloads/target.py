@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 import anyio
 
+from kubelet_sim import __version__
 from kubelet_sim.core.credentials import Credentials
 from kubelet_sim.core.reference import parse_normalized
 from kubelet_sim.errors import (
@@ -31,7 +32,14 @@ __all__ = ["SHOWN", "TargetError", "check_images", "unreachable"]
 SHOWN = 10
 """Missing images named in the error (the rest counted)."""
 CONCURRENCY = 8
-QUICK = TransportSettings(connect_timeout=5.0, header_timeout=10.0, max_attempts=2)
+QUICK = TransportSettings(
+    connect_timeout=5.0,
+    header_timeout=10.0,
+    max_attempts=2,
+    user_agent=f"kubelet-sim-preflight/{__version__}",
+)
+"""Short waits; a User-Agent of its own, so the registry's log tells these requests from the
+simulated kubelets' traffic (``kubelet-sim/...``)."""
 
 
 class TargetError(KubeletSimError):
