@@ -19,6 +19,7 @@ import anyio
 import anyio.to_thread
 import structlog
 
+from kubelet_sim.core.credentials import Credentials
 from kubelet_sim.core.reference import parse_normalized
 from kubelet_sim.errors import KubeletSimError, first_error
 from kubelet_sim.registry.client import RegistryClient
@@ -155,8 +156,10 @@ async def seed_workload(
     client: RegistryClient | None = None,
     on_image: Callable[[BuiltImage, SeedReport], None] | None = None,
     concurrency: int = SEED_CONCURRENCY,
+    creds: Credentials | None = None,
 ) -> SeedReport:
-    """Push every image of ``workload`` to the registry at ``host`` (``HOST:PORT``).
+    """Push every image of ``workload`` to the registry at ``host`` (``HOST:PORT``), with
+    ``creds`` when it wants them, through the workload's ``hostsDir`` (its CA, mirrors).
 
     Blobs the repository already has are skipped, so seeding twice uploads nothing the second
     time; layers shared between repositories are mounted from the first one that has them.
@@ -166,11 +169,11 @@ async def seed_workload(
     owner: dict[str, str] = {}  # blob digest -> a repository that has it
     slots = anyio.Semaphore(concurrency)
     own_client = client is None
-    registry = client or RegistryClient()
+    registry = client or RegistryClient(hosts_dir=workload.hosts_dir)
 
     async def push(built: BuiltImage) -> None:
         try:
-            pusher = Pusher(registry, parse_normalized(f"{host}/{built.reference}"))
+            pusher = Pusher(registry, parse_normalized(f"{host}/{built.reference}"), creds)
             for blob in built.blobs():
                 digest = str(blob.digest)
                 before = pusher.uploaded

@@ -23,6 +23,7 @@ from kubelet_sim.core.platforms import parse_platform
 from kubelet_sim.core.reference import parse_normalized
 from kubelet_sim.errors import ConfigError, InvalidImageNameError, PlatformError
 from kubelet_sim.k8s.admission import parse_admission_plugins
+from kubelet_sim.registry.hosts import registry_hosts
 from kubelet_sim.registry.transport import TransportSettings
 from kubelet_sim.sim.faults import FaultKind, FaultPlan, FaultWindow
 from kubelet_sim.sim.model import Latency, RegistryModel
@@ -293,7 +294,7 @@ def _check_platform(doc: Located, path: str, value: str) -> None:
 # -- nodes --------------------------------------------------------------------------------------
 
 _NODE = ("name", "count", "platform", "kubelet", "kubeletConfigFile", "cache", "prePulled",
-         "maxConcurrentDownloads", "transport", "timing")  # fmt: skip
+         "maxConcurrentDownloads", "transport", "timing", "hostsDir")  # fmt: skip
 
 
 def _node_group(doc: Located, path: str, value: Any, known: set[str]) -> NodeGroup:
@@ -322,7 +323,25 @@ def _node_group(doc: Located, path: str, value: Any, known: set[str]) -> NodeGro
         max_concurrent_downloads=f.integer("maxConcurrentDownloads", 3, minimum=1),
         transport=_transport(f),
         timing=_timing(f),
+        hosts_dir=_hosts_dir(f),
     )
+
+
+def _hosts_dir(f: Fields) -> Path | None:
+    """``hostsDir``, relative to the workload file; every ``hosts.toml`` in it is read now, so a
+    bad one is refused before the run, naming its file."""
+    text = f.string("hostsDir", "")
+    if not text:
+        return None
+    folder = Path(f.doc.source).parent / text
+    if not folder.is_dir():
+        f.fail("hostsDir", f"{folder} is not a folder (a containerd certs.d: HOST/hosts.toml)")
+    for hosts in sorted(folder.glob("*/hosts.toml")):
+        try:
+            registry_hosts(hosts.parent.name, folder)
+        except ConfigError as exc:
+            f.fail("hostsDir", str(exc))
+    return folder
 
 
 def _kubelet(f: Fields, fields: dict[str, Any]) -> kconfig.KubeletConfiguration:

@@ -194,6 +194,7 @@ async def _open_node(
         transport=group.transport,
         client=ClientSettings(max_concurrent_downloads=group.max_concurrent_downloads),
         node_name=name,
+        hosts_dir=group.hosts_dir,
     )
     light = None
     if store == "memory":

@@ -11,6 +11,7 @@ import random
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
@@ -147,6 +148,9 @@ class NodeGroup:
     max_concurrent_downloads: int = 3
     transport: TransportSettings = field(default_factory=TransportSettings)
     timing: EngineTiming = field(default_factory=EngineTiming)
+    hosts_dir: Path | None = None
+    """containerd's ``certs.d`` folder (``hostsDir``): the group's mirrors, CA, client
+    certificates and ``skip_verify`` for the registry under test."""
 
     def node_names(self) -> list[str]:
         width = max(3, len(str(self.count - 1)))
@@ -271,6 +275,11 @@ class Workload:
 
     def references(self) -> list[str]:
         return [ref for spec in self.images for ref in spec.references()]
+
+    @property
+    def hosts_dir(self) -> Path | None:
+        """The ``hostsDir`` seeding and checks reach the registry with: the first group's."""
+        return next((g.hosts_dir for g in self.nodes if g.hosts_dir is not None), None)
 
     @property
     def uses_proxy(self) -> bool:

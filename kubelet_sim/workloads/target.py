@@ -10,13 +10,17 @@ the registry wants credentials; no credential is ever shown.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import anyio
 
 from kubelet_sim import __version__
 from kubelet_sim.core.credentials import Credentials
 from kubelet_sim.core.reference import parse_normalized
+from kubelet_sim.credentials.dockerconfig import read_docker_config_file
+from kubelet_sim.credentials.keyring import BasicKeyring
 from kubelet_sim.errors import (
+    ConfigError,
     KubeletSimError,
     RegistryAuthError,
     RegistryNotFoundError,
@@ -27,7 +31,7 @@ from kubelet_sim.registry.client import RegistryClient
 from kubelet_sim.registry.transport import Transport, TransportSettings
 from kubelet_sim.workloads.spec import Workload
 
-__all__ = ["SHOWN", "TargetError", "check_images", "unreachable"]
+__all__ = ["SHOWN", "TargetError", "check_images", "push_credentials", "unreachable"]
 
 SHOWN = 10
 """Missing images named in the error (the rest counted)."""
@@ -65,7 +69,7 @@ async def check_images(workload: Workload, host: str) -> int:
     refused: list[str] = []
     limiter = anyio.CapacityLimiter(CONCURRENCY)
     failure: TargetError | None = None
-    async with RegistryClient(Transport(settings=QUICK)) as client:
+    async with RegistryClient(Transport(settings=QUICK), hosts_dir=workload.hosts_dir) as client:
 
         async def one(ref: str) -> None:
             async with limiter:
@@ -98,6 +102,32 @@ async def check_images(workload: Workload, host: str) -> int:
             f"--registry {host}) or run without --no-seed"
         )
     return len(refs)
+
+
+def push_credentials(
+    workload: Workload, host: str, docker_config: Path | None = None
+) -> Credentials | None:
+    """What seeding pushes with: the ``docker_config`` entry for ``host`` (as ``docker push``
+    would pick it), else the workload's first pull secret with a user name, else none.
+
+    Raises:
+        ConfigError: the docker config cannot be read, or has no entry for ``host``.
+    """
+    if docker_config is not None:
+        try:
+            entries = read_docker_config_file(docker_config)
+        except OSError as exc:
+            raise ConfigError(str(docker_config), None, exc.strerror or "cannot be read") from None
+        keyring = BasicKeyring()
+        keyring.add(None, entries)
+        found = keyring.lookup(f"{host}/seed")
+        if not found:
+            raise ConfigError(str(docker_config), "auths", f"no credentials for {host}")
+        return found[0]
+    for secret in workload.secrets:
+        if secret.username:
+            return Credentials(secret.username, secret.password)
+    return None
 
 
 async def _resolve(client: RegistryClient, ref: str, creds: Sequence[Credentials | None]) -> str:

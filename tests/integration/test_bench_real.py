@@ -18,12 +18,15 @@ import httpx
 import pytest
 
 from kubelet_sim.cli.main import configure_logging, main
-from kubelet_sim.sim.registry import RegistryProcess
+from kubelet_sim.errors import ConfigError
+from kubelet_sim.sim.registry import HTPASSWD_USERS, RegistryProcess
+from kubelet_sim.sim.tls import TLSMaterial
 from kubelet_sim.testing.hostile import refusing_port
 from kubelet_sim.workloads import (
     BenchResult,
     ImageBuilder,
     build_report,
+    load_workload,
     parse_workload,
     render_markdown,
     run_workload,
@@ -400,3 +403,69 @@ def test_listen_serves_the_fleets_metrics_during_the_run(
     check = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True,
                            text=True, check=False)  # fmt: skip
     assert check.returncode == 0, check.stdout + check.stderr
+
+
+PRIVATE = """\
+apiVersion: kubelet-sim.dev/v1alpha1
+kind: Workload
+name: private
+images:
+  - {repository: priv/app, tags: ["1.0"], layers: [64KiB, 32KiB]}
+nodes:
+  - {name: pool, count: 2, hostsDir: certs.d}
+secrets:
+  - {name: regcred, username: alice, passwordEnv: BENCH_REGISTRY_PASSWORD}
+pods:
+  - name: web
+    count: 3
+    spec:
+      containers: [{name: web, image: "priv/app:1.0"}]
+      imagePullSecrets: [{name: regcred}]
+thresholds: ["pods_not_ready == 0"]
+run: {timeout: 30s}
+"""
+
+
+def test_a_private_tls_registry_seeded_then_checked_and_pulled_with_the_pull_secret(
+    htpasswd_registry: RegistryProcess,
+    tls_material: TLSMaterial,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    host = htpasswd_registry.host
+    folder = tmp_path / "certs.d" / host
+    folder.mkdir(parents=True)
+    (folder / "hosts.toml").write_text(
+        f'server = "https://{host}"\nca = "{tls_material.ca_cert}"\n'
+    )
+    path = tmp_path / "private.yaml"
+    path.write_text(PRIVATE)
+    monkeypatch.setenv("BENCH_REGISTRY_PASSWORD", HTPASSWD_USERS["alice"])
+    common = ["--registry", host, "--quiet", "--no-plots"]
+    # Seeded with the pull secret's login through the group's hostsDir (its CA), then pulled.
+    assert main(["bench", str(path), "--out", str(tmp_path / "one"), *common]) == 0
+    report = json.loads((tmp_path / "one" / "report.json").read_text())
+    assert report["summary"]["pods_ready"] == 3
+    assert report["summary"]["registry_requests_by_status"].get("401", 0) > 0  # auth was asked
+    capsys.readouterr()
+    assert main(["bench", str(path), "--out", str(tmp_path / "two"), "--no-seed", *common]) == 0
+    assert f"--no-seed: {host} has all 1 of the workload's images" in capsys.readouterr().out
+    monkeypatch.setenv("BENCH_REGISTRY_PASSWORD", "not-the-password")
+    assert main(["bench", str(path), "--out", str(tmp_path / "three"), "--no-seed", *common]) == 1
+    err = capsys.readouterr().err
+    assert f"registry {host} refused the workload's credentials for priv/app:1.0" in err
+    assert "not-the-password" not in err
+
+
+def test_a_bad_hosts_dir_is_refused_when_the_workload_loads(tmp_path: Path) -> None:
+    (tmp_path / "certs.d" / "registry.test").mkdir(parents=True)
+    (tmp_path / "certs.d" / "registry.test" / "hosts.toml").write_text('server = "nope\n')
+    path = tmp_path / "w.yaml"
+    path.write_text(PRIVATE.replace("passwordEnv: BENCH_REGISTRY_PASSWORD", "password: x"))
+    with pytest.raises(ConfigError) as caught:
+        load_workload(path)
+    assert "nodes[0].hostsDir" in str(caught.value)
+    path.write_text(PRIVATE.replace("hostsDir: certs.d", "hostsDir: missing"))
+    with pytest.raises(ConfigError, match="is not a folder"):
+        load_workload(path)

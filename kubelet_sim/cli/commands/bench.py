@@ -137,7 +137,7 @@ def _bench(args: argparse.Namespace) -> int:
         if args.listen is not None:
             raise ConfigError(None, "--listen", "not with --shards or Ray (one process's nodes)")
         with registry_for(args, console) as host:
-            seed = anyio.run(_prepare, workload, host, console, args.no_seed)
+            seed = anyio.run(_prepare, workload, host, console, args.no_seed, args.docker_config)
             records = _sharded(args, path, workload, host, out, store)
         report = _write_records(records, out, plots=not args.no_plots, seed=seed)
     else:
@@ -151,8 +151,9 @@ def _bench(args: argparse.Namespace) -> int:
             # A panel on a terminal, lines in a log, nothing with --quiet.
             live = None if args.quiet else sys.stdout.isatty()
             result = anyio.run(
-                _run, workload, host, stores, console, live, store, args.no_seed, args.listen
-            )
+                _run, workload, host, stores, console, live, store, args.no_seed, args.listen,
+                args.docker_config,
+            )  # fmt: skip
             report = _write(result, out, plots=not args.no_plots)
     return _emit(args, console, report, out)
 
@@ -295,7 +296,7 @@ def _one_shard(args: argparse.Namespace, path: Path, workload: Workload, store: 
         raise ConfigError(None, "--out", "--shard writes its records to --out DIR; give one")
     console = Console(stderr=True, quiet=args.quiet)
     with registry_for(args, console) as host:
-        anyio.run(_prepare, workload, host, console, args.no_seed)
+        anyio.run(_prepare, workload, host, console, args.no_seed, args.docker_config)
         record = run_shard_of(workload, host, (index, count), start_at=args.start_at, store=store)
     return _write_shard(args, record, (index, count), console)
 
@@ -356,13 +357,16 @@ def _merge(args: argparse.Namespace, paths: list[Path]) -> int:
     return _emit(args, console, report, out)
 
 
-async def _seed(workload: Workload, host: str, console: Console) -> Any:
+async def _seed(
+    workload: Workload, host: str, console: Console, docker_config: Path | None = None
+) -> Any:
     from kubelet_sim.errors import RegistryTransportError
     from kubelet_sim.workloads import seed_workload
-    from kubelet_sim.workloads.target import unreachable
+    from kubelet_sim.workloads.target import push_credentials, unreachable
 
+    creds = push_credentials(workload, host, docker_config)
     try:
-        seed = await seed_workload(workload, host)
+        seed = await seed_workload(workload, host, creds=creds)
     except RegistryTransportError as exc:
         raise unreachable(host, exc) from None
     console.print(
@@ -373,11 +377,17 @@ async def _seed(workload: Workload, host: str, console: Console) -> Any:
     return seed
 
 
-async def _prepare(workload: Workload, host: str, console: Console, no_seed: bool) -> Any:
+async def _prepare(
+    workload: Workload,
+    host: str,
+    console: Console,
+    no_seed: bool,
+    docker_config: Path | None = None,
+) -> Any:
     """Seed the images, or with ``--no-seed`` check that every one is there (before any node
     starts: a missing image is named now, not found as ErrImagePull in the report)."""
     if not no_seed:
-        return await _seed(workload, host, console)
+        return await _seed(workload, host, console, docker_config)
     from kubelet_sim.workloads.target import check_images
 
     checked = await check_images(workload, host)
@@ -394,12 +404,13 @@ async def _run(
     store: str,
     no_seed: bool,
     listen: str | None = None,
+    docker_config: Path | None = None,
 ) -> BenchResult:
     from kubelet_sim.workloads import run_workload
     from kubelet_sim.workloads.progress import LineProgress, LiveProgress
     from kubelet_sim.workloads.runner import Snapshot
 
-    seed = await _prepare(workload, host, console, no_seed)
+    seed = await _prepare(workload, host, console, no_seed, docker_config)
     stop = anyio.Event()
     pods = sum(t.count for t in workload.pods)
     console.print(

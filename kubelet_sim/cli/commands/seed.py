@@ -39,6 +39,13 @@ def add_registry_args(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="let --registry name a host that is not loopback (you are load-testing it)",
     )
+    parser.add_argument(
+        "--docker-config",
+        type=Path,
+        metavar="FILE",
+        help="push with this config.json's credentials for the registry (default: the "
+        "workload's first pull secret, if any)",
+    )
 
 
 @contextmanager
@@ -75,6 +82,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def _seed(args: argparse.Namespace) -> int:
     from kubelet_sim.workloads import BuiltImage, SeedReport, load_workload, seed_workload
+    from kubelet_sim.workloads.target import push_credentials
 
     workload = load_workload(args.workload)
     console = Console(stderr=args.output == "json", width=None if sys.stdout.isatty() else 160)
@@ -86,7 +94,8 @@ def _seed(args: argparse.Namespace) -> int:
             )
 
     with registry_for(args, console) as host:
-        report = anyio.run(lambda: seed_workload(workload, host, on_image=on_image))
+        creds = push_credentials(workload, host, args.docker_config)
+        report = anyio.run(lambda: seed_workload(workload, host, on_image=on_image, creds=creds))
     summary = {"workload": workload.name, "registry": host, **report.to_dict()}
     if args.output == "json":
         print(json.dumps(summary, indent=2))
