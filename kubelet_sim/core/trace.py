@@ -12,6 +12,7 @@ only whether credentials went with it.
 
 from __future__ import annotations
 
+import itertools
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 
@@ -19,6 +20,9 @@ __all__ = ["CURRENT", "HOST_TRIES", "HostTry", "PullTrace", "Step"]
 
 HOST_TRIES = 32
 """Host tries kept per pull (a pull of many layers through a dead mirror tries it for each)."""
+
+
+_SESSIONS = itertools.count(1)
 
 
 class Step:
@@ -70,6 +74,9 @@ class PullTrace:
     request: tuple[str, str, float] | None = None
     """The request being waited on: what, host, since when (None between requests)."""
     hosts: list[HostTry] = field(default_factory=list)
+    session: int = field(default_factory=lambda: next(_SESSIONS))
+    """This pull's own number: containerd authorizes each pull afresh (a resolver and an
+    authorizer per ``PullImage``), so registry auth is cached per session (``authPerPull``)."""
     leader: PullTrace | None = None
     """While :attr:`step` is :attr:`Step.SHARING`: the trace of the identical pull it waits
     for, when that pull has one."""

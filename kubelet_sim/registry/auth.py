@@ -32,6 +32,7 @@ import structlog
 
 from kubelet_sim.core.credentials import ANONYMOUS, Credentials
 from kubelet_sim.core.singleflight import SingleFlight
+from kubelet_sim.core.trace import CURRENT
 from kubelet_sim.errors import RegistryAuthError, RegistryTransportError
 from kubelet_sim.registry.boundary import read_capped, read_error_body, translate_errors
 from kubelet_sim.registry.challenge import Challenge, parse_challenges, pick_challenge, scope_for
@@ -56,7 +57,8 @@ EXPIRY_MARGIN = 5.0
 TOKEN_FETCH_TIMEOUT = 60.0
 """Upper bound on one token fetch (all waiters of a single-flight share it)."""
 
-CacheKey = tuple[str, str, str]
+CacheKey = tuple[str, str, str, int]
+"""(host, scope, credential fingerprint, pull session: 0 when auth is cached node-wide)."""
 """(registry host, scope string, credential fingerprint)."""
 
 
@@ -98,8 +100,12 @@ class _Cached:
     expires_at: float | None  # None: never expires (Basic, a registry token given as is)
 
 
-def _key(host: str, scope: str, creds: Credentials | None) -> CacheKey:
-    return (host.lower(), scope, (creds or ANONYMOUS).fingerprint())
+def _key(host: str, scope: str, creds: Credentials | None, session: int = 0) -> CacheKey:
+    return (host.lower(), scope, (creds or ANONYMOUS).fingerprint(), session)
+
+
+BASIC_ENTRIES = 4096
+"""Basic headers kept (they never expire; per-pull sessions would otherwise add one a pull)."""
 
 
 def _what(scope: str) -> str:
@@ -122,17 +128,29 @@ class AuthManager:
         *,
         clock: Callable[[], float] = anyio.current_time,
         client_id: str = "kubelet-sim",
+        per_pull: bool = False,
     ) -> None:
         self._http = http
+        self.per_pull = per_pull
+        """Cache per pull (the current :class:`~kubelet_sim.core.trace.PullTrace`'s session), as
+        containerd's authorizer per ``PullImage``: each pull meets the 401 challenge and fetches
+        its own token. Off: one cache for every pull of the node."""
         self._clock = clock
         self._client_id = client_id
         self._tokens: dict[CacheKey, _Cached] = {}
-        self._basic: dict[tuple[str, str], _Cached] = {}  # (host, fingerprint): host-wide
+        # (host, fingerprint, session): host-wide
+        self._basic: dict[tuple[str, str, int], _Cached] = {}
         # containerd authResult: concurrent fetches of one token share its header or its error.
         self._fetching: SingleFlight[CacheKey, str] = SingleFlight()
         self._fetches = 0
         self._hits = 0
         self._prune_at = 1024
+
+    def _session(self) -> int:
+        if not self.per_pull:
+            return 0
+        trace = CURRENT.get()
+        return trace.session if trace is not None else 0
 
     def statistics(self) -> AuthStatistics:
         return AuthStatistics(
@@ -162,8 +180,8 @@ class AuthManager:
 
     def header_for(self, host: str, scope: str, creds: Credentials | None) -> str | None:
         """The cached, unexpired Authorization value for host/scope/creds, else None."""
-        key = _key(host, scope, creds)
-        basic = self._basic.get((key[0], key[2]))
+        key = _key(host, scope, creds, self._session())
+        basic = self._basic.get((key[0], key[2], key[3]))
         return self._cached_token(key) or (basic.header if basic is not None else None)
 
     def invalidate(
@@ -174,15 +192,15 @@ class AuthManager:
         With ``rejected``, only a cached value equal to it is dropped, so a token another task
         has just refreshed survives a late 401 for the old one.
         """
-        key = _key(host, scope, creds)
+        key = _key(host, scope, creds, self._session())
         dropped = False
         entry = self._tokens.get(key)
         if entry is not None and rejected in (None, entry.header):
             del self._tokens[key]
             dropped = True
-        basic = self._basic.get((key[0], key[2]))
+        basic = self._basic.get((key[0], key[2], key[3]))
         if basic is not None and rejected in (None, basic.header):
-            del self._basic[(key[0], key[2])]
+            del self._basic[(key[0], key[2], key[3])]
             dropped = True
         return dropped
 
@@ -204,7 +222,7 @@ class AuthManager:
             RegistryTransportError: the token server could not be reached or timed out.
         """
         creds = creds or ANONYMOUS
-        key = _key(host, scope, creds)
+        key = _key(host, scope, creds, self._session())
         challenge = pick_challenge(parse_challenges(www_authenticate))
         if challenge is None:
             raise RegistryAuthError(
@@ -213,7 +231,10 @@ class AuthManager:
             )
         if challenge.scheme == "basic":
             header = basic_header(creds)
-            self._basic[(key[0], key[2])] = _Cached(header, None)
+            if len(self._basic) >= BASIC_ENTRIES:
+                for old in list(self._basic)[: BASIC_ENTRIES // 2]:  # the oldest half
+                    del self._basic[old]
+            self._basic[(key[0], key[2], key[3])] = _Cached(header, None)
             log.debug("registry_auth_basic", host=host, scope=scope)
             return header
         if creds.registry_token:  # docker config "registrytoken": a bearer token used as is

@@ -99,6 +99,9 @@ class TransportSettings:
     max_connections: int = 100
     max_keepalive: int = 20
     user_agent: str = "kubelet-sim/0.1"
+    auth_per_pull: bool = True
+    """containerd's: every pull meets the registry's 401 challenge and fetches its own token (a
+    resolver and authorizer per ``PullImage``); False caches auth for every pull of the node."""
 
 
 class RequestObserver(Protocol):
@@ -207,7 +210,7 @@ class Transport:
         self._owns_http = http is None
         default = http or make_http_client(self.settings)
         self._pool = ClientPool(self.settings, default)
-        self.auth = auth or AuthManager(default)
+        self.auth = auth or AuthManager(default, per_pull=self.settings.auth_per_pull)
         self.observer: RequestObserver = observer or _NullObserver()
         # Loopback registries without settings: "https" or "http" once we know which one answers.
         self._scheme_for: dict[str, str] = {}

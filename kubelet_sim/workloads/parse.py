@@ -374,7 +374,7 @@ def _transport(f: Fields) -> TransportSettings:
     if not f.has("transport"):
         return TransportSettings()
     keys = ("maxAttempts", "backoffInitial", "backoffMax", "stallTimeout", "connectTimeout",
-            "requestDeadline")  # fmt: skip
+            "requestDeadline", "authPerPull")  # fmt: skip
     t = f.doc.fields(f.at("transport"), f.raw("transport"), keys)
     d = TransportSettings()
     return TransportSettings(
@@ -384,6 +384,7 @@ def _transport(f: Fields) -> TransportSettings:
         stall_timeout=t.duration("stallTimeout", d.stall_timeout) or d.stall_timeout,
         connect_timeout=t.duration("connectTimeout", d.connect_timeout) or d.connect_timeout,
         request_deadline=t.duration("requestDeadline", d.request_deadline) or 0.0,
+        auth_per_pull=t.boolean("authPerPull", d.auth_per_pull),
     )
 
 

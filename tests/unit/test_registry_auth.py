@@ -25,6 +25,7 @@ from hypothesis import strategies as st
 
 from kubelet_sim.core.pods import PulledImage
 from kubelet_sim.core.reference import ImageReference, parse_normalized
+from kubelet_sim.core.trace import CURRENT, PullTrace
 from kubelet_sim.engine.manager import cri_error_message
 from kubelet_sim.engine.ports import ProgressFn, ResolvedHook
 from kubelet_sim.errors import (
@@ -1186,3 +1187,31 @@ async def test_identical_credential_errors_read_as_one_typed_error() -> None:
     assert info.value is denied
     with pytest.raises(RegistryAuthError):
         await FailingPulls({"alice": denied}).pull_image(AGG_REF, credentials=[USER])
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("per_pull", [True, False])
+async def test_each_pull_meets_the_challenge_itself_as_in_containerd(
+    manager: AuthManager, stub: TokenServerStub, per_pull: bool
+) -> None:
+    # containerd makes a resolver and an authorizer per PullImage: a token is not reused by
+    # the node's next pull. authPerPull: false keeps one cache for the node.
+    manager.per_pull = per_pull
+    first, second = PullTrace(0.0), PullTrace(0.0)
+    assert first.session != second.session
+    token = CURRENT.set(first)
+    try:
+        await manager.authorize(HOST, SCOPE, [CHALLENGE], USER)
+        assert manager.header_for(HOST, SCOPE, USER) is not None  # within one pull: reused
+    finally:
+        CURRENT.reset(token)
+    token = CURRENT.set(second)
+    try:
+        reused = manager.header_for(HOST, SCOPE, USER)
+        await manager.authorize(HOST, SCOPE, [CHALLENGE], USER)
+    finally:
+        CURRENT.reset(token)
+    assert (reused is None) is per_pull
+    assert len(stub.requests) == (2 if per_pull else 1)
+    # Outside any pull (a push, a preflight without a trace) the node-wide entry serves.
+    assert (manager.header_for(HOST, SCOPE, USER) is not None) is not per_pull
