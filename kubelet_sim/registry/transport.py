@@ -68,6 +68,7 @@ __all__ = [
     "RETRYABLE_STATUS",
     "Answer",
     "RequestObserver",
+    "RetryPolicy",
     "Transport",
     "TransportSettings",
     "error_from_response",
@@ -78,6 +79,20 @@ __all__ = [
 
 MAX_REDIRECTS = 10
 RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+CONTAINERD_AT_ONCE = frozenset({408, 429})
+"""containerd retries these at once, without a sleep and without Retry-After."""
+CONTAINERD_ONCE_MORE = frozenset({500, 503, 504})
+"""containerd repeats these once, on the last host, when the previous answer was another one."""
+CONTAINERD_TRANSPORT_DELAY = 0.05
+"""containerd's pause before resending after a transient transport error (last host only)."""
+
+
+class RetryPolicy(StrEnum):
+    """How failed requests are retried: ``backoff`` (kubelet-sim's: exponential backoff,
+    ``Retry-After`` honoured) or ``containerd`` (``core/remotes/docker/resolver.go``)."""
+
+    BACKOFF = "backoff"
+    CONTAINERD = "containerd"
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +114,10 @@ class TransportSettings:
     max_connections: int = 100
     max_keepalive: int = 20
     user_agent: str = "kubelet-sim/0.1"
+    retry_policy: RetryPolicy = RetryPolicy.BACKOFF
+    """``containerd`` puts containerd's own traffic on a registry under faults: 408/429 again at
+    once, 500/503/504 once more on the last host, transport errors after 50 ms, no
+    ``Retry-After``; ``max_attempts`` still bounds every request."""
     auth_per_pull: bool = True
     """containerd's: every pull meets the registry's 401 challenge and fetches its own token (a
     resolver and authorizer per ``PullImage``); False caches auth for every pull of the node."""
@@ -181,6 +200,7 @@ class _Attempts:
     step: _Step = _Step.HEADERS
     url: str = ""  # the URL of the latest attempt
     answer: RegistryError | None = field(default=None, repr=False)  # latest retried error answer
+    last_status: int | None = None  # the previous error answer's status (containerd's rule)
 
     def time_left(self) -> float:
         return self.until - anyio.current_time()
@@ -443,6 +463,8 @@ class Transport:
         if dialled is not None:
             raise dialled from exc
         delay = self._backoff(state.count, None)
+        if self.settings.retry_policy is RetryPolicy.CONTAINERD:
+            delay = CONTAINERD_TRANSPORT_DELAY
         if (
             not state.retry
             or state.count >= self.settings.max_attempts
@@ -465,12 +487,22 @@ class Transport:
                 the registry asks for would pass the request deadline.
         """
         status = response.status_code
-        retry_after = parse_retry_after(response.headers.get("retry-after"))
-        delay = self._backoff(state.count, retry_after)
         note = ""
-        retry = (
-            status in RETRYABLE_STATUS and state.retry and state.count < self.settings.max_attempts
-        )
+        if self.settings.retry_policy is RetryPolicy.CONTAINERD:
+            delay = 0.0
+            retry = state.count < self.settings.max_attempts and (
+                status in CONTAINERD_AT_ONCE
+                or (status in CONTAINERD_ONCE_MORE and state.retry and state.last_status != status)
+            )
+        else:
+            retry_after = parse_retry_after(response.headers.get("retry-after"))
+            delay = self._backoff(state.count, retry_after)
+            retry = (
+                status in RETRYABLE_STATUS
+                and state.retry
+                and state.count < self.settings.max_attempts
+            )
+        state.last_status = status
         if retry and delay >= state.time_left():
             retry = False
             note = f"retrying in {delay:g}s would pass the {state.limit:g}s request deadline"

@@ -24,7 +24,7 @@ from kubelet_sim.core.reference import parse_normalized
 from kubelet_sim.errors import ConfigError, InvalidImageNameError, PlatformError
 from kubelet_sim.k8s.admission import parse_admission_plugins
 from kubelet_sim.registry.hosts import registry_hosts
-from kubelet_sim.registry.transport import TransportSettings
+from kubelet_sim.registry.transport import RetryPolicy, TransportSettings
 from kubelet_sim.sim.faults import FaultKind, FaultPlan, FaultWindow
 from kubelet_sim.sim.model import Latency, RegistryModel
 from kubelet_sim.workloads.limits import (
@@ -370,14 +370,24 @@ def _kubelet(f: Fields, fields: dict[str, Any]) -> kconfig.KubeletConfiguration:
         f.doc.fail(path, exc.message)
 
 
+BENCH_TRANSPORT = TransportSettings(retry_policy=RetryPolicy.CONTAINERD, max_attempts=5)
+"""A bench node's transport unless its group says otherwise: containerd's retry policy and its
+``maxAttempts`` of 5, so a load test puts containerd's traffic on the registry under faults."""
+
+
 def _transport(f: Fields) -> TransportSettings:
     if not f.has("transport"):
-        return TransportSettings()
+        return BENCH_TRANSPORT
     keys = ("maxAttempts", "backoffInitial", "backoffMax", "stallTimeout", "connectTimeout",
-            "requestDeadline", "authPerPull")  # fmt: skip
+            "requestDeadline", "authPerPull", "retryPolicy")  # fmt: skip
     t = f.doc.fields(f.at("transport"), f.raw("transport"), keys)
-    d = TransportSettings()
+    policy_text = t.string("retryPolicy", str(RetryPolicy.CONTAINERD))
+    if policy_text not in tuple(RetryPolicy):
+        t.fail("retryPolicy", f"expected containerd or backoff, got {policy_text!r}")
+    policy = RetryPolicy(policy_text)
+    d = BENCH_TRANSPORT if policy is RetryPolicy.CONTAINERD else TransportSettings()
     return TransportSettings(
+        retry_policy=policy,
         max_attempts=t.integer("maxAttempts", d.max_attempts, minimum=1),
         backoff_initial=t.duration("backoffInitial", d.backoff_initial) or 0.0,
         backoff_max=t.duration("backoffMax", d.backoff_max) or 0.0,

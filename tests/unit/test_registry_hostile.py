@@ -28,7 +28,7 @@ from kubelet_sim.errors import (
 from kubelet_sim.registry import mediatypes as mt
 from kubelet_sim.registry.client import RegistryClient
 from kubelet_sim.registry.manifests import Descriptor
-from kubelet_sim.registry.transport import Transport, TransportSettings
+from kubelet_sim.registry.transport import RetryPolicy, Transport, TransportSettings
 from kubelet_sim.sim.images import build_image
 from kubelet_sim.testing.hostile import (
     Behaviour,
@@ -390,3 +390,41 @@ async def test_host_fallback_keeps_the_most_useful_error(
             await client.resolve_image(ref_on("registry.test"))
     assert type(info.value) is expected
     assert info.value.status == status
+
+
+# --- containerd's retry policy (bench nodes' default) ---------------------------------------
+
+CONTAINERD = TransportSettings(retry_policy=RetryPolicy.CONTAINERD, max_attempts=5)
+
+
+async def test_containerd_repeats_a_503_once_and_not_the_same_503_again() -> None:
+    twice = sequence(answer(503), answer(503), manifest_answer(IMAGE))
+    async with serve(registry_of(IMAGE, head=twice)) as server, client_for(CONTAINERD) as client:
+        with pytest.raises(RegistryError) as caught:
+            await client.resolve_image(ref_on(server.host))
+    assert caught.value.status == 503
+    assert server.count("HEAD") == 2  # containerd: one repeat, then the same status ends it
+    once = sequence(answer(503), manifest_answer(IMAGE))
+    async with serve(registry_of(IMAGE, head=once)) as server, client_for(CONTAINERD) as client:
+        resolved = await client.resolve_image(ref_on(server.host))
+    assert resolved.manifest.digest == IMAGE.manifest.digest
+    assert server.count("HEAD") == 2
+
+
+async def test_containerd_retries_a_429_at_once_ignoring_retry_after() -> None:
+    limited = answer(429, b"", {"Retry-After": "30"})
+    flaky = sequence(limited, limited, limited, manifest_answer(IMAGE))
+    async with serve(registry_of(IMAGE, head=flaky)) as server, client_for(CONTAINERD) as client:
+        started = anyio.current_time()
+        resolved = await client.resolve_image(ref_on(server.host))
+    assert resolved.manifest.digest == IMAGE.manifest.digest
+    assert server.count("HEAD") == 4
+    assert elapsed_since(started) < 5  # no 30 s waits, no backoff
+
+
+async def test_containerd_does_not_retry_a_502() -> None:
+    async with serve(registry_of(IMAGE, head=answer(502))) as server, client_for(CONTAINERD) as c:
+        with pytest.raises(RegistryError) as caught:
+            await c.resolve_image(ref_on(server.host))
+    assert caught.value.status == 502
+    assert server.count("HEAD") == 1

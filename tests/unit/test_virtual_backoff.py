@@ -24,7 +24,7 @@ seed: 1
 images:
   - {{repository: team/app, tags: ["1"], layers: [1MiB]}}
 nodes:
-  - {{name: node, count: 1}}
+  - {{name: node, count: 1{transport}}}
 pods:
   - name: app
     count: 1
@@ -36,8 +36,11 @@ run: {{timeout: 30m}}
 """
 
 
-def run(tmp_path: Path, tag: str, faults: str = "") -> tuple[dict[str, Any], Any]:
-    result = run_virtual(parse_workload(WORKLOAD.format(tag=tag, faults=faults)), tmp_path)
+def run(
+    tmp_path: Path, tag: str, faults: str = "", transport: str = ""
+) -> tuple[dict[str, Any], Any]:
+    text = WORKLOAD.format(tag=tag, faults=faults, transport=transport)
+    result = run_virtual(parse_workload(text), tmp_path)
     return build_report(result), result
 
 
@@ -79,7 +82,8 @@ def test_an_outage_is_retried_through_the_transport_then_the_kubelet_backoff(
     tmp_path: Path,
 ) -> None:
     faults = "faults: {windows: [{kind: outage, start: 0s, end: 1000s}]}"
-    report, result = run(tmp_path, tag="1", faults=faults)
+    transport = ", transport: {retryPolicy: backoff}"  # kubelet-sim's own: exact times
+    report, result = run(tmp_path, tag="1", faults=faults, transport=transport)
     pulls = [(p["start"], p["end"], p["error"]) for p in report["pulls"]]
     # Each failed pull is 4 transport attempts of the HEAD, reset by the outage, with 0.5, 1
     # and 2 s between them (3.5 s); the backoff counts from the failure, on the resync grid.
@@ -95,6 +99,19 @@ def test_an_outage_is_retried_through_the_transport_then_the_kubelet_backoff(
     assert outage["peak_seconds_after_end"] == 238  # the first retry after the registry is back
     assert report["summary"]["events_by_reason"]["Pulled"] == 1
     assert result.model.view.to_dict()["errors"] == 4 * len(failed)
+
+
+def test_a_bench_node_retries_an_outage_as_containerd_does(tmp_path: Path) -> None:
+    # The default for bench nodes: 5 attempts of a reset request, 50 ms apart, no backoff.
+    faults = "faults: {windows: [{kind: outage, start: 0s, end: 1000s}]}"
+    report, result = run(tmp_path, tag="1", faults=faults)
+    failed = [p for p in report["pulls"] if p["error"]]
+    assert [round(p["end"] - p["start"], 4) for p in failed] == [0.2] * len(failed)
+    assert len(failed) == len(expected_retries(0.0, 0.2, 1000.0))  # the kubelet's backoff
+    answers = report["registry_view"]["totals"]["answers"]
+    assert answers["HEAD reset"] == 5 * len(failed)
+    assert report["pods"][0]["ready"] is not None
+    assert result.model.view.to_dict()["errors"] == 5 * len(failed)
 
 
 @pytest.mark.parametrize(
