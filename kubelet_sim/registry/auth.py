@@ -105,7 +105,8 @@ def _key(host: str, scope: str, creds: Credentials | None, session: int = 0) -> 
 
 
 BASIC_ENTRIES = 4096
-"""Basic headers kept (they never expire; per-pull sessions would otherwise add one a pull)."""
+"""Basic headers, and tokens, kept at most (a Basic header or a given registry token never
+expires; per-pull sessions would otherwise add one a pull)."""
 
 
 def _what(scope: str) -> str:
@@ -175,7 +176,12 @@ class AuthManager:
             for k, v in list(self._tokens.items()):
                 if v.expires_at is not None and now >= v.expires_at:
                     del self._tokens[k]
-            self._prune_at = max(1024, 2 * len(self._tokens))
+            if len(self._tokens) >= BASIC_ENTRIES:
+                # Values that never expire (a given registry token), one per pull session: the
+                # oldest half goes, as for Basic headers.
+                for old in list(self._tokens)[: len(self._tokens) // 2]:
+                    del self._tokens[old]
+            self._prune_at = max(1024, min(2 * len(self._tokens), BASIC_ENTRIES))
         self._tokens[key] = _Cached(header, expires_at)
 
     def header_for(self, host: str, scope: str, creds: Credentials | None) -> str | None:

@@ -98,7 +98,7 @@ def parse_listen(value: str) -> tuple[str, int]:
         ConfigError: naming ``--listen``.
     """
     host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+    if not sep or not host or not (port.isascii() and port.isdigit()) or int(port) > 65535:
         raise ConfigError(None, "--listen", f"want HOST:PORT such as 127.0.0.1:9100, got {value!r}")
     return host.strip("[]"), int(port)
 

@@ -60,6 +60,11 @@ SUMMARY = (
     "waiting_reasons",
 )  # fmt: skip
 """The first words a metric may start with (the report summary's keys)."""
+COUNTS = frozenset({
+    "registry_requests_by_status", "registry_requests_by_method_status", "events_by_reason",
+    "waiting_reasons",
+})  # fmt: skip
+"""Counts by key: a key the run never saw is zero, not missing."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +97,7 @@ def parse_threshold(
             "'pods_not_ready == 0'); OP is one of < <= > >= == !="
         )
     metric, op = match.group("metric"), match.group("op")
+    raw_value = match.group("value")
     parts = metric.split(".")
     head = parts[0]
     if head in ("groups", "templates"):
@@ -107,7 +113,10 @@ def parse_threshold(
             f"{metric!r} is not a report metric: use one of {', '.join(DERIVED)}, a summary "
             f"figure ({', '.join(SUMMARY[:8])}, ...), groups.NAME.... or templates.NAME...."
         )
-    return Threshold(text.strip(), metric, op, _value(match.group("value")))
+    value = _value(raw_value)
+    if metric.endswith("_mib") and _SIZE.fullmatch(raw_value):
+        value /= 2**20  # the metric counts MiB: a size is compared in its unit
+    return Threshold(text.strip(), metric, op, value)
 
 
 def _value(text: str) -> float:
@@ -150,7 +159,9 @@ def _lookup(report: Mapping[str, Any], metric: str) -> tuple[float | None, str]:
         return _derived(summary, metric)
     parts = metric.split(".")
     node: Any = report if parts[0] in ("groups", "templates") else summary
-    for part in parts:
+    for i, part in enumerate(parts):
+        if i and isinstance(node, Mapping) and part not in node and parts[i - 1] in COUNTS:
+            return 0.0, ""  # a status, reason or event the run never saw: counted zero times
         if not isinstance(node, Mapping) or part not in node:
             return None, f"the report has no {metric}"
         node = node[part]

@@ -126,9 +126,15 @@ def _bench(args: argparse.Namespace) -> int:
     store = "disk" if args.keep_stores else args.store
     if args.start_at is not None:
         _check_start_at(args.start_at)
+    if args.listen is not None and not args.virtual and args.shard is None:
+        from kubelet_sim.workloads.live import parse_listen
+
+        parse_listen(args.listen)  # a bad value is named before any registry is contacted
     if args.virtual:
         return _virtual(args, path, workload)
     if args.shard is not None:
+        if args.listen is not None:
+            raise ConfigError(None, "--listen", "not with --shard (one shard's nodes only)")
         return _one_shard(args, path, workload, store)
     _check_shards(args)
     console = _console(stderr=args.output == "json")  # with --output json, stdout is the JSON
@@ -410,29 +416,33 @@ async def _run(
     from kubelet_sim.workloads.progress import LineProgress, LiveProgress
     from kubelet_sim.workloads.runner import Snapshot
 
-    seed = await _prepare(workload, host, console, no_seed, docker_config)
     stop = anyio.Event()
     pods = sum(t.count for t in workload.pods)
-    console.print(
-        f"run started: {workload.node_count} nodes, {pods} pods against {host}", highlight=False
-    )
     with ExitStack() as stack:
-        progress: Callable[[Snapshot], None] | None = None
-        if live:
-            progress = stack.enter_context(LiveProgress(console, workload))
-        elif live is not None:
-            progress = LineProgress(console, workload)
-        on_nodes = None
-        if listen is not None:
+        fleet = None
+        if listen is not None:  # listening first: an address in use fails before any push
             from kubelet_sim.workloads.live import FleetCollector, serve_fleet_metrics
 
             fleet = FleetCollector()
             server = stack.enter_context(serve_fleet_metrics(listen, fleet))
             address, port = server.server_address[:2]
             console.print(f"fleet metrics: http://{address}:{port}/metrics", highlight=False)
+        seed = await _prepare(workload, host, console, no_seed, docker_config)
+        console.print(
+            f"run started: {workload.node_count} nodes, {pods} pods against {host}",
+            highlight=False,
+        )
+        progress: Callable[[Snapshot], None] | None = None
+        if live:
+            progress = stack.enter_context(LiveProgress(console, workload))
+        elif live is not None:
+            progress = LineProgress(console, workload)
+        on_nodes = None
+        if fleet is not None:
             on_nodes, shown = fleet.attach, progress
 
             def progress_and_metrics(snap: Snapshot) -> None:
+                assert fleet is not None
                 fleet.tick(snap)
                 if shown is not None:
                     shown(snap)
