@@ -424,7 +424,10 @@ async def test_a_cancelled_start_leaves_nothing_running(
                 tg.start_soon(w.handler.start_container, cid)
                 while not hidden.exists():  # noqa: ASYNC110 - a file runc writes, no event to await
                     await anyio.sleep(0.01)
-                assert processes_with(["sleep", "4321"])
+                # runc writes the pid file before its init execs the container's command: wait
+                # for the command itself (asserting at once failed on a loaded machine).
+                while not processes_with(["sleep", "4321"]):  # noqa: ASYNC110 - /proc, polled
+                    await anyio.sleep(0.01)
                 tg.cancel_scope.cancel()
         assert processes_with(["sleep", "4321"]) == []
         assert runc_list(w.root) == []
