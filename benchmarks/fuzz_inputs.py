@@ -90,7 +90,7 @@ from kubelet_sim.errors import InvalidImageNameError, KubeletSimError
 from kubelet_sim.k8s.admission import pod_spec
 from kubelet_sim.k8s.objects import stable_uid
 from kubelet_sim.k8s.store import ObjectStore
-from kubelet_sim.node.daemon import parse_listen
+from kubelet_sim.node.httpserver import parse_listen
 from kubelet_sim.node.static import StaticPods
 from kubelet_sim.registry.auth import basic_header
 from kubelet_sim.registry.boundary import error_from_response, parse_retry_after

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import functools
 import os
-import re
 import resource
 import socket
 import time
@@ -301,13 +300,20 @@ class Daemon:
             for p in self._pod_keys().values()
         ]
 
-    def pod(self, namespace: str, name: str, *, reveal: bool = False) -> dict[str, Any] | None:
+    def _as_run(self, namespace: str, name: str) -> tuple[Pod, bool] | None:
+        """The pod ``namespace/name`` as the node runs it, and whether it is a static pod (one
+        is shown with AlwaysPullImages applied, as _sync_pods runs it)."""
         static = self.static.get(namespace, name)
-        # A static pod is shown as it runs: with AlwaysPullImages applied, as _sync_pods does.
-        pod = self.objects.admission.always_pull(static) if static is not None else None
-        pod = pod or self.objects.get_pod(namespace, name)
-        if pod is None:
+        if static is not None:
+            return self.objects.admission.always_pull(static), True
+        pod = self.objects.get_pod(namespace, name)
+        return None if pod is None else (pod, False)
+
+    def pod(self, namespace: str, name: str, *, reveal: bool = False) -> dict[str, Any] | None:
+        found = self._as_run(namespace, name)
+        if found is None:
             return None
+        pod = found[0]
         assert self.node is not None
         return views.pod_detail(
             pod,
@@ -321,13 +327,12 @@ class Daemon:
 
     async def explain(self, namespace: str, name: str) -> dict[str, Any] | None:
         """``explain pod``: the account of a pod's image pulls (None: no such pod)."""
-        static = self.static.get(namespace, name)
-        pod = self.objects.admission.always_pull(static) if static is not None else None
-        pod = pod or self.objects.get_pod(namespace, name)
-        if pod is None or self.node is None:
+        found = self._as_run(namespace, name)
+        if found is None or self.node is None:
             return None
+        pod, static = found
         node = self.node
-        spec = pod_spec(pod, static=static is not None, runtime_handler=self._runtime_handler(pod))
+        spec = pod_spec(pod, static=static, runtime_handler=self._runtime_handler(pod))
         state = node.engine.pod(pod.uid)
         by_uid = {p.uid: f"{p.namespace}/{p.name}" for p in self._pod_keys().values()}
         resolver = node.resolver
@@ -587,22 +592,3 @@ def raise_open_file_limit() -> tuple[int, int]:
             return soft, soft
         return soft, hard
     return soft, soft
-
-
-_PORT = re.compile(r"[0-9]{1,5}", re.ASCII)
-
-
-def parse_listen(value: str) -> tuple[str, int]:
-    """``HOST:PORT`` (IPv6 as ``[::1]:PORT``) for ``--listen``.
-
-    Raises:
-        ConfigError: naming the flag and value.
-    """
-    host, sep, port = value.rpartition(":")
-    host = host.strip("[]")
-    # ASCII digits only ("²" passes str.isdigit, int() refuses it), at most 5 of them (int() of
-    # thousands of digits is refused too).
-    if not sep or not host or not _PORT.fullmatch(port) or not 0 <= int(port) <= 65535:
-        shown = value if len(value) <= 100 else f"{value[:100]}..."
-        raise ConfigError(None, "--listen", f"want HOST:PORT with a port of 0-65535, got {shown!r}")
-    return host, int(port)

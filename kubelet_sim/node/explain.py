@@ -39,13 +39,12 @@ from kubelet_sim.credentials.plugins import PluginProvider
 from kubelet_sim.credentials.secrets import docker_config_of
 from kubelet_sim.credentials.verify import ImageAccessVerifier, MustPullResult
 from kubelet_sim.engine.manager import ImageManager
-from kubelet_sim.engine.ports import CredentialLookup
+from kubelet_sim.engine.ports import CredentialLookup, RuntimeImageService
 from kubelet_sim.engine.pullers import MAX_IMAGE_PULL_REQUESTS
 from kubelet_sim.errors import Cause, ConfigError, InvalidImageNameError
 from kubelet_sim.k8s.objects import Secret
-from kubelet_sim.node.preflight import CredentialSource, key_matches, key_text
+from kubelet_sim.node.preflight import CredentialSource, host_lines, key_matches, key_text
 from kubelet_sim.node.views import pull_attempt, pull_in_progress
-from kubelet_sim.registry.hosts import hosts_for, registry_hosts
 
 __all__ = ["NodeFacts", "SecretsView", "explain_pod"]
 
@@ -63,17 +62,13 @@ class SecretsView(Protocol):
     def secret_namespaces(self, name: str) -> list[str]: ...
 
 
-class ImageStatusSource(Protocol):
-    async def image_status(self, image: str, runtime_handler: str = "") -> object | None: ...
-
-
 @dataclass(frozen=True, slots=True)
 class NodeFacts:
     """What of the running node an explanation reads."""
 
     config: KubeletConfiguration
     manager: ImageManager
-    images: ImageStatusSource
+    images: RuntimeImageService
     throttle: TokenBucket | None
     secrets: SecretsView
     node_config: NodeDockerConfig | None = None
@@ -238,7 +233,7 @@ async def _container(
         return details
     matched, unmatched = _credentials(account, ref, secrets, node, facts)
     _hosts(account, ref, facts)
-    details["queue"] = _queue(account, request, trace, facts)
+    details["queue"] = _queue(account, trace, facts)
     details["backoff"] = _backoff(account, request, facts)
     _verdict(account, ref, state, history, trace, _Keys(secrets, matched, unmatched), facts)
     return details
@@ -249,7 +244,7 @@ async def _presence(account: _Account, ref: ImageReference, facts: NodeFacts) ->
     request = account.request
     must_prove = False
     status = await facts.images.image_status(str(ref), request.runtime_handler)
-    image_id = str(getattr(status, "image_id", "")) if status is not None else ""
+    image_id = status.image_id if status is not None else ""
     handler = f" for runtime handler {request.runtime_handler}" if request.runtime_handler else ""
     if status is None:
         account.step("presence", f"{ref} is not on the node{handler}")
@@ -392,19 +387,15 @@ class _Keys:
 
 def _hosts(account: _Account, ref: ImageReference, facts: NodeFacts) -> None:
     try:
-        hosts = registry_hosts(ref.domain, facts.hosts_dir)
+        lines = host_lines(ref.domain, facts.hosts_dir)
     except ConfigError as exc:
         account.step("hosts", f"the hosts.toml for {ref.domain} is refused: {exc}")
         return
-    upstream = hosts[-1].host
-    for host in hosts_for("pull", hosts):
-        role = "upstream" if host.host == upstream else "mirror"
-        account.step("hosts", f"{role} {host.scheme}://{host.host}")
+    for line in lines:
+        account.step("hosts", line)
 
 
-def _queue(
-    account: _Account, request: PullRequest, trace: PullTrace | None, facts: NodeFacts
-) -> dict[str, Any]:
+def _queue(account: _Account, trace: PullTrace | None, facts: NodeFacts) -> dict[str, Any]:
     config = facts.config
     in_flight = facts.manager.pulls_in_progress()
     pulling = [(uid, image, t) for uid, image, t in in_flight if t.pulling is not None]

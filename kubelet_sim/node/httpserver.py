@@ -21,6 +21,7 @@ import errno
 import ipaddress
 import itertools
 import json
+import re
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from http import HTTPStatus
@@ -31,6 +32,8 @@ import anyio.abc
 import anyio.streams.stapled
 import h11
 import structlog
+
+from kubelet_sim.errors import ConfigError
 
 log = structlog.get_logger(__name__)
 
@@ -419,3 +422,22 @@ def _reason(status: int) -> bytes:
 
 def _keep_alive(request: Request) -> bool:
     return request.headers.get("connection", "").lower() != "close"
+
+
+_PORT = re.compile(r"[0-9]{1,5}", re.ASCII)
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    """``HOST:PORT`` (IPv6 as ``[::1]:PORT``) for ``--listen``.
+
+    Raises:
+        ConfigError: naming the flag and value.
+    """
+    host, sep, port = value.rpartition(":")
+    host = host.strip("[]")
+    # ASCII digits only ("²" passes str.isdigit, int() refuses it), at most 5 of them (int() of
+    # thousands of digits is refused too).
+    if not sep or not host or not _PORT.fullmatch(port) or not 0 <= int(port) <= 65535:
+        shown = value if len(value) <= 100 else f"{value[:100]}..."
+        raise ConfigError(None, "--listen", f"want HOST:PORT with a port of 0-65535, got {shown!r}")
+    return host, int(port)

@@ -47,6 +47,7 @@ __all__ = [
     "HostAttempt",
     "KeyMatch",
     "Preflight",
+    "host_lines",
     "key_matches",
     "key_text",
     "matched_credentials",
@@ -181,6 +182,20 @@ def _credentials(
     return out
 
 
+def host_lines(domain: str, hosts_dir: Path | None) -> list[str]:
+    """The hosts a pull of ``domain`` asks, in order: ``mirror https://...``, then the upstream.
+
+    Raises:
+        ConfigError: a ``hosts.toml`` is refused.
+    """
+    hosts = registry_hosts(domain, hosts_dir)
+    upstream = hosts[-1].host
+    return [
+        f"{'upstream' if host.host == upstream else 'mirror'} {host.scheme}://{host.host}"
+        for host in hosts_for("pull", hosts)
+    ]
+
+
 def _outcome(error: RegistryError | None) -> str:
     if error is None:
         return "ok"
@@ -221,11 +236,8 @@ async def preflight(
         f"{image} is {ref}: registry {ref.domain}, repository {ref.repository}; "
         f"default imagePullPolicy {default_pull_policy(image)}",
     )
-    hosts = hosts_for("pull", registry_hosts(ref.domain, hosts_dir))
-    upstream = registry_hosts(ref.domain, hosts_dir)[-1].host
-    for host in hosts:
-        role = "upstream" if host.host == upstream else "mirror"
-        report.step("hosts", f"{role} {host.scheme}://{host.host}")
+    for line in host_lines(ref.domain, hosts_dir):
+        report.step("hosts", line)
     credentials = _credentials(report, ref, sources)
     credential = ["anonymous"]
 

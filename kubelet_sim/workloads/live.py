@@ -23,9 +23,10 @@ from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from kubelet_sim.errors import ConfigError
+from kubelet_sim.node.httpserver import parse_listen
 from kubelet_sim.workloads.runner import SimNode, Snapshot
 
-__all__ = ["FleetCollector", "serve_fleet_metrics"]
+__all__ = ["FleetCollector", "parse_listen", "serve_fleet_metrics"]
 
 
 class FleetCollector(Collector):
@@ -89,18 +90,6 @@ class FleetCollector(Collector):
         yield GaugeMetricFamily(
             "kubelet_sim_bench_elapsed_seconds", "Seconds since the run's time zero", snap.elapsed
         )
-
-
-def parse_listen(value: str) -> tuple[str, int]:
-    """``HOST:PORT`` of ``--listen`` (port 0: a free one).
-
-    Raises:
-        ConfigError: naming ``--listen``.
-    """
-    host, sep, port = value.rpartition(":")
-    if not sep or not host or not (port.isascii() and port.isdigit()) or int(port) > 65535:
-        raise ConfigError(None, "--listen", f"want HOST:PORT such as 127.0.0.1:9100, got {value!r}")
-    return host.strip("[]"), int(port)
 
 
 @contextmanager

@@ -30,7 +30,7 @@ from kubelet_sim.credentials.plugin_config import (
 )
 from kubelet_sim.credentials.plugins import PluginProvider, _PluginFailed, decode_response
 from kubelet_sim.errors import ConfigError, RegistryAuthError
-from kubelet_sim.node.daemon import parse_listen
+from kubelet_sim.node.httpserver import parse_listen
 from kubelet_sim.registry.auth import basic_header
 from kubelet_sim.registry.boundary import parse_retry_after
 from kubelet_sim.registry.hosts import registry_hosts

@@ -22,10 +22,10 @@ from kubelet_sim.k8s.admission import parse_admission_plugins
 from kubelet_sim.node.daemon import (
     Daemon,
     DaemonOptions,
-    parse_listen,
     parse_node_labels,
     raise_open_file_limit,
 )
+from kubelet_sim.node.httpserver import parse_listen
 
 log = structlog.get_logger(__name__)
 
