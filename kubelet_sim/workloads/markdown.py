@@ -198,6 +198,7 @@ def render_markdown(report: dict[str, Any]) -> str:
     )  # fmt: skip
     for warning in h["warnings"]:
         lines += [f"**Warning:** {warning}.", ""]
+    lines += _churn(s)
     thresholds = s.get("thresholds", [])
     if thresholds:
         failed = sum(1 for t in thresholds if not t["passed"])
@@ -273,3 +274,45 @@ def render_markdown(report: dict[str, Any]) -> str:
     lines += ["", "Every figure is measured in this run; `report.json` holds the raw pods, pulls "
               "and per-node figures (with each node's own Prometheus samples beside them)."]  # fmt: skip
     return "\n".join(lines) + "\n"
+
+
+_CHURN_WHAT = {
+    "delete": lambda c: (
+        f"deleted {c.get('deleted', 0)} `{c.get('pods', '')}` pods ({c.get('ready', 0)} ready)"
+    ),
+    "rollout": lambda c: (
+        f"`{c.get('pods', '')}` to `{c.get('image', '')}`: "
+        f"{c.get('replicas', 0)} replicas, surge {c.get('max_surge', 0)}, unavailable "
+        f"{c.get('max_unavailable', 0)}; {c.get('created', 0)} created, {c.get('deleted', 0)} deleted,"
+        f" at most {c.get('peak_pods', 0)} pods, at least {c.get('min_ready', 0)} ready"
+    ),
+    "restart": lambda c: (
+        f"{c.get('nodes', 0)} kubelets down {c.get('downtime', 0):g} s; "
+        f"{c.get('pods_reapplied', 0)} waiting pods re-applied, {c.get('pods_kept_running', 0)} "
+        "ready pods kept running"
+    ),
+    "retag": lambda c: (
+        f"`{c.get('image', '')}` moved from `{str(c.get('from', '?'))[:19]}` to "
+        f"`{str(c.get('to', '?'))[:19]}`"
+    ),
+}
+
+
+def _churn(s: dict[str, Any]) -> list[str]:
+    """The churn section: what each action did and how long it took."""
+    churn: dict[str, dict[str, Any]] = s.get("churn") or {}
+    if not churn:
+        return []
+    lines = ["## Churn", ""]
+    if s.get("pods_deleted"):
+        lines += [f"{s['pods_deleted']} pods deleted ({s.get('pods_deleted_unready', 0)} before "
+                  "they were ready: not in the time-to-ready figures).", ""]  # fmt: skip
+    rows = []
+    for name, c in churn.items():
+        what = _CHURN_WHAT.get(str(c.get("kind")), lambda c: "")(c)
+        at, started, finished, took = (c.get(k) for k in ("at", "started", "finished", "seconds"))
+        rows.append((name, c.get("kind", ""), _s(at), "–" if started is None else _s(started),
+                     "not done" if finished is None else _s(finished),
+                     "–" if took is None else _s(took), what))  # fmt: skip
+    lines += _table(("action", "kind", "at", "started", "finished", "took", "what"), rows)
+    return lines

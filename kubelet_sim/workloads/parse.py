@@ -36,6 +36,7 @@ from kubelet_sim.workloads.limits import (
     MAX_SEED_BYTES,
     human,
 )
+from kubelet_sim.workloads.parse_churn import parse_churn
 from kubelet_sim.workloads.parse_pods import dns_label, pod_template, secret
 from kubelet_sim.workloads.source import Fields, Located, load_located, parse_size, type_name
 from kubelet_sim.workloads.spec import (
@@ -55,7 +56,7 @@ from kubelet_sim.workloads.spec import (
 from kubelet_sim.workloads.thresholds import parse_threshold
 
 _TOP = ("apiVersion", "kind", "name", "description", "seed", "bases", "images", "nodes", "pods",
-        "secrets", "faults", "run", "admission", "virtual", "thresholds")  # fmt: skip
+        "secrets", "faults", "run", "admission", "virtual", "thresholds", "churn")  # fmt: skip
 _PROBE_HOST = "registry.invalid:5000"  # only to check repository names against the grammar
 
 
@@ -133,6 +134,7 @@ def parse_workload(
             )
         except ValueError as exc:
             doc.fail(path, str(exc))
+    churn = parse_churn(doc, top, pods, groups, images, run.timeout)
     return Workload(
         name=name,
         seed=seed,
@@ -148,6 +150,7 @@ def parse_workload(
         admission_plugins=plugins,
         virtual=virtual,
         thresholds=tuple(thresholds),
+        churn=churn,
         digest=hashlib.sha256(text.encode()).hexdigest(),
     )
 

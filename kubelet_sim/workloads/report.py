@@ -128,13 +128,14 @@ def _node(sim: SimNode, pods: list[dict[str, Any]]) -> dict[str, Any]:
         "pods_ready": sum(1 for p in pods if p["ready"] is not None),
         "pulls": len(obs.spans),
         "pull_errors": sum(1 for s in obs.spans if s.error),
-        "registry_pulls": sim.image_service.registry_pulls,
-        "shared_pulls": sim.image_service.shared_pulls,
+        "registry_pulls": sim.registry_pulls,
+        "shared_pulls": sim.shared_pulls,
         "cache_hits": obs.cache_hits,
         "ensure_image_requests": obs.ensure_requests,
         "bytes_pulled": obs.bytes,
         "bytes_received": obs.received,
-        "peak_pulls_in_flight": sim.node.peak_in_flight,
+        "peak_pulls_in_flight": sim.peak_in_flight,
+        "restarts": sim.restarts,
         "registry_responses": {f"{m} {s}": n for (m, s), n in sorted(obs.responses.items())},
         "registry_retries": dict(sorted(obs.retries.items())),
         "events_emitted": dict(sorted(sim.recorder.emitted.items())),
@@ -156,6 +157,7 @@ def _pod(outcome: Any) -> dict[str, Any]:
         "ready": p.ready,
         "seconds": None if p.seconds is None else round(p.seconds, 4),
         "containers": p.containers,
+        "deleted": p.deleted,
     }
 
 
@@ -243,6 +245,7 @@ def shard_record(result: BenchResult) -> dict[str, Any]:
             for s in sim.observer.spans
         ],
         "bytes_timeline": result.timeline.series(),
+        "churn": result.churn,
     }
     if result.model is not None:
         from kubelet_sim.workloads.virtual import view_record
@@ -255,8 +258,15 @@ def shard_record(result: BenchResult) -> dict[str, Any]:
     return record
 
 
+def _counted(pods: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The pods the figures count: all but those churn deleted before they were ready."""
+    return [p for p in pods if p.get("deleted") is None or p["ready"] is not None]
+
+
 def _aggregate(nodes: Iterable[dict[str, Any]], pods: list[dict[str, Any]]) -> dict[str, Any]:
     nodes = list(nodes)
+    deleted = sum(1 for p in pods if p.get("deleted") is not None)
+    every, pods = len(pods), _counted(pods)
     times = [p["seconds"] for p in pods if p["seconds"] is not None]
     ready = [p["ready"] for p in pods if p["ready"] is not None]
     submitted = [p["submitted"] for p in pods if p["submitted"] is not None]
@@ -282,9 +292,11 @@ def _aggregate(nodes: Iterable[dict[str, Any]], pods: list[dict[str, Any]]) -> d
         makespan = round(max(ready) - min(submitted), 4)
     return {
         "nodes": len(nodes),
-        "pods": len(pods),
+        "pods": every,
         "pods_ready": len(ready),
         "pods_not_ready": len(not_ready),
+        "pods_deleted": deleted,
+        "pods_deleted_unready": every - len(pods),
         "waiting_reasons": dict(sorted(reasons.items())),
         "time_to_ready": percentiles(times, len(pods) - len(times)),
         "arrival_lag": percentiles(
@@ -431,7 +443,7 @@ def merge_records(records: Sequence[dict[str, Any]], *, source: str = "<shards>"
         groups[name] = {**meta, "kubelet": kubelet, **stats}
     templates = {}
     for name, meta in first["templates"].items():
-        mine = [p for p in pods if p["template"] == name]
+        mine = _counted([p for p in pods if p["template"] == name])
         times = [p["seconds"] for p in mine if p["seconds"] is not None]
         templates[name] = {**meta, "time_to_ready": percentiles(times, len(mine) - len(times))}
     run = dict(first["run"])
@@ -458,6 +470,11 @@ def merge_records(records: Sequence[dict[str, Any]], *, source: str = "<shards>"
         "pulls": pulls,
         "bytes_timeline": _merge_timeline(s for r in records for s in r["bytes_timeline"]),
     }
+    churn = [r["churn"] for r in records if r.get("churn")]
+    if churn:
+        from kubelet_sim.workloads.churn import merge_churn
+
+        summary["churn"] = merge_churn(churn)
     summary["thresholds"] = _thresholds(report, source)
     raws = [r["registry_raw"] for r in records if "registry_raw" in r]
     if raws:

@@ -17,17 +17,21 @@ import gc
 import json
 import resource
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import AsyncExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import anyio
+import anyio.abc
 import httpx
 import structlog
 from prometheus_client import CollectorRegistry
 
+from kubelet_sim.core.credentials import Credentials
 from kubelet_sim.core.platforms import parse_platform
+from kubelet_sim.core.pods import PodSpec
 from kubelet_sim.core.reference import parse_normalized
 from kubelet_sim.engine.workers import EngineSettings, PodState
 from kubelet_sim.errors import KubeletSimError, PullReason, first_error
@@ -49,11 +53,12 @@ from kubelet_sim.runtime.images import ImageService
 from kubelet_sim.sim.faultproxy import FaultProxy
 from kubelet_sim.sim.model import ModelTransport, RegistryView
 from kubelet_sim.telemetry.metrics import PullMetrics
+from kubelet_sim.workloads.churn import ChurnRunner
 from kubelet_sim.workloads.generate import SeedReport
 from kubelet_sim.workloads.health import LoopLagMonitor
 from kubelet_sim.workloads.observe import BytesTimeline, CountingRecorder, NodeObserver
 from kubelet_sim.workloads.schedule import PlannedPod, plan_pods
-from kubelet_sim.workloads.spec import CacheState, NodeGroup, Workload
+from kubelet_sim.workloads.spec import CacheState, NodeGroup, PodTemplate, Workload
 
 log = structlog.get_logger(__name__)
 
@@ -74,6 +79,21 @@ class SimNode:
     pods: int = 0
     http: httpx.AsyncClient | None = None
     """The HTTP client of a virtual run's node (its way into the modelled registry)."""
+    boot: Callable[[], Awaitable[tuple[Node, AsyncExitStack]]] | None = None
+    """Opens the node's kubelet again on the same store (a restart)."""
+    closer: AsyncExitStack | None = None
+    """What closes the running kubelet (and not the store a restart keeps)."""
+    serving: anyio.CancelScope | None = None
+    served: anyio.Event | None = None
+    restarts: int = 0
+    down: bool = False
+    """Its kubelet is restarting: pods bound to it now wait for it (:attr:`parked`)."""
+    parked: list[PodSpec] = field(default_factory=list)
+    restarting: anyio.Lock = field(default_factory=anyio.Lock)
+    kept_ready: int = 0
+    """Ready pods a restart left running (no longer in the new kubelet's engine)."""
+    _before: tuple[int, int, int] = (0, 0, 0)
+    """Registry pulls, shared pulls and peak pulls in flight of the kubelets before a restart."""
 
     @property
     def image_service(self) -> ImageService:
@@ -81,6 +101,50 @@ class SimNode:
         service = self.node.service
         assert isinstance(service, ImageService)
         return service
+
+    @property
+    def registry_pulls(self) -> int:
+        return self._before[0] + self.image_service.registry_pulls
+
+    @property
+    def shared_pulls(self) -> int:
+        return self._before[1] + self.image_service.shared_pulls
+
+    @property
+    def peak_in_flight(self) -> int:
+        return max(self._before[2], self.node.peak_in_flight)
+
+    async def restart(self, serving: anyio.abc.TaskGroup, downtime: float) -> list[PodState]:
+        """Stop the kubelet (its pulls are cancelled, its backoffs and pod workers gone), wait
+        ``downtime``, open it again on the same store; the pods it had, for re-applying."""
+        assert self.boot is not None
+        async with self.restarting:  # two restarts of one node: the second waits
+            assert self.serving is not None
+            assert self.served is not None
+            self.down = True
+            states = list(self.node.engine.pods())
+            self.serving.cancel()
+            await self.served.wait()
+            if self.closer is not None:
+                await self.closer.aclose()
+            self._before = (self.registry_pulls, self.shared_pulls, self.peak_in_flight)
+            self.restarts += 1
+            await anyio.sleep(downtime)
+            self.node, self.closer = await self.boot()
+            await serving.start(self.serve)
+            self.down = False
+            return states
+
+    async def serve(
+        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        """:meth:`Node.serve` under a scope of this node's own, so a restart can stop it."""
+        scope, done = self.serving, self.served = anyio.CancelScope(), anyio.Event()
+        try:
+            with scope:
+                await self.node.serve(task_status=task_status)
+        finally:
+            done.set()
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +172,8 @@ class PodOutcome:
     submitted: float | None = None
     ready: float | None = None
     containers: list[dict[str, object]] = field(default_factory=list)
+    deleted: float | None = None
+    """When churn deleted the pod (a rollout's old pod, a delete action)."""
 
     @property
     def seconds(self) -> float | None:
@@ -140,6 +206,8 @@ class BenchResult:
     """The modelled registry of a virtual run (None: a real registry)."""
     interrupted: bool = False
     """Stopped early on request (Ctrl-C): the report is partial."""
+    churn: list[dict[str, Any]] = field(default_factory=list)
+    """What each churn action did (:meth:`ChurnRunner.to_list`)."""
 
 
 def _secrets(workload: Workload, host: str) -> dict[tuple[str, str], Secret]:
@@ -206,24 +274,39 @@ async def _open_node(
                 hash_layers=http is None,  # a virtual run's layers are stubs: sized, not built
             )
         )
-    transport = None
-    if http is not None:
-        transport = Transport(settings=group.transport, http=http, observer=observer)
-    parts = NodeParts(
-        recorder=recorder,
-        metrics=observer,
-        metrics_registry=registry,
-        secrets=secrets,
-        progress=observer.progress,
-        store=light,
-        transport=transport,
-        clock=clock,
-        hooks=hooks,
-    )
-    node = await stack.enter_async_context(
-        open_node(group.kubelet, NodePaths(root / name), options, parts)
-    )
-    return SimNode(name, group, node, observer, recorder, registry, http=http)
+
+    async def boot() -> tuple[Node, AsyncExitStack]:
+        transport = None
+        if http is not None:
+            transport = Transport(settings=group.transport, http=http, observer=observer)
+        parts = NodeParts(
+            recorder=recorder,
+            metrics=observer,
+            metrics_registry=registry,
+            secrets=secrets,
+            progress=observer.progress,
+            store=light,
+            transport=transport,
+            clock=clock,
+            hooks=hooks,
+        )
+        closer = AsyncExitStack()
+        node = await closer.enter_async_context(
+            open_node(group.kubelet, NodePaths(root / name), options, parts)
+        )
+        return node, closer
+
+    node, closer = await boot()
+    stack.push_async_callback(lambda: closer_of(sim).aclose())
+    sim = SimNode(name, group, node, observer, recorder, registry, http=http, boot=boot)
+    sim.closer = closer
+    return sim
+
+
+def closer_of(sim: SimNode) -> AsyncExitStack:
+    """The exit stack of the node's current kubelet (a restart replaces it)."""
+    assert sim.closer is not None
+    return sim.closer
 
 
 async def _prepull(nodes: list[SimNode], workload: Workload, target: str) -> None:
@@ -271,7 +354,7 @@ def _snapshot(
     for sim in nodes:
         counts = groups.setdefault(sim.group.name, [0, 0])
         counts[1] += sim.pods
-        done = sum(1 for s in sim.node.engine.pods() if s.is_ready)
+        done = sim.kept_ready + sum(1 for s in sim.node.engine.pods() if s.is_ready)
         counts[0] += done
         ready += done
     spans = [span for sim in nodes for span in sim.observer.spans]
@@ -339,6 +422,173 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+class _Fleet:
+    """The run's nodes and pods as churn sees them (:class:`~kubelet_sim.workloads.churn.Fleet`)."""
+
+    def __init__(
+        self,
+        workload: Workload,
+        plan: list[PlannedPod],
+        by_name: dict[str, SimNode],
+        specs: dict[str, PodSpec],
+        submitted_at: dict[str, float],
+        t0: float,
+        target: str,
+        serving: anyio.abc.TaskGroup,
+        retagger: Callable[[str, str, str], Awaitable[dict[str, Any]]],
+    ) -> None:
+        self.workload = workload
+        self.plan = plan
+        self.by_name = by_name
+        self.specs = specs
+        self.submitted_at = submitted_at
+        self.t0 = t0
+        self.target = target
+        self.serving = serving
+        self._retagger = retagger
+        self.always = ALWAYS_PULL_IMAGES in workload.admission_plugins
+        self.removed: dict[str, tuple[float, PodState | None]] = {}
+        self.kept: dict[str, PodState] = {}
+        """Ready pods a kubelet restart left running: their state as the old kubelet had it."""
+        self.templates: dict[str, PodTemplate] = {}
+        """A rolled template's current version, for pods that arrive after the rollout began."""
+
+    def now(self) -> float:
+        return anyio.current_time() - self.t0
+
+    def state(self, pod: PlannedPod) -> PodState | None:
+        removed = self.removed.get(pod.uid)
+        if removed is not None:
+            return removed[1]
+        kept = self.kept.get(pod.uid)
+        if kept is not None:
+            return kept
+        return self.by_name[pod.node].node.engine.pod(pod.uid)
+
+    def live(self, template: str) -> list[PlannedPod]:
+        pods = [
+            p
+            for p in self.plan
+            if p.template.name == template and p.uid in self.submitted_at
+            and p.uid not in self.removed
+        ]  # fmt: skip
+        return sorted(pods, key=lambda p: (p.index, p.at))
+
+    def ready(self, pod: PlannedPod) -> bool:
+        state = self.state(pod)
+        return state is not None and state.is_ready
+
+    async def delete(self, pod: PlannedPod) -> None:
+        if pod.uid in self.removed:
+            return
+        state = self.state(pod)
+        self.removed[pod.uid] = (self.now(), state)
+        if self.kept.pop(pod.uid, None) is not None:
+            self.by_name[pod.node].kept_ready -= 1
+            return  # its kubelet was restarted: the new one never had it
+        await self.by_name[pod.node].node.engine.remove(pod.uid)
+
+    async def submit(self, sim: SimNode, spec: PodSpec) -> None:
+        """Hand a pod to its node's kubelet; while that kubelet restarts, when it is back."""
+        if sim.down:
+            sim.parked.append(spec)
+            return
+        engine = sim.node.engine
+        try:
+            engine.submit_nowait(spec)
+        except anyio.WouldBlock:
+            await engine.submit(spec)
+
+    async def create(self, pod: PlannedPod) -> None:
+        sim = self.by_name[pod.node]
+        self.plan.append(pod)
+        sim.pods += 1
+        spec = self.specs[pod.uid] = pod.spec(self.target, always_pull_images=self.always)
+        self.submitted_at[pod.uid] = self.now()
+        await self.submit(sim, spec)
+
+    def retemplate(self, template: PodTemplate) -> int:
+        self.templates[template.name] = template
+        pending = [p for p in self.plan
+                   if p.template.name == template.name and p.uid not in self.submitted_at]  # fmt: skip
+        for pod in pending:
+            changed = PlannedPod(template, pod.index, pod.name, pod.uid, pod.node, pod.at)
+            self.specs[pod.uid] = changed.spec(self.target, always_pull_images=self.always)
+        return len(pending)
+
+    def nodes_of(self, group: str) -> list[str]:
+        return [name for name, sim in self.by_name.items() if sim.group.name == group]
+
+    async def restart(self, node: str, downtime: float) -> tuple[int, int]:
+        sim = self.by_name[node]
+        states = await sim.restart(self.serving, downtime)
+        reapplied = kept = 0
+        parked, sim.parked = sim.parked, []
+        for spec in parked:  # bound to the node while its kubelet was down
+            if spec.ref.uid not in self.removed:
+                await self.submit(sim, spec)
+                reapplied += 1
+        for state in states:
+            uid = state.spec.ref.uid
+            if uid in self.removed:
+                continue
+            if state.is_ready:
+                # A restarted kubelet finds running containers running and pulls nothing for
+                # them: the pod stays ready as it was.
+                self.kept[uid] = state
+                sim.kept_ready += 1
+                kept += 1
+            else:
+                await self.submit(sim, state.spec)  # its backoff starts afresh
+                reapplied += 1
+        return reapplied, kept
+
+    async def retag(self, repository: str, tag: str, to: str) -> dict[str, Any]:
+        return await self._retagger(repository, tag, to)
+
+
+def _model_retagger(
+    model: ModelTransport,
+) -> Callable[[str, str, str], Awaitable[dict[str, Any]]]:
+    async def retag(repository: str, tag: str, to: str) -> dict[str, Any]:
+        tags = model.catalogue.tags
+        before, after = tags[(repository, tag)], tags[(repository, to)]
+        tags[(repository, tag)] = after
+        return {"image": f"{repository}:{tag}", "from": str(before.digest),
+                "to": str(after.digest)}  # fmt: skip
+
+    return retag
+
+
+def _registry_retagger(
+    workload: Workload, registry: str, shard: int, creds: Credentials | None
+) -> Callable[[str, str, str], Awaitable[dict[str, Any]]]:
+    """Moves a tag on the real registry (not through the fault proxy: the move is the
+    operator's, not a kubelet's); only shard 0 does, every shard records it."""
+
+    async def retag(repository: str, tag: str, to: str) -> dict[str, Any]:
+        from kubelet_sim.registry.client import RegistryClient
+        from kubelet_sim.registry.push import Pusher
+
+        moved: dict[str, Any] = {"image": f"{repository}:{tag}"}
+        if shard != 0:
+            moved["by_shard"] = 0
+            return moved
+        moving = parse_normalized(f"{registry}/{repository}:{tag}")
+        source = parse_normalized(f"{registry}/{repository}:{to}")
+        async with RegistryClient(hosts_dir=workload.hosts_dir) as client:
+            old = await client.resolve(moving, creds)
+            desc = await client.resolve(source, creds)
+            manifest = await client.fetch_manifest(source, desc, creds)
+            await Pusher(client, moving, creds).push_manifest(
+                manifest.raw, manifest.media_type, tag
+            )
+        moved.update({"from": str(old.digest), "to": str(desc.digest)})
+        return moved
+
+    return retag
+
+
 async def run_workload(
     workload: Workload,
     registry: str,
@@ -354,6 +604,7 @@ async def run_workload(
     clock: Callable[[], float] = anyio.current_time,
     stop: anyio.Event | None = None,
     on_nodes: Callable[[list[SimNode]], None] | None = None,
+    push_creds: Credentials | None = None,
 ) -> BenchResult:
     """Run ``workload`` (or shard ``shard[0]`` of ``shard[1]``) against ``registry`` (``HOST:PORT``).
 
@@ -369,6 +620,8 @@ async def run_workload(
     ``current_time``, cheaper than anyio's dispatch to it). ``stop``: once set, the run ends
     at its next tick as at a timeout, and its result says it was interrupted. ``on_nodes`` is
     called with the nodes once they are built (``bench --listen`` serves their metrics).
+    ``push_creds``: what a ``retag`` churn action pushes with (default: what seeding would use
+    without a docker config, the workload's first pull secret).
 
     Raises:
         KubeletSimError: a store cannot be opened, or a pre-pull failed.
@@ -377,7 +630,7 @@ async def run_workload(
     try:
         return await _run(
             workload, registry, store_root, on_tick, tick, seed, shard, start_at, store, model,
-            clock, stop, on_nodes,
+            clock, stop, on_nodes, push_creds,
         )  # fmt: skip
     except* KubeletSimError as group:
         failure = first_error(group)  # raised below: see registry.client.for_each_layer
@@ -399,6 +652,7 @@ async def _run(
     clock: Callable[[], float] = anyio.current_time,
     stop: anyio.Event | None = None,
     on_nodes: Callable[[list[SimNode]], None] | None = None,
+    push_creds: Credentials | None = None,
 ) -> BenchResult:
     index, count = shard
     plan = plan_pods(workload)
@@ -445,7 +699,7 @@ async def _run(
         serving = await stack.enter_async_context(anyio.create_task_group())
         stack.callback(serving.cancel_scope.cancel)
         for sim in nodes:
-            await serving.start(sim.node.serve)
+            await serving.start(sim.serve)
         if start_at is not None:
             late = time.time() - start_at
             if late > 0:
@@ -470,20 +724,28 @@ async def _run(
         peak_reset = _reset_peak_rss()
         cpu0 = _cpu()
         submitted_at: dict[str, float] = {}
+        arriving = list(plan)
         monitor = LoopLagMonitor()
+        if model is not None:
+            retagger = _model_retagger(model)
+        else:
+            creds = push_creds
+            if creds is None:
+                from kubelet_sim.workloads.target import push_credentials
+
+                creds = push_credentials(workload, registry)
+            retagger = _registry_retagger(workload, registry, index, creds)
+        fleet = _Fleet(workload, plan, by_name, specs, submitted_at, t0, target, serving, retagger)
+        churn = ChurnRunner(workload, fleet, shard=index)
 
         async def arrivals() -> None:
             # Every pod that is due is submitted without yielding in between: on a busy event
             # loop each await would let hundreds of tasks run and make later pods arrive late.
-            for pod in plan:
+            for pod in arriving:  # not the pods a rollout adds to the plan as it goes
                 delay = t0 + pod.at - anyio.current_time()
                 if delay > 0:
                     await anyio.sleep(delay)
-                engine = by_name[pod.node].node.engine
-                try:
-                    engine.submit_nowait(specs[pod.uid])
-                except anyio.WouldBlock:
-                    await engine.submit(specs[pod.uid])
+                await fleet.submit(by_name[pod.node], specs[pod.uid])
                 submitted_at[pod.uid] = anyio.current_time() - t0
 
         settled = 0  # plan[:settled] have settled, and a settled pod stays settled
@@ -492,15 +754,18 @@ async def _run(
             nonlocal settled
             while settled < len(plan):
                 pod = plan[settled]
-                state = by_name[pod.node].node.engine.pod(pod.uid)
-                if state is None or not _settled(state):
-                    return False
+                if pod.uid not in fleet.removed:  # a deleted pod is settled
+                    state = fleet.state(pod)
+                    if state is None or not _settled(state):
+                        return False
                 settled += 1
-            return True
+            return churn.done
 
         timed_out = interrupted = False
         async with anyio.create_task_group() as run_tg:
             run_tg.start_soon(arrivals)
+            if churn.actions:
+                run_tg.start_soon(churn.run, t0)
             if model is None:  # on a virtual clock a sleep is never late: nothing to measure
                 run_tg.start_soon(monitor.run)
             deadline = t0 + workload.run.timeout
@@ -522,7 +787,7 @@ async def _run(
         cpu1 = _cpu()
         if on_tick is not None:
             on_tick(_snapshot(nodes, plan, len(submitted_at), stopped_at))
-        pods = _outcomes(plan, by_name, submitted_at, t0)
+        pods = _outcomes(plan, fleet, t0)
         wall = stopped_at if model is None else time.perf_counter() - real0
         resources = {
             "wall_seconds": round(wall, 3),
@@ -551,19 +816,24 @@ async def _run(
             loop_lag=monitor.samples,
             model=model,
             interrupted=interrupted,
+            churn=churn.to_list(),
         )
 
 
-def _outcomes(
-    plan: list[PlannedPod], nodes: dict[str, SimNode], submitted: dict[str, float], t0: float
-) -> list[PodOutcome]:
+def _outcomes(plan: list[PlannedPod], fleet: _Fleet, t0: float) -> list[PodOutcome]:
     out = []
     for pod in plan:
-        sim = nodes[pod.node]
+        sim = fleet.by_name[pod.node]
         outcome = PodOutcome(pod, sim.group.name)
-        state = sim.node.engine.pod(pod.uid)
+        removed = fleet.removed.get(pod.uid)
+        if removed is not None:
+            outcome.deleted = round(removed[0], 6)
+        state = fleet.state(pod)
         if state is not None:
-            outcome.submitted = round(state.submitted_at - t0, 6)
+            # When the run handed it over: a pod bound to a restarting kubelet, or re-applied by
+            # the restarted one, counts from then, not from when that kubelet took it.
+            submitted = fleet.submitted_at.get(pod.uid, state.submitted_at - t0)
+            outcome.submitted = round(submitted, 6)
             if state.ready_at is not None:
                 outcome.ready = round(state.ready_at - t0, 6)
             outcome.containers = [

@@ -224,6 +224,10 @@ def check_record(record: dict[str, Any], source: str) -> None:
             need(item, dict, f"{section}[{i}]")
             for key, kind in fields.items():
                 need(item.get(key), kind, f"{section}[{i}].{key}")
+    for i, item in enumerate(record.get("churn") or []):  # optional: only runs with churn
+        need(item, dict, f"churn[{i}]")
+        for key, kind in (("name", str), ("kind", str), ("started", _MAYBE), ("finished", _MAYBE)):
+            need(item.get(key), kind, f"churn[{i}].{key}")
     for i, value in enumerate(record["loop_lag"]):
         need(value, _NUMBER, f"loop_lag[{i}]")
     for i, point in enumerate(record["bytes_timeline"]):

@@ -246,6 +246,61 @@ class RunSettings:
     proxy: bool = False
 
 
+class ChurnKind(StrEnum):
+    """What a churn action does to the run (``churn:`` in the workload)."""
+
+    DELETE = "delete"  # delete pods of a template
+    ROLLOUT = "rollout"  # a Deployment's rolling update to a new image
+    RESTART = "restart"  # a kubelet restart: store kept, waiting pods re-applied
+    RETAG = "retag"  # move a tag in the registry to another tag's image
+
+
+@dataclass(frozen=True, slots=True)
+class Amount:
+    """An absolute count, or a percentage of a total (a Deployment's ``maxSurge`` style)."""
+
+    value: float
+    percent: bool = False
+
+    def of(self, total: int, *, round_up: bool) -> int:
+        """The count for ``total``: a percentage rounds up (``maxSurge``) or down
+        (``maxUnavailable``), as ``intstr.GetScaledValueFromIntOrPercent``."""
+        if not self.percent:
+            return int(self.value)
+        scaled = self.value * total / 100
+        return math.ceil(scaled - 1e-9) if round_up else math.floor(scaled + 1e-9)
+
+    def describe(self) -> str:
+        return f"{self.value:g}%" if self.percent else f"{int(self.value)}"
+
+
+@dataclass(frozen=True, slots=True)
+class ChurnAction:
+    """One timed change to the run: see :class:`ChurnKind` and the workload README."""
+
+    name: str
+    kind: ChurnKind
+    at: float
+    template: str = ""
+    """``pods``: the pod template deleted from or rolled (delete, rollout)."""
+    group: str = ""
+    """``nodes``: the node group restarted (restart)."""
+    count: Amount = Amount(100, percent=True)
+    """How many pods (delete) or nodes (restart): a count or a percentage, the lowest first."""
+    image: str = ""
+    """The rollout's new image (relative to the registry, ``{i}`` allowed)."""
+    container: str = ""
+    """The container whose image the rollout changes (default: the template's only one)."""
+    max_surge: Amount = Amount(25, percent=True)
+    max_unavailable: Amount = Amount(25, percent=True)
+    downtime: float = 1.0
+    """Seconds a restarted kubelet is down before it comes back (restart)."""
+    repository: str = ""
+    tag: str = ""
+    to: str = ""
+    """retag: ``repository:tag`` now names the image of ``repository:to``."""
+
+
 @dataclass(frozen=True, slots=True)
 class Workload:
     """A validated workload file."""
@@ -267,6 +322,8 @@ class Workload:
     """How the modelled registry of ``bench --virtual`` behaves (ignored by real runs)."""
     thresholds: tuple[Threshold, ...] = ()
     """Pass/fail criteria on the report (:mod:`kubelet_sim.workloads.thresholds`)."""
+    churn: tuple[ChurnAction, ...] = ()
+    """Timed deletes, rolling updates, kubelet restarts and tag moves (:mod:`.churn`)."""
     digest: str = ""
 
     @property

@@ -57,7 +57,7 @@ SUMMARY = (
     "last_ready", "pulls", "pull_errors", "registry_pulls", "shared_pulls", "cache_hits",
     "bytes_pulled", "bytes_received", "registry_requests", "registry_requests_by_status",
     "registry_retries", "backoffs", "events_by_reason", "peak_pulls_in_flight_max", "resources",
-    "waiting_reasons",
+    "waiting_reasons", "pods_deleted", "pods_deleted_unready", "churn",
 )  # fmt: skip
 """The first words a metric may start with (the report summary's keys)."""
 COUNTS = frozenset({
