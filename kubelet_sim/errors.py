@@ -266,6 +266,8 @@ class Cause(StrEnum):
     BLOB_MISSING = "blob-missing"
     PLATFORM = "platform"
     UNREACHABLE = "unreachable"
+    RATE_LIMITED = "rate-limited"  # the registry answered 429
+    SERVER_ERROR = "server-error"  # the registry answered 5xx
     NOT_AN_IMAGE = "not-an-image"
     CORRUPT = "corrupt"
     STORE = "store"
@@ -286,6 +288,11 @@ def failure_cause(error: BaseException) -> Cause:
     for kind, cause in _CAUSES:
         if isinstance(error, kind):
             return cause
+    if isinstance(error, RegistryError) and error.status is not None:
+        if error.status == 429:
+            return Cause.RATE_LIMITED
+        if error.status >= 500:
+            return Cause.SERVER_ERROR
     return Cause.OTHER
 
 

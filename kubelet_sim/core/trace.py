@@ -59,6 +59,8 @@ class PullTrace:
 
     since: float
     """When the pull was asked for (it then waits for the serial queue or a parallel slot)."""
+    image: str = ""
+    """The container's image as the pod names it."""
     step: str = Step.WAITING
     pulling: float | None = None
     """When the puller started it (a token taken from the QPS throttle)."""

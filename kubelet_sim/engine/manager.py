@@ -257,7 +257,7 @@ class ImageManager:
                         "pull.record_failed", pod=str(request.pod), image=image, error=str(exc)
                     )
 
-        trace = PullTrace(enqueued, credentials=len(credentials))
+        trace = PullTrace(enqueued, image=image, credentials=len(credentials))
         job = PullJob(
             request=request,
             ref=ref,
@@ -282,6 +282,8 @@ class ImageManager:
                 messages.failed_to_pull(image, err_text),
             )
             self.backoff.next(key, self.clock())
+            cause = failure_cause(outcome.error)
+            self.metrics.pull_attempted(image, outcome.duration, str(cause))
             reason = PullReason.ERR_IMAGE_PULL
             self._prev_error[key] = f"{reason}: {err_text}"
             history.append(
@@ -291,7 +293,7 @@ class ImageManager:
                     outcome.duration,
                     str(reason),
                     err_text,
-                    cause=str(failure_cause(outcome.error)),
+                    cause=str(cause),
                     step=trace.describe() if trace.pulling is not None else "not started",
                     credentials=len(credentials),
                     hosts=tuple(trace.hosts),
@@ -300,6 +302,7 @@ class ImageManager:
             log.info("pull.failed", pod=str(request.pod), image=image, error=err_text)
             return EnsureResult(reason=reason, message=err_text, present=present)
         assert outcome.pulled is not None
+        self.metrics.pull_attempted(image, outcome.duration, "")
         history.append(
             PullAttempt(
                 enqueued,

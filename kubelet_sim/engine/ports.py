@@ -97,6 +97,12 @@ class ManagerMetrics(Protocol):
 
     def runtime_operation(self, operation_type: str, duration: float, error: bool) -> None: ...
 
+    def pull_attempted(self, image: str, seconds: float, cause: str) -> None:
+        """A pull the manager asked for ended: the pod's image, the puller's seconds (0 when
+        the QPS throttle refused it) and its failure cause (``""``: pulled; else a
+        :class:`~kubelet_sim.errors.Cause` value, ``qps`` for a refusal)."""
+        ...
+
 
 CredentialLookup = Callable[[PullRequest, ImageReference], Awaitable[Sequence[Credentials]]]
 """Returns the credentials to try for a request, in order (the keyring); empty = anonymous."""

@@ -44,6 +44,7 @@ from kubelet_sim.engine.manager import ImageManager, anonymous
 from kubelet_sim.engine.ports import (
     ContainerRuntime,
     CredentialLookup,
+    ManagerMetrics,
     PodSyncHook,
     ProgressFn,
     PulledImageVerifier,
@@ -75,22 +76,10 @@ MAX_IMAGE_BACKOFF = 300.0  # pkg/kubelet/kubelet.go MaxImageBackOff
 RUNTIME_CLASS_GATE = "RuntimeClassInImageCriApi"
 
 
-class NodeMetrics(PullObserver, RequestObserver, Protocol):
+class NodeMetrics(ManagerMetrics, PullObserver, RequestObserver, Protocol):
     """Everything a node reports (:class:`kubelet_sim.telemetry.metrics.PullMetrics` satisfies it)."""
 
-    def ensure_image_request(
-        self, policy: str, present: bool | None, pull_required: bool | None
-    ) -> None: ...
-
-    def image_pull_duration(self, seconds: float, size: int) -> None: ...
-
-    def cache_hit(self) -> None: ...
-
-    def set_backoff_entries(self, n: int) -> None: ...
-
     def bytes_pulled(self, n: int) -> None: ...
-
-    def runtime_operation(self, operation_type: str, duration: float, error: bool) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)

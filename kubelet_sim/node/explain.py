@@ -642,6 +642,15 @@ def _failed(
             f"the reference is not a container image: {last.message}",
             "point the pod at an image, not an artifact",
         ),
+        Cause.RATE_LIMITED: (
+            f"the registry refused the pull as too many requests (429): {last.message}",
+            "pull less at once (registryPullQPS, maxParallelImagePulls), pull through a mirror, "
+            "or raise the registry's rate limit; the pull is retried after its backoff",
+        ),
+        Cause.SERVER_ERROR: (
+            f"the registry failed to answer (5xx): {last.message}",
+            "check the registry's health and its logs; the pull is retried after its backoff",
+        ),
     }
     verdict, fix = verdicts.get(
         _cause(cause), (f"the pull failed: {last.message}", "see the error and the events")

@@ -338,6 +338,10 @@ class PullMetrics:
     def set_backoff_entries(self, n: int) -> None:
         self._backoff_entries.set(n)
 
+    def pull_attempted(self, image: str, seconds: float, cause: str) -> None:
+        """Nothing: an image name is no label (one series per image would be unbounded); the
+        bench keeps these per image (``workloads.observe``)."""
+
     def cache_hit(self) -> None:
         self._cache_hits.inc()
 

@@ -46,6 +46,7 @@ class PullTrace:
     first_request: float | None = None
     requests: int = 0
     request_seconds: float = 0.0
+    image: str = ""
 
     @property
     def dispatch(self) -> float | None:

@@ -199,6 +199,7 @@ def render_markdown(report: dict[str, Any]) -> str:
     for warning in h["warnings"]:
         lines += [f"**Warning:** {warning}.", ""]
     lines += _churn(s)
+    lines += _breakdowns(s)
     thresholds = s.get("thresholds", [])
     if thresholds:
         failed = sum(1 for t in thresholds if not t["passed"])
@@ -316,3 +317,63 @@ def _churn(s: dict[str, Any]) -> list[str]:
                      "–" if took is None else _s(took), what))  # fmt: skip
     lines += _table(("action", "kind", "at", "started", "finished", "took", "what"), rows)
     return lines
+
+
+def _breakdowns(s: dict[str, Any]) -> list[str]:
+    """Pulls by image, the slowest nodes, failed pulls by cause, and the registry as the nodes'
+    own histograms saw it (absent from reports made before these figures existed)."""
+    lines: list[str] = []
+    images: dict[str, dict[str, Any]] = s.get("by_image") or {}
+    if images:
+        lines += ["## Pulls by image", "", "Each runtime pull, from the puller's start to the "
+                  "image being stored (successful pulls only in the durations).", ""]  # fmt: skip
+        lines += _table(
+            ("image", "pulls", "failed", "pulled", "p50", "p90", "max"),
+            [(f"`{name}`", i["pulls"], i["failed"], human_bytes(i["bytes"]),
+              *(_dash(i["seconds"][k]) for k in ("p50", "p90", "max")))
+             for name, i in images.items()],
+        )  # fmt: skip
+    nodes: list[dict[str, Any]] = s.get("slowest_nodes") or []
+    if nodes:
+        lines += ["## Slowest nodes", "", "By pods not ready, then by the slowest pod's time to "
+                  "images ready.", ""]  # fmt: skip
+        lines += _table(
+            ("node", "group", "pods", "not ready", "p50", "max", "pulls (failed)", "mean pull"),
+            [(n["node"], n["group"], n["pods"], n["not_ready"], _s(n["time_to_ready"]["p50"]),
+              _s(n["time_to_ready"]["max"]), f"{n['pulls']} ({n['pull_errors']})",
+              _dash(n["pull_seconds_mean"])) for n in nodes],
+        )  # fmt: skip
+    causes: dict[str, int] = s.get("failure_causes") or {}
+    if causes:
+        lines += ["## Failed pulls by cause", "", "Each pod's failed pull (ErrImagePull), by what "
+                  "ended it; `qps` is a pull the node's registryPullQPS throttle refused.", ""]  # fmt: skip
+        lines += _table(("cause", "failed pulls"), list(causes.items()))
+    ttfb = s.get("registry_ttfb")
+    if ttfb and ttfb.get("count"):
+        lines += ["## The registry as the nodes saw it", ""]
+        lines += _table(
+            ("figure", "value"),
+            [("requests answered", ttfb["count"]),
+             ("time to first byte mean / p50 / p90 / p99",
+              " / ".join(_dash(ttfb[k]) for k in ("mean", "p50", "p90", "p99"))),
+             ("peak requests per second", s.get("registry_peak_requests_per_second", 0)),
+             ("peak errors and unanswered per second", s.get("registry_peak_errors_per_second", 0))],
+        )  # fmt: skip
+        sizes: dict[str, dict[str, Any]] = s.get("pull_duration_by_size") or {}
+        if sizes:
+            lines += ["`kubelet_image_pull_duration_seconds` by `image_size_in_bytes` (the "
+                      "kubelet's own histogram, over the nodes; quantiles as Prometheus' "
+                      "`histogram_quantile` reads its buckets):", ""]  # fmt: skip
+            lines += _table(
+                ("image size", "pulls", "mean", "p50", "p90", "p99"),
+                [(size, h["count"], *(_dash(h[k]) for k in ("mean", "p50", "p90", "p99")))
+                 for size, h in sizes.items()],
+            )  # fmt: skip
+        lines += ["Time to first byte is each request's time from sending to its answer's "
+                  "headers (the nodes' `kubelet_sim_registry_request_duration_seconds`).",
+                  ""]  # fmt: skip
+    return lines
+
+
+def _dash(value: float | None) -> str:
+    return "–" if value is None else _s(value)

@@ -13,6 +13,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from kubelet_sim.core import trace as core_trace
 from kubelet_sim.engine.ports import Layer
 from kubelet_sim.telemetry.events import Event, EventReason, EventRecorder, EventType, ObjectRef
 from kubelet_sim.telemetry.metrics import PullMetrics
@@ -32,6 +33,29 @@ class PullSpan:
     dispatch: float | None = None  # seconds from the start to the first registry request
     requests: int = 0  # registry requests the pull made
     request_seconds: float = 0.0  # their durations, summed (request sent to answer's headers)
+    image: str = ""  # the pod's image reference
+
+
+@dataclass(slots=True)
+class RequestTimeline:
+    """Registry answers per whole second since time zero (shared by the nodes of a run):
+    requests, errors (429 and 5xx) and requests without an answer (resets, timeouts)."""
+
+    slots: dict[int, list[int]] = field(default_factory=dict)
+
+    def add(self, t: float, status: int | None) -> None:
+        slot = self.slots.get(second := max(0, int(t)))
+        if slot is None:
+            slot = self.slots[second] = [0, 0, 0]
+        slot[0] += 1
+        if status is None:
+            slot[2] += 1
+        elif status == 429 or status >= 500:
+            slot[1] += 1
+
+    def series(self) -> list[list[int]]:
+        """``[second, requests, errors, no answer]`` for each second that had a request."""
+        return [[second, *self.slots[second]] for second in sorted(self.slots)]
 
 
 @dataclass(slots=True)
@@ -74,6 +98,10 @@ class NodeObserver:
         self.received = 0
         self.responses: Counter[tuple[str, str]] = Counter()
         self.retries: Counter[str] = Counter()
+        self.causes: Counter[str] = Counter()
+        """Pulls that failed, by :class:`~kubelet_sim.errors.Cause` (QPS refusals too)."""
+        self.requests: RequestTimeline | None = None
+        """Where answers are counted over time (set by the runner; shared by its nodes)."""
         self._layer_seen: dict[str, int] = {}
 
     def now(self) -> float:
@@ -100,9 +128,15 @@ class NodeObserver:
     def runtime_operation(self, operation_type: str, duration: float, error: bool) -> None:
         self.metrics.runtime_operation(operation_type, duration, error)
 
+    def pull_attempted(self, image: str, seconds: float, cause: str) -> None:
+        if cause:
+            self.causes[cause] += 1
+
     def pull_started(self) -> None:
         # The pull runs in this task from here on: its requests find the trace (health.py).
-        CURRENT_PULL.set(PullTrace(self.clock()))
+        engine_trace = core_trace.CURRENT.get()
+        image = engine_trace.image if engine_trace is not None else ""
+        CURRENT_PULL.set(PullTrace(self.clock(), image=image))
         self.metrics.pull_started()
 
     def pull_finished(self, duration: float, size: int, error: bool) -> None:
@@ -113,7 +147,7 @@ class NodeObserver:
             span = PullSpan(end - duration, end, size, error)
         else:
             span = PullSpan(end - duration, end, size, error, trace.dispatch, trace.requests,
-                            trace.request_seconds)  # fmt: skip
+                            trace.request_seconds, trace.image)  # fmt: skip
         self.spans.append(span)
         self.metrics.pull_finished(duration, size, error)
 
@@ -130,6 +164,8 @@ class NodeObserver:
             if trace.first_request is None:
                 trace.first_request = self.clock() - duration
         self.responses[(method.upper(), "none" if status is None else str(status))] += 1
+        if self.requests is not None:
+            self.requests.add(self.now(), status)
         self.metrics.registry_response(method, status, duration)
 
     def registry_retry(self, reason: str) -> None:

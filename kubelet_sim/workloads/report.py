@@ -23,12 +23,14 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from prometheus_client import CollectorRegistry
 
 from kubelet_sim import __version__
 from kubelet_sim.errors import ConfigError
+from kubelet_sim.telemetry.metrics import IMAGE_SIZE_BUCKETS
 from kubelet_sim.workloads import health
 from kubelet_sim.workloads.observe import SLOT
 from kubelet_sim.workloads.runner import BenchResult, SimNode
@@ -88,6 +90,25 @@ def metrics_snapshot(registry: CollectorRegistry) -> dict[str, Any]:
         code = dict(part.split("=", 1) for part in key.split(","))["code"]
         requests[code] += int(value)
     ensure = _samples(registry, "kubelet_image_manager_ensure_image_requests_total")
+    ttfb: dict[str, Any] = {"buckets": Counter(), "sum": 0.0, "count": 0.0}
+    for suffix in ("bucket", "sum", "count"):  # over methods
+        name = f"kubelet_sim_registry_request_duration_seconds_{suffix}"
+        for key, value in _samples(registry, name).items():
+            if suffix == "bucket":
+                ttfb["buckets"][_labels(key)["le"]] += int(value)
+            else:
+                ttfb[suffix] += value
+    ttfb["buckets"] = dict(ttfb["buckets"])
+    by_size: dict[str, dict[str, Any]] = {}
+    for suffix in ("bucket", "sum", "count"):
+        name = f"kubelet_image_pull_duration_seconds_{suffix}"
+        for key, value in _samples(registry, name).items():
+            labels = _labels(key)
+            entry = by_size.setdefault(labels["image_size_in_bytes"], {"buckets": {}})
+            if suffix == "bucket":
+                entry["buckets"][labels["le"]] = int(value)
+            else:
+                entry[suffix] = value
     return {
         "pull_image_operations": int(
             total("kubelet_runtime_operations_total", operation_type="pull_image")
@@ -105,7 +126,13 @@ def metrics_snapshot(registry: CollectorRegistry) -> dict[str, Any]:
         "image_pull_duration_count": int(
             sum(_samples(registry, "kubelet_image_pull_duration_seconds_count").values())
         ),
+        "registry_ttfb": ttfb,
+        "image_pull_duration_by_size": by_size,
     }
+
+
+def _labels(key: str) -> dict[str, str]:
+    return dict(part.split("=", 1) for part in key.split(",") if part)
 
 
 def _kubelet_summary(sim: SimNode) -> dict[str, Any]:
@@ -135,6 +162,7 @@ def _node(sim: SimNode, pods: list[dict[str, Any]]) -> dict[str, Any]:
         "bytes_pulled": obs.bytes,
         "bytes_received": obs.received,
         "peak_pulls_in_flight": sim.peak_in_flight,
+        "pull_causes": dict(sorted(sim.observer.causes.items())),
         "restarts": sim.restarts,
         "registry_responses": {f"{m} {s}": n for (m, s), n in sorted(obs.responses.items())},
         "registry_retries": dict(sorted(obs.retries.items())),
@@ -240,11 +268,13 @@ def shard_record(result: BenchResult) -> dict[str, Any]:
                 "dispatch": None if s.dispatch is None else round(s.dispatch, 5),
                 "requests": s.requests,
                 "request_seconds": round(s.request_seconds, 5),
+                "image": _relative(s.image, result.target),
             }
             for sim in result.nodes
             for s in sim.observer.spans
         ],
         "bytes_timeline": result.timeline.series(),
+        "request_timeline": result.requests.series(),
         "churn": result.churn,
     }
     if result.model is not None:
@@ -361,11 +391,17 @@ def _shifted(record: dict[str, Any], by: float) -> dict[str, Any]:
         return None if value is None else round(value + by, 6)
 
     pods = [
-        p | {"submitted": later(p["submitted"]), "ready": later(p["ready"])} for p in record["pods"]
-    ]
+        p | {"submitted": later(p["submitted"]), "ready": later(p["ready"]),
+             "deleted": later(p.get("deleted"))}
+        for p in record["pods"]
+    ]  # fmt: skip
     pulls = [s | {"start": later(s["start"]), "end": later(s["end"])} for s in record["pulls"]]
     timeline = [[round(t + by, 3), n] for t, n in record["bytes_timeline"]]
-    return record | {"pods": pods, "pulls": pulls, "bytes_timeline": timeline}
+    requests = [
+        [second + round(by), *counts] for second, *counts in record.get("request_timeline", [])
+    ]
+    return record | {"pods": pods, "pulls": pulls, "bytes_timeline": timeline,
+                     "request_timeline": requests}  # fmt: skip
 
 
 def _merge_timeline(series: Iterable[list[Any]]) -> list[tuple[float, int]]:
@@ -375,6 +411,133 @@ def _merge_timeline(series: Iterable[list[Any]]) -> list[tuple[float, int]]:
     if not slots:
         return []
     return [(round(i * SLOT, 3), slots.get(i, 0)) for i in range(max(slots) + 1)]
+
+
+def _relative(image: str, target: str) -> str:
+    """An image reference without the registry's ``HOST:PORT`` (as the workload names it)."""
+    prefix = f"{target}/"
+    return image[len(prefix) :] if image.startswith(prefix) else image
+
+
+def _merge_requests(series: Iterable[list[list[int]]]) -> list[list[int]]:
+    """Shards' per-second request counts, summed by second."""
+    slots: dict[int, list[int]] = {}
+    for shard in series:
+        for second, *counts in shard:
+            slot = slots.setdefault(second, [0] * len(counts))
+            for i, n in enumerate(counts):
+                slot[i] += n
+    return [[second, *slots[second]] for second in sorted(slots)]
+
+
+SLOWEST_NODES = 10
+"""Rows of the report's slowest-nodes table."""
+
+
+def histogram_quantile(q: float, buckets: dict[str, int]) -> float | None:
+    """Prometheus' ``histogram_quantile``: linear inside the bucket holding rank ``q * count``;
+    in the ``+Inf`` bucket, the largest finite bound. None without observations."""
+    bounds = sorted(((float(le), n) for le, n in buckets.items()), key=lambda b: b[0])
+    if not bounds or bounds[-1][1] == 0:
+        return None
+    rank = q * bounds[-1][1]
+    lower, below = 0.0, 0
+    for upper, cumulative in bounds:
+        if cumulative >= rank:
+            if upper == float("inf"):
+                return lower
+            if cumulative == below:
+                return upper
+            return round(lower + (upper - lower) * (rank - below) / (cumulative - below), 6)
+        lower, below = upper, cumulative
+    return lower
+
+
+def _histogram(buckets: dict[str, int], total: float, count: float) -> dict[str, Any]:
+    """Count, mean and p50/p90/p99 of a Prometheus histogram (summed over nodes)."""
+    return {
+        "count": int(count),
+        "mean": round(total / count, 6) if count else None,
+        **{f"p{round(q * 100)}": histogram_quantile(q, buckets) for q in (0.5, 0.9, 0.99)},
+    }
+
+
+def _breakdowns(
+    nodes: list[dict[str, Any]],
+    pods: list[dict[str, Any]],
+    pulls: list[dict[str, Any]],
+    requests: list[list[int]],
+) -> dict[str, Any]:
+    """Where the time went: pulls per image, the slowest nodes, failures by cause, time to first
+    byte and pull duration by image size (the nodes' own histograms), requests per second."""
+    by_image: dict[str, list[dict[str, Any]]] = {}
+    for pull in pulls:
+        by_image.setdefault(pull.get("image") or "?", []).append(pull)
+    images = {}
+    for image, mine in sorted(by_image.items()):
+        done = [s["end"] - s["start"] for s in mine if not s["error"]]
+        images[image] = {
+            "pulls": len(mine),
+            "failed": sum(1 for s in mine if s["error"]),
+            "bytes": sum(s["size"] for s in mine if not s["error"]),
+            "seconds": percentiles(done),
+        }
+    ttr: dict[str, list[float | None]] = {}
+    for pod in _counted(pods):
+        ttr.setdefault(pod["node"], []).append(pod["seconds"])
+    rows = []
+    for node in nodes:
+        times = ttr.get(node["name"], [])
+        ready = [t for t in times if t is not None]
+        spans = [s["end"] - s["start"] for s in pulls if s["node"] == node["name"]]
+        rows.append({
+            "node": node["name"], "group": node["group"], "pods": len(times),
+            "not_ready": len(times) - len(ready),
+            "time_to_ready": percentiles(ready, len(times) - len(ready)),
+            "pulls": node["pulls"], "pull_errors": node["pull_errors"],
+            "pull_seconds_mean": round(sum(spans) / len(spans), 4) if spans else None,
+        })  # fmt: skip
+    rows.sort(key=lambda r: (-r["not_ready"], -(r["time_to_ready"]["max"] or 0.0), r["node"]))
+    causes: Counter[str] = Counter()
+    ttfb = _Sum()
+    sizes: dict[str, _Sum] = {}
+    for node in nodes:
+        causes.update(node.get("pull_causes", {}))
+        metrics = node.get("metrics", {})
+        ttfb.add(metrics.get("registry_ttfb", {}))
+        for size, h in metrics.get("image_pull_duration_by_size", {}).items():
+            sizes.setdefault(size, _Sum()).add(h)
+    order = [label for _, label in IMAGE_SIZE_BUCKETS]
+    return {
+        "by_image": images,
+        "slowest_nodes": rows[:SLOWEST_NODES],
+        "failure_causes": dict(causes.most_common()),
+        "registry_ttfb": ttfb.figures(),
+        "pull_duration_by_size": {
+            size: sizes[size].figures()
+            for size in sorted(sizes, key=order.index)
+            if sizes[size].count
+        },
+        "registry_peak_requests_per_second": max((r[1] for r in requests), default=0),
+        "registry_peak_errors_per_second": max((r[2] + r[3] for r in requests), default=0),
+    }
+
+
+@dataclass(slots=True)
+class _Sum:
+    """A histogram summed over nodes: cumulative bucket counts by ``le``, sum and count."""
+
+    buckets: Counter[str] = field(default_factory=Counter)
+    total: float = 0.0
+    count: float = 0.0
+
+    def add(self, h: dict[str, Any]) -> None:
+        self.buckets.update(h.get("buckets", {}))
+        self.total += h.get("sum", 0.0)
+        self.count += h.get("count", 0.0)
+
+    def figures(self) -> dict[str, Any]:
+        return _histogram(dict(self.buckets), self.total, self.count)
 
 
 def _resources(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -469,7 +632,9 @@ def merge_records(records: Sequence[dict[str, Any]], *, source: str = "<shards>"
         "pods": pods,
         "pulls": pulls,
         "bytes_timeline": _merge_timeline(s for r in records for s in r["bytes_timeline"]),
+        "request_timeline": _merge_requests(r.get("request_timeline", []) for r in records),
     }
+    summary.update(_breakdowns(nodes, pods, pulls, report["request_timeline"]))
     churn = [r["churn"] for r in records if r.get("churn")]
     if churn:
         from kubelet_sim.workloads.churn import merge_churn

@@ -56,7 +56,12 @@ from kubelet_sim.telemetry.metrics import PullMetrics
 from kubelet_sim.workloads.churn import ChurnRunner
 from kubelet_sim.workloads.generate import SeedReport
 from kubelet_sim.workloads.health import LoopLagMonitor
-from kubelet_sim.workloads.observe import BytesTimeline, CountingRecorder, NodeObserver
+from kubelet_sim.workloads.observe import (
+    BytesTimeline,
+    CountingRecorder,
+    NodeObserver,
+    RequestTimeline,
+)
 from kubelet_sim.workloads.schedule import PlannedPod, plan_pods
 from kubelet_sim.workloads.spec import CacheState, NodeGroup, PodTemplate, Workload
 
@@ -208,6 +213,8 @@ class BenchResult:
     """Stopped early on request (Ctrl-C): the report is partial."""
     churn: list[dict[str, Any]] = field(default_factory=list)
     """What each churn action did (:meth:`ChurnRunner.to_list`)."""
+    requests: RequestTimeline = field(default_factory=RequestTimeline)
+    """Registry answers per second of the run, over every node."""
 
 
 def _secrets(workload: Workload, host: str) -> dict[tuple[str, str], Secret]:
@@ -713,8 +720,10 @@ async def _run(
         stack.enter_context(_frozen_heap())
         started_at = time.time()
         t0 = anyio.current_time()
+        requests = RequestTimeline()  # from time zero: pre-pulls are not the run's traffic
         for sim in nodes:
             sim.observer.t0 = t0
+            sim.observer.requests = requests
         if proxy is not None:
             proxy.start_schedule(t0)
         if model is not None:
@@ -817,6 +826,7 @@ async def _run(
             model=model,
             interrupted=interrupted,
             churn=churn.to_list(),
+            requests=requests,
         )
 
 

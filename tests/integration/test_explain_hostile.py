@@ -540,3 +540,23 @@ async def test_a_pull_of_many_layers_through_a_dead_mirror_keeps_few_hosts(
     hosts = c["pulls"][-1]["hosts"]
     assert len(hosts) == HOST_TRIES  # over 80 requests asked: the first HOST_TRIES kept
     assert f"mirror 127.0.0.1:{dead}" in c["verdict"]
+
+
+@pytest.mark.parametrize(
+    ("status", "cause", "words"),
+    [
+        (429, "rate-limited", "too many requests (429)"),
+        (503, "server-error", "failed to answer (5xx)"),
+    ],
+)
+async def test_a_registry_that_refuses_with_a_status_gets_its_own_verdict(
+    tmp_path: Path, quick: None, status: int, cause: str, words: str
+) -> None:
+    body = json.dumps({"errors": [{"code": "UNAVAILABLE", "message": "go away"}]}).encode()
+    headers = {"Content-Type": "application/json"}
+    async with serve(answer(status, body, headers)) as hostile, daemon(tmp_path) as node:
+        await node.apply(pod_manifest("web", f"{hostile.host}/app:1.0"))
+        c = await node.wait("default", "web", failed)
+    assert c["pulls"][-1]["cause"] == cause
+    assert words in c["verdict"]
+    assert "retried after its backoff" in c["fix"]

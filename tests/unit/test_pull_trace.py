@@ -67,6 +67,9 @@ def test_a_trace_keeps_the_request_it_waits_on_and_a_bounded_list_of_tries() -> 
         (NotAnImageError("sha256:ab", "an artifact"), Cause.NOT_AN_IMAGE),
         (StoreError("disk"), Cause.STORE),
         (RegistryError("teapot", status=418), Cause.OTHER),
+        (RegistryError("slow down", status=429), Cause.RATE_LIMITED),
+        (RegistryError("unavailable", status=503), Cause.SERVER_ERROR),
+        (RegistryError("bad gateway", status=502), Cause.SERVER_ERROR),
         (PullError(PullReason.ERR_IMAGE_PULL, "pull QPS exceeded", cause=Cause.QPS), Cause.QPS),
     ],
 )
