@@ -11,14 +11,21 @@
 Modules: :mod:`.source` (YAML with line numbers), :mod:`.spec` (the values), :mod:`.parse` and
 :mod:`.parse_pods` (validation), :mod:`.generate` (deterministic images, seeding),
 :mod:`.schedule` (arrivals and placement), :mod:`.runner` (the nodes), :mod:`.observe`,
-:mod:`.report`, :mod:`.markdown`, :mod:`.plots`, :mod:`.compare`, :mod:`.progress`.
+:mod:`.report`, :mod:`.markdown`, :mod:`.plots`, :mod:`.compare`, :mod:`.repeat` (``--repeat``:
+medians and spreads over runs), :mod:`.progress`.
 """
 
-from kubelet_sim.workloads.compare import compare_markdown, compare_reports, load_report
+from kubelet_sim.workloads.compare import (
+    compare_markdown,
+    compare_reports,
+    load_report,
+    report_figures,
+)
 from kubelet_sim.workloads.generate import BuiltImage, ImageBuilder, SeedReport, seed_workload
 from kubelet_sim.workloads.markdown import render_markdown
 from kubelet_sim.workloads.parse import load_workload, parse_workload
 from kubelet_sim.workloads.parse_pods import read_trace
+from kubelet_sim.workloads.repeat import aggregate_reports, figure_stats, noise_verdict
 from kubelet_sim.workloads.report import SCHEMA, build_report, percentiles
 from kubelet_sim.workloads.runner import BenchResult, Snapshot, run_workload
 from kubelet_sim.workloads.schedule import PlannedPod, plan_pods
@@ -33,16 +40,20 @@ __all__ = [
     "SeedReport",
     "Snapshot",
     "Workload",
+    "aggregate_reports",
     "build_report",
     "compare_markdown",
     "compare_reports",
+    "figure_stats",
     "load_report",
     "load_workload",
+    "noise_verdict",
     "parse_workload",
     "percentiles",
     "plan_pods",
     "read_trace",
     "render_markdown",
+    "report_figures",
     "run_workload",
     "seed_workload",
 ]

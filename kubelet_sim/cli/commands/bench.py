@@ -23,12 +23,21 @@ backoff in minutes of wall time. No registry is started or contacted. With ``--s
 ``--executor ray`` or ``--shard I/N``, each shard models its share of the registry (1/N of its
 egress and concurrency) and the report merges what the shards' registries saw.
 
-``kubelet-sim bench --compare A.json B.json`` prints two reports side by side.
+``--repeat N`` runs the workload N times (1 to 100; in any of the modes above but one shard):
+each run's report goes to ``DIR/run-1`` ... ``DIR/run-N`` and ``DIR/report.json``/``report.md``
+is the *repeat report*, the same report with each figure the median over the runs, plus a
+``repeat`` section with every headline figure's values, min, max and interquartile range. The
+workload's thresholds are checked on the medians. A real bench's identical runs differ by 10-15 %;
+``--virtual`` runs are deterministic (only CPU, memory and wall time vary).
+
+``kubelet-sim bench --compare A.json B.json`` prints two reports side by side; when both are
+repeat reports, with each figure's spreads and a verdict: ``~`` within noise, else how B moved.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -90,6 +99,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser.add_argument(
         "--compare", nargs=2, type=Path, metavar=("A.json", "B.json"), help="compare two reports"
     )
+    parser.add_argument(
+        "--repeat", metavar="N",
+        help="run the workload N times (1-100): runs in DIR/run-K, medians and spreads in DIR",
+    )  # fmt: skip
     parser.add_argument("--output", choices=["text", "json", "markdown"], default="text")
     parser.add_argument(
         "--listen",
@@ -101,11 +114,16 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def _bench(args: argparse.Namespace) -> int:
+    repeat = _repeat_count(args)
     if args.compare:
         if args.workload:
             raise ConfigError(None, "--compare", "give either a workload or --compare, not both")
+        if repeat is not None:
+            raise ConfigError(None, "--repeat", "runs a workload; --compare reads two reports")
         return _compare(args)
     if args.workload and args.workload[0] == "merge":
+        if repeat is not None:
+            raise ConfigError(None, "--repeat", "not with bench merge (it merges one run's shards)")
         return _merge(args, [Path(p) for p in args.workload[1:]])
     if len(args.workload) != 1:
         raise ConfigError(
@@ -130,8 +148,10 @@ def _bench(args: argparse.Namespace) -> int:
         from kubelet_sim.workloads.live import parse_listen
 
         parse_listen(args.listen)  # a bad value is named before any registry is contacted
+    if repeat is not None and args.shard is not None:
+        raise ConfigError(None, "--repeat", "not with --shard (repeat the whole run, or the job)")
     if args.virtual:
-        return _virtual(args, path, workload)
+        return _virtual(args, path, workload, repeat)
     if args.shard is not None:
         if args.listen is not None:
             raise ConfigError(None, "--listen", "not with --shard (one shard's nodes only)")
@@ -139,28 +159,127 @@ def _bench(args: argparse.Namespace) -> int:
     _check_shards(args)
     console = _console(stderr=args.output == "json")  # with --output json, stdout is the JSON
     out = _out_dir(args, workload.name)
+    if (args.shards > 1 or args.executor == "ray") and args.listen is not None:
+        raise ConfigError(None, "--listen", "not with --shards or Ray (one process's nodes)")
+    with registry_for(args, console) as host:
+
+        def run_once(run_out: Path) -> dict[str, Any]:
+            return _real_run(args, path, workload, store, host, console, run_out)
+
+        if repeat is not None:
+            runs = _repeat_runs(console, out, repeat, run_once)
+        else:
+            report = run_once(out)
+    if repeat is not None:
+        return _emit_repeat(args, console, out, repeat, *runs)
+    return _emit(args, console, report, out)
+
+
+def _real_run(
+    args: argparse.Namespace,
+    path: Path,
+    workload: Workload,
+    store: str,
+    host: str,
+    console: Console,
+    out: Path,
+) -> dict[str, Any]:
+    """One run against ``host``: seeded (or checked), run, its report and plots written to
+    ``out``; in this process, or over ``--shards`` processes or Ray tasks."""
     if args.shards > 1 or args.executor == "ray":
-        if args.listen is not None:
-            raise ConfigError(None, "--listen", "not with --shards or Ray (one process's nodes)")
-        with registry_for(args, console) as host:
-            seed = anyio.run(_prepare, workload, host, console, args.no_seed, args.docker_config)
-            records = _sharded(args, path, workload, host, out, store)
-        report = _write_records(records, out, plots=not args.no_plots, seed=seed)
-    else:
-        with (
-            registry_for(args, console) as host,
-            tempfile.TemporaryDirectory(prefix="ksim-") as tmp,
-        ):
-            stores = (
-                Path(tempfile.mkdtemp(prefix="stores-", dir=out)) if args.keep_stores else Path(tmp)
-            )
-            # A panel on a terminal, lines in a log, nothing with --quiet.
-            live = None if args.quiet else sys.stdout.isatty()
-            result = anyio.run(
-                _run, workload, host, stores, console, live, store, args.no_seed, args.listen,
-                args.docker_config,
-            )  # fmt: skip
-            report = _write(result, out, plots=not args.no_plots)
+        seed = anyio.run(_prepare, workload, host, console, args.no_seed, args.docker_config)
+        records = _sharded(args, path, workload, host, out, store)
+        return _write_records(records, out, plots=not args.no_plots, seed=seed)
+    with tempfile.TemporaryDirectory(prefix="ksim-") as tmp:
+        stores = (
+            Path(tempfile.mkdtemp(prefix="stores-", dir=out)) if args.keep_stores else Path(tmp)
+        )
+        # A panel on a terminal, lines in a log, nothing with --quiet.
+        live = None if args.quiet else sys.stdout.isatty()
+        result = anyio.run(
+            _run, workload, host, stores, console, live, store, args.no_seed, args.listen,
+            args.docker_config,
+        )  # fmt: skip
+        return _write(result, out, plots=not args.no_plots)
+
+
+def _repeat_count(args: argparse.Namespace) -> int | None:
+    """``--repeat``'s run count (None without it); a bad value is named before anything runs."""
+    value = getattr(args, "repeat", None)
+    if value is None:
+        return None
+    from kubelet_sim.workloads.repeat import parse_repeat
+
+    return parse_repeat(value)
+
+
+def _repeat_runs(
+    console: Console, out: Path, count: int, run_once: Callable[[Path], dict[str, Any]]
+) -> tuple[list[dict[str, Any]], bool]:
+    """``run_once`` into ``out/run-1`` ... ``out/run-COUNT``: the reports of the runs that wrote
+    one, and whether a Ctrl-C stopped the repeat. A run that Ctrl-C ended with a partial report
+    (a real run in this process) is kept; one stopped before its report (``--virtual``,
+    ``--shards``, or while seeding) is dropped."""
+    stale = sorted(
+        (p.name for p in out.glob("run-*") if p.name[4:].isdigit() and int(p.name[4:]) > count),
+        key=lambda name: int(name[4:]),
+    )
+    if stale:
+        console.print(
+            f"[yellow]note: {', '.join(stale)} in {out} are from an earlier repeat, not this one",
+            highlight=False,
+        )
+    reports: list[dict[str, Any]] = []
+    for k in range(1, count + 1):
+        run_out = out / f"run-{k}"
+        try:
+            run_out.mkdir(exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(None, "--out", f"cannot make {run_out}: {exc.strerror}") from None
+        console.print(f"[bold]run {k} of {count}[/bold] -> {run_out}", highlight=False)
+        try:
+            report = run_once(run_out)
+        except KeyboardInterrupt:
+            console.print(f"[yellow]interrupted: run {k} is dropped (it wrote no report)")
+            with contextlib.suppress(OSError):
+                run_out.rmdir()  # only if empty
+            return reports, True
+        reports.append(report)
+        s = report["summary"]
+        ttr = s["time_to_ready"]
+        console.print(
+            f"run {k} of {count}: {s['pods_ready']}/{s['pods']} pods ready, time to ready p50 "
+            f"{_seconds(ttr['p50'])}, p99 {_seconds(ttr['p99'])}, makespan "
+            f"{_seconds(s['makespan'])}",
+            highlight=False,
+        )
+        if report["run"].get("interrupted"):
+            return reports, True
+    return reports, False
+
+
+def _seconds(value: float | None) -> str:
+    return "not ready" if value is None else f"{value:.3f}s"
+
+
+def _emit_repeat(
+    args: argparse.Namespace,
+    console: Console,
+    out: Path,
+    planned: int,
+    reports: list[dict[str, Any]],
+    interrupted: bool,
+) -> int:
+    """Aggregate the runs into the repeat report in ``out``; show and judge it as :func:`_emit`
+    does one run's."""
+    from kubelet_sim.workloads.repeat import aggregate_reports, save_repeat
+
+    if not reports:
+        console.print("[yellow]interrupted before any run wrote its report: no repeat report")
+        return 130
+    dirs = [f"run-{k}" for k in range(1, len(reports) + 1)]
+    report = aggregate_reports(reports, dirs, planned=planned, interrupted=interrupted)
+    save_repeat(report, out)
     return _emit(args, console, report, out)
 
 
@@ -181,7 +300,7 @@ def _out_dir(args: argparse.Namespace, name: str) -> Path:
     return out
 
 
-def _virtual(args: argparse.Namespace, path: Path, workload: Workload) -> int:
+def _virtual(args: argparse.Namespace, path: Path, workload: Workload, repeat: int | None) -> int:
     """``--virtual``: the nodes on a virtual clock against the modelled registry; in this
     process, over ``--shards N`` processes or Ray tasks (each modelling its share of the
     registry), or one shard alone (``--shard I/N --out DIR``)."""
@@ -214,21 +333,33 @@ def _virtual(args: argparse.Namespace, path: Path, workload: Workload) -> int:
         f"virtual time: {workload.node_count} nodes, {pods} pods against the modelled registry"
         + (f", over {args.shards} shards" if args.shards > 1 or args.executor == "ray" else "")
     )
+
+    def run_once(run_out: Path) -> dict[str, Any]:
+        return _virtual_run(args, path, workload, console, run_out)
+
+    if repeat is not None:
+        return _emit_repeat(args, console, out, repeat, *_repeat_runs(console, out, repeat,
+                                                                      run_once))  # fmt: skip
+    return _emit(args, console, run_once(out), out)
+
+
+def _virtual_run(
+    args: argparse.Namespace, path: Path, workload: Workload, console: Console, out: Path
+) -> dict[str, Any]:
+    """One virtual run (in this process or over shards), its report and plots written to ``out``."""
     if args.shards > 1 or args.executor == "ray":
         records = _virtual_shards(args, path, out)
-        report = _write_records(records, out, plots=not args.no_plots, source=str(path))
-    else:
-        from kubelet_sim.workloads.progress import LiveProgress
-        from kubelet_sim.workloads.virtual import run_virtual
+        return _write_records(records, out, plots=not args.no_plots, source=str(path))
+    from kubelet_sim.workloads.progress import LiveProgress
+    from kubelet_sim.workloads.virtual import run_virtual
 
-        with tempfile.TemporaryDirectory(prefix="ksim-") as tmp:
-            if sys.stdout.isatty() and not args.quiet:
-                with LiveProgress(console, workload) as progress:
-                    result = run_virtual(workload, Path(tmp), on_tick=progress)
-            else:
-                result = run_virtual(workload, Path(tmp))
-        report = _write(result, out, plots=not args.no_plots)
-    return _emit(args, console, report, out)
+    with tempfile.TemporaryDirectory(prefix="ksim-") as tmp:
+        if sys.stdout.isatty() and not args.quiet:
+            with LiveProgress(console, workload) as progress:
+                result = run_virtual(workload, Path(tmp), on_tick=progress)
+        else:
+            result = run_virtual(workload, Path(tmp))
+    return _write(result, out, plots=not args.no_plots)
 
 
 def _virtual_shards(args: argparse.Namespace, path: Path, out: Path) -> list[dict[str, Any]]:
@@ -249,11 +380,17 @@ def _virtual_shards(args: argparse.Namespace, path: Path, out: Path) -> list[dic
 
 
 def _emit(args: argparse.Namespace, console: Console, report: dict[str, Any], out: Path) -> int:
-    """The run's summary on the terminal, or its JSON alone on stdout with ``--output json``."""
+    """The run's summary on the terminal, or its JSON alone on stdout with ``--output json``
+    (a repeat report's with its ``repeat`` section as the summary's ``repeat``)."""
     if args.output == "json":
-        print(json.dumps(report["summary"], indent=2))
+        doc = report["summary"]
+        if "repeat" in report:
+            doc = {**doc, "repeat": report["repeat"]}
+        print(json.dumps(doc, indent=2))
     else:
         _print_summary(console, report, out)
+        if "repeat" in report:
+            _print_repeat(console, report, out)
     from kubelet_sim.workloads.thresholds import THRESHOLDS_FAILED
 
     results = report["summary"].get("thresholds", [])
@@ -265,6 +402,36 @@ def _emit(args: argparse.Namespace, console: Console, report: dict[str, Any], ou
     if any(not r["passed"] for r in results):
         return THRESHOLDS_FAILED
     return 0
+
+
+def _print_repeat(console: Console, report: dict[str, Any], out: Path) -> None:
+    """A repeat report's runs: each headline figure's median, range and IQR over them."""
+    from kubelet_sim.workloads.compare import format_figure
+    from kubelet_sim.workloads.repeat import relative_iqr
+
+    rep = report["repeat"]
+    n = rep["runs"]
+    table = Table(title=f"{n} runs: median, range and interquartile range (IQR) of each figure")
+    columns = ["figure", "median", "min", "max", "IQR", "IQR/median"]
+    if n <= 10:
+        columns.append("runs")
+    for column in columns:
+        table.add_column(column, justify="left" if column in ("figure", "runs") else "right")
+    for name, stats in rep["figures"].items():
+        unit = stats["unit"]
+        cells = [name, *(format_figure(stats[k], unit) for k in ("median", "min", "max", "iqr")),
+                 relative_iqr(stats)]  # fmt: skip
+        if n <= 10:
+            cells.append(", ".join(format_figure(v, unit) for v in stats["values"]))
+        table.add_row(*(Text(c) for c in cells))
+    console.print(table)
+    dirs = rep["run_dirs"]
+    console.print(
+        f"repeat report: medians of {n} runs (of {rep['planned']}); each run's report in "
+        f"{out / dirs[0]} ... {out / dirs[-1]}; detail and plots from {dirs[rep['median_run'] - 1]}"
+        ", the median run",
+        highlight=False,
+    )
 
 
 def _print_thresholds(console: Console, results: list[dict[str, Any]]) -> None:
@@ -561,28 +728,52 @@ def _print_summary(console: Console, report: dict[str, Any], out: Path) -> None:
         console.print(
             f"[yellow]stopped at the timeout: {s['pods_not_ready']} pods not ready ({reasons})"
         )
-    console.print(f"report: {out / 'report.md'} (and report.json, plots)")
+    if "repeat" in report:  # the plots are the median run's, in its folder
+        console.print(f"report: {out / 'report.md'} (and report.json)")
+    else:
+        console.print(f"report: {out / 'report.md'} (and report.json, plots)")
 
 
 def _compare(args: argparse.Namespace) -> int:
     from kubelet_sim.workloads import compare_markdown, compare_reports, load_report
-    from kubelet_sim.workloads.compare import render_compare, workload_name
+    from kubelet_sim.workloads.compare import (
+        NOISE_RULE,
+        compare_columns,
+        noise_note,
+        render_compare,
+        runs_of,
+        verdict_summary,
+        workload_name,
+    )
 
     a, b = (load_report(p) for p in args.compare)
     rows = compare_reports(a, b)
+    note = noise_note(a, b)
     if args.output == "json":
+        if note:
+            print(f"kubelet-sim: {note}", file=sys.stderr)  # stdout is the JSON alone
         print(json.dumps([r.to_dict() for r in rows], indent=2))
         return 0
     if args.output == "markdown":
         print(compare_markdown(a, b), end="")
         return 0
     console = _console()
+
+    def side(report: dict[str, Any], path: Path) -> str:
+        n = runs_of(report)
+        runs = f", median of {n} runs" if n > 1 else ", 1 run" if "repeat" in report else ""
+        return f"{workload_name(report)} ({path}{runs})"
+
     # Names come from the reports: Text, not markup ("[/x]" in a group name is no markup error).
-    table = Table(title=Text(f"A = {workload_name(a)} ({args.compare[0]}), "
-                             f"B = {workload_name(b)} ({args.compare[1]})"))  # fmt: skip
-    for column in ("figure", "A", "B", "change", "B/A"):
+    table = Table(title=Text(f"A = {side(a, args.compare[0])}, B = {side(b, args.compare[1])}"))
+    for column in compare_columns(a, b):
         table.add_column(column, justify="left" if column == "figure" else "right")
     for row in render_compare(a, b, rows):
         table.add_row(*(Text(cell) for cell in row))
     console.print(table)
+    if note:
+        console.print(Text(note, style="yellow"))
+    else:
+        console.print(Text(verdict_summary(rows)))
+        console.print(Text(NOISE_RULE, style="dim"))
     return 0
