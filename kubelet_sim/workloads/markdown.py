@@ -15,8 +15,12 @@ from kubelet_sim.workloads.spec import human_bytes
 PLOTS = (
     ("pull-timeline.png", "Pull timeline per node",
      "One row per node (a sample of at most 60 nodes for large runs); each bar is one image pull "
-     "from the moment the puller started it to its end: blue succeeded, red failed. Gaps inside a "
-     "row are time the node spent queueing or in back-off; overlapping bars show parallel pulls."),
+     "from the moment the puller started it to its end, coloured by image (the legend), failed "
+     "pulls marked. Gaps inside a row are time the node spent queueing or in back-off; "
+     "overlapping bars show parallel pulls; back-to-back pulls are separate bars."),
+    ("pull-latency-cdf.png", "Pull duration per image (CDF)",
+     "For each image (the most pulled ones), the share of its successful pulls (y) that took at "
+     "most x seconds, from the puller's start to the image being stored."),
     ("time-to-ready-cdf.png", "Pod time to images ready (CDF)",
      "For each node group, the share of pods (y) whose images were all ready within x seconds of "
      "the pod's arrival. Steeper and further left is better; the dotted lines mark p50 and p99 "
@@ -24,6 +28,9 @@ PLOTS = (
     ("bytes-over-time.png", "Bytes served over time",
      "Top: bytes the nodes received from the registry per second. Bottom: cumulative bytes. With "
      "the fault proxy, shaded spans mark the fault windows."),
+    ("registry-requests.png", "Registry requests and errors over time",
+     "Registry answers the nodes got per second: all requests, error answers (429 and 5xx) and "
+     "requests that got no answer (connection resets, timeouts); fault windows shaded."),
 )  # fmt: skip
 
 REGISTRY_PLOT = (

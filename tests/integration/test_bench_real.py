@@ -190,7 +190,9 @@ def test_report_agrees_with_the_nodes_metrics_and_events(
     files = write_plots(report, tmp_path / "out")
     assert sorted(f.name for f in files) == [
         "bytes-over-time.png",
+        "pull-latency-cdf.png",
         "pull-timeline.png",
+        "registry-requests.png",
         "time-to-ready-cdf.png",
     ]
     for f in files:
