@@ -471,3 +471,47 @@ def test_a_bad_hosts_dir_is_refused_when_the_workload_loads(tmp_path: Path) -> N
     path.write_text(PRIVATE.replace("hostsDir: certs.d", "hostsDir: missing"))
     with pytest.raises(ConfigError, match="is not a folder"):
         load_workload(path)
+
+
+MIRRORED = """\
+apiVersion: kubelet-sim.dev/v1alpha1
+kind: Workload
+name: mirrored
+images:
+  - {repository: mirrored/app, tags: ["1.0"], layers: [64KiB]}
+nodes:
+  - {name: pool, count: 2, hostsDir: certs.d}
+pods:
+  - name: web
+    count: 4
+    spec: {containers: [{name: web, image: "mirrored/app:1.0"}]}
+thresholds: ["pods_not_ready == 0"]
+run: {timeout: 30s}
+"""
+
+
+def test_the_mirror_recipe_load_tests_a_mirror_in_front_of_a_dead_upstream(
+    registry: RegistryProcess, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The README's recipe: nodes ask for the upstream's images, hosts.toml sends them to the
+    mirror (the only thing answering), --no-seed checks the images through it."""
+    path = tmp_path / "mirrored.yaml"
+    path.write_text(MIRRORED)
+    (tmp_path / "certs.d").mkdir()
+    assert main(["seed", str(path), "--registry", registry.host]) == 0  # the mirror's content
+    with refusing_port() as port:
+        upstream = f"127.0.0.1:{port}"
+        folder = tmp_path / "certs.d" / upstream
+        folder.mkdir(parents=True)
+        (folder / "hosts.toml").write_text(
+            f'server = "http://{upstream}"\n\n'
+            f'[host."http://{registry.host}"]\n  capabilities = ["pull", "resolve"]\n'
+        )
+        capsys.readouterr()
+        code = main(["bench", str(path), "--registry", upstream, "--no-seed", "--quiet",
+                     "--no-plots", "--out", str(tmp_path / "out")])  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    assert f"--no-seed: {upstream} has all 1 of the workload's images" in capsys.readouterr().out
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["summary"]["pods_ready"] == 4
+    assert report["summary"]["failure_causes"] == {}
