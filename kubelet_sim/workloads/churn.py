@@ -23,6 +23,7 @@ from typing import Any, Protocol
 import anyio
 import structlog
 
+from kubelet_sim.errors import KubeletSimError
 from kubelet_sim.k8s.objects import stable_uid
 from kubelet_sim.workloads.schedule import PlannedPod
 from kubelet_sim.workloads.spec import ChurnAction, ChurnKind, PodTemplate, Workload
@@ -127,14 +128,21 @@ class ChurnRunner:
             await anyio.sleep(delay)
         record = self.records[action.name]
         record.started = self.fleet.now()
-        if action.kind is ChurnKind.DELETE:
-            await self._delete(action, record)
-        elif action.kind is ChurnKind.ROLLOUT:
-            await self._rollout(action, record)
-        elif action.kind is ChurnKind.RESTART:
-            await self._restart(action, record)
-        else:
-            record.detail.update(await self.fleet.retag(action.repository, action.tag, action.to))
+        try:
+            if action.kind is ChurnKind.DELETE:
+                await self._delete(action, record)
+            elif action.kind is ChurnKind.ROLLOUT:
+                await self._rollout(action, record)
+            elif action.kind is ChurnKind.RESTART:
+                await self._restart(action, record)
+            else:
+                moved = await self.fleet.retag(action.repository, action.tag, action.to)
+                record.detail.update(moved)
+        except KubeletSimError as exc:
+            # An action the registry or a store refused (a read-only registry's 405 on a tag
+            # move) is the run's finding, not its end: the report says so.
+            record.detail["error"] = str(exc)
+            log.warning("bench.churn_failed", action=action.name, error=str(exc))
         record.finished = self.fleet.now()
         log.info("bench.churn_done", action=action.name, kind=str(action.kind))
 
@@ -191,10 +199,14 @@ class ChurnRunner:
         })  # fmt: skip
         width = max(3, len(str(max(replicas - 1, 0))))
         slots: dict[int, PlannedPod] = {}  # old pod k -> the new pod standing in for it
+        made: dict[int, int] = {}  # old pod k -> new pods made for it (one, unless deleted)
         created = 0
         gone: set[str] = set()  # old pods this rollout deleted
         peak = replicas
         min_ready = sum(1 for p in old if fleet.ready(p))
+        record.detail.update(
+            {"created": 0, "deleted": 0, "peak_pods": peak, "min_ready": min_ready}
+        )
         while True:
             alive = {p.uid for p in fleet.live(action.template)}
             left = [p for p in old if p.uid in alive]
@@ -210,7 +222,8 @@ class ChurnRunner:
             room = replicas + surge - (len(left) + len(new))
             for k in [k for k in range(replicas) if k not in slots][: max(0, room)]:
                 before = old[k]
-                again = "" if created < replicas else f"-{created}"
+                made[k] = made.get(k, 0) + 1
+                again = "" if made[k] == 1 else f"-{made[k]}"  # each pod its own name and uid
                 name = f"{action.template}-r{revision}-{before.index:0{width}d}{again}"
                 uid = stable_uid("Pod", template.namespace, f"{name}/{record.name}")
                 pod = PlannedPod(template, before.index, name, uid, before.node, fleet.now())
@@ -236,11 +249,13 @@ class ChurnRunner:
                 gone.add(pod.uid)
             ready_now = sum(1 for p in (*left, *new) if p.uid not in gone and fleet.ready(p))
             min_ready = min(min_ready, ready_now)
+            # What it did so far: a run that stops mid-rollout reports it
+            record.detail.update({
+                "created": created, "deleted": len(gone), "peak_pods": peak,
+                "min_ready": min_ready,
+            })  # fmt: skip
             await anyio.sleep(self.period)
-        record.detail.update({
-            "created": created, "deleted": len(gone), "peak_pods": peak,
-            "min_ready": min_ready,
-        })  # fmt: skip
+        record.detail["min_ready"] = min_ready
 
 
 def rolled(template: PodTemplate, container: str, image: str) -> PodTemplate:

@@ -84,7 +84,7 @@ def _pct(value: float | None) -> str:
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> list[str]:
     out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    out += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    out += ["| " + " | ".join(str(c).replace("|", "\\|") for c in row) + " |" for row in rows]
     return [*out, ""]
 
 
@@ -318,6 +318,8 @@ def _churn(s: dict[str, Any]) -> list[str]:
     rows = []
     for name, c in churn.items():
         what = _CHURN_WHAT.get(str(c.get("kind")), lambda c: "")(c)
+        if c.get("error"):
+            what = f"**failed**: {c['error']}"
         at, started, finished, took = (c.get(k) for k in ("at", "started", "finished", "seconds"))
         rows.append((name, c.get("kind", ""), _s(at), "–" if started is None else _s(started),
                      "not done" if finished is None else _s(finished),

@@ -124,17 +124,20 @@ def parse_workload(
             plugins = parse_admission_plugins(names, field="admission.enablePlugins")
         except ConfigError as exc:
             a.fail("enablePlugins", exc.message)
+    churn = parse_churn(doc, top, pods, groups, images, run.timeout)
     thresholds = []
     for path, item in top.items("thresholds"):
         try:
             thresholds.append(
                 parse_threshold(
-                    item, groups=[g.name for g in nodes], templates=[t.name for t in pods]
+                    item,
+                    groups=[g.name for g in nodes],
+                    templates=[t.name for t in pods],
+                    churn=[a.name for a in churn],
                 )
             )
         except ValueError as exc:
             doc.fail(path, str(exc))
-    churn = parse_churn(doc, top, pods, groups, images, run.timeout)
     return Workload(
         name=name,
         seed=seed,

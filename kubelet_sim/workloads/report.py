@@ -400,8 +400,10 @@ def _shifted(record: dict[str, Any], by: float) -> dict[str, Any]:
     requests = [
         [second + round(by), *counts] for second, *counts in record.get("request_timeline", [])
     ]
+    churn = [c | {"started": later(c.get("started")), "finished": later(c.get("finished")),
+                  "at": c.get("at")} for c in record.get("churn") or []]  # fmt: skip
     return record | {"pods": pods, "pulls": pulls, "bytes_timeline": timeline,
-                     "request_timeline": requests}  # fmt: skip
+                     "request_timeline": requests, "churn": churn}  # fmt: skip
 
 
 def _merge_timeline(series: Iterable[list[Any]]) -> list[tuple[float, int]]:
@@ -438,8 +440,11 @@ def histogram_quantile(q: float, buckets: dict[str, int]) -> float | None:
     """Prometheus' ``histogram_quantile``: linear inside the bucket holding rank ``q * count``;
     in the ``+Inf`` bucket, the largest finite bound. None without observations."""
     bounds = sorted(((float(le), n) for le, n in buckets.items()), key=lambda b: b[0])
-    if not bounds or bounds[-1][1] == 0:
-        return None
+    if len(bounds) < 2 or bounds[-1][1] == 0:
+        return None  # Prometheus: NaN below two buckets or without observations
+    for i in range(1, len(bounds)):  # as Prometheus, counts made monotonic first
+        if bounds[i][1] < bounds[i - 1][1]:
+            bounds[i] = (bounds[i][0], bounds[i - 1][1])
     rank = q * bounds[-1][1]
     lower, below = 0.0, 0
     for upper, cumulative in bounds:

@@ -529,7 +529,7 @@ class _Fleet:
     async def restart(self, node: str, downtime: float) -> tuple[int, int]:
         sim = self.by_name[node]
         states = await sim.restart(self.serving, downtime)
-        reapplied = kept = 0
+        reapplied = 0
         parked, sim.parked = sim.parked, []
         for spec in parked:  # bound to the node while its kubelet was down
             if spec.ref.uid not in self.removed:
@@ -544,11 +544,11 @@ class _Fleet:
                 # them: the pod stays ready as it was.
                 self.kept[uid] = state
                 sim.kept_ready += 1
-                kept += 1
             else:
                 await self.submit(sim, state.spec)  # its backoff starts afresh
                 reapplied += 1
-        return reapplied, kept
+        # every ready pod on the node, those an earlier restart left running too
+        return reapplied, sim.kept_ready
 
     async def retag(self, repository: str, tag: str, to: str) -> dict[str, Any]:
         return await self._retagger(repository, tag, to)

@@ -30,6 +30,7 @@ from typing import Any
 
 import anyio
 
+from kubelet_sim.core.credentials import Credentials
 from kubelet_sim.errors import ConfigError, KubeletSimError
 from kubelet_sim.workloads.parse import parse_workload
 from kubelet_sim.workloads.report import SHARD_SCHEMA, shard_record
@@ -103,8 +104,10 @@ def run_shard_of(
     start_at: float | None,
     store: str,
     virtual: bool = False,
+    push_creds: Credentials | None = None,
 ) -> dict[str, Any]:
     """Shard ``shard`` of a loaded ``workload`` in a fresh event loop; its raw records.
+    ``push_creds``: what a ``retag`` churn action pushes with (:func:`run_workload`'s).
 
     ``virtual``: on a virtual clock against the shard's share of the modelled registry
     (:func:`~kubelet_sim.workloads.virtual.run_virtual`; ``registry`` and ``start_at`` unused:
@@ -117,7 +120,13 @@ def run_shard_of(
             return shard_record(run_virtual(workload, Path(tmp), shard=shard))
         result = anyio.run(
             lambda: run_workload(
-                workload, registry, Path(tmp), shard=shard, start_at=start_at, store=store
+                workload,
+                registry,
+                Path(tmp),
+                shard=shard,
+                start_at=start_at,
+                store=store,
+                push_creds=push_creds,
             )
         )
     return shard_record(result)
@@ -247,10 +256,12 @@ def run_processes(
     store: str,
     timeout: float | None,
     virtual: bool = False,
+    docker_config: Path | None = None,
 ) -> list[dict[str, Any]]:
     """Run ``count`` shards as child processes of this command; their records, in shard order.
 
     ``virtual``: the shards run ``--virtual`` (no registry, no agreed start instant).
+    ``docker_config``: passed on (``--docker-config``), for a ``retag`` churn action's push.
 
     Raises:
         KubeletSimError: a shard failed (its exit status and the end of its error output).
@@ -272,6 +283,8 @@ def run_processes(
                 ]  # fmt: skip
             if timeout is not None:
                 argv += ["--timeout", repr(timeout)]
+            if docker_config is not None and not virtual:
+                argv += ["--docker-config", str(docker_config)]
             log = stack.enter_context(tempfile.TemporaryFile())
             logs.append(log)
             proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=log)

@@ -81,9 +81,14 @@ class Threshold:
 
 
 def parse_threshold(
-    text: object, *, groups: Sequence[str] = (), templates: Sequence[str] = ()
+    text: object,
+    *,
+    groups: Sequence[str] = (),
+    templates: Sequence[str] = (),
+    churn: Sequence[str] | None = None,
 ) -> Threshold:
-    """One threshold from its text; ``groups`` and ``templates`` are the names a metric may use.
+    """One threshold from its text; ``groups``, ``templates`` and ``churn`` (the churn actions;
+    None: not checked) are the names a metric may use.
 
     Raises:
         ValueError: with a message saying what is wrong (the caller names the field).
@@ -108,6 +113,11 @@ def parse_threshold(
                 f"{'node groups' if head == 'groups' else 'pods'} "
                 f"({', '.join(known) or 'none'}), as {head}.NAME.time_to_ready.p99"
             )
+    elif head == "churn" and churn is not None and (len(parts) < 3 or parts[1] not in churn):
+        raise ValueError(
+            f"{metric!r}: churn figures are named after the workload's churn actions "
+            f"({', '.join(churn) or 'none'}), as churn.NAME.seconds"
+        )
     elif head not in DERIVED and head not in SUMMARY:
         raise ValueError(
             f"{metric!r} is not a report metric: use one of {', '.join(DERIVED)}, a summary "
@@ -166,6 +176,8 @@ def _lookup(report: Mapping[str, Any], metric: str) -> tuple[float | None, str]:
             return None, f"the report has no {metric}"
         node = node[part]
     if node is None:
+        if parts[0] == "churn":
+            return None, "no value: the action had not finished when the run stopped"
         return None, "no value: pods that never became ready fall there"
     if isinstance(node, bool) or not isinstance(node, int | float):
         return None, f"{metric} is not a number in the report"

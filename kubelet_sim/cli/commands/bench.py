@@ -470,8 +470,23 @@ def _one_shard(args: argparse.Namespace, path: Path, workload: Workload, store: 
     console = Console(stderr=True, quiet=args.quiet)
     with registry_for(args, console) as host:
         anyio.run(_prepare, workload, host, console, args.no_seed, args.docker_config)
-        record = run_shard_of(workload, host, (index, count), start_at=args.start_at, store=store)
+        record = run_shard_of(
+            workload, host, (index, count), start_at=args.start_at, store=store,
+            push_creds=_retag_creds(workload, host, args.docker_config),
+        )  # fmt: skip
     return _write_shard(args, record, (index, count), console)
+
+
+def _retag_creds(workload: Workload, host: str, docker_config: Path | None) -> Any:
+    """What a ``retag`` churn action pushes with: what seeding pushed with (``--docker-config``'s
+    entry for ``host``); None lets the run use the workload's pull secret."""
+    from kubelet_sim.workloads.spec import ChurnKind
+
+    if docker_config is None or not any(a.kind is ChurnKind.RETAG for a in workload.churn):
+        return None
+    from kubelet_sim.workloads.target import push_credentials
+
+    return push_credentials(workload, host, docker_config)
 
 
 def _write_shard(
@@ -505,7 +520,7 @@ def _sharded(
     with tempfile.TemporaryDirectory(prefix="shards-", dir=out) as shard_dir:
         return run_processes(
             path, args.shards, host, Path(shard_dir), start_at=start_at, store=store,
-            timeout=args.timeout,
+            timeout=args.timeout, docker_config=args.docker_config,
         )  # fmt: skip
 
 
@@ -619,7 +634,7 @@ async def _run(
             tg.start_soon(_stop_on_interrupt, stop, console)
             result = await run_workload(
                 workload, host, stores, seed=seed, on_tick=progress, store=store, stop=stop,
-                on_nodes=on_nodes,
+                on_nodes=on_nodes, push_creds=_retag_creds(workload, host, docker_config),
             )  # fmt: skip
             tg.cancel_scope.cancel()
     return result
