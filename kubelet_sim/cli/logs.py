@@ -24,13 +24,12 @@ def configure(level: str = "warning", *, json_lines: bool | None = None) -> None
     if json_lines is None:
         json_lines = not sys.stderr.isatty()
     # Tracebacks never show local variables: a frame's locals can hold request headers or
-    # credentials (structlog's console default shows them).
+    # credentials (structlog's rich console default shows them). Plain ones also keep rich out
+    # of the process (kubelet_sim/__init__.py).
     renderer: structlog.types.Processor = (
         structlog.processors.JSONRenderer()
         if json_lines
-        else structlog.dev.ConsoleRenderer(
-            exception_formatter=structlog.dev.RichTracebackFormatter(show_locals=False)
-        )
+        else structlog.dev.ConsoleRenderer(exception_formatter=structlog.dev.plain_traceback)
     )
     processors: list[structlog.types.Processor] = [
         structlog.contextvars.merge_contextvars,

@@ -43,7 +43,7 @@ from kubelet_sim.errors import (
 )
 from kubelet_sim.store import ingest
 
-FLUSH_BYTES: Final = 4 << 20  # big enough that a thread hop costs nothing next to the hashing
+FLUSH_BYTES: Final = 1 << 20  # big enough that a thread hop costs nothing next to the hashing
 READ_CHUNK: Final = 1 << 20
 _NO_SPACE: Final = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 

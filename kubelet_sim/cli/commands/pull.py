@@ -19,19 +19,9 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TaskID,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
 
 from kubelet_sim.cli.args import add_root
 from kubelet_sim.config.kubelet import KubeletConfiguration, load_kubelet_config
@@ -46,6 +36,10 @@ from kubelet_sim.errors import ConfigError, InvalidImageNameError
 from kubelet_sim.node.builder import NodeOptions, NodeParts, open_node
 from kubelet_sim.node.paths import NodePaths
 from kubelet_sim.telemetry.events import EventRecorder
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.progress import Progress
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -170,6 +164,8 @@ def _progress(enabled: bool) -> Iterator[ProgressFn | None]:
         with nullcontext():
             yield None
         return
+    from rich.console import Console  # only for the bars: a --output json pull never loads rich
+
     bars, on_progress = progress_bars(Console(stderr=True))
     with bars:
         yield on_progress
@@ -181,6 +177,16 @@ def progress_bars(console: Console) -> tuple[Progress, ProgressFn]:
     The registry client reports a blob's progress at least 20 times a second while bytes
     arrive, so the rate is live from the first report, not ``?`` until the blob ends.
     """
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TaskID,
+        TextColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
     bars = Progress(
         TextColumn("{task.description}"),
         BarColumn(),
