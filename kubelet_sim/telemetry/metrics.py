@@ -340,7 +340,7 @@ class PullMetrics:
 
     def pull_attempted(self, image: str, seconds: float, cause: str) -> None:
         """Nothing: an image name is no label (one series per image would be unbounded); the
-        bench keeps these per image (``workloads.observe``)."""
+        bench counts failed pulls by cause (``workloads.observe``)."""
 
     def cache_hit(self) -> None:
         self._cache_hits.inc()

@@ -98,10 +98,9 @@ class ChurnRunner:
     """Carries out a workload's churn against a fleet; :attr:`done` once every action is."""
 
     def __init__(
-        self, workload: Workload, fleet: Fleet, *, shard: int = 0, period: float = CONTROLLER_PERIOD
+        self, workload: Workload, fleet: Fleet, *, period: float = CONTROLLER_PERIOD
     ) -> None:
         self.fleet = fleet
-        self.shard = shard
         self.period = period
         self.actions = tuple(sorted(workload.churn, key=lambda a: a.at))
         self.records = {a.name: ChurnRecord(a.name, a.kind, a.at) for a in self.actions}

@@ -39,7 +39,8 @@ from typing import Any
 
 from kubelet_sim.errors import ConfigError
 from kubelet_sim.workloads.health import quantile
-from kubelet_sim.workloads.thresholds import COUNTS, evaluate, parse_threshold
+from kubelet_sim.workloads.report import check_thresholds
+from kubelet_sim.workloads.thresholds import COUNTS
 
 __all__ = [
     "MAX_REPEAT",
@@ -280,15 +281,7 @@ def aggregate_reports(
 
 
 def _thresholds(report: dict[str, Any]) -> list[dict[str, Any]]:
-    groups, templates = list(report["groups"]), list(report["templates"])
-    parsed = []
-    for i, text in enumerate(report["workload"].get("thresholds", [])):
-        try:
-            parsed.append(parse_threshold(text, groups=groups, templates=templates))
-        except ValueError as exc:
-            raise ConfigError(str(report["workload"].get("file")), f"thresholds[{i}]",
-                              str(exc)) from None  # fmt: skip
-    return evaluate(parsed, report)
+    return check_thresholds(report, str(report["workload"].get("file")))
 
 
 # -- report.md ----------------------------------------------------------------------------------

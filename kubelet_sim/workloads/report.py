@@ -400,8 +400,8 @@ def _shifted(record: dict[str, Any], by: float) -> dict[str, Any]:
     requests = [
         [second + round(by), *counts] for second, *counts in record.get("request_timeline", [])
     ]
-    churn = [c | {"started": later(c.get("started")), "finished": later(c.get("finished")),
-                  "at": c.get("at")} for c in record.get("churn") or []]  # fmt: skip
+    churn = [c | {"started": later(c.get("started")), "finished": later(c.get("finished"))}
+             for c in record.get("churn") or []]  # fmt: skip
     return record | {"pods": pods, "pulls": pulls, "bytes_timeline": timeline,
                      "request_timeline": requests, "churn": churn}  # fmt: skip
 
@@ -645,7 +645,7 @@ def merge_records(records: Sequence[dict[str, Any]], *, source: str = "<shards>"
         from kubelet_sim.workloads.churn import merge_churn
 
         summary["churn"] = merge_churn(churn)
-    summary["thresholds"] = _thresholds(report, source)
+    summary["thresholds"] = check_thresholds(report, source)
     raws = [r["registry_raw"] for r in records if "registry_raw" in r]
     if raws:
         from kubelet_sim.workloads.virtual import merge_views, registry_view
@@ -656,7 +656,7 @@ def merge_records(records: Sequence[dict[str, Any]], *, source: str = "<shards>"
     return report
 
 
-def _thresholds(report: dict[str, Any], source: str) -> list[dict[str, Any]]:
+def check_thresholds(report: dict[str, Any], source: str) -> list[dict[str, Any]]:
     """The workload's thresholds checked against the merged report (re-read from the records,
     so ``bench merge`` checks them too)."""
     texts = report["workload"].get("thresholds", [])

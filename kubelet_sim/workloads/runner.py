@@ -123,6 +123,8 @@ class SimNode:
         """Stop the kubelet (its pulls are cancelled, its backoffs and pod workers gone), wait
         ``downtime``, open it again on the same store; the pods it had, for re-applying."""
         assert self.boot is not None
+        # A kubelet that fails to come back (its store cannot be reopened) stays down: the pods
+        # bound to it wait, as on a node whose kubelet does not start, and the action says why.
         async with self.restarting:  # two restarts of one node: the second waits
             assert self.serving is not None
             assert self.served is not None
@@ -457,8 +459,6 @@ class _Fleet:
         self.removed: dict[str, tuple[float, PodState | None]] = {}
         self.kept: dict[str, PodState] = {}
         """Ready pods a kubelet restart left running: their state as the old kubelet had it."""
-        self.templates: dict[str, PodTemplate] = {}
-        """A rolled template's current version, for pods that arrive after the rollout began."""
 
     def now(self) -> float:
         return anyio.current_time() - self.t0
@@ -490,10 +490,13 @@ class _Fleet:
             return
         state = self.state(pod)
         self.removed[pod.uid] = (self.now(), state)
+        sim = self.by_name[pod.node]
         if self.kept.pop(pod.uid, None) is not None:
-            self.by_name[pod.node].kept_ready -= 1
+            sim.kept_ready -= 1
             return  # its kubelet was restarted: the new one never had it
-        await self.by_name[pod.node].node.engine.remove(pod.uid)
+        if sim.down:
+            return  # the restarting kubelet: the new one skips it (a removed pod is not re-applied)
+        await sim.node.engine.remove(pod.uid)
 
     async def submit(self, sim: SimNode, spec: PodSpec) -> None:
         """Hand a pod to its node's kubelet; while that kubelet restarts, when it is back."""
@@ -515,7 +518,6 @@ class _Fleet:
         await self.submit(sim, spec)
 
     def retemplate(self, template: PodTemplate) -> int:
-        self.templates[template.name] = template
         pending = [p for p in self.plan
                    if p.template.name == template.name and p.uid not in self.submitted_at]  # fmt: skip
         for pod in pending:
@@ -745,7 +747,7 @@ async def _run(
                 creds = push_credentials(workload, registry)
             retagger = _registry_retagger(workload, registry, index, creds)
         fleet = _Fleet(workload, plan, by_name, specs, submitted_at, t0, target, serving, retagger)
-        churn = ChurnRunner(workload, fleet, shard=index)
+        churn = ChurnRunner(workload, fleet)
 
         async def arrivals() -> None:
             # Every pod that is due is submitted without yielding in between: on a busy event
@@ -839,6 +841,8 @@ def _outcomes(plan: list[PlannedPod], fleet: _Fleet, t0: float) -> list[PodOutco
         if removed is not None:
             outcome.deleted = round(removed[0], 6)
         state = fleet.state(pod)
+        if state is None and pod.uid in fleet.submitted_at:  # parked for a kubelet still down
+            outcome.submitted = round(fleet.submitted_at[pod.uid], 6)
         if state is not None:
             # When the run handed it over: a pod bound to a restarting kubelet, or re-applied by
             # the restarted one, counts from then, not from when that kubelet took it.

@@ -312,3 +312,22 @@ def test_pods_bound_to_a_restarting_kubelet_wait_for_it(tmp_path: Path) -> None:
     # the second restart of pool-000 waited for the first: one kubelet at a time per node
     assert [n["restarts"] for n in report["nodes"]] == [2, 1, 1, 1]
     assert s["churn"]["restart-2"]["finished"] >= 9
+
+
+def test_pods_deleted_while_their_kubelet_is_down_stay_deleted(tmp_path: Path) -> None:
+    text = _with(
+        "  - name: typo\n    count: 4\n"
+        "    spec: {containers: [{name: t, image: 'shop/web:9.9'}]}\n",
+        "  - {kind: restart, at: 5s, nodes: pool, downtime: 3s}\n"
+        "  - {name: cut, kind: delete, at: 6s, pods: typo}\n",
+    )
+    code, report = _run(tmp_path, text)
+    assert code == 0
+    s = report["summary"]
+    assert report["run"]["timed_out"] is False
+    assert s["churn"]["cut"]["deleted"] == 4
+    assert s["churn"]["restart-0"]["pods_reapplied"] == 0  # the deleted ones are not re-applied
+    typo = [p for p in report["pods"] if p["template"] == "typo"]
+    assert all(p["deleted"] == 6.0 for p in typo)
+    # nothing of theirs was pulled after the kubelets came back
+    assert not [x for x in report["pulls"] if x["image"] == "shop/web:9.9" and x["start"] >= 8]
