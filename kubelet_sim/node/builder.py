@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
 
@@ -259,6 +259,17 @@ class Node:
         return self.runner.peak_in_flight
 
 
+def _loop_clock() -> Callable[[], float]:
+    """``anyio.current_time`` without its backend lookup on every call (a clock read is on every
+    cache-hit decision): the running asyncio loop's own ``time``; anyio's otherwise."""
+    import asyncio
+
+    try:
+        return asyncio.get_running_loop().time
+    except RuntimeError:  # not asyncio (trio): anyio's dispatch
+        return anyio.current_time
+
+
 @asynccontextmanager
 async def open_node(
     config: KubeletConfiguration,
@@ -275,6 +286,8 @@ async def open_node(
     """
     options = options or NodeOptions()
     parts = parts or NodeParts()
+    if parts.clock is anyio.current_time:
+        parts = replace(parts, clock=_loop_clock())
     metrics = parts.metrics or PullMetrics(parts.metrics_registry)
     platform = options.platform or host_platform()
     async with AsyncExitStack() as stack:
