@@ -47,6 +47,8 @@ class Fleet(Protocol):
 
     def ready(self, pod: PlannedPod) -> bool: ...
 
+    def deleted(self, pod: PlannedPod) -> bool: ...
+
     async def delete(self, pod: PlannedPod) -> None: ...
 
     async def create(self, pod: PlannedPod) -> None:
@@ -207,9 +209,10 @@ class ChurnRunner:
             {"created": 0, "deleted": 0, "peak_pods": peak, "min_ready": min_ready}
         )
         while True:
-            alive = {p.uid for p in fleet.live(action.template)}
-            left = [p for p in old if p.uid in alive]
-            for k in [k for k, p in slots.items() if p.uid not in alive]:
+            # its own pods only: a scan of the whole plan on every pass would cost a fleet's
+            # worth of pods per tick for as long as the rollout lasts
+            left = [p for p in old if not fleet.deleted(p)]
+            for k in [k for k, p in slots.items() if fleet.deleted(p)]:
                 del slots[k]  # a new pod deleted under the rollout is made again
             new = list(slots.values())
             new_ready = sum(1 for p in new if fleet.ready(p))

@@ -132,8 +132,7 @@ class SimNode:
             states = list(self.node.engine.pods())
             self.serving.cancel()
             await self.served.wait()
-            if self.closer is not None:
-                await self.closer.aclose()
+            await self.close()
             self._before = (self.registry_pulls, self.shared_pulls, self.peak_in_flight)
             self.restarts += 1
             await anyio.sleep(downtime)
@@ -141,6 +140,11 @@ class SimNode:
             await serving.start(self.serve)
             self.down = False
             return states
+
+    async def close(self) -> None:
+        """Close the current kubelet (a memory store outlives it; a restart opens another)."""
+        if self.closer is not None:
+            await self.closer.aclose()
 
     async def serve(
         self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
@@ -306,16 +310,10 @@ async def _open_node(
         return node, closer
 
     node, closer = await boot()
-    stack.push_async_callback(lambda: closer_of(sim).aclose())
     sim = SimNode(name, group, node, observer, recorder, registry, http=http, boot=boot)
     sim.closer = closer
+    stack.push_async_callback(sim.close)  # whichever kubelet the node runs by then
     return sim
-
-
-def closer_of(sim: SimNode) -> AsyncExitStack:
-    """The exit stack of the node's current kubelet (a restart replaces it)."""
-    assert sim.closer is not None
-    return sim.closer
 
 
 async def _prepull(nodes: list[SimNode], workload: Workload, target: str) -> None:
@@ -480,6 +478,9 @@ class _Fleet:
             and p.uid not in self.removed
         ]  # fmt: skip
         return sorted(pods, key=lambda p: (p.index, p.at))
+
+    def deleted(self, pod: PlannedPod) -> bool:
+        return pod.uid in self.removed
 
     def ready(self, pod: PlannedPod) -> bool:
         state = self.state(pod)
