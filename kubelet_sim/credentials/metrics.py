@@ -6,16 +6,17 @@
 - ``kubelet_imagemanager_image_mustpull_checks_total{result}``
   (``pkg/kubelet/images/pullmanager/metrics.go``).
 
-Registered into an injected registry, without prometheus_client's ``*_created`` samples (as
-:class:`kubelet_sim.telemetry.metrics.PullMetrics` does). Label values are plugin names from the config and
-the four fixed check results; no image or credential ever becomes a label.
+Registered into an injected registry as :mod:`kubelet_sim.telemetry.series` (as
+:class:`kubelet_sim.telemetry.metrics.PullMetrics` is), without ``*_created`` samples. Label
+values are plugin names from the config and the four fixed check results; no image or credential
+ever becomes a label.
 """
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry
 
-from kubelet_sim.telemetry.metrics import WithoutCreated
+from kubelet_sim.telemetry.series import Counter, Gauge, Histogram, SeriesCollector
 
 __all__ = ["CredentialMetrics"]
 
@@ -30,50 +31,47 @@ class CredentialMetrics:
     """
 
     def __init__(self, registry: CollectorRegistry) -> None:
-        inner = CollectorRegistry()
         alpha = "[ALPHA] "
         self._errors = Counter(
             "kubelet_credential_provider_plugin_errors_total",
             alpha + "Number of errors from credential provider plugin",
             ["plugin_name"],
-            registry=inner,
         )
         self._duration = Histogram(
             "kubelet_credential_provider_plugin_duration",
             alpha + "Duration of execution in seconds for credential provider plugin",
             ["plugin_name"],
             buckets=_DEF_BUCKETS,
-            registry=inner,
         )
         self._config_info = Gauge(
             "kubelet_credential_provider_config_info",
             alpha + "Information about the last applied credential provider configuration "
             "with hash as label",
             ["hash"],
-            registry=inner,
         )
         self._mustpull = Counter(
             "kubelet_imagemanager_image_mustpull_checks_total",
             alpha + "Counter for how many times kubelet checked whether credentials need to be "
             "re-verified to access an image",
             ["result"],
-            registry=inner,
         )
         self._registry = registry
-        self._collector = WithoutCreated(inner)
-        registry.register(self._collector)
+        self._collector = SeriesCollector(
+            (self._errors, self._duration, self._config_info, self._mustpull)
+        )
+        self._collector.register(registry)
 
     def unregister(self) -> None:
         self._registry.unregister(self._collector)
 
     def plugin_error(self, plugin: str) -> None:
-        self._errors.labels(plugin_name=plugin).inc()
+        self._errors.labels(plugin).inc()
 
     def plugin_duration(self, plugin: str, seconds: float) -> None:
-        self._duration.labels(plugin_name=plugin).observe(max(seconds, 0.0))
+        self._duration.labels(plugin).observe(max(seconds, 0.0))
 
     def config_info(self, config_hash: str) -> None:
-        self._config_info.labels(hash=config_hash).set(1)
+        self._config_info.labels(config_hash).set(1)
 
     def must_pull_check(self, result: str) -> None:
-        self._mustpull.labels(result=result).inc()
+        self._mustpull.labels(result).value += 1.0  # once per cache-hit decision

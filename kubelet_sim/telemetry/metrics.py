@@ -6,23 +6,29 @@ and buckets: ``pkg/kubelet/metrics/metrics.go`` (``image_pull_duration_seconds``
 (``image_manager_ensure_image_requests_total``) and ``kuberuntime/instrumented_services.go``
 (one ``runtime_operations`` sample per CRI call, an ``errors`` sample when it failed).
 
-Everything is registered into an injected ``CollectorRegistry``, never the global one, through a
-collector that leaves out prometheus_client's ``*_created`` series so the exposition has exactly
-the upstream families. Label values are low-cardinality by construction: no image, pod or
-registry name ever becomes a label; methods, status codes and retry reasons come from fixed sets
-and anything else is ``other``.
+Everything is registered into an injected ``CollectorRegistry``, never the global one, as the
+lock-free series of :mod:`kubelet_sim.telemetry.series` (one event-loop thread updates them; a
+cache-hit decision makes five updates), without prometheus_client's ``*_created`` samples, so the
+exposition has exactly the upstream families. Label values are low-cardinality by construction:
+no image, pod or registry name ever becomes a label; methods, status codes and retry reasons
+come from fixed sets and anything else is ``other``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Any, Final
+from typing import Final
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.metrics import MetricWrapperBase
-from prometheus_client.metrics_core import Metric
+from prometheus_client import CollectorRegistry
 
 from kubelet_sim.core.durations import MILLISECOND, seconds_to_ns
+from kubelet_sim.telemetry.series import (
+    Counter,
+    CounterChild,
+    Gauge,
+    Histogram,
+    HistogramChild,
+    SeriesCollector,
+)
 
 __all__ = [
     "IMAGE_PULL_DURATION_BUCKETS",
@@ -30,7 +36,6 @@ __all__ = [
     "RUNTIME_OPERATIONS",
     "RUNTIME_OPERATION_BUCKETS",
     "PullMetrics",
-    "WithoutCreated",
     "exponential_buckets",
     "image_size_bucket",
 ]
@@ -128,26 +133,6 @@ def _truncated_ms(seconds: float) -> float:
     return (ns - ns % MILLISECOND) / 1e9
 
 
-class WithoutCreated:
-    """Exposes a private registry's families minus prometheus_client's ``*_created`` samples.
-
-    Register it into the shared registry (``registry.register(WithoutCreated(inner))``) so the
-    exposition has exactly the upstream families.
-    """
-
-    def __init__(self, inner: CollectorRegistry) -> None:
-        self._inner = inner
-
-    def collect(self) -> Iterable[Metric]:
-        for family in self._inner.collect():
-            out = Metric(family.name, family.documentation, family.type, family.unit)
-            out.samples = [s for s in family.samples if not s.name.endswith("_created")]
-            yield out
-
-    def describe(self) -> Iterable[Metric]:
-        return self.collect()
-
-
 class PullMetrics:
     """Everything the pull engine observes, as Prometheus series in ``registry``.
 
@@ -159,107 +144,111 @@ class PullMetrics:
     """
 
     def __init__(self, registry: CollectorRegistry) -> None:
-        inner = CollectorRegistry()
-        # (family, label values) -> child: ``labels()`` takes a lock and validates its values on
-        # every call, which a fleet of simulated nodes pays millions of times.
-        self._children: dict[tuple[object, tuple[str, ...]], Any] = {}
         alpha = "[ALPHA] "
         self._image_pull_duration = Histogram(
             "kubelet_image_pull_duration_seconds",
             alpha + "Duration in seconds to pull an image.",
             ["image_size_in_bytes"],
             buckets=IMAGE_PULL_DURATION_BUCKETS,
-            registry=inner,
         )
         self._ensure_requests = Counter(
             "kubelet_image_manager_ensure_image_requests_total",
             alpha + "Number of ensure-image requests processed by the kubelet.",
             ["pull_policy", "present_locally", "pull_required"],
-            registry=inner,
         )
         self._runtime_ops = Counter(
             "kubelet_runtime_operations_total",
             alpha + "Cumulative number of runtime operations by operation type.",
             ["operation_type"],
-            registry=inner,
         )
         self._runtime_errors = Counter(
             "kubelet_runtime_operations_errors_total",
             alpha + "Cumulative number of runtime operation errors by operation type.",
             ["operation_type"],
-            registry=inner,
         )
         self._runtime_duration = Histogram(
             "kubelet_runtime_operations_duration_seconds",
             alpha + "Duration in seconds of runtime operations. Broken down by operation type.",
             ["operation_type"],
             buckets=RUNTIME_OPERATION_BUCKETS,
-            registry=inner,
         )
         self._queue_depth = Gauge(
             "kubelet_sim_pull_queue_depth",
             "Pull requests waiting for a puller (the serial puller's channel, or the semaphore).",
-            registry=inner,
         )
-        self._in_flight = Gauge(
-            "kubelet_sim_pulls_in_flight", "Image pulls currently running.", registry=inner
-        )
+        self._in_flight = Gauge("kubelet_sim_pulls_in_flight", "Image pulls currently running.")
         self._bytes = Counter(
             "kubelet_sim_pull_bytes_total",
             "Bytes downloaded from registries (blobs and manifests).",
-            registry=inner,
         )
         self._requests = Counter(
             "kubelet_sim_registry_requests_total",
             "Registry HTTP responses by method, status code and status class.",
             ["method", "code", "class"],
-            registry=inner,
         )
         self._request_duration = Histogram(
             "kubelet_sim_registry_request_duration_seconds",
             "Time from sending a registry request to its response headers.",
             ["method"],
             buckets=_REGISTRY_DURATION_BUCKETS,
-            registry=inner,
         )
         self._retries = Counter(
             "kubelet_sim_registry_retries_total",
             "Registry requests retried, by reason (status code or transport error).",
             ["reason"],
-            registry=inner,
         )
         self._images_collected = Counter(
             "kubelet_image_garbage_collected_total",
             alpha + "Total number of images garbage collected by the kubelet, "
             "whether through disk usage or image age.",
             ["reason"],
-            registry=inner,
         )
         self._cache_hits = Counter(
             "kubelet_sim_image_cache_hits_total",
             "Ensure-image requests answered by an image already present and accessible.",
-            registry=inner,
         )
         self._backoff_entries = Gauge(
-            "kubelet_sim_backoff_entries", "Keys held by the image-pull backoff.", registry=inner
+            "kubelet_sim_backoff_entries", "Keys held by the image-pull backoff."
         )
         self._throughput = Histogram(
             "kubelet_sim_pull_throughput_bytes_per_second",
             "Image size divided by pull duration, for successful pulls of a known size.",
             buckets=_THROUGHPUT_BUCKETS,
-            registry=inner,
         )
         self._registry = registry
-        self._collector = WithoutCreated(inner)
-        registry.register(self._collector)
-
-    def _child(self, family: MetricWrapperBase, *values: str) -> Any:
-        """``family.labels(*values)``, made once per label set."""
-        key = (family, values)
-        child = self._children.get(key)
-        if child is None:
-            child = self._children[key] = family.labels(*values)
-        return child
+        self._collector = SeriesCollector(
+            (
+                self._image_pull_duration,
+                self._ensure_requests,
+                self._runtime_ops,
+                self._runtime_errors,
+                self._runtime_duration,
+                self._queue_depth,
+                self._in_flight,
+                self._bytes,
+                self._requests,
+                self._request_duration,
+                self._retries,
+                self._images_collected,
+                self._cache_hits,
+                self._backoff_entries,
+                self._throughput,
+            )
+        )
+        self._collector.register(registry)
+        # The hot paths' series, found by their callers' own arguments (validated once each).
+        self._ensure_children: dict[tuple[str, bool | None, bool | None], CounterChild] = {}
+        self._operation_children: dict[
+            str, tuple[CounterChild, HistogramChild, CounterChild | None]
+        ] = {}
+        self._response_children: dict[
+            tuple[str, int | None], tuple[CounterChild, HistogramChild]
+        ] = {}
+        self._hits = self._cache_hits.only
+        self._backoff_gauge = self._backoff_entries.only
+        self._in_flight_gauge = self._in_flight.only
+        self._queue_gauge = self._queue_depth.only
+        self._bytes_counter = self._bytes.only
 
     def unregister(self) -> None:
         """Remove these series from the registry (a daemon restart, a test)."""
@@ -275,12 +264,16 @@ class PullMetrics:
         Raises:
             ValueError: ``policy`` is not Always, IfNotPresent or Never (any case).
         """
-        lowered = policy.lower()
-        if lowered not in _PULL_POLICIES:
-            raise ValueError(f"unknown pull policy {policy!r} for the ensure-image metric")
-        self._child(
-            self._ensure_requests, lowered, _bool_label(present), _bool_label(pull_required)
-        ).inc()
+        key = (policy, present, pull_required)
+        child = self._ensure_children.get(key)
+        if child is None:
+            lowered = policy.lower()
+            if lowered not in _PULL_POLICIES:
+                raise ValueError(f"unknown pull policy {policy!r} for the ensure-image metric")
+            child = self._ensure_children[key] = self._ensure_requests.labels(
+                lowered, _bool_label(present), _bool_label(pull_required)
+            )
+        child.value += 1.0
 
     def image_garbage_collected(self, reason: str) -> None:
         """One image freed by image GC (``reason``: ``age`` or ``space``).
@@ -290,13 +283,11 @@ class PullMetrics:
         """
         if reason not in ("age", "space"):
             raise ValueError(f"unknown image GC reason {reason!r}")
-        self._child(self._images_collected, reason).inc()
+        self._images_collected.labels(reason).inc()
 
     def image_pull_duration(self, seconds: float, size: int) -> None:
         """A successful pull: total time including queueing, truncated to ms as upstream does."""
-        self._child(self._image_pull_duration, image_size_bucket(size)).observe(
-            _truncated_ms(seconds)
-        )
+        self._image_pull_duration.labels(image_size_bucket(size)).observe(_truncated_ms(seconds))
 
     def runtime_operation(self, operation_type: str, duration: float, error: bool) -> None:
         """One image-service call (``recordOperation`` plus ``recordError``).
@@ -304,18 +295,29 @@ class PullMetrics:
         Raises:
             ValueError: an ``operation_type`` outside :data:`RUNTIME_OPERATIONS`.
         """
-        if operation_type not in RUNTIME_OPERATIONS:
-            raise ValueError(f"unknown runtime operation_type {operation_type!r}")
-        self._child(self._runtime_ops, operation_type).inc()
-        self._child(self._runtime_duration, operation_type).observe(max(duration, 0.0))
+        children = self._operation_children.get(operation_type)
+        if children is None:
+            if operation_type not in RUNTIME_OPERATIONS:
+                raise ValueError(f"unknown runtime operation_type {operation_type!r}")
+            children = self._operation_children[operation_type] = (
+                self._runtime_ops.labels(operation_type),
+                self._runtime_duration.labels(operation_type),
+                None,
+            )
+        children[0].value += 1.0
+        children[1].observe(duration if duration > 0.0 else 0.0)
         if error:
-            self._child(self._runtime_errors, operation_type).inc()
+            errors = children[2]
+            if errors is None:  # made at the first error: no zero series before one happened
+                errors = self._runtime_errors.labels(operation_type)
+                self._operation_children[operation_type] = (children[0], children[1], errors)
+            errors.value += 1.0
 
     # -- pulls -------------------------------------------------------------------------------
 
     def pull_started(self) -> None:
         """A ``PullImage`` call begins (one per credential tried)."""
-        self._in_flight.inc()
+        self._in_flight_gauge.value += 1.0
 
     def pull_finished(self, duration: float, size: int, error: bool) -> None:
         """The ``PullImage`` call begun by :meth:`pull_started` ended after ``duration`` seconds.
@@ -323,41 +325,48 @@ class PullMetrics:
         Counts a ``pull_image`` runtime operation, and on success with a known size observes the
         throughput.
         """
-        self._in_flight.dec()
+        self._in_flight_gauge.value -= 1.0
         self.runtime_operation("pull_image", duration, error)
         if not error and size > 0 and duration > 0:
-            self._throughput.observe(size / duration)
+            self._throughput.only.observe(size / duration)
 
     def bytes_pulled(self, n: int) -> None:
         if n > 0:
-            self._bytes.inc(n)
+            self._bytes_counter.value += n
 
     def set_queue_depth(self, n: int) -> None:
-        self._queue_depth.set(n)
+        self._queue_gauge.value = float(n)
 
     def set_backoff_entries(self, n: int) -> None:
-        self._backoff_entries.set(n)
+        self._backoff_gauge.value = float(n)
 
     def pull_attempted(self, image: str, seconds: float, cause: str) -> None:
         """Nothing: an image name is no label (one series per image would be unbounded); the
         bench counts failed pulls by cause (``workloads.observe``)."""
 
     def cache_hit(self) -> None:
-        self._cache_hits.inc()
+        self._hits.value += 1.0
 
     # -- the registry transport's RequestObserver --------------------------------------------
 
     def registry_response(self, method: str, status: int | None, duration: float) -> None:
         """One registry answer; ``status`` None means no answer at all."""
-        method = method.upper() if method.upper() in _METHODS else OTHER
-        if status is None:
-            code = status_class = "none"
-        else:
-            code = str(status) if status in _STATUS_CODES else OTHER
-            status_class = f"{status // 100}xx" if 100 <= status <= 599 else OTHER
-        self._child(self._requests, method, code, status_class).inc()
-        self._child(self._request_duration, method).observe(max(duration, 0.0))
+        key = (method, status)
+        children = self._response_children.get(key)
+        if children is None:
+            upper = method.upper() if method.upper() in _METHODS else OTHER
+            if status is None:
+                code = status_class = "none"
+            else:
+                code = str(status) if status in _STATUS_CODES else OTHER
+                status_class = f"{status // 100}xx" if 100 <= status <= 599 else OTHER
+            children = self._response_children[key] = (
+                self._requests.labels(upper, code, status_class),
+                self._request_duration.labels(upper),
+            )
+        children[0].value += 1.0
+        children[1].observe(duration if duration > 0.0 else 0.0)
 
     def registry_retry(self, reason: str) -> None:
         """A registry request is about to be retried for ``reason``."""
-        self._child(self._retries, reason if reason in _RETRY_REASONS else OTHER).inc()
+        self._retries.labels(reason if reason in _RETRY_REASONS else OTHER).inc()

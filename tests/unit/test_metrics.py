@@ -11,7 +11,7 @@ import prometheus_client
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from prometheus_client import CollectorRegistry, Counter, generate_latest
+from prometheus_client import CollectorRegistry, generate_latest
 
 from kubelet_sim.credentials.metrics import CredentialMetrics
 from kubelet_sim.registry.transport import RequestObserver
@@ -19,10 +19,10 @@ from kubelet_sim.telemetry.metrics import (
     IMAGE_PULL_DURATION_BUCKETS,
     RUNTIME_OPERATION_BUCKETS,
     PullMetrics,
-    WithoutCreated,
     exponential_buckets,
     image_size_bucket,
 )
+from kubelet_sim.telemetry.series import SeriesCollector
 
 MI = 1024 * 1024
 GI = 1024 * MI
@@ -391,19 +391,8 @@ def test_promtool_accepts_the_exposition(registry: CollectorRegistry) -> None:
     assert result.stdout.strip() == ""
 
 
-def test_without_created_drops_only_the_created_samples() -> None:
-    inner, outer = CollectorRegistry(), CollectorRegistry()
-    Counter("demo_total", "Demo.", ["kind"], registry=inner).labels("a").inc(2)
-    outer.register(WithoutCreated(inner))
-    assert inner.get_sample_value("demo_created", {"kind": "a"}) is not None
-    assert outer.get_sample_value("demo_created", {"kind": "a"}) is None
-    assert outer.get_sample_value("demo_total", {"kind": "a"}) == 2.0
-    with pytest.raises(ValueError, match="Duplicated"):
-        outer.register(WithoutCreated(inner))  # describe() names the families
-
-
 def test_credential_metrics_share_the_collector() -> None:
     registry = CollectorRegistry()
     collector = CredentialMetrics(registry)._collector
-    assert isinstance(collector, WithoutCreated)
+    assert isinstance(collector, SeriesCollector)
     assert b"_created" not in generate_latest(registry)
