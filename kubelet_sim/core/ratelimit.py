@@ -40,10 +40,14 @@ class TokenBucket:
 
     def try_accept(self, now: float) -> bool:
         """Take a token if one is available at ``now``."""
-        if self.unlimited:
+        qps = self.qps
+        if qps == 0:
             self.accepted += 1
             return True
-        tokens = self.tokens(now)
+        # tokens(now), inline: the event recorder asks once per event.
+        tokens, last = self._tokens, self._last
+        if last is not None and now > last:
+            tokens = min(float(self.burst), tokens + (now - last) * qps)
         if tokens < 1.0:
             self.rejected += 1
             return False

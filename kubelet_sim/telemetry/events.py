@@ -111,6 +111,14 @@ class ObjectRef:
     field_path: str = ""
     kind: str = "Pod"
     api_version: str = "v1"
+    correlation_key: tuple[str, str, str, str, str] = field(
+        init=False, repr=False, compare=False, hash=False
+    )
+    """The object as the correlator groups it (everything but the field path), made once."""
+
+    def __post_init__(self) -> None:
+        key = (self.kind, self.namespace, self.name, self.uid, self.api_version)
+        object.__setattr__(self, "correlation_key", key)
 
     @classmethod
     def container(
@@ -254,23 +262,25 @@ V = TypeVar("V")
 class _LRU(Generic[K, V]):
     """groupcache's ``lru.Cache``: ``get`` refreshes, ``put`` evicts the least recently used."""
 
-    __slots__ = ("_data", "_size")
+    __slots__ = ("_size", "data")
 
     def __init__(self, size: int) -> None:
         self._size = size
-        self._data: OrderedDict[K, V] = OrderedDict()
+        self.data: OrderedDict[K, V] = OrderedDict()
+        """The entries, least recently used first; a caller that reads one directly refreshes
+        it with ``data.move_to_end(key)``, as :meth:`get` does."""
 
     def get(self, key: K) -> V | None:
-        value = self._data.get(key)
+        value = self.data.get(key)
         if value is not None:
-            self._data.move_to_end(key)
+            self.data.move_to_end(key)
         return value
 
     def put(self, key: K, value: V) -> None:
-        self._data[key] = value
-        self._data.move_to_end(key)
-        if len(self._data) > self._size:
-            self._data.popitem(last=False)
+        self.data[key] = value
+        self.data.move_to_end(key)
+        if len(self.data) > self._size:
+            self.data.popitem(last=False)
 
 
 @dataclass(slots=True)
@@ -336,10 +346,10 @@ class EventRecorder:
         self._spam_qps = spam_qps
         self._redactor = redactor
         self._subscribers: list[Subscriber] = list(subscribers)
-        self._aggregates: _LRU[tuple[str, ...], _AggregateRecord] = _LRU(cache_size)
-        self._observed: _LRU[tuple[str, ...], _Observation] = _LRU(cache_size)
+        self._aggregates: _LRU[tuple[object, ...], _AggregateRecord] = _LRU(cache_size)
+        self._observed: _LRU[tuple[object, ...], _Observation] = _LRU(cache_size)
         self._buckets: _LRU[tuple[str, ...], TokenBucket] = _LRU(cache_size)
-        self._store: OrderedDict[tuple[str, ...], Event] = OrderedDict()
+        self._store: OrderedDict[tuple[object, ...], Event] = OrderedDict()
         self._recorded = self._aggregated = self._filtered = self._evicted = 0
 
     def subscribe(self, callback: Subscriber) -> Callable[[], None]:
@@ -364,42 +374,53 @@ class EventRecorder:
         now = self._clock()
         if self._redactor is not None:
             message = self._redactor(message)
-        obj_key = (obj.kind, obj.namespace, obj.name, obj.uid, obj.api_version)
+        obj_key = obj.correlation_key
+        # The keys hold the enum members themselves: they hash and compare as their strings.
 
         # EventAggregate: group by everything but message and field path.
-        group = (*obj_key, type_.value, reason.value)
-        record = self._aggregates.get(group)  # a hit is refreshed already
+        group = (obj_key, type_, reason)
+        aggregates = self._aggregates.data
+        record = aggregates.get(group)
         if record is None or now - record.last > self._aggregate_interval:
-            record = _AggregateRecord()
+            record = _AggregateRecord({}, now)
             self._aggregates.put(group, record)
-        record.local_keys[message] = None
+        else:
+            aggregates.move_to_end(group)
+        local_keys = record.local_keys
+        local_keys[message] = None
         record.last = now
-        key: tuple[str, ...] = (*obj_key, obj.field_path, type_.value, reason.value, message)
-        aggregated = len(record.local_keys) >= self._aggregate_max
+        key: tuple[object, ...] = (obj_key, obj.field_path, type_, reason, message)
+        aggregated = len(local_keys) >= self._aggregate_max
         if aggregated:
             # Upstream pops an arbitrary key (Go map order); the oldest keeps this deterministic.
-            del record.local_keys[next(iter(record.local_keys))]
+            del local_keys[next(iter(local_keys))]
             message = AGGREGATE_PREFIX + message
-            key = ("aggregate", *group)
+            key = ("aggregate", group)
 
         # eventObserve: identical events become one with a growing count.
-        seen = self._observed.get(key)
+        observed = self._observed.data
+        seen = observed.get(key)
         if seen is None:
             seen = _Observation(0, now, f"{obj.name}.{seconds_to_ns(now):x}")
             self._observed.put(key, seen)
+        else:
+            observed.move_to_end(key)
         seen.count += 1
-        count, first, name = seen.count, seen.first_timestamp, seen.name
 
         if self._spam:
-            bucket = self._buckets.get(obj_key)
+            buckets = self._buckets.data
+            bucket = buckets.get(obj_key)
             if bucket is None:
                 bucket = TokenBucket(self._spam_qps, self._spam_burst)
                 self._buckets.put(obj_key, bucket)
+            else:
+                buckets.move_to_end(obj_key)
             if not bucket.try_accept(now):
                 # Counted (statistics().spam_filtered), not logged: a node in ImagePullBackOff
                 # drops two events per sync, and a log call per drop was a third of its cost.
                 self._filtered += 1
                 return None
+        count, first, name = seen.count, seen.first_timestamp, seen.name
 
         stored = Event(
             involved_object=obj,
