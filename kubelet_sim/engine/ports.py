@@ -128,6 +128,13 @@ class PulledImageVerifier(Protocol):
         credentials: PodCredentials,
     ) -> bool: ...
 
+    def must_attempt_pull_now(
+        self, request: PullRequest, ref: ImageReference, image_id: str
+    ) -> bool | None:
+        """``must_attempt_pull`` when it can answer without waiting for I/O or the pod's
+        credentials; None when it cannot (the manager then awaits ``must_attempt_pull``)."""
+        ...
+
     async def record_pulled(
         self,
         request: PullRequest,

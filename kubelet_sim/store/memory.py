@@ -511,9 +511,15 @@ class MemoryStore:
         self, image_id: str, *, repository: str | None = None
     ) -> list[CredentialIdentity]:
         """Who pulled ``image_id`` (from ``repository``, or from any), distinct and sorted."""
+        return list(self.cached_pull_records(image_id, repository=repository))
+
+    def cached_pull_records(
+        self, image_id: str, *, repository: str | None = None
+    ) -> Sequence[CredentialIdentity]:
+        """:meth:`pull_records`, which needs no waiting here: everything is in memory."""
         repos = self._pulls.get(image_id)
         if repos is None:
-            return []
+            return ()
         scopes = repos.values() if repository is None else [repos.get(repository, {})]
         found = {identity for records in scopes for identity, _ in records.values()}
         return sorted(

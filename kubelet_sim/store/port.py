@@ -120,3 +120,9 @@ class NodeStore(Protocol):
     ) -> list[CredentialIdentity]:
         """Who pulled ``image_id`` (from ``repository``, or from any)."""
         ...
+
+    def cached_pull_records(
+        self, image_id: str, *, repository: str | None = None
+    ) -> Sequence[CredentialIdentity] | None:
+        """What :meth:`pull_records` would answer, when the answer is in memory; else None."""
+        ...

@@ -7,7 +7,7 @@ import json
 import re
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Protocol, TypeAlias
+from typing import Final, Protocol, TypeAlias
 
 from kubelet_sim.core.digest import Digest
 from kubelet_sim.errors import StoreError
@@ -98,7 +98,10 @@ class CredentialKind(StrEnum):
     @property
     def node_accessible(self) -> bool:
         """Node and anonymous pulls map to ``nodePodsAccessible: true`` upstream."""
-        return self in (CredentialKind.NODE, CredentialKind.ANONYMOUS)
+        return self in _NODE_ACCESSIBLE
+
+
+_NODE_ACCESSIBLE: Final = frozenset({CredentialKind.NODE, CredentialKind.ANONYMOUS})
 
 
 @dataclass(frozen=True, slots=True)

@@ -285,21 +285,24 @@ class Store(ContentStore):
     async def lookup(self, ref: str, runtime_handler: str = "") -> ImageRecord | None:
         """The present image ``ref`` names (``name:tag``, ``name@digest``, ``name:tag@digest``
         where the digest wins, or an image ID) for ``runtime_handler``, or None."""
-        handler = self.handler(runtime_handler)
+        # Lookups are the hot path of every cache-hit decision (hence self.handler() and
+        # self.read_only inline); answers are kept until the next write (the root lock means
+        # every write goes through this process's Database).
+        handler = runtime_handler if self.runtime_class_in_image_cri_api else ""
+        cache_key = (ref, handler)
+        db = self._db
+        if not db.read_only:
+            cached = self._lookups.get(cache_key)
+            if cached is not None and cached[0] == db.generation:
+                return cached[1]
 
         def work(conn: sqlite3.Connection) -> ImageRecord | None:
             key = catalog.resolve(conn, ref, handler)
             return None if key is None else catalog.load(conn, key)
 
-        if self.read_only:
+        if db.read_only:
             # Another process writes: only SQLite knows what is current.
             return await self._db.run(work, what=f"looking up {ref}", readonly=True)
-        # Lookups are the hot path of every cache-hit decision; answers are kept until the next
-        # write (the root lock means every write goes through this process's Database).
-        cache_key = (ref, handler)
-        cached = self._lookups.get(cache_key)
-        if cached is not None and cached[0] == self._db.generation:
-            return cached[1]
         generation = self._db.generation
         record = await self._db.run(work, what=f"looking up {ref}", readonly=True)
         if generation == self._db.generation:
@@ -474,6 +477,19 @@ class Store(ContentStore):
                 self._records.clear()
             self._records[key] = (generation, records)
         return list(records)
+
+    def cached_pull_records(
+        self, image_id: str, *, repository: str | None = None
+    ) -> Sequence[CredentialIdentity] | None:
+        """The answer :meth:`pull_records` keeps since the last write, or None (not read since,
+        or another process writes the store)."""
+        db = self._db
+        if db.read_only:
+            return None
+        cached = self._records.get((image_id, repository))
+        if cached is not None and cached[0] == db.generation:
+            return cached[1]
+        return None
 
     async def prune_pull_records(self, before: float) -> int:
         """Drop records of images no longer in the store, last updated before ``before``."""
