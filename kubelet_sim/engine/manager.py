@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import anyio
 import structlog
@@ -30,6 +31,7 @@ from kubelet_sim.core.trace import PullTrace
 from kubelet_sim.engine.ports import (
     CredentialLookup,
     EventSink,
+    ImageStatus,
     ManagerMetrics,
     PulledImageVerifier,
     RuntimeImageService,
@@ -91,6 +93,20 @@ PULL_HISTORY = 5
 """Pulls kept per pod and image for ``describe``/``explain`` (the kubelet keeps only the last
 error; five show whether a failure repeats or changes)."""
 
+# Read on every decision: an enum member read through its class costs ~90 ns on Python 3.11.
+_ALWAYS, _NEVER = PullPolicy.ALWAYS, PullPolicy.NEVER
+_NORMAL, _PULLED = EventType.NORMAL, EventReason.PULLED
+
+_MEMO_SIZE = 4096
+"""Entries each of the manager's per-decision memos keeps before it starts again (a pod's event
+object, an image's parsed reference, an image's "already present" answer)."""
+
+
+def _memo_put(memo: dict[Any, Any], key: object, value: object) -> None:
+    if len(memo) >= _MEMO_SIZE:
+        memo.clear()
+    memo[key] = value
+
 
 class ImageManager:
     """``EnsureImageExists`` over an image service, a puller, a backoff, events and metrics."""
@@ -118,6 +134,13 @@ class ImageManager:
         self._prev_error: dict[tuple[str, str], str] = {}
         self._history: dict[tuple[str, str], deque[PullAttempt]] = {}
         self._current: dict[tuple[str, str], PullTrace] = {}
+        # Memos of the cache-hit path, each a pure function of its key: a container's event
+        # object, an image string's normalised reference, and the "already present" message and
+        # answer for the image status it was made from (the store's records are immutable, and
+        # it hands out the same one until the image changes).
+        self._objects: dict[tuple[str, str, str, str, str], ObjectRef] = {}
+        self._refs: dict[str, tuple[ImageReference, str]] = {}
+        self._present: dict[str, tuple[ImageStatus, bool, str, EnsureResult]] = {}
 
     def pull_history(self, uid: str, image: str) -> tuple[PullAttempt, ...]:
         """The last :data:`PULL_HISTORY` pulls of ``image`` for pod ``uid``, oldest first."""
@@ -140,18 +163,28 @@ class ImageManager:
         by its UID)."""
         for key in [k for k in self._prev_error if k[0] == uid]:
             del self._prev_error[key]
+        for obj_key in [k for k in self._objects if k[0] == uid]:
+            del self._objects[obj_key]
         for key in [k for k in self._history if k[0] == uid]:
             del self._history[key]
         for key in [k for k in self.backoff.held_keys() if isinstance(k, tuple) and k[0] == uid]:
             self.backoff.reset(key)
+        self._backoff_changed()
+
+    def _backoff_changed(self) -> None:
+        """Show the backoff's size, after each change (not on every decision: most change
+        nothing)."""
+        self.metrics.set_backoff_entries(len(self.backoff))
 
     def _event(self, request: PullRequest, type_: EventType, reason: EventReason, msg: str) -> None:
-        obj = ObjectRef(
-            namespace=request.pod.namespace,
-            name=request.pod.name,
-            uid=request.pod.uid,
-            field_path=request.field_path,
-        )
+        pod = request.pod
+        key = (pod.uid, pod.namespace, pod.name, request.kind, request.container)
+        obj = self._objects.get(key)
+        if obj is None:
+            obj = ObjectRef(
+                namespace=pod.namespace, name=pod.name, uid=pod.uid, field_path=request.field_path
+            )
+            _memo_put(self._objects, key, obj)
         self.recorder.event(obj, type_, reason, msg)
 
     async def ensure_image(self, request: PullRequest) -> EnsureResult:
@@ -165,52 +198,66 @@ class ImageManager:
         finally:
             # recordEnsureImageRequest, deferred: both labels stay "unknown" when the call ends
             # before they are known (an invalid name, a failed inspect, Never with no image).
-            self.metrics.ensure_image_request(str(request.policy), present, pull_required)
-            self.metrics.set_backoff_entries(len(self.backoff))
+            self.metrics.ensure_image_request(request.policy, present, pull_required)
 
     async def _ensure(self, request: PullRequest) -> EnsureResult:
         image = request.image
-        try:
-            defaulted = apply_default_image_tag(image)
-            ref = parse_normalized(defaulted)
-        except InvalidImageNameError as exc:
-            msg = messages.failed_to_apply_default_tag(image, exc)
-            self._event(request, EventType.WARNING, EventReason.INSPECT_FAILED, msg)
-            return EnsureResult(reason=PullReason.INVALID_IMAGE_NAME, message=msg)
+        parsed = self._refs.get(image)
+        if parsed is None:
+            try:
+                ref = parse_normalized(apply_default_image_tag(image))
+            except InvalidImageNameError as exc:
+                msg = messages.failed_to_apply_default_tag(image, exc)
+                self._event(request, EventType.WARNING, EventReason.INSPECT_FAILED, msg)
+                return EnsureResult(reason=PullReason.INVALID_IMAGE_NAME, message=msg)
+            parsed = (ref, str(ref))
+            _memo_put(self._refs, image, parsed)
+        ref, spec = parsed
 
         record = None
-        if request.policy is not PullPolicy.ALWAYS:
+        if request.policy is not _ALWAYS:
             started = self.clock()
             try:
-                record = await self.service.image_status(str(ref), request.runtime_handler)
+                record = await self.service.image_status(spec, request.runtime_handler)
             except StoreError as exc:
                 self.metrics.runtime_operation("image_status", self.clock() - started, True)
                 msg = messages.failed_to_inspect_image("", exc)
                 self._event(request, EventType.WARNING, EventReason.INSPECT_FAILED, msg)
                 return EnsureResult(reason=PullReason.ERR_IMAGE_INSPECT, message=msg)
             self.metrics.runtime_operation("image_status", self.clock() - started, False)
-            if record is None and request.policy is PullPolicy.NEVER:
+            if record is None and request.policy is _NEVER:
                 return self._never_pull(request)
 
-        lookup = _OnceLookup(self.credentials, request, ref)
+        lookup: _OnceLookup | None = None  # made when first needed, then shared
         if record is not None and not should_pull_image(request.policy, present=True):
-            must_attempt = False
+            must_attempt: bool | None = False
             if self.verifier is not None:
-                must_attempt = await self.verifier.must_attempt_pull(
-                    request, ref, record.image_id, lookup
-                )
+                must_attempt = self.verifier.must_attempt_pull_now(request, ref, record.image_id)
+                if must_attempt is None:
+                    lookup = _OnceLookup(self.credentials, request, ref)
+                    must_attempt = await self.verifier.must_attempt_pull(
+                        request, ref, record.image_id, lookup
+                    )
             if not must_attempt:
-                msg = messages.already_present(image, accessible=self.verifier is not None)
-                self._event(request, EventType.NORMAL, EventReason.PULLED, msg)
+                accessible = self.verifier is not None
+                present = self._present.get(image)
+                if present is None or present[0] is not record or present[1] is not accessible:
+                    msg = messages.already_present(image, accessible=accessible)
+                    answer = EnsureResult(
+                        image_ref=record.image_id,
+                        repo_digest=record.repo_digests[0] if record.repo_digests else "",
+                        present=True,
+                    )
+                    present = (record, accessible, msg, answer)
+                    _memo_put(self._present, image, present)
+                self._event(request, _NORMAL, _PULLED, present[2])
                 self.metrics.cache_hit()
-                return EnsureResult(
-                    image_ref=record.image_id,
-                    repo_digest=record.repo_digests[0] if record.repo_digests else "",
-                    present=True,
-                )
+                return present[3]
             if request.policy is PullPolicy.NEVER:
                 return self._never_pull(request)
 
+        if lookup is None:
+            lookup = _OnceLookup(self.credentials, request, ref)
         credentials = await lookup()
         return await self._pull(request, ref, credentials, present=record is not None)
 
@@ -282,6 +329,7 @@ class ImageManager:
                 messages.failed_to_pull(image, err_text),
             )
             self.backoff.next(key, self.clock())
+            self._backoff_changed()
             cause = failure_cause(outcome.error)
             self.metrics.pull_attempted(image, outcome.duration, str(cause))
             reason = PullReason.ERR_IMAGE_PULL
@@ -316,7 +364,8 @@ class ImageManager:
         msg = messages.successfully_pulled(image, outcome.duration, total, outcome.pulled.size)
         self._event(request, EventType.NORMAL, EventReason.PULLED, msg)
         self.metrics.image_pull_duration(total, outcome.pulled.size)
-        self.backoff.gc(self.clock())
+        if self.backoff.gc(self.clock()):
+            self._backoff_changed()
         return EnsureResult(
             image_ref=outcome.pulled.image_ref,
             repo_digest=outcome.pulled.repo_digest,
@@ -339,7 +388,7 @@ def _ensure_labels(policy: PullPolicy, result: EnsureResult) -> tuple[bool | Non
     ``EnsureImageExists`` (None is ``unknown``)."""
     if result.reason in _UNKNOWN_REASONS and not result.present:
         return None, None  # ended in the pre-check, before either was known
-    present = result.present if policy is not PullPolicy.ALWAYS else None
+    present = result.present if policy is not _ALWAYS else None
     return present, result.pulled is not None or result.reason in _PULL_REASONS_AND_NEVER
 
 

@@ -411,3 +411,49 @@ async def test_a_pull_in_progress_says_whether_it_waits_or_pulls() -> None:
     assert pulled.waited == pytest.approx(5)  # behind a's pull in the serial queue
     assert pulled.seconds == pytest.approx(5)
     assert manager.pull_in_progress("uid-b", "registry.test/b:1.0") is None
+
+
+async def test_a_cache_hit_answers_for_the_image_as_it_is_now() -> None:
+    """The manager keeps the "already present" answer per image with the status it came from:
+    an image replaced under the same tag (a new status) gets a new answer, never the old one."""
+    h = make_node(FakeRuntime(pull_seconds=0))
+    image = "registry.test/app:3.0"
+    first = h.runtime.add(image, image_id="sha256:" + "1" * 64)
+    manager = h.node.manager
+    request = pod("p", image).containers[0]
+    async with h.node.running():
+        answers = [await manager.ensure_image(request) for _ in range(3)]
+        assert {a.image_ref for a in answers} == {first.image_id}
+        assert answers[0] is answers[1]  # the same answer, made once
+        second = h.runtime.add(image, image_id="sha256:" + "2" * 64)
+        replaced = await manager.ensure_image(request)
+        assert (replaced.image_ref, replaced.present) == (second.image_id, True)
+        manager.forget_pod(request.pod.uid)
+        assert not [k for k in manager._objects if k[0] == request.pod.uid]
+    pulled = [m for _, _, r, m in h.emitted if r == "Pulled"]
+    assert pulled == [f'Container image "{image}" already present on machine'] * 4
+    assert h.runtime.calls == []
+
+
+async def test_the_backoff_gauge_follows_each_change_of_the_backoff() -> None:
+    h = make_node(FakeRuntime(pull_seconds=0, failing={BAD_REF: 1}))
+    manager = h.node.manager
+    failing, fine = pod("p", BAD).containers[0], pod("q", "registry.test/ok:1").containers[0]
+
+    def gauge() -> float | None:
+        return h.registry.get_sample_value("kubelet_sim_backoff_entries")
+
+    async with h.node.running():
+        assert gauge() == 0.0
+        assert (await manager.ensure_image(failing)).reason == PullReason.ERR_IMAGE_PULL
+        assert gauge() == 1.0
+        assert (await manager.ensure_image(fine)).ok
+        assert gauge() == 1.0  # a success collects only entries older than twice the maximum
+        await anyio.sleep(2 * manager.backoff.max_duration + 1)
+        assert (await manager.ensure_image(pod("r", "registry.test/ok:2").containers[0])).ok
+        assert gauge() == 0.0
+        h.runtime.failing[BAD_REF + "-x"] = 1
+        assert not (await manager.ensure_image(pod("t", BAD + "-x").containers[0])).ok
+        assert gauge() == 1.0
+        manager.forget_pod("uid-t")
+        assert gauge() == 0.0
