@@ -4,7 +4,8 @@ The kubelet answers most ensure-image calls from its cache ("already present on 
 measures how many of those decisions per second one node of kubelet-sim makes with the real
 parts: a real :class:`~kubelet_sim.store.Store` (SQLite catalogue) holding an image pulled from a
 real registry, the real image manager, event recorder (client-go correlator, spam filter on) and
-Prometheus metrics. Variants isolate where the time goes:
+Prometheus metrics (the pull engine's and the credential ones, as the daemon wires them).
+Variants isolate where the time goes:
 
 - ``ensure_image, 1 caller``: one task calling in a loop (the latency of one decision);
 - ``ensure_image, 64 callers``: 64 tasks at once (what the event loop sustains);
@@ -37,6 +38,7 @@ from kubelet_sim.cli.main import configure_logging
 from kubelet_sim.config.kubelet import KubeletConfiguration
 from kubelet_sim.core.pods import PodRef, PullRequest
 from kubelet_sim.core.policy import PullPolicy
+from kubelet_sim.credentials.metrics import CredentialMetrics
 from kubelet_sim.node.builder import NodeOptions, NodeParts, open_node
 from kubelet_sim.node.paths import NodePaths
 from kubelet_sim.registry.client import RegistryClient
@@ -96,7 +98,11 @@ async def main(host: str, root: Path, seconds: float) -> None:
         ("ensure_image, verifier off, no-op events", no_verifier, DroppingRecorder(), 1),
     ):
         prometheus = CollectorRegistry()
-        parts = NodeParts(recorder=recorder, metrics_registry=prometheus)
+        parts = NodeParts(
+            recorder=recorder,
+            metrics_registry=prometheus,
+            credential_metrics=CredentialMetrics(prometheus),  # as the daemon wires it
+        )
         async with (
             open_node(config, paths, NodeOptions(node_docker_config=False), parts) as node,
             node.running(),
