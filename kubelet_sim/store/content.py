@@ -42,6 +42,21 @@ from kubelet_sim.store.records import BlobRef
 log = structlog.get_logger(__name__)
 
 
+PUBLISH_GROUP = 256
+"""Most blobs committed in one transaction."""
+
+
+@dataclass(slots=True, eq=False)
+class _Publication:
+    """A verified blob waiting for its group commit, then its outcome."""
+
+    temp: Path
+    digest: Digest
+    size: int
+    done: bool = False
+    error: StoreError | None = None
+
+
 @dataclass(slots=True)
 class _Lease:
     store: ContentStore
@@ -74,6 +89,8 @@ class ContentStore:
         self._holds: Counter[str] = Counter()
         self._writers: set[BlobWriter] = set()
         self._ingesting: set[str] = set()  # digests whose ingest a writer of ours has open
+        self._publications: list[_Publication] = []  # waiting for a group commit
+        self._publishing = anyio.Lock()
 
     @property
     def root(self) -> Path:
@@ -193,37 +210,93 @@ class ContentStore:
             self._ingesting.discard(str(writer.digest))
 
     async def _publish(self, temp: Path, digest: Digest, size: int) -> None:
-        """Rename a verified, fsynced temp file into place and record it, atomically."""
-        final = self._layout.path(digest)
-        now = self._clock()
+        """Rename a verified, fsynced temp file into place and record it, atomically.
+
+        Group commit: a blob that arrives while others are being committed waits for them, then
+        goes with every blob that arrived meanwhile in one transaction (one WAL sync) and one
+        fsync per folder (the first carries the journal for the others). Many pulls at once paid
+        two syncs per blob, one blob after another under the database's one lock. Each blob
+        keeps its own outcome: a rename that fails fails that blob alone.
+        """
+        mine = _Publication(temp, digest, size)
+        self._publications.append(mine)
+        try:
+            async with self._publishing:
+                if not mine.done:  # no earlier group took it: this task commits the next group
+                    batch = self._publications[:PUBLISH_GROUP]
+                    del self._publications[:PUBLISH_GROUP]
+                    try:
+                        await self._publish_group(batch)
+                    finally:
+                        # A group that never ran (cancelled before the database took it, or the
+                        # store closed) goes back in line for its owners to try again.
+                        self._publications[:0] = [p for p in batch if not p.done and p is not mine]
+        finally:
+            if mine in self._publications:  # cancelled before its turn: it never happens
+                self._publications.remove(mine)
+        if mine.error is not None:
+            raise mine.error
+        self._hold(str(digest))
+        log.debug("blob committed", digest=str(digest), size=size)
+
+    async def _publish_group(self, group: list[_Publication]) -> None:
+        """Commit ``group`` in one transaction; sets each one's outcome once it is final."""
+        layout, root, now = self._layout, self.root, self._clock()
+        ran = False
 
         def work(conn: sqlite3.Connection) -> None:
-            existed = conn.execute(
-                "SELECT 1 FROM blobs WHERE digest = ?", (str(digest),)
-            ).fetchone()
-            final.parent.mkdir(mode=0o700, exist_ok=True)
-            renamed = False
+            nonlocal ran
+            ran = True
+            digests = sorted({str(p.digest) for p in group})
+            marks = ", ".join("?" * len(digests))
+            existed = {
+                row[0]
+                for row in conn.execute(
+                    f"SELECT digest FROM blobs WHERE digest IN ({marks})",  # noqa: S608 - marks
+                    digests,
+                )
+            }
+            renamed: dict[Path, str] = {}
             try:
                 with transaction(conn):
-                    conn.execute(
-                        "INSERT INTO blobs VALUES (?, ?, ?) ON CONFLICT (digest) DO UPDATE "
-                        "SET size = excluded.size, committed_at = excluded.committed_at",
-                        (str(digest), size, now),
-                    )
-                    os.replace(temp, final)
-                    renamed = True
-                    fsync_dir(final.parent)
+                    for p in group:
+                        final = layout.path(p.digest)
+                        conn.execute("SAVEPOINT blob")
+                        conn.execute(
+                            "INSERT INTO blobs VALUES (?, ?, ?) ON CONFLICT (digest) DO UPDATE "
+                            "SET size = excluded.size, committed_at = excluded.committed_at",
+                            (str(p.digest), p.size, now),
+                        )
+                        try:
+                            final.parent.mkdir(mode=0o700, exist_ok=True)
+                            os.replace(p.temp, final)
+                        except OSError as exc:
+                            conn.execute("ROLLBACK TO blob")
+                            p.error = io_error(exc, f"committing blob {p.digest}", folder=root)
+                        else:
+                            renamed[final] = str(p.digest)
+                        conn.execute("RELEASE blob")
+                    for folder in {final.parent for final in renamed}:
+                        fsync_dir(folder)
             except BaseException:
-                if renamed and existed is None:
-                    final.unlink(missing_ok=True)
+                for final, digest in renamed.items():
+                    if digest not in existed:
+                        final.unlink(missing_ok=True)
                 raise
 
         try:
-            await self._db.run(work, what=f"committing blob {digest}")
-        except OSError as exc:
-            raise io_error(exc, f"committing blob {digest}", folder=self.root) from exc
-        self._hold(str(digest))
-        log.debug("blob committed", digest=str(digest), size=size)
+            await self._db.run(work, what=f"committing {len(group)} blobs")
+        except (OSError, StoreError) as exc:
+            if not ran:
+                raise
+            for p in group:  # the transaction was rolled back: every blob of it failed
+                if isinstance(exc, OSError):
+                    p.error = io_error(exc, f"committing blob {p.digest}", folder=root)
+                else:
+                    p.error = exc
+        if ran:
+            for p in group:
+                p.done = True
 
     async def put_blob(self, data: bytes, digest: Digest | None = None) -> BlobRef:
         """Store in-memory content (a manifest, a config); verified against ``digest`` if given."""

@@ -6,6 +6,7 @@ import errno
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import anyio
 import anyio.to_thread
@@ -23,7 +24,7 @@ from kubelet_sim.errors import (
     StoreFullError,
 )
 from kubelet_sim.store import FLUSH_BYTES, Store, fsck
-from kubelet_sim.store.blobs import WritableFile, WriterState
+from kubelet_sim.store.blobs import BlobWriter, WritableFile, WriterState
 
 
 @pytest.fixture(params=["asyncio", "trio"])
@@ -514,3 +515,102 @@ async def test_writing_a_big_blob_does_not_stall_the_event_loop(store: Store) ->
     # The bound is generous because this runs on real time: a loaded CI machine can delay a
     # ready task by tens of milliseconds without any blocking call.
     assert gap < 0.25, f"event loop stalled for {gap * 1000:.1f} ms"
+
+
+# -- group commit ------------------------------------------------------------------------------
+
+
+async def _written(store: Store, names: list[str]) -> list[tuple[Digest, bytes, BlobWriter]]:
+    """One writer per name, its bytes written, not yet committed."""
+    out = []
+    for name in names:
+        data = blob_bytes(name, 1000 + len(name))
+        digest = Digest.from_bytes(data)
+        writer = store.blob_writer(digest, len(data))
+        await writer.write(data)
+        out.append((digest, data, writer))
+    return out
+
+
+async def _until_waiting(store: Store, n: int) -> None:
+    with anyio.fail_after(10):
+        while len(store._publications) < n:  # noqa: ASYNC110 - nothing signals the queue
+            await anyio.sleep(0.001)
+
+
+@pytest.mark.anyio
+async def test_blobs_committed_at_once_go_in_one_transaction(store: Store) -> None:
+    groups: list[str] = []
+    real_run = store.db.run
+
+    async def counting_run(fn: Any, *, what: str = "store", readonly: bool = False) -> Any:
+        if what.startswith("committing"):
+            groups.append(what)
+        return await real_run(fn, what=what, readonly=readonly)
+
+    store.db.run = counting_run  # type: ignore[method-assign]
+    blobs = await _written(store, [f"group-{i}" for i in range(20)])
+    async with store.lease():
+        # A commit under way (the lock held): the others line up behind it.
+        async with anyio.create_task_group() as tg, store._publishing:
+            for digest, data, writer in blobs:
+                tg.start_soon(writer.commit, digest, len(data))
+            await _until_waiting(store, 20)
+        assert groups == ["committing 20 blobs"]
+        for digest, data, _ in blobs:
+            assert store.layout.path(digest).read_bytes() == data
+            assert await store.blob_size(digest) == len(data)
+            assert str(digest) in store.protected()  # held by the lease its own task runs in
+    assert temp_files(store) == []
+    assert (await fsck(store, repair=False)).clean
+
+
+@pytest.mark.anyio
+async def test_a_blob_that_cannot_be_renamed_fails_alone_in_its_group(store: Store) -> None:
+    blobs = await _written(store, ["kept-a", "lost", "kept-b"])
+    outcomes: dict[str, BaseException | None] = {}
+
+    async def commit(digest: Digest, size: int, writer: BlobWriter) -> None:
+        try:
+            await writer.commit(digest, size)
+            outcomes[str(digest)] = None
+        except StoreError as exc:
+            outcomes[str(digest)] = exc
+
+    lost = blobs[1]
+    async with anyio.create_task_group() as tg, store._publishing:
+        for digest, data, writer in blobs:
+            tg.start_soon(commit, digest, len(data), writer)
+        await _until_waiting(store, 3)
+        os.unlink(lost[2].temp_path)  # vanished between its fsync and its rename
+    failed = outcomes[str(lost[0])]
+    assert isinstance(failed, StoreError)
+    assert f"committing blob {lost[0]}" in str(failed)
+    assert not await store.has_blob(lost[0])
+    for digest, data, _ in (blobs[0], blobs[2]):
+        assert outcomes[str(digest)] is None
+        assert store.layout.path(digest).read_bytes() == data
+    assert temp_files(store) == []
+    assert (await fsck(store, repair=False)).clean
+
+
+@pytest.mark.anyio
+async def test_a_commit_cancelled_before_its_group_runs_never_happens(store: Store) -> None:
+    ((digest, data, writer),) = await _written(store, ["cancelled"])
+    release = anyio.Event()
+
+    async def a_commit_under_way() -> None:
+        async with store._publishing:
+            await release.wait()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(a_commit_under_way)
+        with anyio.move_on_after(0.05):
+            await writer.commit(digest, len(data))
+        assert store._publications == []
+        release.set()
+    assert not await store.has_blob(digest)
+    assert temp_files(store) == []
+    ((again, again_data, fresh),) = await _written(store, ["cancelled"])
+    await fresh.commit(again, len(again_data))  # the next attempt commits normally
+    assert await store.has_blob(again)
