@@ -15,6 +15,7 @@ Resumable downloads (layers) continue the ingest an earlier attempt or process l
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import os
 import sqlite3
@@ -55,6 +56,8 @@ class _Publication:
     size: int
     done: bool = False
     error: StoreError | None = None
+    group: anyio.Event | None = None
+    """Set while a group has it; the group's end sets the event."""
 
 
 @dataclass(slots=True)
@@ -216,28 +219,54 @@ class ContentStore:
         goes with every blob that arrived meanwhile in one transaction (one WAL sync) and one
         fsync per folder (the first carries the journal for the others). Many pulls at once paid
         two syncs per blob, one blob after another under the database's one lock. Each blob
-        keeps its own outcome: a rename that fails fails that blob alone.
+        keeps its own outcome: a rename that fails fails that blob alone. A commit cancelled
+        while still in line never happens; once its group has it, its owner waits for the
+        group's outcome (as a commit that had started always finished), so no file is renamed
+        after its writer has been given up.
         """
         mine = _Publication(temp, digest, size)
         self._publications.append(mine)
         try:
-            async with self._publishing:
-                if not mine.done:  # no earlier group took it: this task commits the next group
-                    batch = self._publications[:PUBLISH_GROUP]
-                    del self._publications[:PUBLISH_GROUP]
-                    try:
-                        await self._publish_group(batch)
-                    finally:
-                        # A group that never ran (cancelled before the database took it, or the
-                        # store closed) goes back in line for its owners to try again.
-                        self._publications[:0] = [p for p in batch if not p.done and p is not mine]
-        finally:
-            if mine in self._publications:  # cancelled before its turn: it never happens
-                self._publications.remove(mine)
+            while not mine.done:
+                if mine.group is not None:  # another task commits the group that has it
+                    await mine.group.wait()
+                    continue
+                async with self._publishing:
+                    if mine.group is None and not mine.done:
+                        await self._publish_next()
+        except BaseException:
+            group = mine.group
+            if group is not None:
+                with anyio.CancelScope(shield=True):
+                    await group.wait()
+            if not mine.done:  # still in line (or back in it): it never happens
+                with contextlib.suppress(ValueError):
+                    self._publications.remove(mine)
+            elif mine.error is None:
+                self._hold(str(digest))  # committed all the same: its lease holds it
+            raise
         if mine.error is not None:
             raise mine.error
         self._hold(str(digest))
         log.debug("blob committed", digest=str(digest), size=size)
+
+    async def _publish_next(self) -> None:
+        """Commit the next group of publications in line (the caller holds the lock)."""
+        batch = self._publications[:PUBLISH_GROUP]
+        del self._publications[:PUBLISH_GROUP]
+        group = anyio.Event()
+        for p in batch:
+            p.group = group
+        try:
+            await self._publish_group(batch)
+        finally:
+            # A group that never ran (cancelled before the database took it, or the store
+            # closed) goes back in line, first, for its owners to try again.
+            unrun = [p for p in batch if not p.done]
+            for p in unrun:
+                p.group = None
+            self._publications[:0] = unrun
+            group.set()
 
     async def _publish_group(self, group: list[_Publication]) -> None:
         """Commit ``group`` in one transaction; sets each one's outcome once it is final."""

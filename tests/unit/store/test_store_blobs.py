@@ -614,3 +614,66 @@ async def test_a_commit_cancelled_before_its_group_runs_never_happens(store: Sto
     ((again, again_data, fresh),) = await _written(store, ["cancelled"])
     await fresh.commit(again, len(again_data))  # the next attempt commits normally
     assert await store.has_blob(again)
+
+
+@pytest.mark.anyio
+async def test_a_commit_cancelled_once_its_group_has_it_waits_for_the_group(store: Store) -> None:
+    """Pod A's layer is in a group waiting for the database when A is cancelled: A leaves only
+    once the group has committed it, so B (sharing the download) cannot take over and resume an
+    ingest that is about to be renamed into the store (found in review: the row said 2,097,929
+    bytes, the file had 2,097,152)."""
+    data = blob_bytes("layer", FLUSH_BYTES * 2 + 777)
+    digest = Digest.from_bytes(data)
+    other = blob_bytes("config", 1000)
+
+    async def fetch_a(sink: BlobSink) -> None:
+        for i in range(0, len(data), 65536):
+            await sink.write(data[i : i + 65536])
+        await sink.commit(digest, len(data))
+
+    async def fetch_b(sink: BlobSink) -> None:  # B takes over A's cancelled download
+        assert sink.written in (0, len(data))  # never a half of what A's group renamed away
+        await fetch_a(sink) if sink.written == 0 else await sink.commit(digest, len(data))
+
+    db_free, db_held = anyio.Event(), anyio.Event()
+
+    async def a_database_call_in_flight() -> None:
+        async with store.db._lock:
+            db_held.set()
+            await db_free.wait()
+
+    results: dict[str, str] = {}
+    a_scope = anyio.CancelScope()
+
+    async def pod_a() -> None:
+        with a_scope:
+            await store.ensure_blob(digest, len(data), fetch_a, resumable=True)
+        results["a"] = "cancelled" if a_scope.cancelled_caught else "ok"
+
+    async def pod_b() -> None:
+        await store.ensure_blob(digest, len(data), fetch_b, resumable=True)
+        results["b"] = "ok"
+
+    async with anyio.create_task_group() as tg:
+        async with store._publishing:  # a group under way: the next ones line up
+            tg.start_soon(store.put_blob, other)  # the next group's leader
+            await _until_waiting(store, 1)
+            tg.start_soon(pod_a)
+            await _until_waiting(store, 2)
+            tg.start_soon(pod_b)
+            with anyio.fail_after(10):
+                while store.inflight().get(str(digest)) != 1:  # noqa: ASYNC110 - polled
+                    await anyio.sleep(0.001)
+            tg.start_soon(a_database_call_in_flight)
+            await db_held.wait()
+        with anyio.fail_after(10):
+            while store._publications:  # noqa: ASYNC110 - the group took both
+                await anyio.sleep(0.001)
+        a_scope.cancel()  # pod A deleted while its group waits for the database
+        await anyio.sleep(0.05)
+        assert results == {}  # A waits for its group; B waits for A
+        db_free.set()
+    assert results == {"a": "cancelled", "b": "ok"}
+    assert await store.blob_size(digest) == len(data)
+    assert store.layout.path(digest).read_bytes() == data
+    assert (await fsck(store, repair=False)).clean
