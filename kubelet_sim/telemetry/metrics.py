@@ -305,7 +305,7 @@ class PullMetrics:
                 None,
             )
         children[0].value += 1.0
-        children[1].observe(duration if duration > 0.0 else 0.0)
+        children[1].observe(max(duration, 0.0))
         if error:
             errors = children[2]
             if errors is None:  # made at the first error: no zero series before one happened
@@ -365,7 +365,7 @@ class PullMetrics:
                 self._request_duration.labels(upper),
             )
         children[0].value += 1.0
-        children[1].observe(duration if duration > 0.0 else 0.0)
+        children[1].observe(max(duration, 0.0))
 
     def registry_retry(self, reason: str) -> None:
         """A registry request is about to be retried for ``reason``."""

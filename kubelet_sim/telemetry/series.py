@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import bisect
 import math
+import re
 from collections.abc import Callable, Iterable, Sequence
 from typing import Generic, TypeVar
 
@@ -92,6 +93,9 @@ class HistogramChild:
 
 C = TypeVar("C", CounterChild, GaugeChild, HistogramChild)
 
+_METRIC_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
+_LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
+
 
 class _Family(Generic[C]):
     """A named family of series, one per tuple of label values, in the order they were made."""
@@ -99,7 +103,16 @@ class _Family(Generic[C]):
     _type = ""
     _suffix = ""
 
+    _reserved: frozenset[str] = frozenset()
+
     def __init__(self, name: str, documentation: str, labelnames: Sequence[str] = ()) -> None:
+        if not _METRIC_NAME.fullmatch(name):
+            raise ValueError(f"invalid metric name {name!r}")
+        for label in labelnames:
+            if not _LABEL_NAME.fullmatch(label) or label.startswith("__"):
+                raise ValueError(f"{name}: invalid label name {label!r}")
+            if label in self._reserved:
+                raise ValueError(f"{name}: label name {label!r} is reserved for this type")
         self.name = name
         self.documentation = documentation
         self.labelnames = tuple(labelnames)
@@ -118,12 +131,17 @@ class _Family(Generic[C]):
         """
         child = self._children.get(values)
         if child is None:
-            if len(values) != len(self.labelnames) or not self.labelnames:
+            if len(values) != len(self.labelnames) or not values:
                 raise ValueError(
                     f"{self.name} takes {len(self.labelnames)} label values "
                     f"{self.labelnames}, got {values!r}"
                 )
-            child = self._children[tuple(str(v) for v in values)] = self._new_child()
+            key = tuple(str(v) for v in values)  # as prometheus_client: the value's str()
+            child = self._children.get(key)
+            if child is None:
+                child = self._children[key] = self._new_child()
+        elif not values:
+            raise ValueError(f"{self.name} has no labels: use only")
         return child
 
     @property
@@ -157,7 +175,7 @@ class Counter(_Family[CounterChild]):
 
     def collect(self) -> Metric:
         metric = self._metric()
-        for values, child in list(self._children.items()):
+        for values, child in dict.copy(self._children).items():
             metric.add_sample(
                 self.name + "_total", dict(zip(self.labelnames, values, strict=True)), child.value
             )
@@ -172,7 +190,7 @@ class Gauge(_Family[GaugeChild]):
 
     def collect(self) -> Metric:
         metric = self._metric()
-        for values, child in list(self._children.items()):
+        for values, child in dict.copy(self._children).items():
             metric.add_sample(
                 self.name, dict(zip(self.labelnames, values, strict=True)), child.value
             )
@@ -187,6 +205,7 @@ class Histogram(_Family[HistogramChild]):
     """
 
     _type = "histogram"
+    _reserved = frozenset({"le"})
 
     def __init__(
         self,
@@ -212,7 +231,7 @@ class Histogram(_Family[HistogramChild]):
 
     def collect(self) -> Metric:
         metric = self._metric()
-        for values, child in list(self._children.items()):
+        for values, child in dict.copy(self._children).items():
             labels = dict(zip(self.labelnames, values, strict=True))
             counts, total = list(child.counts), child.sum  # one observation may land between
             acc = 0.0
@@ -220,7 +239,8 @@ class Histogram(_Family[HistogramChild]):
                 acc += n
                 metric.add_sample(self.name + "_bucket", {**labels, "le": le}, acc)
             metric.add_sample(self.name + "_count", labels, acc)
-            metric.add_sample(self.name + "_sum", labels, total)
+            if self._bounds[0] >= 0:  # as prometheus_client: no sum with a negative bucket
+                metric.add_sample(self.name + "_sum", labels, total)
         return metric
 
 

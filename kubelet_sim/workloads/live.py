@@ -7,8 +7,9 @@ dashboards work), and the run's own figures (``kubelet_sim_bench_pods{state}``,
 ``kubelet_sim_bench_pulls_in_flight``, ``kubelet_sim_bench_elapsed_seconds``).
 
 Samples of one name and label set are added up across nodes; a counter's ``_created`` time is the
-earliest node's. The exposition is prometheus-client's own HTTP server, on its own thread: a
-scrape reads the nodes' metrics (which take their own locks) and never waits for the event loop.
+earliest node's (the nodes' own series have none). The exposition is prometheus-client's own
+HTTP server, on its own thread: a scrape reads the nodes' series (plain floats the event loop
+updates, copied whole under the GIL) and never waits for the event loop.
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import threading
+from collections.abc import Callable
 
 import prometheus_client
 import pytest
@@ -160,3 +161,50 @@ def test_a_scrape_from_another_thread_while_the_loop_adds_series() -> None:
         thread.join()
     assert errors == []
     assert registry.get_sample_value("busy_total", {"n": "4999"}) == 4.0
+
+
+def test_label_values_are_their_str_as_in_prometheus_client() -> None:
+    upstream, ours = _pair()
+    theirs = prometheus_client.Counter("codes_total", "Codes.", ["code"], registry=upstream)
+    mine = series.Counter("codes_total", "Codes.", ["code"])
+    series.SeriesCollector([mine]).register(ours)
+    for value in (200, 200, "200", 404):
+        theirs.labels(value).inc()
+        mine.labels(value).inc()  # type: ignore[arg-type]  # what a careless caller passes
+    assert mine.labels(200) is mine.labels("200")  # type: ignore[arg-type]
+    assert _exposition(ours) == _exposition(upstream)
+    assert ours.get_sample_value("codes_total", {"code": "200"}) == 3.0
+
+
+def test_a_histogram_with_a_negative_bucket_has_no_sum_as_in_prometheus_client() -> None:
+    upstream, ours = _pair()
+    buckets = (-1.0, 0.0, 1.0)
+    theirs = prometheus_client.Histogram("delta", "D.", buckets=buckets, registry=upstream)
+    mine = series.Histogram("delta", "D.", buckets=buckets)
+    series.SeriesCollector([mine]).register(ours)
+    for value in (-0.5, 0.5, 3.0):
+        theirs.observe(value)
+        mine.only.observe(value)
+    assert _exposition(ours) == _exposition(upstream)
+    assert ours.get_sample_value("delta_sum") is None
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda: series.Counter("bad name", "B."), "invalid metric name 'bad name'"),
+        (lambda: series.Counter("c", "C.", ["bad-label"]), "invalid label name 'bad-label'"),
+        (lambda: series.Counter("c", "C.", ["__reserved"]), "invalid label name '__reserved'"),
+        (
+            lambda: series.Histogram("h", "H.", ["le"], buckets=(1.0,)),
+            "label name 'le' is reserved",
+        ),
+        (lambda: series.Counter("c", "C.", ["kind"]).labels(), r"takes 1 label values"),
+        (lambda: series.Counter("plain", "P.").labels(), "has no labels: use only"),
+    ],
+)
+def test_names_and_label_use_are_checked_as_in_prometheus_client(
+    make: Callable[[], object], message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        make()
