@@ -375,13 +375,17 @@ class BlobWriter:
                 self._file = self._opener(self.temp_path)
             file = self._file
             data = 0
-            for chunk in chunks:  # each as it came: joining would copy every byte once more
+            for index, chunk in enumerate(chunks):  # each as it came: joining would copy every
+                # byte once more. Each chunk is let go once written, not with the whole batch:
+                # the event loop fills other layers' batches meanwhile (less peak memory).
+                chunks[index] = b""
                 hasher.update(chunk)  # hashlib and file writes let go of the GIL
                 view = memoryview(chunk)
                 while view:
                     n = file.write(view)
                     view = view[n:]
                 data += len(chunk)
+                del view, chunk
             self._on_disk += data
             if final:
                 file.flush()
