@@ -29,7 +29,7 @@ from typing import Any, Final
 
 import structlog
 
-from kubelet_sim.config import yamlsafe
+from kubelet_sim.config.preview import preview
 from kubelet_sim.config.tables import OTHER_FEATURE_GATES, UPSTREAM_FIELDS
 from kubelet_sim.core import reference
 from kubelet_sim.core.durations import format_go_duration, parse_go_duration, seconds_to_ns
@@ -149,7 +149,7 @@ def _decode(source: str | None, camel: str, value: object, *, python: bool = Fal
         return value
     if kind is _Kind.INT32 and isinstance(value, int) and not isinstance(value, bool):
         if not _INT32_MIN <= value <= _INT32_MAX:
-            shown = yamlsafe.preview(value)
+            shown = preview(value)
             raise ConfigError(source, camel, f"{shown} does not fit in a 32-bit integer")
         return value
     if kind is _Kind.DURATION and (
@@ -169,16 +169,16 @@ def _decode(source: str | None, camel: str, value: object, *, python: bool = Fal
     if kind is _Kind.STRING_LIST and isinstance(value, list | tuple if python else list):
         for index, item in enumerate(value):
             if not isinstance(item, str):
-                shown = yamlsafe.preview(item)
+                shown = preview(item)
                 raise ConfigError(source, f"{camel}[{index}]", f"must be a string, got {shown}")
         return tuple(value)
     if kind is _Kind.GATES and isinstance(value, Mapping if python else dict):
         for name, enabled in value.items():
             if not isinstance(enabled, bool):
-                shown = yamlsafe.preview(enabled)
+                shown = preview(enabled)
                 raise ConfigError(source, f"{camel}.{name}", f"must be a boolean, got {shown}")
         return dict(value)
-    shown = yamlsafe.preview(value)
+    shown = preview(value)
     raise ConfigError(source, camel, f"must be {kind.value}, got {_type_name(value)} {shown}")
 
 
@@ -436,6 +436,8 @@ def _read_document(text: str, source: str) -> tuple[dict[Any, Any], tuple[tuple[
     """The one document of ``text`` and its duplicate keys (name, line), read with the hardened
     loader (:mod:`kubelet_sim.config.yamlsafe`): a key or value Python cannot take, integers
     wider than 64 bits, alias bombs and deep nesting are errors with their position."""
+    from kubelet_sim.config import yamlsafe  # PyYAML only when a file is read: not for defaults
+
     loaded = yamlsafe.read(text, source)
     documents = [document for document in loaded.documents if document is not None]
     if not documents:
@@ -508,7 +510,7 @@ def _from_document(
         if key not in document:
             raise ConfigError(source, key, f"missing; expected {expected!r}")
         if document[key] != expected:
-            shown = yamlsafe.preview(document[key])
+            shown = preview(document[key])
             raise ConfigError(source, key, f"{shown} is not supported; expected {expected!r}")
     strict_errors = [
         ConfigError(source, key, f"duplicate key (line {line})") for key, line in duplicates

@@ -21,14 +21,14 @@ static pods), :mod:`kubelet_sim.config.kubelet`, workload files and credential p
 * every failure is a :class:`~kubelet_sim.errors.ConfigError` naming the source and the line and
   column (and, for a value that does not convert, the field path); a problem never quotes what
   was written, which may be a Secret's value;
-* :func:`preview` renders any value for a message in bounded space and time, and
+* :func:`preview` (from :mod:`kubelet_sim.config.preview`) renders any value for a message in
+  bounded space and time, and
   :func:`check_json_compatible` refuses what a JSON document cannot hold (non-string keys).
 """
 
 from __future__ import annotations
 
 import re
-import reprlib
 from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Protocol
@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 import yaml
 from yaml.constructor import ConstructorError, SafeConstructor
 
+from kubelet_sim.config.preview import preview
 from kubelet_sim.errors import ConfigError
 
 __all__ = [
@@ -477,33 +478,6 @@ def compose_all(
 
 
 # -- values -------------------------------------------------------------------------------------
-
-
-class _Preview(reprlib.Repr):
-    def __init__(self) -> None:
-        super().__init__()
-        self.maxlevel = 3
-        self.maxtuple = self.maxlist = self.maxset = self.maxfrozenset = self.maxdeque = 4
-        self.maxdict = 4
-        self.maxstring = 60
-        self.maxlong = 40
-        self.maxother = 60
-
-    def repr_int(self, x: int, level: int) -> str:
-        if x.bit_length() > 128:  # repr() of a 4300-digit integer raises; never build it
-            return f"<integer of {x.bit_length()} bits>"
-        return super().repr_int(x, level)
-
-
-_PREVIEW: Final = _Preview()
-_PREVIEW_LIMIT: Final = 200
-
-
-def preview(value: object) -> str:
-    """``repr(value)`` for a message, in bounded space and time: long strings, large collections
-    (an alias bomb's expansion) and huge integers are cut short. Never for a Secret's value."""
-    text = _PREVIEW.repr(value)
-    return text if len(text) <= _PREVIEW_LIMIT else text[: _PREVIEW_LIMIT - 3] + "..."
 
 
 def _type_name(value: object) -> str:

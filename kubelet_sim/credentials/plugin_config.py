@@ -32,7 +32,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kubelet_sim.config import yamlsafe
 from kubelet_sim.core.durations import parse_go_duration
 from kubelet_sim.errors import ConfigError
 
@@ -240,6 +239,8 @@ def parse_credential_provider_config(data: bytes, *, source: str) -> list[Creden
         text = data.decode("utf-8")
     except UnicodeDecodeError:
         raise ConfigError(source, None, "cannot parse as YAML or JSON: not UTF-8 text") from None
+    from kubelet_sim.config import yamlsafe  # PyYAML only when a file is read
+
     doc = yamlsafe.load_one(
         text, source, max_depth=MAX_NESTING_DEPTH, what="cannot parse as YAML or JSON"
     )

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import structlog
 
@@ -31,7 +31,9 @@ from kubelet_sim.credentials.dockerconfig import (
 )
 from kubelet_sim.credentials.keyring import BasicKeyring, SecretSource
 from kubelet_sim.errors import ConfigError
-from kubelet_sim.k8s.objects import DOCKER_CONFIG_JSON_KEY, DOCKERCFG_KEY, Secret, SecretType
+
+if TYPE_CHECKING:
+    from kubelet_sim.k8s.objects import Secret
 
 __all__ = ["PodSecrets", "SecretGetter", "docker_config_of", "pod_secrets"]
 
@@ -59,6 +61,10 @@ def docker_config_of(secret: Secret) -> dict[str, DockerConfigEntry] | None:
     Raises:
         ConfigError: the Secret's config does not parse (never quoting it).
     """
+    # Imported here: a node without pull secrets (``kubelet-sim pull``) never loads the object
+    # model, and wherever a Secret exists it is loaded already.
+    from kubelet_sim.k8s.objects import DOCKER_CONFIG_JSON_KEY, DOCKERCFG_KEY, SecretType
+
     source = f"secret {secret.namespace}/{secret.name}"
     if secret.type == SecretType.DOCKER_CONFIG_JSON:
         data = secret.data.get(DOCKER_CONFIG_JSON_KEY, b"")
