@@ -32,6 +32,7 @@ import structlog
 
 from kubelet_sim.config.kubelet import ImagePullCredentialsVerificationPolicy, KubeletConfiguration
 from kubelet_sim.core.credentials import Credentials
+from kubelet_sim.core.memo import put_bounded
 from kubelet_sim.core.pods import PullRequest
 from kubelet_sim.core.reference import ImageReference
 from kubelet_sim.credentials.keyring import SourcedCredentials
@@ -285,9 +286,7 @@ class ImageAccessVerifier:
             result = self._by_records(mapped)
             if result is None:
                 return None  # the pod's secrets decide
-        if len(self._memo) >= _MEMO_SIZE:
-            self._memo.clear()
-        self._memo[key] = (records, mapped, result)
+        put_bounded(self._memo, key, (records, mapped, result), _MEMO_SIZE)
         return result
 
     async def _check(

@@ -17,13 +17,13 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import anyio
 import structlog
 
 from kubelet_sim.core.backoff import Backoff
 from kubelet_sim.core.credentials import Credentials
+from kubelet_sim.core.memo import put_bounded
 from kubelet_sim.core.pods import PullAttempt, PulledImage, PullRequest
 from kubelet_sim.core.policy import PullPolicy, should_pull_image
 from kubelet_sim.core.reference import ImageReference, apply_default_image_tag, parse_normalized
@@ -102,12 +102,6 @@ _MEMO_SIZE = 4096
 object, an image's parsed reference, an image's "already present" answer)."""
 
 
-def _memo_put(memo: dict[Any, Any], key: object, value: object) -> None:
-    if len(memo) >= _MEMO_SIZE:
-        memo.clear()
-    memo[key] = value
-
-
 class ImageManager:
     """``EnsureImageExists`` over an image service, a puller, a backoff, events and metrics."""
 
@@ -184,7 +178,7 @@ class ImageManager:
             obj = ObjectRef(
                 namespace=pod.namespace, name=pod.name, uid=pod.uid, field_path=request.field_path
             )
-            _memo_put(self._objects, key, obj)
+            put_bounded(self._objects, key, obj, _MEMO_SIZE)
         self.recorder.event(obj, type_, reason, msg)
 
     async def ensure_image(self, request: PullRequest) -> EnsureResult:
@@ -211,7 +205,7 @@ class ImageManager:
                 self._event(request, EventType.WARNING, EventReason.INSPECT_FAILED, msg)
                 return EnsureResult(reason=PullReason.INVALID_IMAGE_NAME, message=msg)
             parsed = (ref, str(ref))
-            _memo_put(self._refs, image, parsed)
+            put_bounded(self._refs, image, parsed, _MEMO_SIZE)
         ref, spec = parsed
 
         record = None
@@ -249,11 +243,11 @@ class ImageManager:
                         present=True,
                     )
                     present = (record, accessible, msg, answer)
-                    _memo_put(self._present, image, present)
+                    put_bounded(self._present, image, present, _MEMO_SIZE)
                 self._event(request, _NORMAL, _PULLED, present[2])
                 self.metrics.cache_hit()
                 return present[3]
-            if request.policy is PullPolicy.NEVER:
+            if request.policy is _NEVER:
                 return self._never_pull(request)
 
         if lookup is None:

@@ -31,6 +31,7 @@ import anyio.to_thread
 import structlog
 
 from kubelet_sim.core.digest import Digest
+from kubelet_sim.core.memo import put_bounded
 from kubelet_sim.errors import StoreBusyError, StoreError, StoreNotFoundError
 from kubelet_sim.store import catalog, ingest, pullrecords
 from kubelet_sim.store.blobs import BlobLayout, FileOpener, default_opener, io_error
@@ -306,9 +307,7 @@ class Store(ContentStore):
         generation = self._db.generation
         record = await self._db.run(work, what=f"looking up {ref}", readonly=True)
         if generation == self._db.generation:
-            if len(self._lookups) >= LOOKUP_CACHE_SIZE:
-                self._lookups.clear()
-            self._lookups[cache_key] = (generation, record)
+            put_bounded(self._lookups, cache_key, (generation, record), LOOKUP_CACHE_SIZE)
         return record
 
     async def list_images(
@@ -466,16 +465,15 @@ class Store(ContentStore):
         what = f"reading pull records of {image_id}"
         if self.read_only:
             return list(await self._db.run(work, what=what, readonly=True))
-        key = (image_id, repository)
-        cached = self._records.get(key)
-        if cached is not None and cached[0] == self._db.generation:
-            return list(cached[1])
+        cached = self.cached_pull_records(image_id, repository=repository)
+        if cached is not None:
+            return list(cached)
         generation = self._db.generation
         records = await self._db.run(work, what=what, readonly=True)
         if generation == self._db.generation:
-            if len(self._records) >= LOOKUP_CACHE_SIZE:
-                self._records.clear()
-            self._records[key] = (generation, records)
+            put_bounded(
+                self._records, (image_id, repository), (generation, records), LOOKUP_CACHE_SIZE
+            )
         return list(records)
 
     def cached_pull_records(
