@@ -92,6 +92,7 @@ class HistogramChild:
 
 
 C = TypeVar("C", CounterChild, GaugeChild, HistogramChild)
+V = TypeVar("V", CounterChild, GaugeChild)
 
 _METRIC_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
 _LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
@@ -101,8 +102,6 @@ class _Family(Generic[C]):
     """A named family of series, one per tuple of label values, in the order they were made."""
 
     _type = ""
-    _suffix = ""
-
     _reserved: frozenset[str] = frozenset()
 
     def __init__(self, name: str, documentation: str, labelnames: Sequence[str] = ()) -> None:
@@ -162,10 +161,24 @@ class _Family(Generic[C]):
         raise NotImplementedError
 
 
-class Counter(_Family[CounterChild]):
+class _ValueFamily(_Family[V]):
+    """A family whose series are one value each, exposed as ``NAME`` + :attr:`_suffix`."""
+
+    _suffix = ""
+
+    def collect(self) -> Metric:
+        metric = self._metric()
+        name = self.name + self._suffix
+        for values, child in dict.copy(self._children).items():
+            metric.add_sample(name, dict(zip(self.labelnames, values, strict=True)), child.value)
+        return metric
+
+
+class Counter(_ValueFamily[CounterChild]):
     """A counter family; ``name`` is given without or with ``_total`` (exposed with it)."""
 
     _type = "counter"
+    _suffix = "_total"
 
     def __init__(self, name: str, documentation: str, labelnames: Sequence[str] = ()) -> None:
         super().__init__(name.removesuffix("_total"), documentation, labelnames)
@@ -173,28 +186,12 @@ class Counter(_Family[CounterChild]):
     def _new_child(self) -> CounterChild:
         return CounterChild()
 
-    def collect(self) -> Metric:
-        metric = self._metric()
-        for values, child in dict.copy(self._children).items():
-            metric.add_sample(
-                self.name + "_total", dict(zip(self.labelnames, values, strict=True)), child.value
-            )
-        return metric
 
-
-class Gauge(_Family[GaugeChild]):
+class Gauge(_ValueFamily[GaugeChild]):
     _type = "gauge"
 
     def _new_child(self) -> GaugeChild:
         return GaugeChild()
-
-    def collect(self) -> Metric:
-        metric = self._metric()
-        for values, child in dict.copy(self._children).items():
-            metric.add_sample(
-                self.name, dict(zip(self.labelnames, values, strict=True)), child.value
-            )
-        return metric
 
 
 class Histogram(_Family[HistogramChild]):
