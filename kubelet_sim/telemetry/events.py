@@ -262,25 +262,23 @@ V = TypeVar("V")
 class _LRU(Generic[K, V]):
     """groupcache's ``lru.Cache``: ``get`` refreshes, ``put`` evicts the least recently used."""
 
-    __slots__ = ("_size", "data")
+    __slots__ = ("_data", "_size")
 
     def __init__(self, size: int) -> None:
         self._size = size
-        self.data: OrderedDict[K, V] = OrderedDict()
-        """The entries, least recently used first; a caller that reads one directly refreshes
-        it with ``data.move_to_end(key)``, as :meth:`get` does."""
+        self._data: OrderedDict[K, V] = OrderedDict()
 
     def get(self, key: K) -> V | None:
-        value = self.data.get(key)
+        value = self._data.get(key)
         if value is not None:
-            self.data.move_to_end(key)
+            self._data.move_to_end(key)
         return value
 
     def put(self, key: K, value: V) -> None:
-        self.data[key] = value
-        self.data.move_to_end(key)
-        if len(self.data) > self._size:
-            self.data.popitem(last=False)
+        self._data[key] = value
+        self._data.move_to_end(key)
+        if len(self._data) > self._size:
+            self._data.popitem(last=False)
 
 
 @dataclass(slots=True)
@@ -379,13 +377,10 @@ class EventRecorder:
 
         # EventAggregate: group by everything but message and field path.
         group = (obj_key, type_, reason)
-        aggregates = self._aggregates.data
-        record = aggregates.get(group)
+        record = self._aggregates.get(group)  # a hit is refreshed already
         if record is None or now - record.last > self._aggregate_interval:
             record = _AggregateRecord({}, now)
             self._aggregates.put(group, record)
-        else:
-            aggregates.move_to_end(group)
         local_keys = record.local_keys
         local_keys[message] = None
         record.last = now
@@ -398,23 +393,17 @@ class EventRecorder:
             key = ("aggregate", group)
 
         # eventObserve: identical events become one with a growing count.
-        observed = self._observed.data
-        seen = observed.get(key)
+        seen = self._observed.get(key)
         if seen is None:
             seen = _Observation(0, now, f"{obj.name}.{seconds_to_ns(now):x}")
             self._observed.put(key, seen)
-        else:
-            observed.move_to_end(key)
         seen.count += 1
 
         if self._spam:
-            buckets = self._buckets.data
-            bucket = buckets.get(obj_key)
+            bucket = self._buckets.get(obj_key)
             if bucket is None:
                 bucket = TokenBucket(self._spam_qps, self._spam_burst)
                 self._buckets.put(obj_key, bucket)
-            else:
-                buckets.move_to_end(obj_key)
             if not bucket.try_accept(now):
                 # Counted (statistics().spam_filtered), not logged: a node in ImagePullBackOff
                 # drops two events per sync, and a log call per drop was a third of its cost.

@@ -61,7 +61,7 @@ def test_the_event_spam_filter_uses_this_bucket() -> None:
     for i in range(4):
         recorder.event(obj, events.EventType.NORMAL, events.EventReason.PULLING, f"m{i}")
     assert recorder.statistics().spam_filtered == 2
-    assert all(isinstance(b, TokenBucket) for b in recorder._buckets.data.values())
+    assert all(isinstance(b, TokenBucket) for b in recorder._buckets._data.values())
 
 
 def test_a_spam_filter_without_refill_is_refused() -> None:
