@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from kubelet_sim.errors import ConfigError
@@ -447,6 +447,7 @@ def test_an_escaped_value_parses_back(value: str, field: str) -> None:
 
 
 @given(st.text(alphabet="ab=!,\\ ", max_size=20))
+@example("=a,==b")  # found by hypothesis: '==b' sorts before '=a', its printed '=b' after
 def test_any_field_text_parses_or_raises_config_error(text: str) -> None:
     try:
         selector = FieldSelector.parse(text)
@@ -454,5 +455,9 @@ def test_any_field_text_parses_or_raises_config_error(text: str) -> None:
         field = exc.field
     else:
         field = "fieldSelector"
-        assert FieldSelector.parse(str(selector)) == selector
+        # Upstream sorts the raw terms, so printing ('==' as '=') may reorder them when parsed
+        # again: the same requirements come back, not always in the same order.
+        again = FieldSelector.parse(str(selector))
+        assert sorted(map(str, again.requirements)) == sorted(map(str, selector.requirements))
+        assert str(FieldSelector.parse(str(again))) == str(again)  # printed text is a fixpoint
     assert field == "fieldSelector"
