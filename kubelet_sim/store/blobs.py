@@ -24,6 +24,7 @@ import contextlib
 import errno
 import os
 import secrets
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
@@ -45,6 +46,12 @@ from kubelet_sim.store import ingest
 
 FLUSH_BYTES: Final = 1 << 20  # big enough that a thread hop costs nothing next to the hashing
 READ_CHUNK: Final = 1 << 20
+# A resumable writer records its progress (a small file written, then renamed) at its first
+# flush, then once this much more is on disk or this long has passed, not at every flush: a
+# record per MiB cost a rename per MiB in one shared folder, as much time as writing the data
+# (py-spy, a 256 MiB pull), and a resume only needs a recent prefix.
+RECORD_BYTES: Final = 16 << 20
+RECORD_SECONDS: Final = 1.0
 _NO_SPACE: Final = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 
 
@@ -234,6 +241,9 @@ class BlobWriter:
         self._written = 0
         self._hasher = _fresh_hasher(digest)
         self._on_disk = 0
+        self._recorded = 0  # bytes the ingest record vouches for
+        self._has_record = False  # an ingest record of ours may be on disk
+        self._record_due = 0.0  # monotonic time of the next record, whatever the bytes
         # A resumable writer keeps its ingest when aborted, until the content proves wrong or
         # the disk is full.
         self._keep = resumable
@@ -265,6 +275,8 @@ class BlobWriter:
             self._file = resumed.file
             self._hasher = cast(_Hasher, resumed.hasher)
             self._written = self._on_disk = self.resumed_from = resumed.offset
+            self._recorded = resumed.offset
+            self._has_record = True
         return self._written
 
     @property
@@ -299,7 +311,8 @@ class BlobWriter:
         """Discard everything written; the next write starts at offset 0."""
         self._check_open()
         self._chunks, self._pending = [], 0
-        self._written = self._on_disk = 0
+        self._written = self._on_disk = self._recorded = 0
+        self._record_due = 0.0
         self._hasher = _fresh_hasher(self.digest)
         if self._file is not None:
             file, record = self._file, self.record_path
@@ -334,7 +347,7 @@ class BlobWriter:
         finally:
             if not published:
                 await self.abort()
-        if self.record_path is not None:
+        if self.record_path is not None and self._has_record:  # none: no hop to remove it
             with anyio.CancelScope(shield=True):
                 await anyio.to_thread.run_sync(ingest.discard, self.record_path)
 
@@ -367,6 +380,12 @@ class BlobWriter:
         chunks, self._chunks, self._pending = self._chunks, [], 0
         hasher = self._hasher
         record = self.record_path
+        note = False  # record the progress after this flush
+        if record is not None and not final and self._written > self._recorded:
+            now = time.monotonic()
+            if now >= self._record_due or self._written - self._recorded >= RECORD_BYTES:
+                note = self._has_record = True
+                self._recorded, self._record_due = self._written, now + RECORD_SECONDS
 
         def work() -> None:
             if self._file is None:
@@ -392,7 +411,7 @@ class BlobWriter:
                 os.fsync(file.fileno())
                 self._file = None
                 file.close()
-            elif record is not None and data:
+            elif note and record is not None:
                 file.flush()  # the record must never claim bytes still in a buffer
                 prefix = f"{self.digest.algorithm}:{hasher.copy().hexdigest()}"
                 ingest.write_record(record, self.digest, self.size, self._on_disk, prefix)

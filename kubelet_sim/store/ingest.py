@@ -1,11 +1,12 @@
 """Resumable partial downloads (containerd's ingests): their files, progress record and resume.
 
-A resumable blob write (a layer download) goes to ``tmp/<alg>-<hex>.ingest.part``. After every
-flush to disk it records how far the data goes and the digest of that prefix in
-``tmp/<alg>-<hex>.ingest.json`` (written under a temp name, then renamed). When the download fails,
-is cancelled or the process dies, both files stay, as containerd keeps an ingest's data across
-restarts (``core/content/helpers.go: Copy`` seeks to the ingest's offset). The next download of the
-same digest, in this process or after a restart, re-hashes the prefix and resumes with a ``Range``
+A resumable blob write (a layer download) goes to ``tmp/<alg>-<hex>.ingest.part``. After its
+first flush to disk, then every 16 MiB or second, it records how far the data goes and the digest
+of that prefix in ``tmp/<alg>-<hex>.ingest.json`` (written under a temp name, then renamed); bytes
+written after the last record are cut off on resume. When the download fails, is cancelled or the
+process dies, both files stay, as containerd keeps an ingest's data across restarts
+(``core/content/helpers.go: Copy`` seeks to the ingest's offset). The next download of the same
+digest, in this process or after a restart, re-hashes the prefix and resumes with a ``Range``
 request only if the prefix still hashes to what was recorded.
 
 Ingests are corrupt, and removed, when the record is missing or unreadable, names another digest

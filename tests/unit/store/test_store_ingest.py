@@ -7,6 +7,7 @@ import os
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from store_fakes import blob_bytes, fetch_bytes
@@ -15,7 +16,7 @@ from structlog.testing import capture_logs
 from kubelet_sim.core.digest import Digest
 from kubelet_sim.core.sinks import BlobSink
 from kubelet_sim.errors import DigestMismatchError, StoreFullError
-from kubelet_sim.store import FLUSH_BYTES, GCPolicy, Store, fsck, garbage_collect
+from kubelet_sim.store import FLUSH_BYTES, GCPolicy, Store, blobs, fsck, garbage_collect
 from kubelet_sim.store import ingest as ingests
 
 pytestmark = pytest.mark.anyio
@@ -89,6 +90,102 @@ async def test_a_failed_attempt_is_resumed_by_the_next_in_the_same_process(tmp_p
             DIGEST, len(DATA), fetch_until(len(DATA), offsets=offsets), resumable=True
         )
         assert offsets == [FLUSH_BYTES]
+
+
+BIG = blob_bytes("ingest-big", 6 * FLUSH_BYTES + 1000)
+BIG_DIGEST = Digest.from_bytes(BIG)
+
+
+def stop_after(
+    data: bytes, digest: Digest, stop_at: int, tick: Callable[[], None] = lambda: None
+) -> Callable[[BlobSink], Awaitable[None]]:
+    """A fetch of ``data`` in flush-sized writes from ``sink.written``, calling ``tick`` after
+    each, that breaks off once ``stop_at`` bytes are written (never when past the end)."""
+
+    async def fetch(sink: BlobSink) -> None:
+        position = sink.written
+        while position < len(data):
+            if position >= stop_at:
+                raise Interrupted(f"connection reset at byte {position}")
+            end = min(len(data), position + FLUSH_BYTES)
+            await sink.write(data[position:end])
+            position = end
+            tick()
+        await sink.commit(digest, len(data))
+
+    return fetch
+
+
+def recorded_offset(root: Path, digest: Digest) -> int:
+    _, record_file = ingests.paths(root / "tmp", digest)
+    return int(json.loads(record_file.read_text())["offset"])
+
+
+def frozen_clock(monkeypatch: pytest.MonkeyPatch, start: float = 1000.0) -> list[float]:
+    """The writers' monotonic clock, fixed at ``start`` until the test moves it (the event loop
+    keeps the real one)."""
+    now = [start]
+    monkeypatch.setattr(blobs, "time", SimpleNamespace(monotonic=lambda: now[0]))
+    return now
+
+
+async def test_progress_is_recorded_at_a_writers_first_flush_then_every_record_bytes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A flush a MiB without a rename a MiB: after its first, a writer records only every
+    # RECORD_BYTES (made small here) or RECORD_SECONDS; a resume cuts off what came after.
+    frozen_clock(monkeypatch)
+    monkeypatch.setattr(blobs, "RECORD_BYTES", 3 * FLUSH_BYTES)
+    root = tmp_path / "root"
+    data_file, _ = ingests.paths(root / "tmp", BIG_DIGEST)
+    async with await Store.open(root) as store:
+        fetch = stop_after(BIG, BIG_DIGEST, 3 * FLUSH_BYTES)
+        with pytest.raises(Interrupted):
+            await store.ensure_blob(BIG_DIGEST, len(BIG), fetch, resumable=True)
+        assert recorded_offset(root, BIG_DIGEST) == FLUSH_BYTES  # not 2 or 3 MiB
+        assert data_file.stat().st_size == 3 * FLUSH_BYTES  # written, not vouched for
+        fetch = stop_after(BIG, BIG_DIGEST, 4 * FLUSH_BYTES)
+        with pytest.raises(Interrupted):  # resumes at 1 MiB, records at 2, not at 3 or 4
+            await store.ensure_blob(BIG_DIGEST, len(BIG), fetch, resumable=True)
+        assert recorded_offset(root, BIG_DIGEST) == 2 * FLUSH_BYTES
+        offsets: list[int] = []
+
+        async def fetch_rest(sink: BlobSink) -> None:
+            offsets.append(sink.written)
+            await stop_after(BIG, BIG_DIGEST, len(BIG))(sink)
+
+        await store.ensure_blob(BIG_DIGEST, len(BIG), fetch_rest, resumable=True)
+        assert offsets == [2 * FLUSH_BYTES]
+        assert await store.read_blob(BIG_DIGEST, max_size=len(BIG)) == BIG
+        assert ingest_files(root) == []
+
+
+async def test_progress_is_recorded_once_a_second_whatever_the_bytes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    now = frozen_clock(monkeypatch)
+
+    def slow_link() -> None:  # every flush-sized write takes 0.4 s
+        now[0] += 0.4
+
+    root = tmp_path / "root"
+    async with await Store.open(root) as store:
+        fetch = stop_after(BIG, BIG_DIGEST, 5 * FLUSH_BYTES, slow_link)
+        with pytest.raises(Interrupted):
+            await store.ensure_blob(BIG_DIGEST, len(BIG), fetch, resumable=True)
+    # Recorded at the first flush (t = 0 s, 1 MiB), then at the first a second later (t = 1.2 s,
+    # 4 MiB); the one at 1.6 s (5 MiB) came too soon after.
+    assert recorded_offset(root, BIG_DIGEST) == 4 * FLUSH_BYTES
+
+
+async def test_a_small_layer_written_in_one_flush_leaves_no_record(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    small = blob_bytes("one-flush", 4096)
+    digest = Digest.from_bytes(small)
+    async with await Store.open(root) as store:
+        await store.ensure_blob(digest, len(small), fetch_bytes(small), resumable=True)
+        assert await store.read_blob(digest) == small
+        assert ingest_files(root) == []
 
 
 async def test_a_corrupt_prefix_is_discarded_and_the_download_starts_over(tmp_path: Path) -> None:
