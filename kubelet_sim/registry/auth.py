@@ -121,11 +121,12 @@ class AuthManager:
     (single-flight); the others wait and share its result or its error. A cancelled fetch lets
     the next waiter fetch instead. Tokens expire ``max(expires_in, 60) - 5`` s after the request
     was sent (measured on ``clock``); Basic headers and given registry tokens do not expire.
+    Token requests go through ``http``: a client, or a function that gives it when first needed.
     """
 
     def __init__(
         self,
-        http: httpx.AsyncClient,
+        http: httpx.AsyncClient | Callable[[], httpx.AsyncClient],
         *,
         clock: Callable[[], float] = anyio.current_time,
         client_id: str = "kubelet-sim",
@@ -351,7 +352,8 @@ class AuthManager:
             headers["Authorization"] = request.authorization
         try:
             with translate_errors(f"token request to {shown} failed"):
-                async with self._http.stream(
+                http = self._http if isinstance(self._http, httpx.AsyncClient) else self._http()
+                async with http.stream(
                     request.method,
                     request.url,
                     params=list(request.params) or None,

@@ -24,7 +24,6 @@ import time
 import zlib
 from collections.abc import AsyncGenerator, Iterator
 from contextlib import aclosing, contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
 from urllib.parse import SplitResult, urlsplit
@@ -295,13 +294,27 @@ def dial_failure(
 # --- HTTP clients ---------------------------------------------------------------------------
 
 
-@dataclass(slots=True)
 class ClientPool:
-    """The shared ``httpx.AsyncClient`` plus one per distinct TLS setting (custom CA, client cert)."""
+    """The shared ``httpx.AsyncClient`` plus one per distinct TLS setting (custom CA, client cert).
 
-    settings: TransportSettings
-    default: httpx.AsyncClient
-    by_tls: dict[tuple[object, ...], httpx.AsyncClient] = field(default_factory=dict)
+    The shared client is made on first use, not up front: it verifies against the system's CA
+    bundle, whose loading was a tenth of a one-shot pull's start-up, and a pull from a loopback
+    registry (TLS not verified, or plain HTTP after the fallback) never needs it.
+    """
+
+    def __init__(
+        self, settings: TransportSettings, default: httpx.AsyncClient | None = None
+    ) -> None:
+        self.settings = settings
+        self._default = default
+        self.by_tls: dict[tuple[object, ...], httpx.AsyncClient] = {}
+
+    @property
+    def default(self) -> httpx.AsyncClient:
+        """The client for hosts with the system's trust store (made now if it was not yet)."""
+        if self._default is None:
+            self._default = make_http_client(self.settings)
+        return self._default
 
     def for_host(self, host: RegistryHost) -> httpx.AsyncClient:
         if not host.ca_files and not host.client_certs and not host.skip_verify:
@@ -314,7 +327,8 @@ class ClientPool:
         return client
 
     async def aclose(self) -> None:
-        await self.default.aclose()
+        if self._default is not None:
+            await self._default.aclose()
         for client in self.by_tls.values():
             await client.aclose()
         self.by_tls.clear()

@@ -228,9 +228,10 @@ class Transport:
     ) -> None:
         self.settings = settings or TransportSettings()
         self._owns_http = http is None
-        default = http or make_http_client(self.settings)
-        self._pool = ClientPool(self.settings, default)
-        self.auth = auth or AuthManager(default, per_pull=self.settings.auth_per_pull)
+        self._pool = ClientPool(self.settings, http)
+        self.auth = auth or AuthManager(
+            lambda: self._pool.default, per_pull=self.settings.auth_per_pull
+        )
         self.observer: RequestObserver = observer or _NullObserver()
         # Loopback registries without settings: "https" or "http" once we know which one answers.
         self._scheme_for: dict[str, str] = {}

@@ -7,6 +7,7 @@ through a ``respx.Router`` (every request must match a route).
 from __future__ import annotations
 
 import itertools
+import ssl
 from collections.abc import AsyncIterator, Callable
 
 import anyio
@@ -29,6 +30,7 @@ from kubelet_sim.errors import (
     RegistryNotFoundError,
     RegistryTransportError,
 )
+from kubelet_sim.registry import boundary
 from kubelet_sim.registry import mediatypes as mt
 from kubelet_sim.registry.auth import AuthManager
 from kubelet_sim.registry.client import RegistryClient
@@ -323,6 +325,38 @@ async def test_head_without_content_length_falls_back_to_get_and_hash() -> None:
     assert desc.size == len(raw)
     assert (head.call_count, get.call_count) == (1, 1)
     assert mt.OCI_INDEX in get.calls.last.request.headers["accept"]
+
+
+@pytest.mark.parametrize(
+    ("registry", "loads_trust_store"),
+    [("127.0.0.1:5999", False), ("localhost:5999", False), ("registry.test", True)],
+)
+async def test_the_system_trust_store_is_loaded_only_for_a_host_that_needs_it(
+    monkeypatch: pytest.MonkeyPatch, registry: str, loads_trust_store: bool
+) -> None:
+    # A loopback registry is not verified (containerd): loading the CA bundle for it was a tenth
+    # of a one-shot pull's start-up, spent for nothing.
+    loads: list[int] = []
+    real = boundary.default_ssl_context
+
+    def counted() -> ssl.SSLContext:
+        loads.append(1)
+        return real()
+
+    monkeypatch.setattr(boundary, "default_ssl_context", counted)
+    image = build_image("trust", "linux/amd64", (64,))
+    raw = image.manifest.data
+    headers = {
+        "Content-Type": mt.OCI_MANIFEST,
+        "Content-Length": str(len(raw)),
+        "Docker-Content-Digest": str(image.manifest.digest),
+    }
+    with respx.mock(assert_all_mocked=True) as router:
+        router.head(f"https://{registry}/v2/team/app/manifests/v1").respond(200, headers=headers)
+        async with RegistryClient(Transport(settings=FAST)) as client:
+            desc = await client.resolve(parse_normalized(f"{registry}/team/app:v1"))
+    assert desc.digest == image.manifest.digest
+    assert loads == ([1] if loads_trust_store else [])
 
 
 async def test_oversized_manifest_is_refused() -> None:
