@@ -229,3 +229,33 @@ def test_pull_progress_shows_a_live_rate_in_the_same_units_as_the_sizes() -> Non
     assert re.search(r"0\.5/10\.0 MB [\d.]+ MB/s", line), line
     assert "MiB" not in line
     assert "KiB" not in line
+
+
+def test_pull_downloads_as_many_layers_at_once_as_it_is_told() -> None:
+    from kubelet_sim.cli.commands.pull import _node_options
+    from kubelet_sim.core.platforms import parse_platform
+
+    parser = build_parser("pull")
+    linux = parse_platform("linux/amd64")
+    told = _node_options(
+        parser.parse_args(["pull", "busybox", "--max-concurrent-downloads", "8"]), linux
+    ).client
+    default = _node_options(parser.parse_args(["pull", "busybox"]), linux).client
+    assert told is not None
+    assert told.max_concurrent_downloads == 8
+    assert default is not None
+    assert default.max_concurrent_downloads == 3  # containerd's
+
+
+@pytest.mark.parametrize("value", ["0", "-2", "two", "1.5"])
+def test_pull_refuses_a_download_count_that_is_not_one_or_more(
+    value: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as info:
+        build_parser("pull").parse_args(["pull", "busybox", "--max-concurrent-downloads", value])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert (
+        f"argument --max-concurrent-downloads: want a whole number of at least 1, got {value!r}"
+        in err
+    )

@@ -9,6 +9,9 @@ Node credentials: ``--docker-config PATH`` reads a ``config.json`` (or a ``.dock
 holding one) instead of the kubelet's search paths; ``--image-credential-provider-config`` and
 ``--image-credential-provider-bin-dir`` add exec credential provider plugins, as the kubelet's flags.
 Without these the pull is anonymous.
+
+``--max-concurrent-downloads N`` (containerd's ``max_concurrent_downloads``, ``ctr pull``'s flag)
+downloads up to N layers of the image at once; the default is containerd's 3.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from kubelet_sim.engine.ports import ProgressFn
 from kubelet_sim.errors import ConfigError, InvalidImageNameError
 from kubelet_sim.node.builder import NodeOptions, NodeParts, open_node
 from kubelet_sim.node.paths import NodePaths
+from kubelet_sim.registry.client import ClientSettings
 from kubelet_sim.telemetry.events import EventRecorder
 
 if TYPE_CHECKING:
@@ -54,6 +58,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser.add_argument("--output", choices=["json", "text"], default="text")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.add_argument(
+        "--max-concurrent-downloads",
+        type=_positive,
+        default=ClientSettings().max_concurrent_downloads,
+        metavar="N",
+        help="layers downloaded at once (default: %(default)s, containerd's; ctr's flag)",
+    )
+    parser.add_argument(
         "--docker-config",
         type=Path,
         help="node credentials: a docker config.json / .dockercfg file (or a folder holding one)",
@@ -71,6 +82,17 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser.set_defaults(func=_pull)
 
 
+def _positive(text: str) -> int:
+    """A count of at least one (argparse names the flag when this refuses ``text``)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"want a whole number of at least 1, got {text!r}")
+    return value
+
+
 def _node_options(args: argparse.Namespace, platform: Platform) -> NodeOptions:
     """The node's flags; node credentials only from ``--docker-config`` and provider plugins."""
     if args.docker_config is not None and not args.docker_config.exists():
@@ -83,6 +105,7 @@ def _node_options(args: argparse.Namespace, platform: Platform) -> NodeOptions:
         image_credential_provider_config=args.image_credential_provider_config,
         image_credential_provider_bin_dir=args.image_credential_provider_bin_dir,
         containers=False,  # a one-shot pull starts no container
+        client=ClientSettings(max_concurrent_downloads=args.max_concurrent_downloads),
     )
 
 
