@@ -1,5 +1,5 @@
 """``python -m kubelet_sim`` runs the command line."""
 
-from kubelet_sim.cli.main import main
+from kubelet_sim.cli.main import run
 
-raise SystemExit(main())
+run()

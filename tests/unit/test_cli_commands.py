@@ -259,3 +259,25 @@ def test_pull_refuses_a_download_count_that_is_not_one_or_more(
         f"argument --max-concurrent-downloads: want a whole number of at least 1, got {value!r}"
         in err
     )
+
+
+def test_a_pull_that_exits_at_once_still_flushes_its_output_and_runs_atexit(
+    tmp_path: Path,
+) -> None:
+    # `pull` skips the interpreter's teardown (run()); its answer, exit status and the atexit
+    # handlers (logging's shutdown, Ray's) must not be skipped with it.
+    program = (
+        "import atexit, sys\n"
+        "atexit.register(lambda: print('atexit ran', file=sys.stderr))\n"
+        f"sys.argv = ['kubelet-sim', 'pull', 'Bad/Name', '--root', {str(tmp_path)!r},"
+        " '--output', 'json']\n"
+        "from kubelet_sim.cli.main import run\n"
+        "run()\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, check=False, timeout=60
+    )
+    assert done.returncode == 1
+    answer = json.loads(done.stdout)  # whole: written and flushed before the exit
+    assert answer["reason"] == "InvalidImageName"
+    assert done.stderr.splitlines()[-1] == "atexit ran"

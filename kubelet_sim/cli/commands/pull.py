@@ -79,7 +79,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         type=Path,
         help="folder holding the credential provider plugin executables",
     )
-    parser.set_defaults(func=_pull)
+    parser.set_defaults(func=_pull, exit_at_once=True)
 
 
 def _positive(text: str) -> int:
