@@ -14,9 +14,12 @@ ever becomes a label.
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry
+from typing import TYPE_CHECKING
 
 from kubelet_sim.telemetry.series import Counter, Gauge, Histogram, SeriesCollector
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
 
 __all__ = ["CredentialMetrics"]
 

@@ -28,7 +28,6 @@ from typing import TYPE_CHECKING, Protocol
 import anyio
 import anyio.abc
 import httpx
-from prometheus_client import CollectorRegistry
 
 from kubelet_sim.config.kubelet import KubeletConfiguration
 from kubelet_sim.config.runtimes import RuntimesConfig
@@ -61,7 +60,11 @@ from kubelet_sim.store import NodeStore, Store
 from kubelet_sim.telemetry.events import EventReason, EventRecorder, EventType, ObjectRef
 from kubelet_sim.telemetry.metrics import PullMetrics
 
-if TYPE_CHECKING:  # the container half, imported when a node runs containers (_container_manager)
+if TYPE_CHECKING:
+    # prometheus_client: only where a node exposes its metrics (the daemon, the bench). The
+    # container half: imported when a node runs containers (_container_manager).
+    from prometheus_client import CollectorRegistry
+
     from kubelet_sim.k8s.cluster import RuntimeClass
     from kubelet_sim.k8s.envvars import EnvObjects
     from kubelet_sim.k8s.objects import Pod
@@ -120,7 +123,8 @@ class NodeParts:
     recorder: EventRecorder = field(default_factory=EventRecorder)
     metrics: NodeMetrics | None = None
     """Default: :class:`PullMetrics` on :attr:`metrics_registry`."""
-    metrics_registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+    metrics_registry: CollectorRegistry | None = None
+    """Where the default metrics are exposed; none: nowhere (a one-shot pull)."""
     credential_metrics: CredentialMetrics | None = None
     store: NodeStore | None = None
     """An open store to use, durable or in memory (the caller closes it); default: open the

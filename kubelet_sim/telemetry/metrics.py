@@ -16,9 +16,7 @@ come from fixed sets and anything else is ``other``.
 
 from __future__ import annotations
 
-from typing import Final
-
-from prometheus_client import CollectorRegistry
+from typing import TYPE_CHECKING, Final
 
 from kubelet_sim.core.durations import MILLISECOND, seconds_to_ns
 from kubelet_sim.telemetry.series import (
@@ -29,6 +27,9 @@ from kubelet_sim.telemetry.series import (
     HistogramChild,
     SeriesCollector,
 )
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
 
 __all__ = [
     "IMAGE_PULL_DURATION_BUCKETS",
@@ -139,11 +140,14 @@ class PullMetrics:
     It is also the registry transport's ``RequestObserver`` (``registry_response`` and
     ``registry_retry``).
 
+    Without a ``registry`` the series are kept but exposed nowhere (a one-shot pull, which
+    nothing scrapes, then never imports prometheus_client).
+
     Raises:
         ValueError: at construction, when ``registry`` already holds these series.
     """
 
-    def __init__(self, registry: CollectorRegistry) -> None:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
         alpha = "[ALPHA] "
         self._image_pull_duration = Histogram(
             "kubelet_image_pull_duration_seconds",
@@ -235,7 +239,8 @@ class PullMetrics:
                 self._throughput,
             )
         )
-        self._collector.register(registry)
+        if registry is not None:
+            self._collector.register(registry)
         # The hot paths' series, found by their callers' own arguments (validated once each).
         self._ensure_children: dict[tuple[str, bool | None, bool | None], CounterChild] = {}
         self._operation_children: dict[
@@ -252,7 +257,8 @@ class PullMetrics:
 
     def unregister(self) -> None:
         """Remove these series from the registry (a daemon restart, a test)."""
-        self._registry.unregister(self._collector)
+        if self._registry is not None:
+            self._registry.unregister(self._collector)
 
     # -- the kubelet's own series ------------------------------------------------------------
 

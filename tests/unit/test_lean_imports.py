@@ -18,7 +18,7 @@ print(json.dumps([status, sorted(sys.modules)]))
 """
 
 
-def test_a_pull_loads_neither_trio_yaml_nor_the_container_half(tmp_path: Path) -> None:
+def test_a_pull_loads_neither_trio_yaml_prometheus_nor_the_container_half(tmp_path: Path) -> None:
     # A whole pull up to the registry: node, store, client, a connection (refused, not retried).
     with socket.socket() as closed:
         closed.bind(("127.0.0.1", 0))
@@ -34,6 +34,7 @@ def test_a_pull_loads_neither_trio_yaml_nor_the_container_half(tmp_path: Path) -
     assert status == 1  # ErrImagePull: connection refused
     assert {"httpx", "httpcore", "structlog", "sqlite3", "kubelet_sim.node.builder"} <= loaded
     unwanted = {
+        "prometheus_client",  # nothing scrapes a one-shot pull's metrics
         "trio",
         "yaml",
         "kubelet_sim.config.yamlsafe",
