@@ -5,10 +5,15 @@ Starts a distribution registry on loopback, seeds large images of incompressible
 tags of one repository), then times, each side as its own process, fresh root or folder per run,
 the median of ``--runs``:
 
-- large: ``kubelet-sim pull`` (engine + store: every digest verified, every blob fsynced)
-  vs ``skopeo copy docker://... dir:DIR``, vs a floor of one ``curl | tee FILE | sha256sum`` per
-  layer all at once, and vs ``ctr content fetch`` where containerd's ``ctr`` is installed;
+- large: ``kubelet-sim pull`` (engine + store: every digest verified, every blob fsynced), with
+  containerd's default of 3 layers at once and with every layer at once
+  (``--max-concurrent-downloads N``), vs ``skopeo copy docker://... dir:DIR`` (up to 6 at once),
+  vs a floor of one ``curl | tee FILE | sha256sum`` per layer all at once, and vs
+  ``ctr content fetch`` where containerd's ``ctr`` is installed;
 - small: kubelet-sim pulling every tag (8 in parallel) vs ``skopeo sync --src docker --dest dir``.
+
+Each round runs every side once, in turn, so a machine that slows down slows them all alike.
+kubelet-sim's modules are byte-compiled before any timing, as an installed copy's are.
 
 Wall time and peak RSS (``VmHWM``) are printed with the ratio kubelet-sim / peer (below 1.0 means
 kubelet-sim is faster or smaller). Run it by hand:
@@ -19,6 +24,7 @@ kubelet-sim is faster or smaller). Run it by hand:
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import statistics
 import subprocess
@@ -30,10 +36,11 @@ from pathlib import Path
 
 import anyio
 
+import kubelet_sim
 from kubelet_sim.cli.main import configure_logging
 from kubelet_sim.core.reference import parse_normalized
 from kubelet_sim.registry import mediatypes as mt
-from kubelet_sim.registry.client import RegistryClient
+from kubelet_sim.registry.client import ClientSettings, RegistryClient
 from kubelet_sim.registry.push import Pusher
 from kubelet_sim.sim.images import (
     Blob,
@@ -48,6 +55,26 @@ from kubelet_sim.sim.seed import push_image
 KSIM = [sys.executable, "-m", "kubelet_sim"]
 
 
+CHILD_ENV: dict[str, str] = dict(os.environ)
+"""The environment of every timed process (see :func:`as_installed`)."""
+
+
+def as_installed(pycache: Path) -> None:
+    """Run kubelet-sim as an installed copy runs: its modules byte-compiled once, up front.
+
+    An editable install compiles nothing at install time, and with ``PYTHONDONTWRITEBYTECODE``
+    set (as it is on some CI machines) every run compiled every module it imported again, a
+    tenth of a large pull's time spent on start-up no installed wheel pays. The children get
+    a bytecode cache of their own (``PYTHONPYCACHEPREFIX``), filled here before any timing.
+    """
+    CHILD_ENV.pop("PYTHONDONTWRITEBYTECODE", None)
+    CHILD_ENV["PYTHONPYCACHEPREFIX"] = str(pycache)
+    package = Path(kubelet_sim.__file__).parent
+    subprocess.run(
+        [sys.executable, "-m", "compileall", "-q", str(package)], env=CHILD_ENV, check=True
+    )
+
+
 def run_measured(argv: list[str]) -> tuple[float, int, str]:
     """Run ``argv``; return (seconds, peak RSS in MiB, stdout).
 
@@ -56,7 +83,7 @@ def run_measured(argv: list[str]) -> tuple[float, int, str]:
     started = time.perf_counter()
     # Files, not pipes: a child must never block on a full pipe while we sample its memory.
     with tempfile.TemporaryFile("w+") as out_file, tempfile.TemporaryFile("w+") as err_file:
-        proc = subprocess.Popen(argv, stdout=out_file, stderr=err_file, text=True)
+        proc = subprocess.Popen(argv, stdout=out_file, stderr=err_file, text=True, env=CHILD_ENV)
         peak_kib = 0
         status_file = Path(f"/proc/{proc.pid}/status")
         while proc.poll() is None:
@@ -174,68 +201,95 @@ def curl_floor(host: str, repository: str, digests: list[str], folder: Path) -> 
     return ["bash", "-c", " ".join([*parts, "wait"])]
 
 
-def median_of(runs: int, argv_for: Callable[[int], list[str]]) -> tuple[float, int]:
-    """The median wall time and median peak RSS of ``runs`` runs (each its own fresh paths)."""
-    results = [run_measured(argv_for(i))[:2] for i in range(runs)]
-    return (
-        statistics.median(r[0] for r in results),
-        int(statistics.median(r[1] for r in results)),
-    )
+def medians(
+    runs: int,
+    sides: dict[str, Callable[[int], list[str]]],
+    cleanup: Callable[[int], None] = lambda i: None,
+) -> dict[str, tuple[float, int]]:
+    """Each side's median wall time and median peak RSS over ``runs`` rounds.
+
+    A round runs every side once, in turn (then ``cleanup(round)``), so a machine that slows
+    down for a while slows every side alike instead of the one measured then.
+    """
+    results: dict[str, list[tuple[float, int]]] = {name: [] for name in sides}
+    for i in range(runs):
+        for name, argv_for in sides.items():
+            results[name].append(run_measured(argv_for(i))[:2])
+        cleanup(i)
+    return {
+        name: (
+            statistics.median(r[0] for r in rounds),
+            int(statistics.median(r[1] for r in rounds)),
+        )
+        for name, rounds in results.items()
+    }
 
 
 def large_case(work: Path, host: str, number: int, mib: int, layers: int, runs: int) -> list[str]:
-    """One large image against skopeo, the curl floor and ctr: the printed lines."""
+    """One large image against skopeo, the curl floor and ctr: the printed lines.
+
+    kubelet-sim runs twice a round: with containerd's default of 3 layers at once, and with as
+    many at once as the image has layers, as the floor fetches them (skopeo takes up to 6).
+    """
     repository = f"bench/large{number}"
     large, digests = anyio.run(seed_large, host, mib, layers, repository)
-    ksim = median_of(
-        runs,
-        lambda i: [
-            *KSIM, "pull", large, "--root", str(work / f"ksim-{number}-{i}"), "--output", "json",
-        ],
-    )  # fmt: skip
-    skopeo = median_of(
-        runs,
-        lambda i: [
-            "skopeo", "copy", "--src-tls-verify=false", f"docker://{large}",
-            f"dir:{work / f'skopeo-{number}-{i}'}",
-        ],
-    )  # fmt: skip
-    floor = median_of(
-        runs, lambda i: curl_floor(host, repository, digests, work / f"curl-{number}-{i}")
-    )
-    name = f"large {mib} MiB/{layers} layers"
-    lines = [
-        ratio_line(name, ksim, skopeo, "skopeo copy"),
-        ratio_line(name, ksim, floor, "curl floor "),
-    ]
+    default = ClientSettings().max_concurrent_downloads
+
+    def ksim(at_once: int) -> Callable[[int], list[str]]:
+        return lambda i: [
+            *KSIM, "pull", large, "--root", str(work / f"ksim{at_once}-{number}-{i}"),
+            "--output", "json", "--max-concurrent-downloads", str(at_once),
+        ]  # fmt: skip
+
+    def skopeo(i: int) -> list[str]:
+        folder = work / f"skopeo-{number}-{i}"
+        return ["skopeo", "copy", "--src-tls-verify=false", f"docker://{large}", f"dir:{folder}"]
+
+    sides = {
+        "ksim": ksim(default),
+        "ksim-all": ksim(layers),
+        "skopeo": skopeo,
+        "curl": lambda i: curl_floor(host, repository, digests, work / f"curl-{number}-{i}"),
+    }
     if shutil.which("ctr") is not None:
-        ctr = median_of(runs, lambda i: ["ctr", "content", "fetch", "--plain-http", large])
-        lines.append(ratio_line(name, ksim, ctr, "ctr fetch  "))
-    else:
-        lines.append(f"{name:<28} ctr: not installed here, no containerd comparison")
-    for i in range(runs):  # the next case's copies need the disk
-        for side in ("ksim", "skopeo", "curl"):
+        sides["ctr"] = lambda i: ["ctr", "content", "fetch", "--plain-http", large]
+
+    def cleanup(i: int) -> None:  # the next round's copies need the disk
+        for side in (f"ksim{default}", f"ksim{layers}", "skopeo", "curl"):
             shutil.rmtree(work / f"{side}-{number}-{i}", ignore_errors=True)
+
+    figures = medians(runs, sides, cleanup)
+    lines = []
+    for key, at_once in (("ksim", default), ("ksim-all", layers)):
+        if key == "ksim-all" and layers <= default:
+            continue  # the same run twice
+        name = f"{mib} MiB/{layers} layers, {at_once} at once"
+        lines.append(ratio_line(name, figures[key], figures["skopeo"], "skopeo copy"))
+        lines.append(ratio_line(name, figures[key], figures["curl"], "curl floor "))
+        if "ctr" in figures:
+            lines.append(ratio_line(name, figures[key], figures["ctr"], "ctr fetch  "))
+    if "ctr" not in figures:
+        lines.append(f"{mib} MiB/{layers} layers: ctr not installed here, no containerd comparison")
     return lines
 
 
 def small_case(work: Path, host: str, args: argparse.Namespace) -> str:
     """Many small images, kubelet-sim vs ``skopeo sync``: the printed line."""
     small = anyio.run(seed_small, host, args.small)
-    ksim = median_of(
+    figures = medians(
         args.small_runs,
-        lambda i: [
-            sys.executable, "-c", PULL_MANY, str(work / f"ksim-small-{i}"),
-            str(args.parallel), *small,
-        ],
+        {
+            "ksim": lambda i: [
+                sys.executable, "-c", PULL_MANY, str(work / f"ksim-small-{i}"),
+                str(args.parallel), *small,
+            ],
+            "skopeo": lambda i: [
+                "skopeo", "sync", "--src-tls-verify=false", "--src", "docker", "--dest",
+                "dir", f"{host}/bench/small", str(work / f"skopeo-small-{i}"),
+            ],
+        },
     )  # fmt: skip
-    peer = median_of(
-        args.small_runs,
-        lambda i: [
-            "skopeo", "sync", "--src-tls-verify=false", "--src", "docker", "--dest",
-            "dir", f"{host}/bench/small", str(work / f"skopeo-small-{i}"),
-        ],
-    )  # fmt: skip
+    ksim, peer = figures["ksim"], figures["skopeo"]
     return ratio_line(f"{args.small} small images x3 layers", ksim, peer, "skopeo sync")
 
 
@@ -263,6 +317,7 @@ def main() -> int:
     cases = [tuple(int(n) for n in case.split(":")) for case in args.large.split(",")]
     with tempfile.TemporaryDirectory(prefix="ksim-bench-") as tmp:
         work = Path(tmp)
+        as_installed(work / "pycache")
         registry = RegistryProcess(RegistryConfig(storage_dir=work / "registry"), work).start()
         try:
             lines = [
