@@ -60,6 +60,18 @@ class _Publication:
     """Set while a group has it; the group's end sets the event."""
 
 
+@dataclass(frozen=True, slots=True)
+class _Look:
+    """What one lookup before a download found: the committed size (None: not committed) and,
+    when not committed, the filesystem's free bytes and whether an ingest of the digest is on
+    disk. One worker call: three (the catalogue, ``statvfs``, the ingest) were three thread hops
+    for every blob of every pull."""
+
+    size: int | None
+    free: int = 0
+    ingest: bool = False
+
+
 @dataclass(slots=True)
 class _Lease:
     store: ContentStore
@@ -361,29 +373,46 @@ class ContentStore:
             StoreFullError: the blob does not fit in the free space, or the disk is full.
         """
         key = str(digest)
-        while not await self._committed(digest, size):
+        while (look := await self._look(digest, size)).size is None:
+            # Nobody downloads it now: this task leads at once, with what it just looked up.
+            # Otherwise it may take over from a cancelled leader later, and must look again.
+            now = key not in self._downloads
             outcome = await self._downloads.run_shared(
-                key, partial(self._download, digest, size, fetch, resumable)
+                key, partial(self._download, digest, size, fetch, resumable, look if now else None)
             )
             if not outcome.shared:
                 return  # this task committed it (and its lease holds it)
             # Another task committed it: look it up, so this task's lease holds it too.
 
-    async def _committed(self, digest: Digest, size: int) -> bool:
-        """True when ``digest`` is committed (then held by the current lease) with ``size``.
+    async def _look(self, digest: Digest, size: int) -> _Look:
+        """Whether ``digest`` is committed (then held by the current lease) with ``size``; if
+        not, the free space and whether an ingest of it is on disk.
 
         Raises:
             DigestMismatchError: the store has it with another size.
+            StoreError: the catalogue or the free space could not be read.
         """
-        existing = await self.blob_size(digest)
-        if existing is None:
-            return False
-        self._hold(str(digest))
-        if existing != size:
-            raise DigestMismatchError(
-                f"size {size}", f"size {existing} in the store", what=f"blob {digest}"
-            )
-        return True
+        path = self._layout.path(digest)
+        data, _ = ingest.paths(self._layout.tmp, digest)
+        root = self._layout.root
+
+        def work(conn: sqlite3.Connection) -> _Look:
+            row = conn.execute("SELECT size FROM blobs WHERE digest = ?", (str(digest),)).fetchone()
+            if row is not None and path.exists():
+                return _Look(int(row[0]))
+            return _Look(None, self._free_space(root), data.exists())
+
+        try:
+            look = await self._db.run(work, what=f"looking up blob {digest}", readonly=True)
+        except OSError as exc:  # statvfs
+            raise io_error(exc, "measuring free space", folder=root) from exc
+        if look.size is not None:
+            self._hold(str(digest))
+            if look.size != size:
+                raise DigestMismatchError(
+                    f"size {size}", f"size {look.size} in the store", what=f"blob {digest}"
+                )
+        return look
 
     async def _download(
         self,
@@ -391,12 +420,22 @@ class ContentStore:
         size: int,
         fetch: Callable[[BlobSink], Awaitable[None]],
         resumable: bool,
+        look: _Look | None,
     ) -> None:
-        """One download into a writer (the single-flight's function); aborted on failure."""
+        """One download into a writer (the single-flight's function); aborted on failure.
+
+        ``look`` is the lookup that found the blob missing just before: its free space, and
+        whether there is an ingest to resume (none: no thread hop to look for one). Without it
+        (a take-over from a cancelled leader, whose ingest may be there now) both are measured.
+        """
         writer = self.blob_writer(digest, size, resumable=resumable)
         try:
-            offset = await writer.resume()
-            free = await self.free_space()
+            if look is None:
+                offset = await writer.resume()
+                free = await self.free_space()
+            else:
+                offset = await writer.resume() if look.ingest else 0
+                free = look.free
             if size - offset > free:
                 raise StoreFullError(
                     f"store {self.root} is full: blob {digest} needs {size - offset} more bytes, "

@@ -12,6 +12,8 @@ import random
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
+import anyio
+
 from kubelet_sim.core.digest import Digest
 from kubelet_sim.core.sinks import BlobSink
 from kubelet_sim.store import BlobRef, ImageRecord, Store
@@ -150,3 +152,17 @@ class Clock:
 
     def advance(self, seconds: float) -> None:
         self.now += seconds
+
+
+async def waiters(store: Store, digest: Digest, count: int) -> None:
+    """Wait until ``count`` tasks wait on the download of ``digest``."""
+    with anyio.fail_after(10):
+        while store.inflight().get(str(digest), 0) < count:  # noqa: ASYNC110 - no event to await
+            await anyio.sleep(0.001)
+
+
+async def downloading(store: Store, digest: Digest) -> None:
+    """Wait until some task downloads ``digest`` (it leads the single-flight)."""
+    with anyio.fail_after(10):
+        while str(digest) not in store.inflight():  # noqa: ASYNC110 - no event to await
+            await anyio.sleep(0.001)

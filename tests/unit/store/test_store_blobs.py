@@ -11,7 +11,7 @@ from typing import Any
 import anyio
 import anyio.to_thread
 import pytest
-from store_fakes import blob_bytes, fetch_bytes, make_image, pull
+from store_fakes import blob_bytes, downloading, fetch_bytes, make_image, pull, waiters
 
 from kubelet_sim.core.digest import Digest
 from kubelet_sim.core.sinks import BlobSink
@@ -181,20 +181,6 @@ async def test_read_blob_detects_corruption(store: Store) -> None:
 
 
 # -- ensure_blob: single flight --------------------------------------------------------------
-
-
-async def waiters(store: Store, digest: Digest, count: int) -> None:
-    """Wait until ``count`` tasks wait on the download of ``digest``."""
-    with anyio.fail_after(10):
-        while store.inflight().get(str(digest), 0) < count:  # noqa: ASYNC110 - no event to await
-            await anyio.sleep(0.001)
-
-
-async def downloading(store: Store, digest: Digest) -> None:
-    """Wait until some task downloads ``digest`` (it leads the single-flight)."""
-    with anyio.fail_after(10):
-        while str(digest) not in store.inflight():  # noqa: ASYNC110 - no event to await
-            await anyio.sleep(0.001)
 
 
 @pytest.mark.anyio

@@ -6,11 +6,13 @@ import json
 import os
 import time
 from collections.abc import Awaitable, Callable
+from functools import partial
 from pathlib import Path
 from types import SimpleNamespace
 
+import anyio
 import pytest
-from store_fakes import blob_bytes, fetch_bytes
+from store_fakes import blob_bytes, downloading, fetch_bytes, waiters
 from structlog.testing import capture_logs
 
 from kubelet_sim.core.digest import Digest
@@ -176,6 +178,46 @@ async def test_progress_is_recorded_once_a_second_whatever_the_bytes(
     # Recorded at the first flush (t = 0 s, 1 MiB), then at the first a second later (t = 1.2 s,
     # 4 MiB); the one at 1.6 s (5 MiB) came too soon after.
     assert recorded_offset(root, BIG_DIGEST) == 4 * FLUSH_BYTES
+
+
+async def test_a_waiter_taking_over_a_cancelled_download_resumes_what_it_left(
+    tmp_path: Path,
+) -> None:
+    # The waiter looked the blob up before the leader had written anything: taking over, it
+    # must look for the leader's ingest again rather than trust that first look.
+    offsets: list[int] = []
+    go, flushed = anyio.Event(), anyio.Event()
+
+    async def leader_fetch(sink: BlobSink) -> None:
+        await go.wait()
+        await sink.write(DATA[:FLUSH_BYTES])  # one flush: recorded
+        flushed.set()
+        await anyio.sleep_forever()
+
+    async def waiter_fetch(sink: BlobSink) -> None:
+        offsets.append(sink.written)
+        await fetch_until(len(DATA))(sink)
+
+    async with await Store.open(tmp_path / "root") as store:
+        async with anyio.create_task_group() as tg:
+            leader = anyio.CancelScope()
+
+            async def lead() -> None:
+                with leader:
+                    await store.ensure_blob(DIGEST, len(DATA), leader_fetch, resumable=True)
+
+            tg.start_soon(lead)
+            await downloading(store, DIGEST)
+            tg.start_soon(
+                partial(store.ensure_blob, resumable=True), DIGEST, len(DATA), waiter_fetch
+            )
+            await waiters(store, DIGEST, 1)  # it looked before any ingest was there
+            go.set()
+            await flushed.wait()
+            leader.cancel()
+        assert offsets == [FLUSH_BYTES]
+        assert await store.read_blob(DIGEST) == DATA
+        assert ingest_files(tmp_path / "root") == []
 
 
 async def test_a_small_layer_written_in_one_flush_leaves_no_record(tmp_path: Path) -> None:
