@@ -28,6 +28,7 @@ ends a request that got error answers, the last answer is what is reported (a 50
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import ssl
@@ -644,4 +645,9 @@ async def _answer(response: httpx.Response) -> AsyncIterator[httpx.Response]:
     finally:
         # Shielded: a body read that the deadline cancelled still releases its connection.
         with anyio.move_on_after(5, shield=True):
+            if response.request.method == "HEAD" and not response.is_stream_consumed:
+                # No body, but until it is read h11 has not seen the message end, and closing
+                # the answer unread closes its connection: every resolve opened a new one.
+                with contextlib.suppress(httpx.HTTPError):
+                    await response.aread()
             await response.aclose()

@@ -6,6 +6,7 @@ import hashlib
 import itertools
 from pathlib import Path
 
+import anyio
 import pytest
 
 from kubelet_sim.core.credentials import Credentials
@@ -24,6 +25,7 @@ from kubelet_sim.registry import mediatypes as mt
 from kubelet_sim.registry.client import RegistryClient
 from kubelet_sim.registry.manifests import ImageIndex, ImageManifest
 from kubelet_sim.registry.push import Pusher
+from kubelet_sim.sim.faultproxy import FaultProxy
 from kubelet_sim.sim.images import (
     Blob,
     build_image,
@@ -250,3 +252,23 @@ async def test_a_401_behind_the_documented_private_ca_layout_stays_a_401(
                 await client.resolve_image(ref, creds=creds)
             assert info.value.status == 401
             assert "CERTIFICATE_VERIFY_FAILED" not in str(info.value)
+
+
+async def test_resolves_reuse_one_connection(registry: RegistryProcess) -> None:
+    # A HEAD answer closed unread closed its connection too: every resolve (every pull) opened
+    # a new one. Through a proxy that counts connections: one for the HTTPS attempt that finds
+    # a plain-HTTP loopback registry, then one for every resolve.
+    image = build_image("reuse", "linux/amd64", (64,))
+    async with anyio.create_task_group() as tg:
+        proxy = FaultProxy(registry.host)
+        await tg.start(proxy.run)
+        ref = f"{proxy.host}/it/reuse-{next(_counter)}:v1"
+        async with RegistryClient() as client:
+            await push_image(client, ref, image)
+        before = proxy.stats.connections
+        async with RegistryClient() as client:
+            for _ in range(5):
+                desc = await client.resolve(parse_normalized(ref))
+                assert desc.digest == image.manifest.digest
+        assert proxy.stats.connections - before == 2
+        tg.cancel_scope.cancel()
