@@ -37,6 +37,17 @@ async def test_a_new_store_has_its_layout_wal_and_private_files(tmp_path: Path) 
 
 
 @pytest.mark.anyio
+async def test_closing_leaves_no_wal_behind(tmp_path: Path) -> None:
+    # Closing checkpoints the WAL and removes it and the shared memory: nothing of the store's
+    # database but its file stays between two runs.
+    root = tmp_path / "root"
+    async with await Store.open(root) as store:
+        await pull(store, IMAGE, tag="example.com/open:1")
+        assert await store.blob_refcounts()
+    assert sorted(p.name for p in root.iterdir() if p.name.startswith("store.db")) == ["store.db"]
+
+
+@pytest.mark.anyio
 async def test_only_one_writer_opens_a_store(tmp_path: Path) -> None:
     async with await Store.open(tmp_path / "root"):
         with pytest.raises(StoreError, match=r"is in use by pid \d+"):
