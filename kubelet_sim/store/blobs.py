@@ -360,9 +360,18 @@ class BlobWriter:
         self._chunks, self._pending = [], 0
         file, self._file = self._file, None
         files = () if self._keep else self.files
+        # A kept ingest records how far it got (its records come only every RECORD_BYTES or
+        # RECORD_SECONDS), so a retry in this process resumes there, not at the last record.
+        record = self.record_path if self._keep and self._on_disk > self._recorded else None
+        on_disk, hasher, digest, size = self._on_disk, self._hasher, self.digest, self.size
 
         def discard() -> None:
             if file is not None:
+                if record is not None:
+                    with contextlib.suppress(OSError):  # the last record still vouches
+                        file.flush()
+                        prefix = f"{digest.algorithm}:{hasher.copy().hexdigest()}"
+                        ingest.write_record(record, digest, size, on_disk, prefix)
                 # Closing flushes; a full disk here changes nothing, the file goes anyway.
                 with contextlib.suppress(OSError):
                     file.close()

@@ -373,10 +373,15 @@ class ContentStore:
             StoreFullError: the blob does not fit in the free space, or the disk is full.
         """
         key = str(digest)
-        while (look := await self._look(digest, size)).size is None:
-            # Nobody downloads it now: this task leads at once, with what it just looked up.
-            # Otherwise it may take over from a cancelled leader later, and must look again.
-            now = key not in self._downloads
+        while True:
+            # Nobody downloaded it while it was looked up, nor does now: this task leads at
+            # once with what it saw. Otherwise a leader may have stopped meanwhile (or may stop
+            # while this task waits, which then takes over) and left an ingest: look again.
+            idle = key not in self._downloads
+            look = await self._look(digest, size)
+            if look.size is not None:
+                return
+            now = idle and key not in self._downloads
             outcome = await self._downloads.run_shared(
                 key, partial(self._download, digest, size, fetch, resumable, look if now else None)
             )

@@ -2,12 +2,13 @@
 
 A resumable blob write (a layer download) goes to ``tmp/<alg>-<hex>.ingest.part``. After its
 first flush to disk, then every 16 MiB or second, it records how far the data goes and the digest
-of that prefix in ``tmp/<alg>-<hex>.ingest.json`` (written under a temp name, then renamed); bytes
-written after the last record are cut off on resume. When the download fails, is cancelled or the
-process dies, both files stay, as containerd keeps an ingest's data across restarts
-(``core/content/helpers.go: Copy`` seeks to the ingest's offset). The next download of the same
-digest, in this process or after a restart, re-hashes the prefix and resumes with a ``Range``
-request only if the prefix still hashes to what was recorded.
+of that prefix in ``tmp/<alg>-<hex>.ingest.json`` (written under a temp name, then renamed), and
+once more when the download fails or is cancelled; bytes written after the last record (a crash)
+are cut off on resume. When the download fails, is cancelled or the process dies, both files
+stay, as containerd keeps an ingest's data across restarts (``core/content/helpers.go: Copy``
+seeks to the ingest's offset). The next download of the same digest, in this process or after a
+restart, re-hashes the prefix and resumes with a ``Range`` request only if the prefix still
+hashes to what was recorded.
 
 Ingests are corrupt, and removed, when the record is missing or unreadable, names another digest
 or size, or the data is shorter than the record says or does not hash to it. Ingests untouched for

@@ -123,6 +123,11 @@ def recorded_offset(root: Path, digest: Digest) -> int:
     return int(json.loads(record_file.read_text())["offset"])
 
 
+def recorded(root: Path) -> int:
+    """The MiB the record of ``BIG``'s ingest vouches for, rounded up."""
+    return -(-recorded_offset(root, BIG_DIGEST) // FLUSH_BYTES)
+
+
 def frozen_clock(monkeypatch: pytest.MonkeyPatch, start: float = 1000.0) -> list[float]:
     """The writers' monotonic clock, fixed at ``start`` until the test moves it (the event loop
     keeps the real one)."""
@@ -131,25 +136,56 @@ def frozen_clock(monkeypatch: pytest.MonkeyPatch, start: float = 1000.0) -> list
     return now
 
 
-async def test_progress_is_recorded_at_a_writers_first_flush_then_every_record_bytes(
+async def test_progress_is_recorded_at_the_first_flush_then_every_record_bytes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # A flush a MiB without a rename a MiB: after its first, a writer records only every
-    # RECORD_BYTES (made small here) or RECORD_SECONDS; a resume cuts off what came after.
+    # RECORD_BYTES (made small here) or RECORD_SECONDS (the clock stands still here).
     frozen_clock(monkeypatch)
     monkeypatch.setattr(blobs, "RECORD_BYTES", 3 * FLUSH_BYTES)
+    root = tmp_path / "root"
+    seen: list[int] = []
+    async with await Store.open(root) as store:
+        fetch = stop_after(BIG, BIG_DIGEST, len(BIG), lambda: seen.append(recorded(root)))
+        await store.ensure_blob(BIG_DIGEST, len(BIG), fetch, resumable=True)
+        assert await store.read_blob(BIG_DIGEST, max_size=len(BIG)) == BIG
+    assert seen == [1, 1, 1, 4, 4, 4, 4]  # MiB vouched for after each MiB written
+    assert ingest_files(root) == []
+
+
+async def test_progress_is_recorded_once_a_second_whatever_the_bytes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    now = frozen_clock(monkeypatch)
+    root = tmp_path / "root"
+    seen: list[int] = []
+
+    def slow_link() -> None:  # every flush-sized write takes 0.4 s
+        seen.append(recorded(root))
+        now[0] += 0.4
+
+    async with await Store.open(root) as store:
+        fetch = stop_after(BIG, BIG_DIGEST, len(BIG), slow_link)
+        await store.ensure_blob(BIG_DIGEST, len(BIG), fetch, resumable=True)
+    # At the first flush (t = 0 s, 1 MiB), then at the first a second later (t = 1.2 s, 4 MiB);
+    # 2.0 s is too soon after, and the last, partial MiB is written by the commit itself.
+    assert seen == [1, 1, 1, 4, 4, 4, 4]
+
+
+async def test_an_interrupted_download_records_where_it_stopped_and_resumes_there(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    frozen_clock(monkeypatch)  # no record due by time: only the first, at 1 MiB
     root = tmp_path / "root"
     data_file, _ = ingests.paths(root / "tmp", BIG_DIGEST)
     async with await Store.open(root) as store:
         fetch = stop_after(BIG, BIG_DIGEST, 3 * FLUSH_BYTES)
         with pytest.raises(Interrupted):
             await store.ensure_blob(BIG_DIGEST, len(BIG), fetch, resumable=True)
-        assert recorded_offset(root, BIG_DIGEST) == FLUSH_BYTES  # not 2 or 3 MiB
-        assert data_file.stat().st_size == 3 * FLUSH_BYTES  # written, not vouched for
-        fetch = stop_after(BIG, BIG_DIGEST, 4 * FLUSH_BYTES)
-        with pytest.raises(Interrupted):  # resumes at 1 MiB, records at 2, not at 3 or 4
-            await store.ensure_blob(BIG_DIGEST, len(BIG), fetch, resumable=True)
-        assert recorded_offset(root, BIG_DIGEST) == 2 * FLUSH_BYTES
+        assert recorded_offset(root, BIG_DIGEST) == 3 * FLUSH_BYTES  # recorded when it broke off
+        # What a crash leaves: bytes after the last record, which a resume cuts off.
+        with data_file.open("ab") as f:
+            f.write(b"not vouched for")
         offsets: list[int] = []
 
         async def fetch_rest(sink: BlobSink) -> None:
@@ -157,27 +193,9 @@ async def test_progress_is_recorded_at_a_writers_first_flush_then_every_record_b
             await stop_after(BIG, BIG_DIGEST, len(BIG))(sink)
 
         await store.ensure_blob(BIG_DIGEST, len(BIG), fetch_rest, resumable=True)
-        assert offsets == [2 * FLUSH_BYTES]
+        assert offsets == [3 * FLUSH_BYTES]
         assert await store.read_blob(BIG_DIGEST, max_size=len(BIG)) == BIG
         assert ingest_files(root) == []
-
-
-async def test_progress_is_recorded_once_a_second_whatever_the_bytes(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    now = frozen_clock(monkeypatch)
-
-    def slow_link() -> None:  # every flush-sized write takes 0.4 s
-        now[0] += 0.4
-
-    root = tmp_path / "root"
-    async with await Store.open(root) as store:
-        fetch = stop_after(BIG, BIG_DIGEST, 5 * FLUSH_BYTES, slow_link)
-        with pytest.raises(Interrupted):
-            await store.ensure_blob(BIG_DIGEST, len(BIG), fetch, resumable=True)
-    # Recorded at the first flush (t = 0 s, 1 MiB), then at the first a second later (t = 1.2 s,
-    # 4 MiB); the one at 1.6 s (5 MiB) came too soon after.
-    assert recorded_offset(root, BIG_DIGEST) == 4 * FLUSH_BYTES
 
 
 async def test_a_waiter_taking_over_a_cancelled_download_resumes_what_it_left(
@@ -220,14 +238,28 @@ async def test_a_waiter_taking_over_a_cancelled_download_resumes_what_it_left(
         assert ingest_files(tmp_path / "root") == []
 
 
-async def test_a_small_layer_written_in_one_flush_leaves_no_record(tmp_path: Path) -> None:
+async def test_a_small_layer_written_in_one_flush_leaves_no_record_to_remove(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Written whole by the commit, it never recorded progress: no worker call to remove a record
+    # afterwards (only the one that clears a stale ingest before the first write).
+    removed: list[tuple[str, ...]] = []
+    real = ingests.discard
+
+    def discard(*files: Path) -> None:
+        removed.append(tuple(f.name for f in files))
+        real(*files)
+
+    monkeypatch.setattr(ingests, "discard", discard)
     root = tmp_path / "root"
     small = blob_bytes("one-flush", 4096)
     digest = Digest.from_bytes(small)
+    data_file, record_file = ingests.paths(root / "tmp", digest)
     async with await Store.open(root) as store:
         await store.ensure_blob(digest, len(small), fetch_bytes(small), resumable=True)
         assert await store.read_blob(digest) == small
         assert ingest_files(root) == []
+    assert removed == [(data_file.name, record_file.name)]
 
 
 async def test_a_corrupt_prefix_is_discarded_and_the_download_starts_over(tmp_path: Path) -> None:
