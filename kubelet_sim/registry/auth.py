@@ -5,10 +5,11 @@ distribution token specs (``docs/spec/auth/{token,oauth,scope}.md``). The protoc
 and lives in :mod:`~kubelet_sim.registry.challenge` (:func:`parse_challenges`,
 :func:`pick_challenge`, :func:`scope_for`) and :mod:`~kubelet_sim.registry.tokens`
 (:func:`plan_token_request`, :func:`parse_token_response`, :func:`check_realm`); their names are
-re-exported here. :class:`AuthManager` only adds I/O through an injected ``httpx.AsyncClient``, a
-cache and a :class:`~kubelet_sim.core.singleflight.SingleFlight` per token. :func:`send_authorized`
-is the one 401 path: :class:`~kubelet_sim.registry.transport.Transport` sends every registry
-request through it.
+re-exported here. :class:`AuthManager` only adds I/O through an injected ``httpx.AsyncClient`` (or
+a function that gives it when a token is first fetched), a cache and a
+:class:`~kubelet_sim.core.singleflight.SingleFlight` per token. :func:`send_authorized` is the one
+401 path: :class:`~kubelet_sim.registry.transport.Transport` sends every registry request through
+it.
 
 Where credentials go: a Bearer challenge names a ``realm`` (the token server), which may live on
 another host than the registry. As docker and containerd do, the credentials for the registry are

@@ -308,13 +308,23 @@ class ClientPool:
         self.settings = settings
         self._default = default
         self.by_tls: dict[tuple[object, ...], httpx.AsyncClient] = {}
+        self._closed = False
 
     @property
     def default(self) -> httpx.AsyncClient:
-        """The client for hosts with the system's trust store (made now if it was not yet)."""
+        """The client for hosts with the system's trust store (made now if it was not yet).
+
+        Raises:
+            RuntimeError: the pool is closed (no client is made that nothing would close).
+        """
         if self._default is None:
+            self._check_open()
             self._default = make_http_client(self.settings)
         return self._default
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError("the registry HTTP client pool is closed")
 
     def for_host(self, host: RegistryHost) -> httpx.AsyncClient:
         if not host.ca_files and not host.client_certs and not host.skip_verify:
@@ -322,12 +332,15 @@ class ClientPool:
         key: tuple[object, ...] = (host.ca_files, host.client_certs, host.skip_verify)
         client = self.by_tls.get(key)
         if client is None:
+            self._check_open()
             client = make_http_client(self.settings, verify=ssl_context(host))
             self.by_tls[key] = client
         return client
 
-    async def aclose(self) -> None:
-        if self._default is not None:
+    async def aclose(self, *, default: bool = True) -> None:
+        """Close the clients (``default``: the shared one too, unless the caller owns it)."""
+        self._closed = True
+        if default and self._default is not None:
             await self._default.aclose()
         for client in self.by_tls.values():
             await client.aclose()

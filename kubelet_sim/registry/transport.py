@@ -239,11 +239,7 @@ class Transport:
 
     async def aclose(self) -> None:
         """Close the HTTP clients this transport created."""
-        if self._owns_http:
-            await self._pool.aclose()
-        else:
-            for client in self._pool.by_tls.values():
-                await client.aclose()
+        await self._pool.aclose(default=self._owns_http)
 
     def base_url(self, host: RegistryHost) -> str:
         """The host's base URL (``scheme://host/v2``), after any plain-HTTP fallback was learned."""
@@ -645,9 +641,12 @@ async def _answer(response: httpx.Response) -> AsyncIterator[httpx.Response]:
     finally:
         # Shielded: a body read that the deadline cancelled still releases its connection.
         with anyio.move_on_after(5, shield=True):
-            if response.request.method == "HEAD" and not response.is_stream_consumed:
+            head = response.request.method == "HEAD"
+            if head and not response.is_stream_consumed and not response.is_closed:
                 # No body, but until it is read h11 has not seen the message end, and closing
-                # the answer unread closes its connection: every resolve opened a new one.
+                # the answer unread closes its connection: every resolve opened a new one. (h11
+                # frames a HEAD answer as empty: this never waits on the socket. Bytes a server
+                # wrongly sends after it fail the connection's next request, which is retried.)
                 with contextlib.suppress(httpx.HTTPError):
                     await response.aread()
             await response.aclose()

@@ -257,7 +257,7 @@ async def test_a_401_behind_the_documented_private_ca_layout_stays_a_401(
 async def test_resolves_reuse_one_connection(registry: RegistryProcess) -> None:
     # A HEAD answer closed unread closed its connection too: every resolve (every pull) opened
     # a new one. Through a proxy that counts connections: one for the HTTPS attempt that finds
-    # a plain-HTTP loopback registry, then one for every resolve.
+    # a plain-HTTP loopback registry, then one for all five resolves.
     image = build_image("reuse", "linux/amd64", (64,))
     async with anyio.create_task_group() as tg:
         proxy = FaultProxy(registry.host)

@@ -359,6 +359,25 @@ async def test_the_system_trust_store_is_loaded_only_for_a_host_that_needs_it(
     assert loads == ([1] if loads_trust_store else [])
 
 
+async def test_a_closed_transport_makes_no_client_it_would_not_close() -> None:
+    made: list[int] = []
+    transport = Transport(settings=FAST)
+    await transport.aclose()  # before any request: no client was made yet
+    real = boundary.make_http_client
+
+    def counted(*args: object, **kwargs: object) -> httpx.AsyncClient:
+        made.append(1)
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(boundary, "make_http_client", counted)
+        with pytest.raises(RuntimeError, match="closed"):
+            await RegistryClient(transport).resolve(REF)  # the shared client: system CAs
+        with pytest.raises(RuntimeError, match="closed"):
+            await RegistryClient(transport).resolve(parse_normalized("127.0.0.1:5999/a/b:1"))
+    assert made == []
+
+
 async def test_oversized_manifest_is_refused() -> None:
     def handler(request: httpx.Request) -> httpx.Response:
         size = mt.MAX_MANIFEST_SIZE + 1
