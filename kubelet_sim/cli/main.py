@@ -13,6 +13,8 @@ import importlib
 import os
 import signal
 import sys
+import threading
+import time
 from collections.abc import Sequence
 from typing import NoReturn
 
@@ -119,17 +121,35 @@ def run() -> NoReturn:
 
     A command that sets ``exit_at_once`` (a one-shot ``pull``: everything it opened is closed,
     its output printed) exits without the interpreter's teardown of every module and object,
-    which was 40-60 ms of a pull's wall time after its work was done. ``atexit`` handlers still
-    run (logging's shutdown among them) and both output streams are flushed.
+    which was 40-60 ms of a pull's wall time after its work was done. What that teardown would
+    do that matters is done first: other threads that are not daemons are waited for (anyio's
+    workers, told to stop when the event loop closed; any still running after a second: the
+    usual exit instead), ``atexit`` handlers run (logging's shutdown among them) and both output
+    streams are flushed; a standard output that cannot be flushed exits 120, as CPython does.
     """
     status, at_once = _main(None)
-    if at_once:
+    if at_once and _threads_done(timeout=1.0):
         atexit._run_exitfuncs()
-        for stream in (sys.stdout, sys.stderr):
-            with contextlib.suppress(OSError, ValueError):
-                stream.flush()
+        try:
+            sys.stdout.flush()
+        except (OSError, ValueError):
+            status = 120
+        with contextlib.suppress(OSError, ValueError):
+            sys.stderr.flush()
         os._exit(status)
     raise SystemExit(status)
+
+
+def _threads_done(*, timeout: float) -> bool:
+    """Wait up to ``timeout`` seconds for every thread but this one that is not a daemon."""
+    deadline = time.monotonic() + timeout
+    for thread in threading.enumerate():
+        if thread is threading.current_thread() or thread.daemon:
+            continue
+        thread.join(max(0.0, deadline - time.monotonic()))
+        if thread.is_alive():
+            return False
+    return True
 
 
 def _main(argv: Sequence[str] | None) -> tuple[int, bool]:

@@ -247,7 +247,7 @@ def test_pull_downloads_as_many_layers_at_once_as_it_is_told() -> None:
     assert default.max_concurrent_downloads == 3  # containerd's
 
 
-@pytest.mark.parametrize("value", ["0", "-2", "two", "1.5"])
+@pytest.mark.parametrize("value", ["0", "-2", "two", "1.5", "101"])
 def test_pull_refuses_a_download_count_that_is_not_one_or_more(
     value: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -256,7 +256,7 @@ def test_pull_refuses_a_download_count_that_is_not_one_or_more(
     assert info.value.code == 2
     err = capsys.readouterr().err
     assert (
-        f"argument --max-concurrent-downloads: want a whole number of at least 1, got {value!r}"
+        f"argument --max-concurrent-downloads: want a whole number from 1 to 100, got {value!r}"
         in err
     )
 
@@ -268,6 +268,9 @@ def test_a_pull_that_exits_at_once_still_flushes_its_output_and_runs_atexit(
     # handlers (logging's shutdown, Ray's) must not be skipped with it.
     program = (
         "import atexit, sys\n"
+        "class Torn:\n"
+        "    def __del__(self): print('torn down', file=sys.stderr)\n"
+        "kept = Torn()  # freed by the interpreter's teardown, which a pull skips\n"
         "atexit.register(lambda: print('atexit ran', file=sys.stderr))\n"
         f"sys.argv = ['kubelet-sim', 'pull', 'Bad/Name', '--root', {str(tmp_path)!r},"
         " '--output', 'json']\n"
@@ -281,3 +284,4 @@ def test_a_pull_that_exits_at_once_still_flushes_its_output_and_runs_atexit(
     answer = json.loads(done.stdout)  # whole: written and flushed before the exit
     assert answer["reason"] == "InvalidImageName"
     assert done.stderr.splitlines()[-1] == "atexit ran"
+    assert "torn down" not in done.stderr  # exited at once: no teardown

@@ -39,6 +39,7 @@ from kubelet_sim.errors import ConfigError, InvalidImageNameError
 from kubelet_sim.node.builder import NodeOptions, NodeParts, open_node
 from kubelet_sim.node.paths import NodePaths
 from kubelet_sim.registry.client import ClientSettings
+from kubelet_sim.registry.transport import TransportSettings
 from kubelet_sim.telemetry.events import EventRecorder
 
 if TYPE_CHECKING:
@@ -59,7 +60,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.add_argument(
         "--max-concurrent-downloads",
-        type=_positive,
+        type=_download_count,
         default=ClientSettings().max_concurrent_downloads,
         metavar="N",
         help="layers downloaded at once (default: %(default)s, containerd's; ctr's flag)",
@@ -82,14 +83,16 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser.set_defaults(func=_pull, exit_at_once=True)
 
 
-def _positive(text: str) -> int:
-    """A count of at least one (argparse names the flag when this refuses ``text``)."""
+def _download_count(text: str) -> int:
+    """Layers at once: 1 up to the connections a node keeps to registries (more would wait for
+    a connection, then time out); argparse names the flag when this refuses ``text``."""
+    most = TransportSettings().max_connections
     try:
         value = int(text)
     except ValueError:
         value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"want a whole number of at least 1, got {text!r}")
+    if not 1 <= value <= most:
+        raise argparse.ArgumentTypeError(f"want a whole number from 1 to {most}, got {text!r}")
     return value
 
 
