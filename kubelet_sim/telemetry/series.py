@@ -26,9 +26,10 @@ if TYPE_CHECKING:
 
 @functools.cache
 def _prometheus() -> tuple[type[Metric], Callable[[float], str]]:
-    """prometheus_client's ``Metric`` and ``floatToGoString``, imported at the first scrape, not
-    with this module: a one-shot pull keeps its series but never exposes them, and the import
-    (its HTTP server modules with it) was 20 ms and 1.5 MiB of the pull's start-up."""
+    """prometheus_client's ``Metric`` and ``floatToGoString``, imported when series are first
+    registered (a ``CollectorRegistry`` describes what it registers) or scraped, not with this
+    module: a one-shot pull keeps its series but never exposes them, and the import (its HTTP
+    server modules with it) was 20 ms and 1.5 MiB of the pull's start-up."""
     from prometheus_client.metrics_core import Metric
     from prometheus_client.utils import floatToGoString
 
@@ -231,7 +232,7 @@ class Histogram(_Family[HistogramChild]):
         if len(bounds) < 2:
             raise ValueError(f"{name}: a histogram needs at least two buckets")
         self._bounds = tuple(bounds)
-        self._le: tuple[str, ...] = ()  # the bounds as exposed, spelled at the first scrape
+        self._le: tuple[str, ...] = ()  # the bounds as exposed, spelled when first collected
         super().__init__(name, documentation, labelnames)
 
     def _new_child(self) -> HistogramChild:
