@@ -65,7 +65,9 @@ def as_installed(pycache: Path) -> None:
     An editable install compiles nothing at install time, and with ``PYTHONDONTWRITEBYTECODE``
     set (as it is on some CI machines) every run compiled every module it imported again, a
     tenth of a large pull's time spent on start-up no installed wheel pays. The children get
-    a bytecode cache of their own (``PYTHONPYCACHEPREFIX``), filled here before any timing.
+    a bytecode cache of their own (``PYTHONPYCACHEPREFIX``), filled here with kubelet-sim's
+    modules; each case's untimed warm-up run (:func:`warm_up`) fills in the libraries' (the
+    prefix holds every module's bytecode, the standard library's too).
     """
     CHILD_ENV.pop("PYTHONDONTWRITEBYTECODE", None)
     CHILD_ENV["PYTHONPYCACHEPREFIX"] = str(pycache)
@@ -73,6 +75,12 @@ def as_installed(pycache: Path) -> None:
     subprocess.run(
         [sys.executable, "-m", "compileall", "-q", str(package)], env=CHILD_ENV, check=True
     )
+
+
+def warm_up(argv: list[str], folder: Path) -> None:
+    """Run ``argv`` once, untimed, then remove ``folder`` (what it wrote)."""
+    run_measured(argv)
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 def run_measured(argv: list[str]) -> tuple[float, int, str]:
@@ -247,12 +255,15 @@ def large_case(work: Path, host: str, number: int, mib: int, layers: int, runs: 
 
     sides = {
         "ksim": ksim(default),
-        "ksim-all": ksim(layers),
         "skopeo": skopeo,
         "curl": lambda i: curl_floor(host, repository, digests, work / f"curl-{number}-{i}"),
     }
+    if layers > default:  # else the same run twice
+        sides["ksim-all"] = ksim(layers)
     if shutil.which("ctr") is not None:
         sides["ctr"] = lambda i: ["ctr", "content", "fetch", "--plain-http", large]
+
+    warm_up(ksim(default)(-1), work / f"ksim{default}-{number}--1")
 
     def cleanup(i: int) -> None:  # the next round's copies need the disk
         for side in (f"ksim{default}", f"ksim{layers}", "skopeo", "curl"):
@@ -261,8 +272,8 @@ def large_case(work: Path, host: str, number: int, mib: int, layers: int, runs: 
     figures = medians(runs, sides, cleanup)
     lines = []
     for key, at_once in (("ksim", default), ("ksim-all", layers)):
-        if key == "ksim-all" and layers <= default:
-            continue  # the same run twice
+        if key not in figures:
+            continue
         name = f"{mib} MiB/{layers} layers, {at_once} at once"
         lines.append(ratio_line(name, figures[key], figures["skopeo"], "skopeo copy"))
         lines.append(ratio_line(name, figures[key], figures["curl"], "curl floor "))
@@ -276,6 +287,8 @@ def large_case(work: Path, host: str, number: int, mib: int, layers: int, runs: 
 def small_case(work: Path, host: str, args: argparse.Namespace) -> str:
     """Many small images, kubelet-sim vs ``skopeo sync``: the printed line."""
     small = anyio.run(seed_small, host, args.small)
+    warmed = work / "ksim-small-warm-up"
+    warm_up([sys.executable, "-c", PULL_MANY, str(warmed), str(args.parallel), *small[:3]], warmed)
     figures = medians(
         args.small_runs,
         {
