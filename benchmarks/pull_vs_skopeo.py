@@ -9,7 +9,9 @@ the median of ``--runs``:
   containerd's default of 3 layers at once and with every layer at once
   (``--max-concurrent-downloads N``), vs ``skopeo copy docker://... dir:DIR`` (up to 6 at once),
   vs a floor of one ``curl | tee FILE | sha256sum`` per layer all at once, and vs
-  ``ctr content fetch`` where containerd's ``ctr`` is installed;
+  ``ctr content fetch`` where containerd is installed (``apt-get install containerd``: the
+  benchmark starts a daemon of its own with an empty store each round; ctr's memory column is
+  the client's, the daemon that writes the content is not counted);
 - small: kubelet-sim pulling every tag (8 in parallel) vs ``skopeo sync --src docker --dest dir``.
 
 Each round runs every side once, in turn, so a machine that slows down slows them all alike.
@@ -75,6 +77,56 @@ def as_installed(pycache: Path) -> None:
     subprocess.run(
         [sys.executable, "-m", "compileall", "-q", str(package)], env=CHILD_ENV, check=True
     )
+
+
+class Containerd:
+    """A containerd daemon of the benchmark's own (its root, state and socket under ``folder``;
+    no CRI plugin), for ``ctr content fetch`` into an empty content store: a fetch of content
+    the store already has returns at once. The system's containerd, if any, is left alone."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.socket = folder / "containerd.sock"
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @staticmethod
+    def installed() -> bool:
+        return shutil.which("containerd") is not None and shutil.which("ctr") is not None
+
+    def ctr(self, *args: str) -> list[str]:
+        return ["ctr", "--address", str(self.socket), *args]
+
+    def start(self) -> Containerd:
+        self.folder.mkdir(parents=True)
+        config = self.folder / "config.toml"
+        config.write_text(
+            "version = 2\n"
+            f'root = "{self.folder / "root"}"\n'
+            f'state = "{self.folder / "state"}"\n'
+            'disabled_plugins = ["io.containerd.grpc.v1.cri"]\n'
+            f'[grpc]\n  address = "{self.socket}"\n'
+        )
+        with (self.folder / "containerd.log").open("wb") as log:
+            self._proc = subprocess.Popen(
+                ["containerd", "--config", str(config)], stdout=log, stderr=subprocess.STDOUT
+            )
+        deadline = time.monotonic() + 30
+        while subprocess.run(self.ctr("version"), capture_output=True).returncode != 0:
+            if self._proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                tail = (self.folder / "containerd.log").read_text(errors="replace")[-2000:]
+                raise SystemExit(f"containerd did not start: {tail}")
+            time.sleep(0.1)
+        return self
+
+    def stop(self) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.terminate()
+            try:
+                self._proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
 
 
 def warm_up(argv: list[str], folder: Path) -> None:
@@ -213,17 +265,22 @@ def medians(
     runs: int,
     sides: dict[str, Callable[[int], list[str]]],
     cleanup: Callable[[int], None] = lambda i: None,
+    prepare: Callable[[int], None] = lambda i: None,
 ) -> dict[str, tuple[float, int]]:
     """Each side's median wall time and median peak RSS over ``runs`` rounds.
 
-    A round runs every side once, in turn (then ``cleanup(round)``), so a machine that slows
-    down for a while slows every side alike instead of the one measured then.
+    A round runs every side once, in turn (after ``prepare(round)``, then ``cleanup(round)``,
+    both untimed), so a machine that slows down for a while slows every side alike instead of
+    the one measured then.
     """
     results: dict[str, list[tuple[float, int]]] = {name: [] for name in sides}
     for i in range(runs):
-        for name, argv_for in sides.items():
-            results[name].append(run_measured(argv_for(i))[:2])
-        cleanup(i)
+        prepare(i)
+        try:
+            for name, argv_for in sides.items():
+                results[name].append(run_measured(argv_for(i))[:2])
+        finally:
+            cleanup(i)
     return {
         name: (
             statistics.median(r[0] for r in rounds),
@@ -260,16 +317,23 @@ def large_case(work: Path, host: str, number: int, mib: int, layers: int, runs: 
     }
     if layers > default:  # else the same run twice
         sides["ksim-all"] = ksim(layers)
-    if shutil.which("ctr") is not None:
-        sides["ctr"] = lambda i: ["ctr", "content", "fetch", "--plain-http", large]
+    daemons: dict[int, Containerd] = {}
+    if Containerd.installed():
+        sides["ctr"] = lambda i: daemons[i].ctr("content", "fetch", "--plain-http", large)
 
     warm_up(ksim(default)(-1), work / f"ksim{default}-{number}--1")
 
+    def prepare(i: int) -> None:  # containerd: a daemon of its own, with an empty store
+        if "ctr" in sides:
+            daemons[i] = Containerd(work / f"ctr-{number}-{i}").start()
+
     def cleanup(i: int) -> None:  # the next round's copies need the disk
-        for side in (f"ksim{default}", f"ksim{layers}", "skopeo", "curl"):
+        if i in daemons:
+            daemons.pop(i).stop()
+        for side in (f"ksim{default}", f"ksim{layers}", "skopeo", "curl", "ctr"):
             shutil.rmtree(work / f"{side}-{number}-{i}", ignore_errors=True)
 
-    figures = medians(runs, sides, cleanup)
+    figures = medians(runs, sides, cleanup, prepare)
     lines = []
     for key, at_once in (("ksim", default), ("ksim-all", layers)):
         if key not in figures:
@@ -280,7 +344,10 @@ def large_case(work: Path, host: str, number: int, mib: int, layers: int, runs: 
         if "ctr" in figures:
             lines.append(ratio_line(name, figures[key], figures["ctr"], "ctr fetch  "))
     if "ctr" not in figures:
-        lines.append(f"{mib} MiB/{layers} layers: ctr not installed here, no containerd comparison")
+        lines.append(
+            f"{mib} MiB/{layers} layers: containerd not installed here (apt-get install "
+            "containerd), no ctr comparison"
+        )
     return lines
 
 
