@@ -115,11 +115,11 @@ def _sync_file_range() -> Callable[[int, int, int, int], int] | None:
     """libc's ``sync_file_range`` (Linux only; Python's ``os`` has no binding), or None."""
     if not sys.platform.startswith("linux"):
         return None
-    import ctypes  # loaded by the first writer with WRITEBACK_BYTES written, not at import
-
     try:
+        import ctypes  # loaded by the first writer with WRITEBACK_BYTES written, not at import
+
         function = ctypes.CDLL(None, use_errno=True).sync_file_range
-    except (OSError, AttributeError):
+    except (ImportError, OSError, AttributeError):  # a Python without ctypes, a libc without it
         return None
     function.argtypes = (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
     function.restype = ctypes.c_int

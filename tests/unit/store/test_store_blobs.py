@@ -89,6 +89,19 @@ async def test_writeback_is_started_every_writeback_bytes_before_the_commits_fsy
     assert await store.read_blob(digest, max_size=len(data)) == data
 
 
+def test_without_ctypes_writeback_is_simply_not_started(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "ctypes", None)  # "import ctypes" fails, as without it
+    blobs._sync_file_range.cache_clear()
+    try:
+        assert blobs._sync_file_range() is None
+        with (tmp_path / "f").open("wb") as f:
+            blobs.start_writeback(f.fileno(), 0, 1)
+    finally:
+        blobs._sync_file_range.cache_clear()
+
+
 def test_start_writeback_takes_a_real_file(tmp_path: Path) -> None:
     with (tmp_path / "f").open("wb") as f:
         f.write(b"x" * 10_000)
