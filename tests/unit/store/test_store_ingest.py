@@ -32,22 +32,30 @@ class Interrupted(Exception):
 
 
 def fetch_until(
-    stop_at: int, *, offsets: list[int] | None = None
+    stop_at: int,
+    *,
+    offsets: list[int] | None = None,
+    data: bytes = DATA,
+    chunk: int = 256 << 10,
+    tick: Callable[[], None] = lambda: None,
 ) -> Callable[[BlobSink], Awaitable[None]]:
-    """A fetch that, like the registry client, goes on from ``sink.written`` and breaks off at
-    ``stop_at`` (never, when ``stop_at`` is past the end)."""
+    """A fetch of ``data`` that, like the registry client, goes on from ``sink.written`` (noted in
+    ``offsets``) in writes of at most ``chunk`` bytes, calling ``tick`` after each, and breaks off
+    at ``stop_at`` (never, when ``stop_at`` is past the end)."""
+    digest = Digest.from_bytes(data)
 
     async def fetch(sink: BlobSink) -> None:
         if offsets is not None:
             offsets.append(sink.written)
         position = sink.written
-        while position < len(DATA):
+        while position < len(data):
             if position >= stop_at:
                 raise Interrupted(f"connection reset at byte {position}")
-            end = min(len(DATA), position + (256 << 10), max(stop_at, position + 1))
-            await sink.write(DATA[position:end])
+            end = min(len(data), position + chunk, max(stop_at, position + 1))
+            await sink.write(data[position:end])
             position = end
-        await sink.commit(DIGEST, len(DATA))
+            tick()
+        await sink.commit(digest, len(data))
 
     return fetch
 
@@ -98,24 +106,11 @@ BIG = blob_bytes("ingest-big", 6 * FLUSH_BYTES + 1000)
 BIG_DIGEST = Digest.from_bytes(BIG)
 
 
-def stop_after(
-    data: bytes, digest: Digest, stop_at: int, tick: Callable[[], None] = lambda: None
+def big_until(
+    stop_at: int, tick: Callable[[], None] = lambda: None, offsets: list[int] | None = None
 ) -> Callable[[BlobSink], Awaitable[None]]:
-    """A fetch of ``data`` in flush-sized writes from ``sink.written``, calling ``tick`` after
-    each, that breaks off once ``stop_at`` bytes are written (never when past the end)."""
-
-    async def fetch(sink: BlobSink) -> None:
-        position = sink.written
-        while position < len(data):
-            if position >= stop_at:
-                raise Interrupted(f"connection reset at byte {position}")
-            end = min(len(data), position + FLUSH_BYTES)
-            await sink.write(data[position:end])
-            position = end
-            tick()
-        await sink.commit(digest, len(data))
-
-    return fetch
+    """:func:`fetch_until` of ``BIG`` in flush-sized writes."""
+    return fetch_until(stop_at, offsets=offsets, data=BIG, chunk=FLUSH_BYTES, tick=tick)
 
 
 def recorded_offset(root: Path, digest: Digest) -> int:
@@ -146,7 +141,7 @@ async def test_progress_is_recorded_at_the_first_flush_then_every_record_bytes(
     root = tmp_path / "root"
     seen: list[int] = []
     async with await Store.open(root) as store:
-        fetch = stop_after(BIG, BIG_DIGEST, len(BIG), lambda: seen.append(recorded(root)))
+        fetch = big_until(len(BIG), lambda: seen.append(recorded(root)))
         await store.ensure_blob(BIG_DIGEST, len(BIG), fetch, resumable=True)
         assert await store.read_blob(BIG_DIGEST, max_size=len(BIG)) == BIG
     assert seen == [1, 1, 1, 4, 4, 4, 4]  # MiB vouched for after each MiB written
@@ -165,7 +160,7 @@ async def test_progress_is_recorded_once_a_second_whatever_the_bytes(
         now[0] += 0.4
 
     async with await Store.open(root) as store:
-        fetch = stop_after(BIG, BIG_DIGEST, len(BIG), slow_link)
+        fetch = big_until(len(BIG), slow_link)
         await store.ensure_blob(BIG_DIGEST, len(BIG), fetch, resumable=True)
     # At the first flush (t = 0 s, 1 MiB), then at the first a second later (t = 1.2 s, 4 MiB);
     # 2.0 s is too soon after, and the last, partial MiB is written by the commit itself.
@@ -179,7 +174,7 @@ async def test_an_interrupted_download_records_where_it_stopped_and_resumes_ther
     root = tmp_path / "root"
     data_file, _ = ingests.paths(root / "tmp", BIG_DIGEST)
     async with await Store.open(root) as store:
-        fetch = stop_after(BIG, BIG_DIGEST, 3 * FLUSH_BYTES)
+        fetch = big_until(3 * FLUSH_BYTES)
         with pytest.raises(Interrupted):
             await store.ensure_blob(BIG_DIGEST, len(BIG), fetch, resumable=True)
         assert recorded_offset(root, BIG_DIGEST) == 3 * FLUSH_BYTES  # recorded when it broke off
@@ -187,11 +182,7 @@ async def test_an_interrupted_download_records_where_it_stopped_and_resumes_ther
         with data_file.open("ab") as f:
             f.write(b"not vouched for")
         offsets: list[int] = []
-
-        async def fetch_rest(sink: BlobSink) -> None:
-            offsets.append(sink.written)
-            await stop_after(BIG, BIG_DIGEST, len(BIG))(sink)
-
+        fetch_rest = big_until(len(BIG), offsets=offsets)
         await store.ensure_blob(BIG_DIGEST, len(BIG), fetch_rest, resumable=True)
         assert offsets == [3 * FLUSH_BYTES]
         assert await store.read_blob(BIG_DIGEST, max_size=len(BIG)) == BIG
@@ -212,9 +203,7 @@ async def test_a_waiter_taking_over_a_cancelled_download_resumes_what_it_left(
         flushed.set()
         await anyio.sleep_forever()
 
-    async def waiter_fetch(sink: BlobSink) -> None:
-        offsets.append(sink.written)
-        await fetch_until(len(DATA))(sink)
+    waiter_fetch = fetch_until(len(DATA), offsets=offsets)
 
     async with await Store.open(tmp_path / "root") as store:
         async with anyio.create_task_group() as tg:
