@@ -135,6 +135,16 @@ def start_writeback(fd: int, offset: int, length: int) -> None:
         function(fd, offset, length, 2)  # SYNC_FILE_RANGE_WRITE
 
 
+def _record_progress(
+    file: WritableFile, record: Path, digest: Digest, size: int, on_disk: int, hasher: _Hasher
+) -> None:
+    """Record that ``file``'s first ``on_disk`` bytes (hashed by ``hasher``) are ``digest``'s;
+    blocking. The data is flushed first: the record must never claim bytes still in a buffer."""
+    file.flush()
+    prefix = f"{digest.algorithm}:{hasher.copy().hexdigest()}"
+    ingest.write_record(record, digest, size, on_disk, prefix)
+
+
 def fsync_dir(path: Path) -> None:
     """Make a rename or create in ``path`` durable."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
@@ -403,9 +413,7 @@ class BlobWriter:
             if file is not None:
                 if record is not None:
                     with contextlib.suppress(OSError):  # the last record still vouches
-                        file.flush()
-                        prefix = f"{digest.algorithm}:{hasher.copy().hexdigest()}"
-                        ingest.write_record(record, digest, size, on_disk, prefix)
+                        _record_progress(file, record, digest, size, on_disk, hasher)
                 # Closing flushes; a full disk here changes nothing, the file goes anyway.
                 with contextlib.suppress(OSError):
                     file.close()
@@ -463,9 +471,7 @@ class BlobWriter:
                     )
                 self._written_back = self._on_disk
             if note and record is not None:
-                file.flush()  # the record must never claim bytes still in a buffer
-                prefix = f"{self.digest.algorithm}:{hasher.copy().hexdigest()}"
-                ingest.write_record(record, self.digest, self.size, self._on_disk, prefix)
+                _record_progress(file, record, self.digest, self.size, self._on_disk, hasher)
 
         await self._io(work)
 

@@ -72,6 +72,12 @@ class _Look:
     ingest: bool = False
 
 
+def _committed_size(conn: sqlite3.Connection, digest: Digest, path: Path) -> int | None:
+    """The catalogue's size of ``digest`` if its file at ``path`` is there too; blocking."""
+    row = conn.execute("SELECT size FROM blobs WHERE digest = ?", (str(digest),)).fetchone()
+    return int(row[0]) if row is not None and path.exists() else None
+
+
 @dataclass(slots=True)
 class _Lease:
     store: ContentStore
@@ -145,12 +151,11 @@ class ContentStore:
     async def blob_size(self, digest: Digest) -> int | None:
         """The committed size of ``digest``, or None when it is not in the store."""
         path = self._layout.path(digest)
-
-        def work(conn: sqlite3.Connection) -> int | None:
-            row = conn.execute("SELECT size FROM blobs WHERE digest = ?", (str(digest),)).fetchone()
-            return int(row[0]) if row is not None and path.exists() else None
-
-        return await self._db.run(work, what=f"looking up blob {digest}", readonly=True)
+        return await self._db.run(
+            lambda conn: _committed_size(conn, digest, path),
+            what=f"looking up blob {digest}",
+            readonly=True,
+        )
 
     async def open_blob(self, digest: Digest) -> BinaryIO:
         """Open a committed blob for reading; the caller closes it.
@@ -402,9 +407,9 @@ class ContentStore:
         root = self._layout.root
 
         def work(conn: sqlite3.Connection) -> _Look:
-            row = conn.execute("SELECT size FROM blobs WHERE digest = ?", (str(digest),)).fetchone()
-            if row is not None and path.exists():
-                return _Look(int(row[0]))
+            committed = _committed_size(conn, digest, path)
+            if committed is not None:
+                return _Look(committed)
             return _Look(None, self._free_space(root), data.exists())
 
         try:
