@@ -12,7 +12,9 @@ the median of ``--runs``:
   ``ctr content fetch`` where containerd is installed (``apt-get install containerd``: the
   benchmark starts a daemon of its own with an empty store each round; ctr's memory column is
   the client's, the daemon that writes the content is not counted);
-- small: kubelet-sim pulling every tag (8 in parallel) vs ``skopeo sync --src docker --dest dir``.
+- small: kubelet-sim pulling every tag (8 in parallel) vs ``skopeo sync --src docker --dest dir``,
+  vs a floor of the same requests by one ``curl --parallel`` (8 at once, none waiting for another),
+  every body hashed and the folder synced.
 
 Each round runs every side once, in turn, so a machine that slows down slows them all alike.
 kubelet-sim's modules are byte-compiled before any timing, as an installed copy's are.
@@ -46,6 +48,7 @@ from kubelet_sim.registry.client import ClientSettings, RegistryClient
 from kubelet_sim.registry.push import Pusher
 from kubelet_sim.sim.images import (
     Blob,
+    Image,
     build_image,
     canonical_json,
     random_bytes,
@@ -203,16 +206,41 @@ async def seed_large(
     return ref, diff_ids
 
 
-async def seed_small(host: str, count: int) -> list[str]:
-    refs = []
+async def seed_small(host: str, count: int) -> list[tuple[str, Image]]:
+    """Push ``count`` images of three 16 KiB layers as tags of one repository."""
+    seeded = []
     async with RegistryClient() as client:
         for i in range(count):
             ref = f"{host}/bench/small:t{i:04d}"
-            await push_image(
-                client, ref, build_image(f"small-{i}", "linux/amd64", (16_384, 16_384, 16_384))
+            image = build_image(f"small-{i}", "linux/amd64", (16_384, 16_384, 16_384))
+            await push_image(client, ref, image)
+            seeded.append((ref, image))
+    return seeded
+
+
+def small_floor(host: str, seeded: list[tuple[str, Image]], folder: Path, parallel: int) -> Path:
+    """A floor for the small images: a ``curl`` config file of the requests kubelet-sim makes
+    for them as containerd does (HEAD of the tag, then manifest, config and layers by digest),
+    every body to a file of ``folder``. Run with ``--parallel``, it makes them all in no order,
+    with no request waiting for the answer it would need first: less than any client can do."""
+    accept = f"Accept: {mt.OCI_MANIFEST}, {mt.DOCKER_MANIFEST}"
+    entries = []
+    for number, (ref, image) in enumerate(seeded):
+        repository, tag = ref.split("/", 1)[1].rsplit(":", 1)
+        base = f"http://{host}/v2/{repository}"
+        entries.append(f'url = "{base}/manifests/{tag}"\nhead\nheader = "{accept}"\n')
+        entries.append(
+            f'url = "{base}/manifests/{image.manifest.digest}"\nheader = "{accept}"\n'
+            f'output = "{folder / f"{number}.m"}"\n'
+        )
+        for index, blob in enumerate(image.blobs()):
+            entries.append(
+                f'url = "{base}/blobs/{blob.digest}"\noutput = "{folder / f"{number}.{index}"}"\n'
             )
-            refs.append(ref)
-    return refs
+    config = folder.with_name(f"{folder.name}.curlrc")
+    # "next" between entries: each request with its own options; -Z makes them in parallel.
+    config.write_text("next\n".join(f"silent\nfail\n{entry}" for entry in entries))
+    return config
 
 
 PULL_MANY = """
@@ -351,11 +379,31 @@ def large_case(work: Path, host: str, number: int, mib: int, layers: int, runs: 
     return lines
 
 
-def small_case(work: Path, host: str, args: argparse.Namespace) -> str:
-    """Many small images, kubelet-sim vs ``skopeo sync``: the printed line."""
-    small = anyio.run(seed_small, host, args.small)
+def small_case(work: Path, host: str, args: argparse.Namespace) -> list[str]:
+    """Many small images, kubelet-sim vs ``skopeo sync`` and the curl floor: the printed lines.
+
+    The floor is one ``curl --parallel`` process making kubelet-sim's requests, as many at once
+    as kubelet-sim pulls images, then one ``sha256sum`` of every body and a sync of the folder.
+    """
+    seeded = anyio.run(seed_small, host, args.small)
+    small = [ref for ref, _ in seeded]
     warmed = work / "ksim-small-warm-up"
     warm_up([sys.executable, "-c", PULL_MANY, str(warmed), str(args.parallel), *small[:3]], warmed)
+
+    def floor(i: int) -> list[str]:
+        folder = work / f"curl-small-{i}"
+        folder.mkdir()
+        config = small_floor(host, seeded, folder, args.parallel)
+        return [
+            "bash", "-c",
+            f"curl --parallel --parallel-max {args.parallel} --config {config} "
+            f"&& sha256sum {folder}/* > /dev/null && sync --file-system {folder}",
+        ]  # fmt: skip
+
+    def cleanup(i: int) -> None:
+        for side in ("ksim", "skopeo", "curl"):
+            shutil.rmtree(work / f"{side}-small-{i}", ignore_errors=True)
+
     figures = medians(
         args.small_runs,
         {
@@ -367,10 +415,17 @@ def small_case(work: Path, host: str, args: argparse.Namespace) -> str:
                 "skopeo", "sync", "--src-tls-verify=false", "--src", "docker", "--dest",
                 "dir", f"{host}/bench/small", str(work / f"skopeo-small-{i}"),
             ],
+            "curl": floor,
         },
+        cleanup,
     )  # fmt: skip
-    ksim, peer = figures["ksim"], figures["skopeo"]
-    return ratio_line(f"{args.small} small images x3 layers", ksim, peer, "skopeo sync")
+    ksim, peer, curl = figures["ksim"], figures["skopeo"], figures["curl"]
+    name = f"{args.small} small images x3 layers"
+    return [
+        ratio_line(name, ksim, peer, "skopeo sync"),
+        ratio_line(name, ksim, curl, "curl floor "),
+        f"{name}: the curl floor is {curl[0] / peer[0]:.2f} of skopeo sync",
+    ]
 
 
 def main() -> int:
@@ -407,7 +462,7 @@ def main() -> int:
             for number, (mib, layers) in enumerate(cases):
                 lines.extend(large_case(work, registry.host, number, mib, layers, args.runs))
             if args.small:  # none: skopeo sync would fail on the empty repository (404)
-                lines.append(small_case(work, registry.host, args))
+                lines.extend(small_case(work, registry.host, args))
             print("\n".join(lines))
         finally:
             registry.stop()
