@@ -396,7 +396,7 @@ def small_case(work: Path, host: str, args: argparse.Namespace) -> list[str]:
         config = small_floor(host, seeded, folder, args.parallel)
         return [
             "bash", "-c",
-            f"curl --parallel --parallel-max {args.parallel} --config {config} "
+            f"curl --parallel --parallel-immediate --parallel-max {args.parallel} --config {config} "
             f"&& sha256sum {folder}/* > /dev/null && sync --file-system {folder}",
         ]  # fmt: skip
 

@@ -9,7 +9,11 @@ A. nodes:       1, 10, 100 nodes, kubelet defaults (serial pulls, QPS 5/burst 10
 B. parallelism: 1 node, 16 pods with 16 distinct images (2 MiB base + 2 x 1 MiB each) at t=0,
                 +100 ms on every registry request through the fault proxy, QPS limit off;
                 serial vs ``maxParallelImagePulls`` 2, 4, 8. Speed-up = serial makespan / makespan,
-                against the ideal (the limit: N pulls overlap completely).
+                against the ideal (the limit: N pulls overlap completely) and against a floor:
+                the same 16 pulls' requests by curl through the same proxy, N images at a time
+                (per image one curl for HEAD, manifest and config in a row, one for its layers
+                at once; a layer two images share fetched by the first only), so the registry's
+                own answer time under N pulls on this machine shows in the floor's speed-up too.
 
     .venv/bin/python benchmarks/scaling.py [--nodes 1,10,100] [--parallel 2,4,8] [--latency-ms 100]
 """
@@ -18,14 +22,22 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
+import subprocess
 import sys
 import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import anyio.from_thread
+import httpx
 from pull_vs_skopeo import run_measured
 
 from kubelet_sim.cli.main import configure_logging
+from kubelet_sim.registry import mediatypes as mt
+from kubelet_sim.sim.faultproxy import FaultKind, FaultPlan, FaultProxy, FaultWindow
 from kubelet_sim.sim.registry import RegistryConfig, RegistryProcess
 
 KSIM = [sys.executable, "-m", "kubelet_sim"]
@@ -102,11 +114,92 @@ def bench(workload: str, work: Path, host: str, name: str) -> dict[str, Any]:
     }
 
 
+class CurlFloor:
+    """Part B's floor: each image's requests by curl, ``limit`` images at a time, through a
+    fault proxy of its own adding the same latency to every request.
+
+    Per image: one curl for the HEAD of the tag, the manifest and the config, in a row (each
+    needs the one before it), then one for the image's layers at once. A layer several images
+    share is fetched by the first of them only, as a node fetches it once.
+    """
+
+    def __init__(self, registry: str, repositories: list[str], latency_ms: int, work: Path):
+        self.registry = registry
+        self.latency = latency_ms / 1000
+        self.work = work
+        self.images: list[tuple[str, str, str, list[str]]] = []  # repo, manifest, config, layers
+        seen: set[str] = set()
+        accept = f"{mt.OCI_MANIFEST}, {mt.DOCKER_MANIFEST}"
+        with httpx.Client(base_url=f"http://{registry}/v2") as client:
+            for repository in repositories:
+                answer = client.get(f"/{repository}/manifests/1.0", headers={"Accept": accept})
+                answer.raise_for_status()
+                doc = answer.json()
+                layers = [d["digest"] for d in doc["layers"] if d["digest"] not in seen]
+                seen.update(layers)
+                digest = answer.headers["Docker-Content-Digest"]
+                self.images.append((repository, digest, doc["config"]["digest"], layers))
+
+    def makespan(self, proxy: str, limit: int) -> float:
+        """Seconds from the first request to the last answer, ``limit`` images at a time."""
+        folder = self.work / f"floor-{limit}"
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir()
+        started = time.perf_counter()
+        with ThreadPoolExecutor(limit) as pool:
+            for failure in pool.map(
+                lambda n: self._chain(proxy, folder, n), range(len(self.images))
+            ):
+                if failure:
+                    raise SystemExit(f"curl floor: {failure}")
+        elapsed = time.perf_counter() - started
+        shutil.rmtree(folder)
+        return elapsed
+
+    def _chain(self, proxy: str, folder: Path, number: int) -> str:
+        repository, manifest, config, layers = self.images[number]
+        base = f"http://{proxy}/v2/{repository}"
+        accept = f"Accept: {mt.OCI_MANIFEST}, {mt.DOCKER_MANIFEST}"
+        first = [
+            "curl", "-sf", "--head", "-o", "/dev/null", "-H", accept, f"{base}/manifests/1.0",
+            "--next", "-sf", "-o", str(folder / f"{number}.m"), "-H", accept,
+            f"{base}/manifests/{manifest}",
+            "--next", "-sf", "-o", str(folder / f"{number}.c"), f"{base}/blobs/{config}",
+        ]  # fmt: skip
+        second = ["curl", "-sf", "--parallel", "--parallel-immediate"]
+        for index, layer in enumerate(layers):
+            second += ["-o", str(folder / f"{number}.{index}"), f"{base}/blobs/{layer}"]
+        for argv in (first, second) if layers else (first,):
+            done = subprocess.run(argv, capture_output=True, text=True, check=False)
+            if done.returncode != 0:
+                return f"{repository}: curl exited {done.returncode}: {done.stderr.strip()}"
+        return ""
+
+    def run(self, limits: list[int]) -> dict[int, float]:
+        """The floor's makespan for each of ``limits``, all through one proxy."""
+        plan = FaultPlan((FaultWindow(FaultKind.LATENCY, delay=self.latency),))
+        proxy = FaultProxy(self.registry, plan)
+        with anyio.from_thread.start_blocking_portal() as portal:
+            future, _ = portal.start_task(proxy.run)
+            try:
+                return {limit: self.makespan(proxy.host, limit) for limit in limits}
+            finally:
+                future.cancel()
+
+
+def repositories(registry: str, prefix: str) -> list[str]:
+    """The registry's repositories that start with ``prefix``, in catalogue order."""
+    with httpx.Client() as client:
+        answer = client.get(f"http://{registry}/v2/_catalog", params={"n": 1000})
+        answer.raise_for_status()
+        return [r for r in answer.json()["repositories"] if r.startswith(prefix)]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--nodes", default="1,10,100")
+    parser.add_argument("--nodes", default="1,10,100", help="node counts for A (empty: no A)")
     parser.add_argument("--parallel", default="2,4,8")
     parser.add_argument("--latency-ms", type=int, default=100)
     parser.add_argument("--json", type=Path, help="also write the results here")
@@ -120,7 +213,7 @@ def main() -> int:
             print("A. same rollout per node, kubelet defaults (serial pulls)")
             print(f"{'nodes':>6} {'makespan':>9} {'p50':>7} {'p90':>7} {'p99':>7} {'max':>7} "
                   f"{'pulls':>6} {'MiB':>7} {'CPU s':>6} {'RSS MiB':>8}")  # fmt: skip
-            for n in (int(x) for x in args.nodes.split(",")):
+            for n in (int(x) for x in args.nodes.split(",") if x):
                 text = NODES_WORKLOAD.format(nodes=n, web=2 * n)
                 r = bench(text, work, registry.host, f"nodes-{n}")
                 results["nodes"].append(r)
@@ -130,10 +223,8 @@ def main() -> int:
                       f"{r['bytes'] / 2**20:>7.0f} {r['cpu']:>6.1f} "
                       f"{r['process_peak_rss_mib']:>8}")  # fmt: skip
             print(f"\nB. 1 node, 16 images at once, +{args.latency_ms} ms per registry request")
-            print(f"{'setting':>10} {'makespan':>9} {'p50':>7} {'p99':>7} {'in flight':>9} "
-                  f"{'speed-up':>8} {'ideal':>6} {'efficiency':>10}")  # fmt: skip
-            serial = None
-            for limit in [1, *(int(x) for x in args.parallel.split(","))]:
+            limits = [1, *(int(x) for x in args.parallel.split(","))]
+            for limit in limits:
                 if limit == 1:
                     label, kubelet = "serial", "{serializeImagePulls: true, registryPullQPS: 0}"
                 else:
@@ -144,15 +235,28 @@ def main() -> int:
                     label=label, kubelet=kubelet, latency=args.latency_ms
                 )
                 r = bench(text, work, registry.host, f"parallel-{label}")
-                makespan = r["makespan"]
-                serial = serial or makespan
+                r["limit"] = limit
+                results["parallel"].append(r)
+            floor = CurlFloor(
+                registry.host, repositories(registry.host, "par/"), args.latency_ms, work
+            ).run(limits)
+            print(f"{'setting':>10} {'makespan':>9} {'p50':>7} {'p99':>7} {'in flight':>9} "
+                  f"{'speed-up':>8} {'ideal':>6} {'efficiency':>10} | {'curl floor':>10} "
+                  f"{'speed-up':>8} {'efficiency':>10} | {'of floor':>8}")  # fmt: skip
+            serial, floor_serial = results["parallel"][0]["makespan"], floor[1]
+            for r in results["parallel"]:
+                limit, makespan = r["limit"], r["makespan"]
+                label = "serial" if limit == 1 else f"max-{limit}"
                 r["speedup"] = round(serial / makespan, 2)
                 r["ideal"] = min(limit, 16)
-                results["parallel"].append(r)
+                r["floor_makespan"] = round(floor[limit], 3)
+                r["floor_speedup"] = round(floor_serial / floor[limit], 2)
                 t = r["ttr"]
                 print(f"{label:>10} {makespan:>8.2f}s {t['p50']:>6.2f}s {t['p99']:>6.2f}s "
                       f"{r['peak_in_flight']:>9} {r['speedup']:>7.2f}x {r['ideal']:>5}x "
-                      f"{r['speedup'] / r['ideal']:>9.0%}")  # fmt: skip
+                      f"{r['speedup'] / r['ideal']:>9.0%} | {floor[limit]:>9.2f}s "
+                      f"{r['floor_speedup']:>7.2f}x {r['floor_speedup'] / r['ideal']:>9.0%} | "
+                      f"{r['speedup'] / r['floor_speedup']:>7.0%}")  # fmt: skip
         finally:
             registry.stop()
     if args.json:
