@@ -935,3 +935,79 @@ async def test_a_slow_layer_reports_progress_more_than_ten_times_a_second() -> N
     assert len(reports) >= 10 * span
     assert len(reports) >= 10
     assert max(b - a for (a, _), (b, _) in itertools.pairwise(reports)) < 0.2
+
+
+@pytest.mark.parametrize("server_closes", [False, True], ids=["kept-open", "closed-by-server"])
+async def test_an_idle_pooled_connection_is_reused_until_the_server_closes_it(
+    server_closes: bool,
+) -> None:
+    """httpcore checks an idle connection's socket before reusing it (kubelet-sim makes that
+    check cheaper): a connection the server keeps open serves the next request, one it closed
+    while idle is replaced, without an error."""
+    accepted: list[int] = []
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0)
+    port = listener.extra(anyio.abc.SocketAttribute.local_port)
+
+    async def serve(stream: anyio.abc.SocketStream) -> None:
+        accepted.append(1)
+        async with stream:
+            while True:
+                request = b""
+                while b"\r\n\r\n" not in request:
+                    try:
+                        request += await stream.receive()
+                    except (anyio.EndOfStream, anyio.BrokenResourceError):
+                        return
+                await stream.send(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                if server_closes:
+                    return  # closes the kept-alive connection while the client holds it idle
+
+    async with listener, anyio.create_task_group() as tg:
+        tg.start_soon(listener.serve, serve)
+        async with boundary.make_http_client(TransportSettings()) as http:
+            for _ in range(3):
+                answer = await http.get(f"http://127.0.0.1:{port}/v2/")
+                assert (answer.status_code, answer.text) == (200, "ok")
+                await anyio.sleep(0.05)  # the server's FIN arrives while the connection is idle
+        tg.cancel_scope.cancel()
+    assert len(accepted) == (3 if server_closes else 1)
+
+
+def test_the_cheaper_idle_check_is_installed_once() -> None:
+    from httpcore._backends.anyio import AnyIOStream
+
+    boundary.make_http_client(TransportSettings())
+    installed = AnyIOStream.get_extra_info
+    boundary.make_http_client(TransportSettings())
+    assert AnyIOStream.get_extra_info is installed
+    assert getattr(installed, "kubelet_sim", False)
+
+
+async def test_the_cheaper_idle_check_answers_as_httpcores_own() -> None:
+    """Not readable while the server keeps an idle connection open; readable once it closed it
+    (httpcore then drops the connection), as on a stream that never cached its socket."""
+    import httpcore
+
+    boundary.make_http_client(TransportSettings())
+    closed, gone = anyio.Event(), anyio.Event()
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0)
+    port = listener.extra(anyio.abc.SocketAttribute.local_port)
+
+    async def serve(stream: anyio.abc.SocketStream) -> None:
+        await closed.wait()
+        await stream.aclose()  # on loopback the FIN is there when close returns
+        gone.set()
+
+    async with listener, anyio.create_task_group() as tg:
+        tg.start_soon(listener.serve, serve)
+        stream = await httpcore.AnyIOBackend().connect_tcp("127.0.0.1", port)
+        for _ in range(3):
+            assert stream.get_extra_info("is_readable") is False
+        assert stream.get_extra_info("socket") is not None
+        closed.set()
+        with anyio.fail_after(5):
+            await gone.wait()
+        assert stream.get_extra_info("is_readable") is True
+        await stream.aclose()
+        assert stream.get_extra_info("is_readable") is True  # no socket left: treated as gone
+        tg.cancel_scope.cancel()
