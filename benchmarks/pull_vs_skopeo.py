@@ -14,7 +14,8 @@ the median of ``--runs``:
   the client's, the daemon that writes the content is not counted);
 - small: kubelet-sim pulling every tag (8 in parallel) vs ``skopeo sync --src docker --dest dir``,
   vs a floor of the same requests by one ``curl --parallel`` (8 at once, none waiting for another),
-  every body hashed and the folder synced.
+  every body hashed and the folder synced, and vs the same requests by httpx alone in
+  kubelet-sim's order (what its HTTP library costs before anything is hashed or stored).
 
 Each round runs every side once, in turn, so a machine that slows down slows them all alike.
 kubelet-sim's modules are byte-compiled before any timing, as an installed copy's are.
@@ -28,6 +29,7 @@ kubelet-sim is faster or smaller). Run it by hand:
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import statistics
@@ -243,6 +245,60 @@ def small_floor(host: str, seeded: list[tuple[str, Image]], folder: Path, parall
     return config
 
 
+HTTPX_MANY = """
+import anyio, httpx, json, sys
+
+ACCEPT = {"Accept": sys.argv[3]}
+
+async def main(plan, parallel):
+    limits = httpx.Limits(max_connections=100, max_keepalive_connections=20)
+    async with httpx.AsyncClient(limits=limits, trust_env=False) as client:
+        limiter = anyio.CapacityLimiter(parallel)
+
+        async def get(url, headers=None):
+            async with client.stream("GET", url, headers=headers) as answer:
+                answer.raise_for_status()
+                async for _ in answer.aiter_raw():
+                    pass
+
+        async def one(image):
+            async with limiter:
+                (await client.head(image["tag"], headers=ACCEPT)).raise_for_status()
+                await get(image["manifest"], ACCEPT)
+                await get(image["config"])
+                async with anyio.create_task_group() as tg:
+                    for url in image["layers"]:
+                        tg.start_soon(get, url)
+
+        async with anyio.create_task_group() as tg:
+            for image in plan:
+                tg.start_soon(one, image)
+
+anyio.run(main, json.loads(open(sys.argv[1]).read()), int(sys.argv[2]))
+"""
+"""The small images' requests by httpx alone, in kubelet-sim's order (per image the HEAD of the
+tag, the manifest, the config, then its layers at once; ``parallel`` images at a time), bodies
+read and dropped: what the HTTP library costs before any hashing or storing."""
+
+
+def httpx_plan(host: str, seeded: list[tuple[str, Image]], path: Path) -> Path:
+    """The URLs :data:`HTTPX_MANY` fetches, one entry per image, written to ``path``."""
+    plan = []
+    for ref, image in seeded:
+        repository, tag = ref.split("/", 1)[1].rsplit(":", 1)
+        base = f"http://{host}/v2/{repository}"
+        plan.append(
+            {
+                "tag": f"{base}/manifests/{tag}",
+                "manifest": f"{base}/manifests/{image.manifest.digest}",
+                "config": f"{base}/blobs/{image.config.digest}",
+                "layers": [f"{base}/blobs/{layer.digest}" for layer in image.layers],
+            }
+        )
+    path.write_text(json.dumps(plan))
+    return path
+
+
 PULL_MANY = """
 import anyio, sys
 from pathlib import Path
@@ -384,6 +440,8 @@ def small_case(work: Path, host: str, args: argparse.Namespace) -> list[str]:
 
     The floor is one ``curl --parallel`` process making kubelet-sim's requests, as many at once
     as kubelet-sim pulls images, then one ``sha256sum`` of every body and a sync of the folder.
+    "httpx alone" makes the same requests in kubelet-sim's order with the HTTP library
+    kubelet-sim uses, and nothing else (:data:`HTTPX_MANY`).
     """
     seeded = anyio.run(seed_small, host, args.small)
     small = [ref for ref, _ in seeded]
@@ -404,6 +462,10 @@ def small_case(work: Path, host: str, args: argparse.Namespace) -> list[str]:
         for side in ("ksim", "skopeo", "curl"):
             shutil.rmtree(work / f"{side}-small-{i}", ignore_errors=True)
 
+    plan = httpx_plan(host, seeded, work / "httpx-small.json")
+    accept = f"{mt.OCI_MANIFEST}, {mt.DOCKER_MANIFEST}"
+    httpx_side = [sys.executable, "-c", HTTPX_MANY, str(plan), str(args.parallel), accept]
+
     figures = medians(
         args.small_runs,
         {
@@ -416,15 +478,19 @@ def small_case(work: Path, host: str, args: argparse.Namespace) -> list[str]:
                 "dir", f"{host}/bench/small", str(work / f"skopeo-small-{i}"),
             ],
             "curl": floor,
+            "httpx": lambda i: httpx_side,
         },
         cleanup,
     )  # fmt: skip
-    ksim, peer, curl = figures["ksim"], figures["skopeo"], figures["curl"]
+    ksim, peer = figures["ksim"], figures["skopeo"]
+    curl, alone = figures["curl"], figures["httpx"]
     name = f"{args.small} small images x3 layers"
     return [
         ratio_line(name, ksim, peer, "skopeo sync"),
         ratio_line(name, ksim, curl, "curl floor "),
-        f"{name}: the curl floor is {curl[0] / peer[0]:.2f} of skopeo sync",
+        ratio_line(name, ksim, alone, "httpx alone"),
+        f"{name}: of skopeo sync, the curl floor is {curl[0] / peer[0]:.2f}, httpx alone "
+        f"{alone[0] / peer[0]:.2f}",
     ]
 
 
