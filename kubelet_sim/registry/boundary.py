@@ -423,10 +423,14 @@ def _cheaper_idle_checks() -> None:
     stream finds the socket through anyio's typed attributes each time, which builds every
     attribute of the socket anew, ``getpeername`` included: with 8 pulls at once, 19 such lookups
     a request and a fifth of the time httpx spends per request. The stream's socket never
-    changes, so it is looked up once per stream; the readiness test is httpcore's own.
+    changes, so it is looked up once per stream; the readiness test is httpcore's own. An
+    httpcore without these (private) names keeps its own check.
     """
-    from httpcore._backends.anyio import AnyIOStream
-    from httpcore._utils import is_socket_readable
+    try:
+        from httpcore._backends.anyio import AnyIOStream
+        from httpcore._utils import is_socket_readable
+    except ImportError:  # pragma: no cover - the locked httpcore has both
+        return
 
     original = AnyIOStream.get_extra_info
     if getattr(original, "kubelet_sim", False):

@@ -984,30 +984,42 @@ def test_the_cheaper_idle_check_is_installed_once() -> None:
 
 
 async def test_the_cheaper_idle_check_answers_as_httpcores_own() -> None:
-    """Not readable while the server keeps an idle connection open; readable once it closed it
-    (httpcore then drops the connection), as on a stream that never cached its socket."""
+    """Each stream looks its own socket up once: not readable while its server keeps the idle
+    connection open, readable once the server closed it (httpcore then drops the connection),
+    and no socket left after the client closed it (treated as gone, as httpcore does)."""
     import httpcore
 
     boundary.make_http_client(TransportSettings())
-    closed, gone = anyio.Event(), anyio.Event()
+    close_first, gone = anyio.Event(), anyio.Event()
+    served: list[anyio.abc.SocketStream] = []
     listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0)
     port = listener.extra(anyio.abc.SocketAttribute.local_port)
 
     async def serve(stream: anyio.abc.SocketStream) -> None:
-        await closed.wait()
-        await stream.aclose()  # on loopback the FIN is there when close returns
-        gone.set()
+        served.append(stream)
+        if len(served) == 1:
+            await close_first.wait()
+            await stream.aclose()  # on loopback the FIN is there when close returns
+            gone.set()
+        else:
+            await anyio.sleep_forever()
 
     async with listener, anyio.create_task_group() as tg:
         tg.start_soon(listener.serve, serve)
-        stream = await httpcore.AnyIOBackend().connect_tcp("127.0.0.1", port)
-        for _ in range(3):
+        backend = httpcore.AnyIOBackend()
+        first = await backend.connect_tcp("127.0.0.1", port)
+        second = await backend.connect_tcp("127.0.0.1", port)
+        for stream in (first, second):
             assert stream.get_extra_info("is_readable") is False
-        assert stream.get_extra_info("socket") is not None
-        closed.set()
+            cached = stream.__dict__["_kubelet_sim_socket"]  # the cheap path: looked up once
+            assert cached is stream.get_extra_info("socket")
+        assert first.__dict__["_kubelet_sim_socket"] is not second.__dict__["_kubelet_sim_socket"]
+        close_first.set()
         with anyio.fail_after(5):
             await gone.wait()
-        assert stream.get_extra_info("is_readable") is True
-        await stream.aclose()
-        assert stream.get_extra_info("is_readable") is True  # no socket left: treated as gone
+        assert first.get_extra_info("is_readable") is True
+        assert second.get_extra_info("is_readable") is False  # its own socket, still open
+        await first.aclose()
+        assert first.get_extra_info("is_readable") is True
+        await second.aclose()
         tg.cancel_scope.cancel()
