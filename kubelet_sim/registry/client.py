@@ -78,17 +78,13 @@ MAX_INDEX_DEPTH = 4
 MAX_CONFIG_SIZE = 8 * 1024 * 1024
 
 
-@dataclass(frozen=True, slots=True)
-class ResolvedImage:
-    """A reference resolved down to one platform's manifest and config."""
+class _Resolution:
+    """What a resolved reference names, for :class:`ResolvedManifest` and :class:`ResolvedImage`."""
 
+    __slots__ = ()
     reference: ImageReference
     descriptor: Descriptor
-    manifest_descriptor: Descriptor
     manifest: ImageManifest
-    config: bytes = field(repr=False)
-    platform: Platform | None
-    index: ImageIndex | None = None
 
     @property
     def repo_digest(self) -> str:
@@ -103,6 +99,49 @@ class ResolvedImage:
     @property
     def size(self) -> int:
         return self.manifest.size
+
+
+@dataclass(frozen=True, slots=True)
+class ResolvedImage(_Resolution):
+    """A reference resolved down to one platform's manifest and config."""
+
+    reference: ImageReference
+    descriptor: Descriptor
+    manifest_descriptor: Descriptor
+    manifest: ImageManifest
+    config: bytes = field(repr=False)
+    platform: Platform | None
+    index: ImageIndex | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ResolvedManifest(_Resolution):
+    """A reference resolved down to one platform's manifest, before its config is fetched.
+
+    ``config`` is there when choosing the manifest needed it (an index entry without a platform
+    runs only if its config's does); otherwise the config is fetched beside the layers, as
+    containerd fetches a manifest's children (:meth:`RegistryClient.image_config`).
+    """
+
+    reference: ImageReference
+    descriptor: Descriptor
+    manifest_descriptor: Descriptor
+    manifest: ImageManifest
+    platform: Platform | None
+    index: ImageIndex | None = None
+    config: bytes | None = field(default=None, repr=False)
+
+    def with_config(self, config: bytes) -> ResolvedImage:
+        """The whole resolution, with the manifest's (verified) config."""
+        return ResolvedImage(
+            reference=self.reference,
+            descriptor=self.descriptor,
+            manifest_descriptor=self.manifest_descriptor,
+            manifest=self.manifest,
+            config=config,
+            platform=self.platform,
+            index=self.index,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -381,6 +420,21 @@ class RegistryClient:
         Raises:
             NoMatchingPlatformError: the index offers no manifest for the platform.
         """
+        resolved = await self.resolve_manifest(ref, platform, creds)
+        return resolved.with_config(await self.image_config(resolved, creds))
+
+    async def resolve_manifest(
+        self,
+        ref: ImageReference,
+        platform: Platform | None = None,
+        creds: Credentials | None = None,
+    ) -> ResolvedManifest:
+        """Resolve ``ref`` for ``platform`` (default: this host's) down to one manifest; its
+        config is fetched only when an index entry without a platform makes it decide.
+
+        Raises:
+            NoMatchingPlatformError: the index offers no manifest for the platform.
+        """
         wanted = platform or host_platform()
         matcher = node_matcher(wanted)
         top = await self.resolve(ref, creds)
@@ -404,21 +458,30 @@ class RegistryClient:
                 index=index,
             )
             parsed = await self.fetch_manifest(ref, current, creds)
-        config = await self._fetch_config(ref, parsed.config, creds)
+        config = None
         if first_index is not None and current.platform is None:
             # image.go: a child manifest without platform runs only if its config's does.
+            config = await self._fetch_config(ref, parsed.config, creds)
             declared = _config_platform(config, parsed.config.digest)
             if not matcher.match(declared):
                 raise NoMatchingPlatformError(str(wanted), [str(declared)])
-        return ResolvedImage(
+        return ResolvedManifest(
             reference=ref,
             descriptor=top,
             manifest_descriptor=current,
             manifest=parsed,
-            config=config,
             platform=current.platform,
             index=first_index,
+            config=config,
         )
+
+    async def image_config(
+        self, resolved: ResolvedManifest | ResolvedImage, creds: Credentials | None
+    ) -> bytes:
+        """The resolved manifest's config, verified: the copy resolving it read, if any."""
+        if resolved.config is not None:
+            return resolved.config
+        return await self._fetch_config(resolved.reference, resolved.manifest.config, creds)
 
     async def _fetch_config(
         self, ref: ImageReference, desc: Descriptor, creds: Credentials | None
@@ -467,8 +530,11 @@ class RegistryClient:
         sink: BlobSink,
         creds: Credentials | None = None,
         progress: ProgressFn | None = None,
+        *,
+        before_commit: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
-        """Stream the layer ``desc`` into ``sink`` and commit it once size and digest check out.
+        """Stream the layer ``desc`` into ``sink`` and commit it once size and digest check out
+        (after awaiting ``before_commit``, when given).
 
         The layer's ``urls`` (http/https) are tried first, without credentials; a 404 there moves
         to the next one, any other failure fails the fetch (containerd ``fetcher.go``). Then the
@@ -495,6 +561,8 @@ class RegistryClient:
                     )
                 except RegistryNotFoundError as exc:
                     raise _blob_not_found(desc, exc) from exc
+            if before_commit is not None:
+                await before_commit()
             await sink.commit(desc.digest, desc.size)
         except BaseException:
             with anyio.CancelScope(shield=True):
@@ -509,43 +577,77 @@ class RegistryClient:
         platform: Platform | None = None,
         creds: Credentials | None = None,
         progress: ProgressFn | None = None,
-        resolved: ResolvedImage | None = None,
+        resolved: ResolvedManifest | ResolvedImage | None = None,
     ) -> ResolvedImage:
-        """Resolve ``ref`` and download every layer into the sink ``sink_for`` returns.
+        """Resolve ``ref``, then fetch its config and download every layer into the sink
+        ``sink_for`` returns.
 
-        ``sink_for`` returns None for a blob that is already present (it is then skipped). Layers
-        download concurrently, at most ``max_concurrent_downloads`` at a time.
+        ``sink_for`` returns None for a blob that is already present (it is then skipped). The
+        config and the layers are fetched concurrently, at most ``max_concurrent_downloads`` at
+        a time (:func:`for_each_child`).
         """
-        image = resolved or await self.resolve_image(ref, platform, creds)
+        head = resolved or await self.resolve_manifest(ref, platform, creds)
+        config = b""
+
+        async def fetch_config(desc: Descriptor) -> None:
+            nonlocal config
+            config = await self.image_config(head, creds)
 
         async def one(layer: Descriptor) -> None:
             sink = await sink_for(layer)
             if sink is not None:
                 await self.fetch_blob(ref, layer, sink, creds, progress)
 
-        await for_each_layer(image.manifest.layers, self.settings.max_concurrent_downloads, one)
-        return image
+        limit = self.settings.max_concurrent_downloads
+        await for_each_child(head.manifest, limit, fetch_config, one)
+        return head if isinstance(head, ResolvedImage) else head.with_config(config)
 
 
-async def for_each_layer(
-    layers: Sequence[Descriptor], limit: int, fn: Callable[[Descriptor], Awaitable[None]]
+async def for_each_child(
+    manifest: ImageManifest,
+    limit: int,
+    config: Callable[[Descriptor], Awaitable[None]],
+    layer: Callable[[Descriptor], Awaitable[None]],
 ) -> None:
-    """Run ``fn`` on each distinct layer, at most ``limit`` at once (containerd's
-    ``MaxConcurrentDownloads``); the first failure cancels the rest and is raised as itself."""
-    limiter = anyio.CapacityLimiter(limit)
+    """Run ``config`` on the manifest's config and ``layer`` on each distinct layer, concurrently
+    and at most ``limit`` at once, the config first.
 
-    async def one(layer: Descriptor) -> None:
-        async with limiter:
-            await fn(layer)
-
+    containerd fetches a manifest's children (``images.Children``: the config, then the layers)
+    side by side under one ``MaxConcurrentDownloads`` limiter (``images.Dispatch``), so the
+    config costs no round trip of its own before the layers start.
+    """
+    calls: list[tuple[Callable[[Descriptor], Awaitable[None]], Descriptor]] = [
+        (config, manifest.config)
+    ]
     seen: set[Digest] = set()
+    for desc in manifest.layers:
+        if desc.digest not in seen:
+            seen.add(desc.digest)
+            calls.append((layer, desc))
+    await run_limited(calls, limit)
+
+
+async def run_limited(
+    calls: Sequence[tuple[Callable[[Descriptor], Awaitable[None]], Descriptor]], limit: int
+) -> None:
+    """Run each ``fn(desc)`` of ``calls`` concurrently, at most ``limit`` at once, each taking
+    its place in the order given (containerd's ``Dispatch`` acquires the limiter before it
+    starts each child, whatever order a scheduler would run them in); the first failure
+    cancels the rest and is raised as itself."""
+    places = anyio.Semaphore(limit)
+
+    async def one(fn: Callable[[Descriptor], Awaitable[None]], desc: Descriptor) -> None:
+        try:
+            await fn(desc)
+        finally:
+            places.release()
+
     failure: BaseException | None = None
     try:
         async with anyio.create_task_group() as tg:
-            for layer in layers:
-                if layer.digest not in seen:
-                    seen.add(layer.digest)
-                    tg.start_soon(one, layer)
+            for fn, desc in calls:
+                await places.acquire()
+                tg.start_soon(one, fn, desc)
     except* Exception as group:
         # Raised after the handler, not in it: Python before 3.11.4 (Debian 12's 3.11.2) wraps
         # an exception raised inside ``except*`` in a new group.

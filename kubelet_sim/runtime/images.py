@@ -32,7 +32,6 @@ import anyio
 import structlog
 
 from kubelet_sim.core.credentials import Credentials
-from kubelet_sim.core.digest import Digest
 from kubelet_sim.core.platforms import Platform, host_platform
 from kubelet_sim.core.pods import PulledImage
 from kubelet_sim.core.reference import ImageReference, parse_docker_ref
@@ -50,7 +49,7 @@ from kubelet_sim.errors import (
     RegistryError,
 )
 from kubelet_sim.registry import mediatypes as mt
-from kubelet_sim.registry.client import RegistryClient, ResolvedImage, for_each_layer
+from kubelet_sim.registry.client import RegistryClient, ResolvedImage, for_each_child
 from kubelet_sim.registry.manifests import Descriptor, ImageIndex, ImageManifest
 from kubelet_sim.store import ImageRecord, NodeStore, Store
 
@@ -251,22 +250,31 @@ class ImageService(Generic[StoreT]):
         self.registry_pulls += 1
         downloaded = 0
         async with self.store.lease():
-            resolved = await self.resolver.resolve_image(ref, self.platform, creds)
-            check_runnable(resolved)
-            if on_resolved is not None:
-                # Resolving with these credentials proved access: record it before the image
-                # can be present, so it is never present without a record (no "preloaded" gap).
-                await on_resolved(str(resolved.image_id), creds.fingerprint() if creds else "")
-            extra: list[Digest] = []
-            if resolved.index is not None:
-                await self.store.put_blob(resolved.index.raw, resolved.index.digest)
-                extra.append(resolved.index.digest)
-            await self.store.put_blob(resolved.manifest.raw, resolved.manifest.digest)
-            await self.store.put_blob(resolved.config, resolved.manifest.config.digest)
-
+            head = await self.resolver.resolve_manifest(ref, self.platform, creds)
+            check_manifest(head.manifest)
+            extra = [head.index.digest] if head.index is not None else []
             trace = CURRENT.get()
             if trace is not None:
-                trace.downloading({str(la.digest): la.size for la in resolved.manifest.layers})
+                trace.downloading({str(la.digest): la.size for la in head.manifest.layers})
+
+            # The config is fetched beside the layers, as containerd dispatches a manifest's
+            # children. Nothing is stored, and no layer committed, before it shows an image.
+            configs: list[bytes] = []
+            checked = anyio.Event()
+
+            async def config(desc: Descriptor) -> None:
+                raw = await self.resolver.image_config(head, creds)
+                check_config(head.manifest, raw)
+                if on_resolved is not None:
+                    # Resolving with these credentials proved access: record it before the
+                    # image can be present, so it is never present without a record.
+                    await on_resolved(str(head.image_id), creds.fingerprint() if creds else "")
+                if head.index is not None:
+                    await self.store.put_blob(head.index.raw, head.index.digest)
+                await self.store.put_blob(head.manifest.raw, head.manifest.digest)
+                await self.store.put_blob(raw, desc.digest)
+                configs.append(raw)
+                checked.set()
 
             async def one(layer: Descriptor) -> None:
                 nonlocal downloaded
@@ -281,7 +289,9 @@ class ImageService(Generic[StoreT]):
                             progress(str(ref), desc, received)
 
                     resumed_at = sink.written  # what an earlier attempt's ingest already holds
-                    await self.client.fetch_blob(ref, layer, sink, creds, on_progress)
+                    await self.client.fetch_blob(
+                        ref, layer, sink, creds, on_progress, before_commit=checked.wait
+                    )
                     downloaded += layer.size - resumed_at
                     if self._bytes_observer is not None:
                         self._bytes_observer(layer.size - resumed_at)
@@ -294,7 +304,8 @@ class ImageService(Generic[StoreT]):
                     trace.layer_done()
 
             limit = self.client.settings.max_concurrent_downloads
-            await for_each_layer(resolved.manifest.layers, limit, one)
+            await for_each_child(head.manifest, limit, config, one)
+            resolved = head.with_config(configs[0])
             if trace is not None:
                 trace.committing()
             record = await self.store.commit_image(
@@ -319,26 +330,36 @@ class ImageService(Generic[StoreT]):
         )
 
 
-def check_runnable(resolved: ResolvedImage) -> None:
-    """Refuse a manifest that is not a container image, before anything is stored.
+def check_manifest(manifest: ImageManifest) -> None:
+    """Refuse a manifest that says it is not a container image, before anything is fetched.
 
     containerd unpacks a pulled image's layers into a rootfs from its config's ``diff_ids``; an
     OCI artifact (the empty config ``application/vnd.oci.empty.v1+json``, any other non-image
     config, an ``artifactType``) has no such rootfs and fails with ``mismatched image rootfs and
-    manifest layers`` (``client/image.go: getLayers``).
+    manifest layers`` (``client/image.go: getLayers``). What the manifest alone shows is refused
+    here, before its config or any layer is downloaded; :func:`check_config` reads the config.
 
     Raises:
         NotAnImageError: naming the manifest and what makes it an artifact.
     """
-    manifest = resolved.manifest
     digest = str(manifest.digest)
     if manifest.artifact_type is not None:
         raise NotAnImageError(digest, f"it is an OCI artifact of type {manifest.artifact_type!r}")
     config_type = manifest.config.media_type
     if config_type not in mt.CONFIG_TYPES:
         raise NotAnImageError(digest, f"it is an OCI artifact: config mediaType {config_type!r}")
+
+
+def check_config(manifest: ImageManifest, config: bytes) -> None:
+    """Refuse an image whose config has no rootfs for its layers: not a JSON object, or a count
+    of ``rootfs.diff_ids`` other than the manifest's layers (containerd's ``getLayers``).
+
+    Raises:
+        NotAnImageError: naming the manifest and the config's problem.
+    """
+    digest = str(manifest.digest)
     try:
-        doc = json.loads(resolved.config)
+        doc = json.loads(config)
     except (ValueError, RecursionError):
         doc = None
     if not isinstance(doc, dict):

@@ -210,7 +210,7 @@ async def seed_workload(
     try:
         await _push_all(images, slots, push)
     except* KubeletSimError as group:
-        failure = first_error(group)  # raised below: see registry.client.for_each_layer
+        failure = first_error(group)  # raised below: see registry.client.run_limited
     finally:
         if own_client:
             await registry.aclose()

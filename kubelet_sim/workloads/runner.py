@@ -643,7 +643,7 @@ async def run_workload(
             clock, stop, on_nodes, push_creds,
         )  # fmt: skip
     except* KubeletSimError as group:
-        failure = first_error(group)  # raised below: see registry.client.for_each_layer
+        failure = first_error(group)  # raised below: see registry.client.run_limited
     assert failure is not None
     raise failure from None
 

@@ -84,7 +84,7 @@ async def check_images(workload: Workload, host: str) -> int:
                 for ref in refs:
                     tg.start_soon(one, ref)
         except* RegistryTransportError as group:
-            # Raised below, not here: see registry.client.for_each_layer (Python 3.11.2).
+            # Raised below, not here: see registry.client.run_limited (Python 3.11.2).
             first = first_error(group)
             assert isinstance(first, RegistryTransportError)
             failure = unreachable(host, first)

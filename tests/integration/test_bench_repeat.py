@@ -141,7 +141,7 @@ def test_virtual_repeat_writes_every_run_and_the_repeat_report(tmp_path: Path) -
     assert rep["figures"]["time to ready p50"]["iqr"] == 0
     assert report["summary"]["thresholds"] == [
         {"threshold": "pods_not_ready == 0", "value": 1.0, "passed": False},
-        {"threshold": "time_to_ready.p50 < 5m", "value": 0.015, "passed": True},
+        {"threshold": "time_to_ready.p50 < 5m", "value": 0.012, "passed": True},
     ]
     assert "threshold FAIL: pods_not_ready == 0  (is 1)" in done.stdout
     assert "3 runs: median, range and interquartile range (IQR)" in done.stdout
@@ -203,7 +203,7 @@ def test_compare_of_two_repeat_reports_prints_the_verdicts(tmp_path: Path) -> No
     assert line.rstrip(" │").endswith("slower"), line
     assert "1 of 21 figures changed beyond noise: time to ready p50 (slower)" in text
     md = bench("--compare", str(a), str(b), "--output", "markdown").stdout
-    row = "| time to ready p50 | 0.015 s | 0.000 s | 0.030 s | 0.000 s | +0.015 s | 2.00 | slower |"
+    row = "| time to ready p50 | 0.012 s | 0.000 s | 0.024 s | 0.000 s | +0.012 s | 2.00 | slower |"
     assert row in md
     assert "Medians of 3 runs (A) and 3 runs (B)." in md
     # Against one run of the same workload: as before, with a note.

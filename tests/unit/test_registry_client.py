@@ -33,8 +33,8 @@ from kubelet_sim.errors import (
 from kubelet_sim.registry import boundary
 from kubelet_sim.registry import mediatypes as mt
 from kubelet_sim.registry.auth import AuthManager
-from kubelet_sim.registry.client import RegistryClient
-from kubelet_sim.registry.manifests import Descriptor
+from kubelet_sim.registry.client import RegistryClient, for_each_child, run_limited
+from kubelet_sim.registry.manifests import Descriptor, ImageManifest, parse_manifest
 from kubelet_sim.registry.transport import Transport, TransportSettings, parse_retry_after
 from kubelet_sim.sim.images import (
     Blob,
@@ -1023,3 +1023,66 @@ async def test_the_cheaper_idle_check_answers_as_httpcores_own() -> None:
         assert first.get_extra_info("is_readable") is True
         await second.aclose()
         tg.cancel_scope.cancel()
+
+
+def _children(layers: int) -> ImageManifest:
+    image = build_image("children", "linux/amd64", tuple(1000 + i for i in range(layers)))
+    parsed = parse_manifest(image.manifest.data, mt.OCI_MANIFEST, image.manifest.digest)
+    assert isinstance(parsed, ImageManifest)
+    return parsed
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_the_config_takes_its_place_first_whatever_order_the_scheduler_runs_tasks(
+    backend: str,
+) -> None:
+    """Layers that wait for the config while holding their places must not take them all:
+    the config is placed first, as containerd's ``Dispatch`` acquires before it starts a child
+    (trio runs new tasks in a random order, so this ran into a deadlock one time in two)."""
+    manifest = _children(3)
+
+    async def main() -> list[str]:
+        order: list[str] = []
+        config_done = anyio.Event()
+
+        async def config(desc: Descriptor) -> None:
+            order.append("config")
+            await anyio.sleep(0.001)
+            config_done.set()
+
+        async def layer(desc: Descriptor) -> None:
+            order.append(str(desc.digest))
+            await config_done.wait()
+
+        with anyio.fail_after(5):
+            await for_each_child(manifest, 3, config, layer)
+        return order
+
+    for _ in range(20):
+        order = anyio.run(main, backend=backend)
+        assert order[0] == "config"
+        assert sorted(order[1:]) == sorted(str(la.digest) for la in manifest.layers)
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_run_limited_keeps_the_limit_and_raises_the_first_failure(backend: str) -> None:
+    manifest = _children(6)
+    calls_in_flight: list[int] = []
+
+    async def main() -> None:
+        running = 0
+
+        async def fn(desc: Descriptor) -> None:
+            nonlocal running
+            running += 1
+            calls_in_flight.append(running)
+            await anyio.sleep(0.001)
+            running -= 1
+            if desc.digest == manifest.layers[3].digest:
+                raise ManifestError("the fourth failed")
+
+        await run_limited([(fn, desc) for desc in manifest.layers], 2)
+
+    with pytest.raises(ManifestError, match="the fourth failed"):
+        anyio.run(main, backend=backend)
+    assert max(calls_in_flight) == 2

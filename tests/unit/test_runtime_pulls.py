@@ -8,11 +8,12 @@ when a layer resumes) and serve what a real registry would not (artifacts, lying
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx
 import pytest
 
@@ -20,6 +21,7 @@ from kubelet_sim.core.digest import Digest
 from kubelet_sim.core.platforms import parse_platform
 from kubelet_sim.core.reference import parse_normalized
 from kubelet_sim.engine.manager import cri_error_message
+from kubelet_sim.engine.ports import Layer
 from kubelet_sim.errors import (
     BlobNotFoundError,
     KubeletSimError,
@@ -174,15 +176,9 @@ def image_config(diff_ids: int) -> Blob:
             "application/vnd.example.sbom",
             id="artifact-type",
         ),
-        pytest.param(
-            {}, image_config(3), "lists 3 rootfs.diff_ids for 1 layers", id="rootfs-mismatch"
-        ),
-        pytest.param(
-            {}, Blob(mt.OCI_CONFIG, b"[]"), "is not a JSON object", id="config-not-an-object"
-        ),
     ],
 )
-async def test_an_artifact_is_refused_before_any_layer_is_downloaded(
+async def test_an_artifact_its_manifest_shows_is_refused_before_anything_is_fetched(
     registry: FakeRegistry, tmp_path: Path, fields: dict[str, str], config: Blob, problem: str
 ) -> None:
     manifest, payload = artifact("one", config=config, **fields)
@@ -194,9 +190,99 @@ async def test_an_artifact_is_refused_before_any_layer_is_downloaded(
         assert caught.value.digest == str(manifest.digest)
         assert problem in str(caught.value)
         assert "mismatched image rootfs and manifest layers" in str(caught.value)
-        assert f"/v2/{REPO}/blobs/{payload.digest}" not in registry.gets()
+        assert not [path for path in registry.gets() if "/blobs/" in path]  # config nor layer
         assert await images.store.list_images(include_absent=True) == []
         assert await images.store.blob_refcounts() == {}
+
+
+@asynccontextmanager
+async def held_service(
+    registry: FakeRegistry,
+    root: Path,
+    digest: Digest,
+    until: anyio.Event,
+    release_when: Callable[[list[str]], bool] = lambda asked: False,
+) -> AsyncIterator[tuple[ImageService, list[str]]]:
+    """A service whose registry holds its answer for the blob ``digest`` until ``until`` is
+    set (by the test, or here once ``release_when`` holds for the paths asked so far); with
+    the paths in the order they were asked (before any answer)."""
+    asked: list[str] = []
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        asked.append(request.url.path)
+        if release_when(asked):
+            until.set()
+        if request.url.path.endswith(f"/blobs/{digest}"):
+            with anyio.fail_after(5):  # never set: the pull waited for this answer first
+                await until.wait()
+        return registry.handler(request)
+
+    http = httpx.AsyncClient(transport=httpx.MockTransport(handler))
+    async with (
+        await Store.open(root) as store,
+        RegistryClient(Transport(settings=FAST, http=http)) as client,
+    ):
+        yield ImageService(client, store, platform=parse_platform("linux/amd64")), asked
+
+
+@pytest.mark.parametrize(
+    ("config", "problem"),
+    [
+        pytest.param(image_config(3), "lists 3 rootfs.diff_ids for 1 layers", id="rootfs-mismatch"),
+        pytest.param(Blob(mt.OCI_CONFIG, b"[]"), "is not a JSON object", id="config-not-an-object"),
+    ],
+)
+async def test_an_image_whose_config_has_no_rootfs_is_refused_before_any_layer_is_stored(
+    registry: FakeRegistry, tmp_path: Path, config: Blob, problem: str
+) -> None:
+    """The config comes beside the layers (containerd's dispatch): a layer that arrived first,
+    whole, waits for the config's verdict and is then discarded; nothing is left behind."""
+    manifest, payload = artifact("one", config=config)
+    registry.blobs |= {str(config.digest): config.data, str(payload.digest): payload.data}
+    registry.put_manifest("v1", manifest)
+    layer_in = anyio.Event()
+
+    def progress(image: str, layer: Layer, received: int) -> None:
+        if layer.digest == payload.digest and received == len(payload.data):
+            layer_in.set()
+
+    root = tmp_path / "store"
+    async with held_service(registry, root, config.digest, layer_in) as (images, _):
+        with pytest.raises(NotAnImageError) as caught:
+            await images.pull_image(parse_normalized(f"{NAME}:v1"), progress=progress)
+        assert problem in str(caught.value)
+        assert "mismatched image rootfs and manifest layers" in str(caught.value)
+        assert layer_in.is_set()  # the layer had been downloaded whole before the config came
+        assert await images.store.list_images(include_absent=True) == []
+        assert await images.store.blob_refcounts() == {}
+    assert list((root / "tmp").iterdir()) == []
+
+
+async def test_the_config_is_fetched_beside_the_layers_as_containerd_does(
+    registry: FakeRegistry, tmp_path: Path
+) -> None:
+    """One round trip fewer than config first: the config is asked first of the manifest's
+    children, and the layers go out before its answer (here held until both were asked)."""
+    image = build_image("beside", "linux/amd64", (1000, 2000))
+    registry.push("v1", image)
+    layers = {f"/v2/{REPO}/blobs/{layer.digest}" for layer in image.layers}
+    both_asked = anyio.Event()
+
+    async with held_service(
+        registry,
+        tmp_path / "store",
+        image.config.digest,
+        both_asked,
+        release_when=lambda asked: layers <= set(asked),
+    ) as (images, asked):
+        pulled = await images.pull_image(parse_normalized(f"{NAME}:v1"))
+        assert pulled.image_ref == str(image.config.digest)
+        blobs = [path for path in asked if "/blobs/" in path]
+        assert blobs[0] == f"/v2/{REPO}/blobs/{image.config.digest}"
+        assert set(blobs[1:]) == layers
+        record = await images.image_status(f"{NAME}:v1")
+        assert record is not None
+        assert await images.store.read_blob(image.config.digest) == image.config.data
 
 
 async def test_two_artifacts_sharing_the_empty_config_never_become_one_image(
