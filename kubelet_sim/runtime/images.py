@@ -14,9 +14,12 @@ As containerd's CRI ``PullImage``:
   of that digest come from the store when it has them (``Always`` with the image present costs
   one request); layers already committed are never fetched, and a layer an earlier attempt or
   process left half-downloaded is resumed with a ``Range`` request;
+- the config is fetched beside the layers, first of the manifest's children and under the same
+  limit (``max_concurrent_downloads``), as containerd's ``images.Dispatch`` fetches them;
 - what is not a container image (an OCI artifact: a config of another media type, an
-  ``artifactType``, a rootfs that does not list the layers) is refused before any layer is
-  downloaded (containerd fails to unpack it: ``mismatched image rootfs and manifest layers``).
+  ``artifactType``, a rootfs that does not list the layers) is refused, what the manifest shows
+  before anything is fetched, what only the config shows before any layer is stored
+  (containerd fails to unpack it: ``mismatched image rootfs and manifest layers``).
 """
 
 from __future__ import annotations
