@@ -11,9 +11,10 @@ B. parallelism: 1 node, 16 pods with 16 distinct images (2 MiB base + 2 x 1 MiB 
                 serial vs ``maxParallelImagePulls`` 2, 4, 8. Speed-up = serial makespan / makespan,
                 against the ideal (the limit: N pulls overlap completely) and against a floor:
                 the same 16 pulls' requests by curl through the same proxy, N images at a time
-                (per image one curl for HEAD, manifest and config in a row, one for its layers
-                at once; a layer two images share fetched by the first only), so the registry's
-                own answer time under N pulls on this machine shows in the floor's speed-up too.
+                (per image one curl for HEAD and manifest in a row, one for its config and
+                layers at once; a layer two images share fetched by the first only), so the
+                registry's own answer time under N pulls on this machine shows in the floor's
+                speed-up too.
 
     .venv/bin/python benchmarks/scaling.py [--nodes 1,10,100] [--parallel 2,4,8] [--latency-ms 100]
 """
@@ -37,6 +38,7 @@ from pull_vs_skopeo import run_measured
 
 from kubelet_sim.cli.main import configure_logging
 from kubelet_sim.registry import mediatypes as mt
+from kubelet_sim.registry.client import ClientSettings
 from kubelet_sim.sim.faultproxy import FaultKind, FaultPlan, FaultProxy, FaultWindow
 from kubelet_sim.sim.registry import RegistryConfig, RegistryProcess
 
@@ -118,8 +120,9 @@ class CurlFloor:
     """Part B's floor: each image's requests by curl, ``limit`` images at a time, through a
     fault proxy of its own adding the same latency to every request.
 
-    Per image: one curl for the HEAD of the tag, the manifest and the config, in a row (each
-    needs the one before it), then one for the image's layers at once. A layer several images
+    Per image, as kubelet-sim (and containerd) pulls it: one curl for the HEAD of the tag and
+    the manifest, in a row (each needs the one before it), then one for the config and the
+    image's layers, 3 at a time (containerd's ``max_concurrent_downloads``). A layer several images
     share is fetched by the first of them only, as a node fetches it once, and the others do
     not wait for it as a node's pulls do: the floor errs on the fast side.
     """
@@ -165,12 +168,13 @@ class CurlFloor:
             "curl", "-sf", "--head", "-o", "/dev/null", "-H", accept, f"{base}/manifests/1.0",
             "--next", "-sf", "-o", str(folder / f"{number}.m"), "-H", accept,
             f"{base}/manifests/{manifest}",
-            "--next", "-sf", "-o", str(folder / f"{number}.c"), f"{base}/blobs/{config}",
         ]  # fmt: skip
-        second = ["curl", "-sf", "--parallel", "--parallel-immediate"]
+        at_once = str(ClientSettings().max_concurrent_downloads)  # containerd's 3, as the node
+        second = ["curl", "-sf", "--parallel", "--parallel-immediate", "--parallel-max", at_once]
+        second += ["-o", str(folder / f"{number}.c"), f"{base}/blobs/{config}"]
         for index, layer in enumerate(layers):
             second += ["-o", str(folder / f"{number}.{index}"), f"{base}/blobs/{layer}"]
-        for argv in (first, second) if layers else (first,):
+        for argv in (first, second):
             done = subprocess.run(argv, capture_output=True, text=True, check=False)
             if done.returncode != 0:
                 return f"{repository}: curl exited {done.returncode}: {done.stderr.strip()}"
