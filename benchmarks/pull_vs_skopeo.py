@@ -266,10 +266,15 @@ async def main(plan, parallel):
             async with limiter:
                 (await client.head(image["tag"], headers=ACCEPT)).raise_for_status()
                 await get(image["manifest"], ACCEPT)
-                await get(image["config"])
+                children = anyio.CapacityLimiter(3)  # containerd's max_concurrent_downloads
+
+                async def child(url):
+                    async with children:
+                        await get(url)
+
                 async with anyio.create_task_group() as tg:
-                    for url in image["layers"]:
-                        tg.start_soon(get, url)
+                    for url in [image["config"], *image["layers"]]:
+                        tg.start_soon(child, url)
 
         async with anyio.create_task_group() as tg:
             for image in plan:
@@ -278,7 +283,7 @@ async def main(plan, parallel):
 anyio.run(main, json.loads(open(sys.argv[1]).read()), int(sys.argv[2]))
 """
 """The small images' requests by httpx alone, in kubelet-sim's order (per image the HEAD of the
-tag, the manifest, the config, then its layers at once; ``parallel`` images at a time), bodies
+tag, the manifest, then its config and layers 3 at a time; ``parallel`` images at a time), bodies
 read and dropped: what the HTTP library costs before any hashing or storing. The client is
 kubelet-sim's (``make_http_client``: its limits, timeouts and httpcore settings)."""
 
