@@ -73,8 +73,8 @@ class PullTrace:
     bytes_done: int = 0
     last_byte: float | None = None
     """When the last layer byte arrived."""
-    request: tuple[str, str, float] | None = None
-    """The request being waited on: what, host, since when (None between requests)."""
+    config_pending: bool = False
+    """The image config is being fetched (beside the layers, which commit only after it)."""
     hosts: list[HostTry] = field(default_factory=list)
     session: int = field(default_factory=lambda: next(_SESSIONS))
     """This pull's own number: containerd authorizes each pull afresh (a resolver and an
@@ -83,22 +83,37 @@ class PullTrace:
     """While :attr:`step` is :attr:`Step.SHARING`: the trace of the identical pull it waits
     for, when that pull has one."""
     _received: dict[str, int] = field(default_factory=dict, repr=False)
+    _open: dict[int, tuple[str, str, float]] = field(default_factory=dict, repr=False)
+    _keys: itertools.count[int] = field(default_factory=itertools.count, repr=False)
 
     def started(self, now: float) -> None:
         self.pulling = now
         self.step = Step.RESOLVING
 
-    def trying(self, what: str, host: str, now: float) -> None:
-        self.request = (what, host, now)
+    @property
+    def request(self) -> tuple[str, str, float] | None:
+        """The request waited on longest of those open (the config and layers go out side
+        by side): what, host, since when; None between requests."""
+        return min(self._open.values(), key=lambda r: r[2], default=None)
 
-    def tried(self, attempt: HostTry) -> None:
-        self.request = None
+    def trying(self, what: str, host: str, now: float) -> int:
+        """A request goes out; the key to give :meth:`tried` when it is answered."""
+        key = next(self._keys)
+        self._open[key] = (what, host, now)
+        return key
+
+    def tried(self, attempt: HostTry, key: int | None = None) -> None:
+        """The request ``key`` (from :meth:`trying`) was answered or failed."""
+        if key is not None:
+            self._open.pop(key, None)
         if len(self.hosts) < HOST_TRIES:
             self.hosts.append(attempt)
 
-    def downloading(self, sizes: dict[str, int]) -> None:
-        """The manifest is known: ``sizes`` of its distinct layers by digest."""
+    def downloading(self, sizes: dict[str, int], *, config: bool = False) -> None:
+        """The manifest is known: ``sizes`` of its distinct layers by digest; ``config`` when
+        the image config is still to be fetched (beside them)."""
         self.step = Step.DOWNLOADING
+        self.config_pending = config
         self.layers = len(sizes)
         self.layers_done = 0
         self.bytes_total = sum(sizes.values())
@@ -115,6 +130,10 @@ class PullTrace:
     def layer_done(self) -> None:
         self.layers_done += 1
 
+    def config_checked(self) -> None:
+        """The image config arrived and shows an image to run."""
+        self.config_pending = False
+
     def committing(self) -> None:
         self.step = Step.COMMITTING
 
@@ -122,8 +141,9 @@ class PullTrace:
         """The step in words: ``downloading layer 2/3 (1.2 MB of 4.0 MB)``."""
         if self.step == Step.DOWNLOADING:
             current = min(self.layers_done + 1, self.layers)
+            config = "fetching the image config, " if self.config_pending else ""
             return (
-                f"downloading layer {current}/{self.layers} "
+                f"{config}downloading layer {current}/{self.layers} "
                 f"({_size(self.bytes_done)} of {_size(self.bytes_total)})"
             )
         if self.step == Step.SHARING and self.leader is not None:

@@ -37,8 +37,9 @@ ProgressFn = Callable[[str, Layer, int], None]
 """Called with the image, a layer's descriptor and the bytes of it received so far."""
 
 ResolvedHook = Callable[[str, str], Awaitable[None]]
-"""Called with the image ID and the fingerprint of the credentials that resolved it, before any
-blob is downloaded and before the image can become present (KEP-2535 pull records)."""
+"""Called with the image ID and the fingerprint of the credentials that resolved it, once the
+image config shows an image to run: before anything is stored and before the image can become
+present (KEP-2535 pull records), while its layers may be downloading."""
 
 
 class ImageStatus(Protocol):

@@ -230,21 +230,20 @@ class RegistryClient:
             )
             started = anyio.current_time()
             trace = CURRENT.get()
-            if trace is not None:
-                trace.trying(what, host.host, started)
+            key = trace.trying(what, host.host, started) if trace is not None else None
             try:
                 result = await call(target)
             except ManifestError as exc:
-                self._observe(what, target, is_upstream, started, exc)
+                self._observe(what, target, is_upstream, started, exc, key)
                 raise
             except RegistryError as exc:
-                self._observe(what, target, is_upstream, started, exc)
+                self._observe(what, target, is_upstream, started, exc, key)
                 if best is None or _rank(exc) > _rank(best):
                     best = exc
                 if not target.last:
                     log.info("registry.next_host", host=host.host, error=str(exc))
             else:
-                self._observe(what, target, is_upstream, started, None)
+                self._observe(what, target, is_upstream, started, None, key)
                 return result
         assert best is not None
         raise best
@@ -256,6 +255,7 @@ class RegistryClient:
         upstream: bool,
         started: float,
         error: RegistryError | None,
+        key: int | None = None,
     ) -> None:
         seconds = anyio.current_time() - started
         with_creds = target.creds is not None
@@ -272,7 +272,8 @@ class RegistryClient:
                     seconds,
                     error.status if error is not None else None,
                     error.message if error is not None else "",
-                )
+                ),
+                key,
             )
 
     async def blob_size(

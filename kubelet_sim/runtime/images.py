@@ -15,11 +15,14 @@ As containerd's CRI ``PullImage``:
   one request); layers already committed are never fetched, and a layer an earlier attempt or
   process left half-downloaded is resumed with a ``Range`` request;
 - the config is fetched beside the layers, first of the manifest's children and under the same
-  limit (``max_concurrent_downloads``), as containerd's ``images.Dispatch`` fetches them;
+  limit (``max_concurrent_downloads``), as containerd's ``images.Dispatch`` fetches them; a
+  layer commits only once the config shows an image to run (a pull that shares another's
+  download of a layer waits for that pull's config too);
 - what is not a container image (an OCI artifact: a config of another media type, an
   ``artifactType``, a rootfs that does not list the layers) is refused, what the manifest shows
-  before anything is fetched, what only the config shows before any layer is stored
-  (containerd fails to unpack it: ``mismatched image rootfs and manifest layers``).
+  before anything is fetched, what only the config shows before any layer is stored, and the
+  partial downloads of its layers are removed (containerd fails to unpack it: ``mismatched
+  image rootfs and manifest layers``).
 """
 
 from __future__ import annotations
@@ -258,26 +261,36 @@ class ImageService(Generic[StoreT]):
             extra = [head.index.digest] if head.index is not None else []
             trace = CURRENT.get()
             if trace is not None:
-                trace.downloading({str(la.digest): la.size for la in head.manifest.layers})
+                sizes = {str(la.digest): la.size for la in head.manifest.layers}
+                trace.downloading(sizes, config=head.config is None)
 
             # The config is fetched beside the layers, as containerd dispatches a manifest's
             # children. Nothing is stored, and no layer committed, before it shows an image.
             configs: list[bytes] = []
             checked = anyio.Event()
+            refused: list[NotAnImageError] = []
 
             async def config(desc: Descriptor) -> None:
                 raw = await self.resolver.image_config(head, creds)
-                check_config(head.manifest, raw)
+                try:
+                    check_config(head.manifest, raw)
+                except NotAnImageError as exc:
+                    refused.append(exc)
+                    raise
                 if on_resolved is not None:
                     # Resolving with these credentials proved access: record it before the
                     # image can be present, so it is never present without a record.
                     await on_resolved(str(head.image_id), creds.fingerprint() if creds else "")
+                # The verdict before the puts: a layer of the same digest as the config (or as
+                # another pull's config) may be the download these puts wait for.
+                checked.set()
+                if trace is not None:
+                    trace.config_checked()
                 if head.index is not None:
                     await self.store.put_blob(head.index.raw, head.index.digest)
                 await self.store.put_blob(head.manifest.raw, head.manifest.digest)
                 await self.store.put_blob(raw, desc.digest)
                 configs.append(raw)
-                checked.set()
 
             async def one(layer: Descriptor) -> None:
                 nonlocal downloaded
@@ -307,7 +320,15 @@ class ImageService(Generic[StoreT]):
                     trace.layer_done()
 
             limit = self.client.settings.max_concurrent_downloads
-            await for_each_child(head.manifest, limit, config, one)
+            try:
+                await for_each_child(head.manifest, limit, config, one)
+            except Exception:
+                if not refused:
+                    raise
+                # Nobody will resume a refused image's layers: keep nothing of them, and say
+                # why it failed even if a layer failed first.
+                await self.store.discard_ingests([la.digest for la in head.manifest.layers])
+                raise refused[0] from None
             resolved = head.with_config(configs[0])
             if trace is not None:
                 trace.committing()

@@ -20,7 +20,7 @@ import contextvars
 import os
 import sqlite3
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from functools import partial
@@ -513,6 +513,22 @@ class ContentStore:
 
         freed = await self._db.run(work, what="pruning unreferenced blobs")
         return tuple(d for d, _ in freed), sum(s for _, s in freed)
+
+    async def discard_ingests(self, digests: Sequence[Digest]) -> None:
+        """Remove the ingests of ``digests`` that no writer of ours has open (downloads nobody
+        will resume: their image was refused); one worker call."""
+        files = [
+            path
+            for digest in digests
+            if str(digest) not in self._ingesting
+            for path in ingest.paths(self._layout.tmp, digest)
+        ]
+        if not files:
+            return
+        try:
+            await anyio.to_thread.run_sync(lambda: ingest.discard(*files))
+        except OSError as exc:
+            raise io_error(exc, "removing partial downloads", folder=self.root) from exc
 
     async def prune_ingests(self, now: float | None = None) -> list[Path]:
         """Remove partial downloads untouched for longer than the expiry, or whose blob got

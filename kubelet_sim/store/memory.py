@@ -332,6 +332,9 @@ class MemoryStore:
         """Record a verified blob (called by its sink's ``commit``)."""
         self._blobs[str(digest)] = size
 
+    async def discard_ingests(self, digests: Sequence[Digest]) -> None:
+        """As the durable store's; a memory sink keeps no partial download, so there is none."""
+
     def lease(self) -> AbstractAsyncContextManager[None]:
         """As the durable store's lease; nothing frees a blob here, so there is nothing to hold."""
         return contextlib.nullcontext()

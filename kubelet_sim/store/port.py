@@ -65,6 +65,11 @@ class NodeStore(Protocol):
         """
         ...
 
+    async def discard_ingests(self, digests: Sequence[Digest]) -> None:
+        """Remove the partial downloads of ``digests`` that no writer has open: downloads
+        nobody will resume (their image was refused)."""
+        ...
+
     def lease(self) -> AbstractAsyncContextManager[None]:
         """Protect the blobs this task ensures until the block ends (wrap a pull in it)."""
         ...

@@ -46,13 +46,31 @@ def test_a_trace_goes_from_waiting_to_layers_with_their_bytes() -> None:
 
 def test_a_trace_keeps_the_request_it_waits_on_and_a_bounded_list_of_tries() -> None:
     trace = PullTrace(0.0)
-    trace.trying("resolve", "mirror.test", 1.0)
+    key = trace.trying("resolve", "mirror.test", 1.0)
     assert trace.request == ("resolve", "mirror.test", 1.0)
+    trace.tried(HostTry("resolve", "mirror.test", "mirror", False, 0.1, None, "refused"), key)
     for _ in range(HOST_TRIES + 5):
         trace.tried(HostTry("layer", "mirror.test", "mirror", False, 0.1, None, "refused"))
     assert trace.request is None
     assert len(trace.hosts) == HOST_TRIES
     assert not trace.hosts[0].ok
+
+
+def test_requests_side_by_side_each_close_their_own_and_the_oldest_is_waited_on() -> None:
+    """The config and the layers go out at once: a layer's answer must not hide the config's
+    open request, and the one waited on longest is the one a stall is counted from."""
+    trace = PullTrace(0.0)
+    trace.downloading({"sha256:a": 1000, "sha256:b": 1000}, config=True)
+    config = trace.trying("config", "registry.test", 2.0)
+    layer = trace.trying("layer", "registry.test", 2.5)
+    assert trace.request == ("config", "registry.test", 2.0)
+    trace.tried(HostTry("layer", "registry.test", "upstream", False, 0.1), layer)
+    assert trace.request == ("config", "registry.test", 2.0)
+    assert trace.describe() == "fetching the image config, downloading layer 1/2 (0 B of 2.0 kB)"
+    trace.tried(HostTry("config", "registry.test", "upstream", False, 0.1), config)
+    trace.config_checked()
+    assert trace.request is None
+    assert trace.describe() == "downloading layer 1/2 (0 B of 2.0 kB)"
 
 
 @pytest.mark.parametrize(

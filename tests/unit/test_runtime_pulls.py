@@ -35,8 +35,8 @@ from kubelet_sim.registry import mediatypes as mt
 from kubelet_sim.registry.client import RegistryClient
 from kubelet_sim.registry.transport import Transport, TransportSettings
 from kubelet_sim.runtime.images import ImageService
-from kubelet_sim.sim.images import Blob, Image, build_image
-from kubelet_sim.store import FLUSH_BYTES, Store
+from kubelet_sim.sim.images import Blob, Image, build_image, random_bytes
+from kubelet_sim.store import FLUSH_BYTES, MemoryStore, NodeStore, Store
 from kubelet_sim.store import ingest as ingests
 from kubelet_sim.testing.fakeregistry import REPO, FakeRegistry
 
@@ -236,8 +236,16 @@ async def test_an_image_whose_config_has_no_rootfs_is_refused_before_any_layer_i
     registry: FakeRegistry, tmp_path: Path, config: Blob, problem: str
 ) -> None:
     """The config comes beside the layers (containerd's dispatch): a layer that arrived first,
-    whole, waits for the config's verdict and is then discarded; nothing is left behind."""
-    manifest, payload = artifact("one", config=config)
+    whole (past the writer's first flush, so it is on disk as a resumable ingest), waits for the
+    config's verdict and is then discarded; nothing is left behind."""
+    payload = Blob(mt.OCI_LAYER, random_bytes("refused", 2 * FLUSH_BYTES + 1))
+    doc = {
+        "schemaVersion": 2,
+        "mediaType": mt.OCI_MANIFEST,
+        "config": config.descriptor(),
+        "layers": [payload.descriptor()],
+    }
+    manifest = Blob(mt.OCI_MANIFEST, json.dumps(doc).encode())
     registry.blobs |= {str(config.digest): config.data, str(payload.digest): payload.data}
     registry.put_manifest("v1", manifest)
     layer_in = anyio.Event()
@@ -256,6 +264,33 @@ async def test_an_image_whose_config_has_no_rootfs_is_refused_before_any_layer_i
         assert await images.store.list_images(include_absent=True) == []
         assert await images.store.blob_refcounts() == {}
     assert list((root / "tmp").iterdir()) == []
+
+
+@pytest.mark.parametrize("memory", [False, True], ids=["durable", "memory"])
+async def test_a_layer_that_is_the_config_itself_does_not_deadlock_the_pull(
+    registry: FakeRegistry, tmp_path: Path, memory: bool
+) -> None:
+    """The config's verdict comes before its puts: the put of the config joins the download of
+    the layer with the same digest, which commits only after the verdict."""
+    config = image_config(1)
+    layer = Blob(mt.OCI_LAYER, config.data)  # the same bytes: the same digest
+    doc = {
+        "schemaVersion": 2,
+        "mediaType": mt.OCI_MANIFEST,
+        "config": config.descriptor(),
+        "layers": [layer.descriptor()],
+    }
+    manifest = Blob(mt.OCI_MANIFEST, json.dumps(doc).encode())
+    registry.blobs[str(config.digest)] = config.data
+    registry.put_manifest("v1", manifest)
+    http = httpx.AsyncClient(transport=httpx.MockTransport(registry.handler))
+    store: Store | MemoryStore = MemoryStore() if memory else await Store.open(tmp_path / "store")
+    async with store, RegistryClient(Transport(settings=FAST, http=http)) as client:
+        images = ImageService[NodeStore](client, store, platform=parse_platform("linux/amd64"))
+        with anyio.fail_after(5):
+            pulled = await images.pull_image(parse_normalized(f"{NAME}:v1"))
+        assert pulled.image_ref == str(config.digest)
+        assert await images.image_status(f"{NAME}:v1") is not None
 
 
 async def test_the_config_is_fetched_beside_the_layers_as_containerd_does(
