@@ -136,9 +136,11 @@ async def test_a_layer_cut_off_resumes_with_a_range_request_after_a_restart(
 EMPTY = Blob(mt.OCI_EMPTY, b"{}")
 
 
-def artifact(seed: str, *, config: Blob = EMPTY, **fields: Any) -> tuple[Blob, Blob]:
+def artifact(
+    seed: str, *, config: Blob = EMPTY, payload: Blob | None = None, **fields: Any
+) -> tuple[Blob, Blob]:
     """An OCI artifact manifest over one blob (``oras push`` style) and that blob."""
-    payload = Blob("application/vnd.example.payload", f"artifact {seed}".encode())
+    payload = payload or Blob("application/vnd.example.payload", f"artifact {seed}".encode())
     doc = {
         "schemaVersion": 2,
         "mediaType": mt.OCI_MANIFEST,
@@ -179,7 +181,7 @@ def image_config(diff_ids: int) -> Blob:
     ],
 )
 async def test_an_artifact_its_manifest_shows_is_refused_before_anything_is_fetched(
-    registry: FakeRegistry, tmp_path: Path, fields: dict[str, str], config: Blob, problem: str
+    registry: FakeRegistry, tmp_path: Path, fields: dict[str, Any], config: Blob, problem: str
 ) -> None:
     manifest, payload = artifact("one", config=config, **fields)
     registry.blobs |= {str(config.digest): config.data, str(payload.digest): payload.data}
@@ -238,14 +240,8 @@ async def test_an_image_whose_config_has_no_rootfs_is_refused_before_any_layer_i
     """The config comes beside the layers (containerd's dispatch): a layer that arrived first,
     whole (past the writer's first flush, so it is on disk as a resumable ingest), waits for the
     config's verdict and is then discarded; nothing is left behind."""
-    payload = Blob(mt.OCI_LAYER, random_bytes("refused", 2 * FLUSH_BYTES + 1))
-    doc = {
-        "schemaVersion": 2,
-        "mediaType": mt.OCI_MANIFEST,
-        "config": config.descriptor(),
-        "layers": [payload.descriptor()],
-    }
-    manifest = Blob(mt.OCI_MANIFEST, json.dumps(doc).encode())
+    layer = Blob(mt.OCI_LAYER, random_bytes("refused", 2 * FLUSH_BYTES + 1))
+    manifest, payload = artifact("big", config=config, payload=layer)
     registry.blobs |= {str(config.digest): config.data, str(payload.digest): payload.data}
     registry.put_manifest("v1", manifest)
     layer_in = anyio.Event()
@@ -273,14 +269,8 @@ async def test_a_layer_that_is_the_config_itself_does_not_deadlock_the_pull(
     """The config's verdict comes before its puts: the put of the config joins the download of
     the layer with the same digest, which commits only after the verdict."""
     config = image_config(1)
-    layer = Blob(mt.OCI_LAYER, config.data)  # the same bytes: the same digest
-    doc = {
-        "schemaVersion": 2,
-        "mediaType": mt.OCI_MANIFEST,
-        "config": config.descriptor(),
-        "layers": [layer.descriptor()],
-    }
-    manifest = Blob(mt.OCI_MANIFEST, json.dumps(doc).encode())
+    same = Blob(mt.OCI_LAYER, config.data)  # the same bytes: the same digest
+    manifest, _ = artifact("same", config=config, payload=same)
     registry.blobs[str(config.digest)] = config.data
     registry.put_manifest("v1", manifest)
     http = httpx.AsyncClient(transport=httpx.MockTransport(registry.handler))
