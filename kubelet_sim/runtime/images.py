@@ -53,6 +53,7 @@ from kubelet_sim.errors import (
     PullError,
     PullReason,
     RegistryError,
+    StoreError,
 )
 from kubelet_sim.registry import mediatypes as mt
 from kubelet_sim.registry.client import RegistryClient, ResolvedImage, for_each_child
@@ -327,7 +328,10 @@ class ImageService(Generic[StoreT]):
                     raise
                 # Nobody will resume a refused image's layers: keep nothing of them, and say
                 # why it failed even if a layer failed first.
-                await self.store.discard_ingests([la.digest for la in head.manifest.layers])
+                try:
+                    await self.store.discard_ingests([la.digest for la in head.manifest.layers])
+                except StoreError as exc:  # the refusal is the pull's error; expiry cleans up
+                    log.warning("store.discard_failed", image=str(ref), error=str(exc))
                 raise refused[0] from None
             resolved = head.with_config(configs[0])
             if trace is not None:
