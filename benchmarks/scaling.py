@@ -12,7 +12,7 @@ B. parallelism: 1 node, 16 pods with 16 distinct images (2 MiB base + 2 x 1 MiB 
                 against the ideal (the limit: N pulls overlap completely) and against a floor:
                 the same 16 pulls' requests by curl through the same proxy, N images at a time
                 (per image one curl for HEAD and manifest in a row, one for its config and
-                layers at once; a layer two images share fetched by the first only), so the
+                layers 3 at a time; a layer two images share fetched by the first only), so the
                 registry's own answer time under N pulls on this machine shows in the floor's
                 speed-up too.
 
