@@ -78,44 +78,8 @@ MAX_INDEX_DEPTH = 4
 MAX_CONFIG_SIZE = 8 * 1024 * 1024
 
 
-class _Resolution:
-    """What a resolved reference names, for :class:`ResolvedManifest` and :class:`ResolvedImage`."""
-
-    __slots__ = ()
-    reference: ImageReference
-    descriptor: Descriptor
-    manifest: ImageManifest
-
-    @property
-    def repo_digest(self) -> str:
-        """``name@digest`` of what the reference resolved to (index or manifest)."""
-        return f"{self.reference.name}@{self.descriptor.digest}"
-
-    @property
-    def image_id(self) -> Digest:
-        """The image ID: the config digest."""
-        return self.manifest.config.digest
-
-    @property
-    def size(self) -> int:
-        return self.manifest.size
-
-
-@dataclass(frozen=True, slots=True)
-class ResolvedImage(_Resolution):
-    """A reference resolved down to one platform's manifest and config."""
-
-    reference: ImageReference
-    descriptor: Descriptor
-    manifest_descriptor: Descriptor
-    manifest: ImageManifest
-    config: bytes = field(repr=False)
-    platform: Platform | None
-    index: ImageIndex | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class ResolvedManifest(_Resolution):
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ResolvedManifest:
     """A reference resolved down to one platform's manifest, before its config is fetched.
 
     ``config`` is there when choosing the manifest needed it (an index entry without a platform
@@ -131,6 +95,20 @@ class ResolvedManifest(_Resolution):
     index: ImageIndex | None = None
     config: bytes | None = field(default=None, repr=False)
 
+    @property
+    def repo_digest(self) -> str:
+        """``name@digest`` of what the reference resolved to (index or manifest)."""
+        return f"{self.reference.name}@{self.descriptor.digest}"
+
+    @property
+    def image_id(self) -> Digest:
+        """The image ID: the config digest."""
+        return self.manifest.config.digest
+
+    @property
+    def size(self) -> int:
+        return self.manifest.size
+
     def with_config(self, config: bytes) -> ResolvedImage:
         """The whole resolution, with the manifest's (verified) config."""
         return ResolvedImage(
@@ -138,10 +116,17 @@ class ResolvedManifest(_Resolution):
             descriptor=self.descriptor,
             manifest_descriptor=self.manifest_descriptor,
             manifest=self.manifest,
-            config=config,
             platform=self.platform,
             index=self.index,
+            config=config,
         )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ResolvedImage(ResolvedManifest):
+    """A reference resolved down to one platform's manifest and config."""
+
+    config: bytes = field(repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -255,14 +240,14 @@ class RegistryClient:
         upstream: bool,
         started: float,
         error: RegistryError | None,
-        key: int | None = None,
+        key: int | None,
     ) -> None:
         seconds = anyio.current_time() - started
         with_creds = target.creds is not None
         if self.observer is not None:
             self.observer(HostOutcome(what, target.host, upstream, with_creds, seconds, error))
         trace = CURRENT.get()
-        if trace is not None:
+        if trace is not None and key is not None:
             trace.tried(
                 HostTry(
                     what,
@@ -476,9 +461,7 @@ class RegistryClient:
             config=config,
         )
 
-    async def image_config(
-        self, resolved: ResolvedManifest | ResolvedImage, creds: Credentials | None
-    ) -> bytes:
+    async def image_config(self, resolved: ResolvedManifest, creds: Credentials | None) -> bytes:
         """The resolved manifest's config, verified: the copy resolving it read, if any."""
         if resolved.config is not None:
             return resolved.config
@@ -578,7 +561,7 @@ class RegistryClient:
         platform: Platform | None = None,
         creds: Credentials | None = None,
         progress: ProgressFn | None = None,
-        resolved: ResolvedManifest | ResolvedImage | None = None,
+        resolved: ResolvedManifest | None = None,
     ) -> ResolvedImage:
         """Resolve ``ref``, then fetch its config and download every layer into the sink
         ``sink_for`` returns.
