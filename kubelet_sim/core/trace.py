@@ -102,10 +102,9 @@ class PullTrace:
         self._open[key] = (what, host, now)
         return key
 
-    def tried(self, attempt: HostTry, key: int | None = None) -> None:
+    def tried(self, attempt: HostTry, key: int) -> None:
         """The request ``key`` (from :meth:`trying`) was answered or failed."""
-        if key is not None:
-            self._open.pop(key, None)
+        self._open.pop(key, None)
         if len(self.hosts) < HOST_TRIES:
             self.hosts.append(attempt)
 

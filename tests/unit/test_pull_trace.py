@@ -50,7 +50,8 @@ def test_a_trace_keeps_the_request_it_waits_on_and_a_bounded_list_of_tries() -> 
     assert trace.request == ("resolve", "mirror.test", 1.0)
     trace.tried(HostTry("resolve", "mirror.test", "mirror", False, 0.1, None, "refused"), key)
     for _ in range(HOST_TRIES + 5):
-        trace.tried(HostTry("layer", "mirror.test", "mirror", False, 0.1, None, "refused"))
+        key = trace.trying("layer", "mirror.test", 2.0)
+        trace.tried(HostTry("layer", "mirror.test", "mirror", False, 0.1, None, "refused"), key)
     assert trace.request is None
     assert len(trace.hosts) == HOST_TRIES
     assert not trace.hosts[0].ok
