@@ -39,6 +39,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import anyio
 
@@ -220,25 +221,38 @@ async def seed_small(host: str, count: int) -> list[tuple[str, Image]]:
     return seeded
 
 
-def small_floor(host: str, seeded: list[tuple[str, Image]], folder: Path) -> Path:
-    """A floor for the small images: a ``curl`` config file of the requests kubelet-sim makes
-    for them as containerd does (HEAD of the tag, then manifest, config and layers by digest),
-    every body to a file of ``folder``. Run with ``--parallel``, it makes them all in no order,
-    with no request waiting for the answer it would need first: less than any client can do."""
-    accept = f"Accept: {mt.OCI_MANIFEST}, {mt.DOCKER_MANIFEST}"
-    entries = []
-    for number, (ref, image) in enumerate(seeded):
+def small_requests(host: str, seeded: list[tuple[str, Image]]) -> list[dict[str, Any]]:
+    """The requests kubelet-sim makes for each small image, as containerd does: the HEAD of the
+    tag, then the manifest, config and layers by digest (one entry of URLs per image)."""
+    plan = []
+    for ref, image in seeded:
         repository, tag = ref.split("/", 1)[1].rsplit(":", 1)
         base = f"http://{host}/v2/{repository}"
-        entries.append(f'url = "{base}/manifests/{tag}"\nhead\nheader = "{accept}"\n')
+        plan.append(
+            {
+                "tag": f"{base}/manifests/{tag}",
+                "manifest": f"{base}/manifests/{image.manifest.digest}",
+                "config": f"{base}/blobs/{image.config.digest}",
+                "layers": [f"{base}/blobs/{layer.digest}" for layer in image.layers],
+            }
+        )
+    return plan
+
+
+def small_floor(plan: list[dict[str, Any]], folder: Path) -> Path:
+    """A floor for the small images: a ``curl`` config file of the ``plan``'s requests, every
+    body to a file of ``folder``. Run with ``--parallel``, it makes them all in no order, with
+    no request waiting for the answer it would need first: less than any client can do."""
+    accept = f"Accept: {mt.OCI_MANIFEST}, {mt.DOCKER_MANIFEST}"
+    entries = []
+    for number, image in enumerate(plan):
+        entries.append(f'url = "{image["tag"]}"\nhead\nheader = "{accept}"\n')
         entries.append(
-            f'url = "{base}/manifests/{image.manifest.digest}"\nheader = "{accept}"\n'
+            f'url = "{image["manifest"]}"\nheader = "{accept}"\n'
             f'output = "{folder / f"{number}.m"}"\n'
         )
-        for index, blob in enumerate(image.blobs()):
-            entries.append(
-                f'url = "{base}/blobs/{blob.digest}"\noutput = "{folder / f"{number}.{index}"}"\n'
-            )
+        for index, url in enumerate([image["config"], *image["layers"]]):
+            entries.append(f'url = "{url}"\noutput = "{folder / f"{number}.{index}"}"\n')
     config = folder.with_name(f"{folder.name}.curlrc")
     # "next" between entries: each request with its own options; -Z makes them in parallel.
     config.write_text("next\n".join(f"silent\nfail\n{entry}" for entry in entries))
@@ -283,27 +297,10 @@ async def main(plan, parallel):
 anyio.run(main, json.loads(open(sys.argv[1]).read()), int(sys.argv[2]))
 """
 """The small images' requests by httpx alone, in kubelet-sim's order (per image the HEAD of the
-tag, the manifest, then its config and layers 3 at a time; ``parallel`` images at a time), bodies
+tag, the manifest, then its config and layers 3 at a time; ``parallel`` images at a time; the
+URLs of :func:`small_requests` from the JSON file its first argument names), bodies
 read and dropped: what the HTTP library costs before any hashing or storing. The client is
 kubelet-sim's (``make_http_client``: its limits, timeouts and httpcore settings)."""
-
-
-def httpx_plan(host: str, seeded: list[tuple[str, Image]], path: Path) -> Path:
-    """The URLs :data:`HTTPX_MANY` fetches, one entry per image, written to ``path``."""
-    plan = []
-    for ref, image in seeded:
-        repository, tag = ref.split("/", 1)[1].rsplit(":", 1)
-        base = f"http://{host}/v2/{repository}"
-        plan.append(
-            {
-                "tag": f"{base}/manifests/{tag}",
-                "manifest": f"{base}/manifests/{image.manifest.digest}",
-                "config": f"{base}/blobs/{image.config.digest}",
-                "layers": [f"{base}/blobs/{layer.digest}" for layer in image.layers],
-            }
-        )
-    path.write_text(json.dumps(plan))
-    return path
 
 
 PULL_MANY = """
@@ -466,12 +463,13 @@ def small_case(work: Path, host: str, args: argparse.Namespace) -> list[str]:
     warmed = work / "ksim-small-warm-up"
     warm_up([sys.executable, "-c", PULL_MANY, str(warmed), str(args.parallel), *small[:3]], warmed)
 
+    requests = small_requests(host, seeded)
     in_flight = args.parallel * 3  # kubelet-sim's most: every image's three layers at once
 
     def floor(i: int) -> list[str]:
         folder = work / f"curl-small-{i}"
         folder.mkdir()
-        config = small_floor(host, seeded, folder)
+        config = small_floor(requests, folder)
         return [
             "bash", "-c",
             f"curl --parallel --parallel-immediate --parallel-max {in_flight} --config {config} "
@@ -482,7 +480,8 @@ def small_case(work: Path, host: str, args: argparse.Namespace) -> list[str]:
         for side in ("ksim", "skopeo", "curl"):
             shutil.rmtree(work / f"{side}-small-{i}", ignore_errors=True)
 
-    plan = httpx_plan(host, seeded, work / "httpx-small.json")
+    plan = work / "httpx-small.json"
+    plan.write_text(json.dumps(requests))
     accept = f"{mt.OCI_MANIFEST}, {mt.DOCKER_MANIFEST}"
     httpx_side = [sys.executable, "-c", HTTPX_MANY, str(plan), str(args.parallel), accept]
 
