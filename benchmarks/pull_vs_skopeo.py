@@ -513,14 +513,28 @@ def small_case(work: Path, host: str, args: argparse.Namespace) -> list[str]:
     ]
 
 
+def large_cases(text: str) -> list[tuple[int, int]]:
+    """``--large``: MIB:LAYERS pairs, comma-separated, each a positive whole number; '' is none."""
+    cases = []
+    for case in filter(None, (part.strip() for part in text.split(","))):
+        mib, sep, layers = case.partition(":")
+        if not (sep and mib.isdigit() and layers.isdigit() and int(mib) > 0 and int(layers) > 0):
+            raise argparse.ArgumentTypeError(
+                f"{case!r} is not MIB:LAYERS with two positive whole numbers (e.g. 256:4)"
+            )
+        cases.append((int(mib), int(layers)))
+    return cases
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
         "--large",
+        type=large_cases,
         default="256:4,1024:8",
-        help="large images as MIB:LAYERS, comma-separated (default 256:4,1024:8)",
+        help="large images as MIB:LAYERS, comma-separated (default 256:4,1024:8; '' for none)",
     )
     parser.add_argument("--runs", type=int, default=5, help="runs per side, the median printed")
     parser.add_argument(
@@ -534,7 +548,7 @@ def main() -> int:
         raise SystemExit(
             "skopeo is not installed: sudo apt-get install -y skopeo (or scripts/bootstrap.sh)"
         )
-    cases = [tuple(int(n) for n in case.split(":")) for case in args.large.split(",")]
+    cases: list[tuple[int, int]] = args.large
     with tempfile.TemporaryDirectory(prefix="ksim-bench-") as tmp:
         work = Path(tmp)
         as_installed(work / "pycache")
