@@ -40,6 +40,8 @@ from matplotlib.axes import Axes
 from matplotlib.colors import to_rgb
 from matplotlib.patches import Patch
 
+from kubelet_sim.workloads.outputs import PLOT_FILES
+
 MAX_TIMELINE_NODES = 60
 """Rows of the pull timeline: larger runs show an even sample of their nodes."""
 MAX_LEGEND_IMAGES = 12
@@ -71,14 +73,14 @@ def write_plots(report: dict[str, Any], out: Path) -> list[Path]:
     """Draw every plot of ``report`` into ``out``; returns the files written."""
     out.mkdir(parents=True, exist_ok=True)
     files = [
-        _timeline(report, out / "pull-timeline.png"),
-        _cdf(report, out / "time-to-ready-cdf.png"),
-        _latency_cdf(report, out / "pull-latency-cdf.png"),
-        _bytes(report, out / "bytes-over-time.png"),
-        _requests(report, out / "registry-requests.png"),
+        _timeline(report, out / PLOT_FILES["timeline"]),
+        _cdf(report, out / PLOT_FILES["time_to_ready"]),
+        _latency_cdf(report, out / PLOT_FILES["pull_latency"]),
+        _bytes(report, out / PLOT_FILES["bytes"]),
+        _requests(report, out / PLOT_FILES["requests"]),
     ]
     if "registry_view" in report:
-        files.append(_registry(report, out / "registry-view.png"))
+        files.append(_registry(report, out / PLOT_FILES["registry_view"]))
     return files
 
 

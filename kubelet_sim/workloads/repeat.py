@@ -344,10 +344,13 @@ def repeat_markdown(report: dict[str, Any], rendered: str) -> str:
 
 
 def save_repeat(report: dict[str, Any], out: Path) -> None:
-    """Write the repeat report's ``report.json`` and ``report.md`` to ``out``."""
+    """Write the repeat report's ``report.json`` and ``report.md`` to ``out``, in place of any
+    earlier report or plots there (the repeat's plots are its median run's, in ``run-K``)."""
     import json
 
     from kubelet_sim.workloads.markdown import render_markdown
+    from kubelet_sim.workloads.outputs import clear_outputs, write_output
 
-    (out / "report.json").write_text(json.dumps(report, indent=1) + "\n")
-    (out / "report.md").write_text(repeat_markdown(report, render_markdown(report)))
+    clear_outputs(out)
+    write_output(out / "report.json", json.dumps(report, indent=1) + "\n")
+    write_output(out / "report.md", repeat_markdown(report, render_markdown(report)))

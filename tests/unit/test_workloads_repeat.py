@@ -27,6 +27,7 @@ from kubelet_sim.workloads.compare import (
     report_figures,
     verdict_summary,
 )
+from kubelet_sim.workloads.outputs import write_output
 from kubelet_sim.workloads.repeat import (
     aggregate_reports,
     figure_stats,
@@ -35,6 +36,7 @@ from kubelet_sim.workloads.repeat import (
     noise_verdict,
     parse_repeat,
     repeat_markdown,
+    save_repeat,
 )
 from kubelet_sim.workloads.report import SCHEMA
 from kubelet_sim.workloads.virtual import run_virtual
@@ -489,3 +491,70 @@ def test_a_run_ctrl_c_ended_with_a_partial_report_is_kept_and_ends_the_repeat(
     assert (len(reports), interrupted) == (2, True)
     assert reports[1]["run"]["interrupted"] is True
     assert not (tmp_path / "run-3").exists()
+
+
+# -- a report folder holds one run's files ------------------------------------------------------
+
+
+def _earlier_run(folder: Path) -> None:
+    """What an earlier run left in ``folder``: its report and two of its plots."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in ("report.json", "report.md", "pull-timeline.png", "registry-view.png"):
+        (folder / name).write_text(f"earlier {name}")
+
+
+def test_a_reused_run_folder_interrupted_before_its_report_keeps_nothing_of_the_earlier_run(
+    one_run: dict[str, Any], tmp_path: Path
+) -> None:
+    _earlier_run(tmp_path / "run-2")  # from an earlier --repeat, in this repeat's run 2
+    _earlier_run(tmp_path / "run-3")
+    (tmp_path / "run-3" / "notes.txt").write_text("mine")  # not a bench's: left alone
+    _earlier_run(tmp_path)  # and the earlier repeat's own report
+
+    def run_once(out: Path) -> dict[str, Any]:
+        if out.name == "run-2":
+            raise KeyboardInterrupt
+        return copy.deepcopy(one_run)
+
+    console = _console()
+    reports, interrupted = bench_command._repeat_runs(console, tmp_path, 3, run_once)
+    assert (len(reports), interrupted) == (1, True)
+    assert not (tmp_path / "run-2").exists()  # only the earlier run's files were in it
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run-1", "run-3"]
+    # run 3 was not reached: its folder is as the earlier repeat left it, and said to be
+    assert len(list((tmp_path / "run-3").iterdir())) == 5
+    assert f"note: run-3 in {tmp_path} are from an earlier repeat, not this one" in _said(console)
+
+
+def test_a_report_saved_without_plots_takes_the_earlier_runs_plots_away(
+    one_run: dict[str, Any], tmp_path: Path
+) -> None:
+    _earlier_run(tmp_path)
+    (tmp_path / "notes.txt").write_text("mine")
+    report = bench_command._save(copy.deepcopy(one_run), tmp_path, plots=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt", "report.json", "report.md"]
+    assert json.loads((tmp_path / "report.json").read_text()) == json.loads(json.dumps(report))
+    assert (tmp_path / "report.md").read_text().startswith("# ")
+
+
+def test_a_repeat_report_replaces_an_earlier_single_runs_report_and_plots(
+    one_run: dict[str, Any], tmp_path: Path
+) -> None:
+    _earlier_run(tmp_path)
+    report = aggregate_reports(_runs(one_run, [1.0, 2.0]), ["run-1", "run-2"])
+    save_repeat(report, tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report.json", "report.md"]
+    assert load_report(tmp_path / "report.json")["repeat"]["runs"] == 2
+
+
+def test_a_report_that_cannot_be_written_is_named_and_leaves_no_temporary_file(
+    one_run: dict[str, Any], tmp_path: Path
+) -> None:
+    (tmp_path / "report.md").mkdir()  # in the way: not a file to remove
+    with pytest.raises(ConfigError, match=r"--out.*cannot remove .*report\.md of an earlier run"):
+        bench_command._save(copy.deepcopy(one_run), tmp_path, plots=False)
+    (tmp_path / "report.md").rmdir()
+    (tmp_path / "report.json").mkdir()  # a file cannot be renamed over a folder
+    with pytest.raises(ConfigError, match=r"--out.*cannot write .*report\.json: Is a directory"):
+        write_output(tmp_path / "report.json", "{}")
+    assert [p.name for p in tmp_path.iterdir()] == ["report.json"]  # no temporary file

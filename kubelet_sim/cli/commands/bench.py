@@ -4,7 +4,7 @@ Every node of the workload runs as its own engine with its own store and setting
 the registry (``--registry HOST:PORT``, else a local one started for the run). Nodes keep the light
 in-memory store (every byte received and verified, nothing written) unless ``--store disk`` or
 ``--keep-stores``. Writes ``report.json``, ``report.md`` and the PNG plots to ``--out`` (default
-``bench-results/<workload name>``).
+``bench-results/<workload name>``), in place of an earlier run's (:mod:`.workloads.outputs`).
 
 Beyond one event loop:
 
@@ -169,7 +169,7 @@ def _bench(args: argparse.Namespace) -> int:
         if repeat is not None:
             runs = _repeat_runs(console, out, repeat, run_once)
         else:
-            report = run_once(out)
+            report = _fresh_run(out, run_once)
     if repeat is not None:
         return _emit_repeat(args, console, out, repeat, *runs)
     return _emit(args, console, report, out)
@@ -220,15 +220,10 @@ def _repeat_runs(
     one, and whether a Ctrl-C stopped the repeat. A run that Ctrl-C ended with a partial report
     (a real run in this process) is kept; one stopped before its report (``--virtual``,
     ``--shards``, or while seeding) is dropped."""
-    stale = sorted(
-        (p.name for p in out.glob("run-*") if p.name[4:].isdigit() and int(p.name[4:]) > count),
-        key=lambda name: int(name[4:]),
-    )
-    if stale:
-        console.print(
-            f"[yellow]note: {', '.join(stale)} in {out} are from an earlier repeat, not this one",
-            highlight=False,
-        )
+    from kubelet_sim.workloads.outputs import clear_outputs
+
+    clear_outputs(out)  # an earlier repeat's report must not outlive this one stopped early
+    _note_earlier_runs(console, out, after=count)
     reports: list[dict[str, Any]] = []
     for k in range(1, count + 1):
         run_out = out / f"run-{k}"
@@ -238,11 +233,12 @@ def _repeat_runs(
             raise ConfigError(None, "--out", f"cannot make {run_out}: {exc.strerror}") from None
         console.print(f"[bold]run {k} of {count}[/bold] -> {run_out}", highlight=False)
         try:
-            report = run_once(run_out)
+            report = _fresh_run(run_out, run_once)
         except KeyboardInterrupt:
             console.print(f"[yellow]interrupted: run {k} is dropped (it wrote no report)")
             with contextlib.suppress(OSError):
                 run_out.rmdir()  # only if empty
+            _note_earlier_runs(console, out, after=k, upto=count)
             return reports, True
         reports.append(report)
         s = report["summary"]
@@ -254,8 +250,31 @@ def _repeat_runs(
             highlight=False,
         )
         if report["run"].get("interrupted"):
+            _note_earlier_runs(console, out, after=k, upto=count)
             return reports, True
     return reports, False
+
+
+def _note_earlier_runs(console: Console, out: Path, *, after: int, upto: int | None = None) -> None:
+    """Say which ``run-K`` folders of ``out`` (``after`` < K, up to ``upto``) this repeat did not
+    write: an earlier repeat's, not this one's."""
+    numbers = (int(p.name[4:]) for p in out.glob("run-*") if p.name[4:].isdigit())
+    earlier = sorted(k for k in numbers if k > after and (upto is None or k <= upto))
+    if earlier:
+        names = ", ".join(f"run-{k}" for k in earlier)
+        console.print(
+            f"[yellow]note: {names} in {out} are from an earlier repeat, not this one",
+            highlight=False,
+        )
+
+
+def _fresh_run(out: Path, run_once: Callable[[Path], dict[str, Any]]) -> dict[str, Any]:
+    """``run_once(out)`` once the files of an earlier run in ``out`` are gone, so that none of
+    them outlives this run if it stops before its own report (see :mod:`.workloads.outputs`)."""
+    from kubelet_sim.workloads.outputs import clear_outputs
+
+    clear_outputs(out)
+    return run_once(out)
 
 
 def _seconds(value: float | None) -> str:
@@ -340,7 +359,7 @@ def _virtual(args: argparse.Namespace, path: Path, workload: Workload, repeat: i
     if repeat is not None:
         return _emit_repeat(args, console, out, repeat, *_repeat_runs(console, out, repeat,
                                                                       run_once))  # fmt: skip
-    return _emit(args, console, run_once(out), out)
+    return _emit(args, console, _fresh_run(out, run_once), out)
 
 
 def _virtual_run(
@@ -679,14 +698,17 @@ def _write(result: BenchResult, out: Path, *, plots: bool) -> dict[str, Any]:
 
 
 def _save(report: dict[str, Any], out: Path, *, plots: bool) -> dict[str, Any]:
+    """Write ``report`` (and its plots) into ``out``, in place of any earlier run's files."""
     from kubelet_sim.workloads import render_markdown
+    from kubelet_sim.workloads.outputs import clear_outputs, write_output
 
+    clear_outputs(out)
     if plots:
         from kubelet_sim.workloads.plots import write_plots
 
         report["plots"] = [p.name for p in write_plots(report, out)]
-    (out / "report.json").write_text(json.dumps(report, indent=1) + "\n")
-    (out / "report.md").write_text(render_markdown(report))
+    write_output(out / "report.json", json.dumps(report, indent=1) + "\n")
+    write_output(out / "report.md", render_markdown(report))
     return report
 
 
