@@ -10,31 +10,32 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from kubelet_sim.workloads.outputs import PLOT_FILES
 from kubelet_sim.workloads.spec import human_bytes
 
 PLOTS = (
-    ("pull-timeline.png", "Pull timeline per node",
+    (PLOT_FILES["timeline"], "Pull timeline per node",
      "One row per node (a sample of at most 60 nodes for large runs); each bar is one image pull "
      "from the moment the puller started it to its end, coloured by image (the legend), failed "
      "pulls marked. Gaps inside a row are time the node spent queueing or in back-off; "
      "overlapping bars show parallel pulls; back-to-back pulls are separate bars."),
-    ("pull-latency-cdf.png", "Pull duration per image (CDF)",
+    (PLOT_FILES["pull_latency"], "Pull duration per image (CDF)",
      "For each image (the most pulled ones), the share of its successful pulls (y) that took at "
      "most x seconds, from the puller's start to the image being stored."),
-    ("time-to-ready-cdf.png", "Pod time to images ready (CDF)",
+    (PLOT_FILES["time_to_ready"], "Pod time to images ready (CDF)",
      "For each node group, the share of pods (y) whose images were all ready within x seconds of "
      "the pod's arrival. Steeper and further left is better; the dotted lines mark p50 and p99 "
      "over all pods."),
-    ("bytes-over-time.png", "Bytes served over time",
+    (PLOT_FILES["bytes"], "Bytes served over time",
      "Top: bytes the nodes received from the registry per second. Bottom: cumulative bytes. With "
      "the fault proxy, shaded spans mark the fault windows."),
-    ("registry-requests.png", "Registry requests and errors over time",
+    (PLOT_FILES["requests"], "Registry requests and errors over time",
      "Registry answers the nodes got per second: all requests, error answers (429 and 5xx) and "
      "requests that got no answer (connection resets, timeouts); fault windows shaded."),
 )  # fmt: skip
 
 REGISTRY_PLOT = (
-    "registry-view.png", "The modelled registry over simulated time",
+    PLOT_FILES["registry_view"], "The modelled registry over simulated time",
     "Virtual runs only. Top: requests, error answers and resets, and tokens issued per second. "
     "Middle: bytes sent per second. Bottom: the most requests and bodies in flight in each "
     "second. Shaded spans mark the fault windows; the spike after an outage is the nodes' "
@@ -274,9 +275,12 @@ def render_markdown(report: dict[str, Any]) -> str:
     if "registry_view" in report:
         lines += _registry_view(report["registry_view"], s["health"])
     lines += ["## Plots", ""]
-    plots = (*PLOTS, REGISTRY_PLOT) if "registry_view" in report else PLOTS
-    for file, title, caption in plots:
-        lines += [f"### {title}", "", f"![{title}]({file})", "", caption, ""]
+    drawn = {name.rsplit("/", 1)[-1] for name in report.get("plots") or ()}
+    for file, title, caption in (*PLOTS, REGISTRY_PLOT):
+        if file in drawn:  # none with --no-plots: no link to a file that is not there
+            lines += [f"### {title}", "", f"![{title}]({file})", "", caption, ""]
+    if not drawn:
+        lines += ["None drawn for this report (`--no-plots`).", ""]
     lines += ["## How to read this report", ""]
     lines += [f"- **{term}**: {text}" for term, text in GLOSSARY]
     lines += ["", "Every figure is measured in this run; `report.json` holds the raw pods, pulls "

@@ -1,16 +1,21 @@
 """The files a bench writes into a report folder (``--out``, or a repeat's ``run-K``).
 
-A folder holds one run's report at a time: the files a run writes are cleared when the run
-starts and again just before its report is written, so none of an earlier run's files (its
-report after this run was interrupted, a plot this run draws no more with ``--no-plots``) sits
-beside this run's and is read as its own. Files a bench does not write are never touched. A
-report file is written whole or not at all (a temporary file renamed over it).
+A folder holds one run's report at a time. A run's files are made in a private folder inside it
+(:func:`staged_outputs`) and only then renamed into place, each over the file of the same name,
+and any report or plot file of an earlier run that this run did not make is removed at that
+moment: no earlier plot sits beside a ``--no-plots`` report, and a run stopped or failed while
+writing leaves the earlier report as it was, never half of each. A run that fails before it
+writes (an unreachable registry, a port in use) leaves the folder alone. Files a bench does not
+write are never touched.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from kubelet_sim.errors import ConfigError
@@ -26,15 +31,70 @@ PLOT_FILES = {
 }
 """Each plot's file name (:func:`kubelet_sim.workloads.plots.write_plots` draws them)."""
 
+OUTPUT_FILES = frozenset((*REPORT_FILES, *PLOT_FILES.values()))
+_STAGING = ".report-"
 
-def clear_outputs(out: Path) -> list[str]:
-    """Remove from ``out`` the report and plot files a bench writes; the names removed.
+
+def check_writable(out: Path) -> None:
+    """Make ``out`` if missing and prove a run can write there, before the run, not after it.
 
     Raises:
-        ConfigError: one of them cannot be removed (named, with the reason).
+        ConfigError: it is not a folder, or cannot be made or written (named, with the reason).
     """
-    removed = []
-    for name in (*REPORT_FILES, *PLOT_FILES.values()):
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        os.rmdir(tempfile.mkdtemp(prefix=_STAGING, dir=out))
+    except OSError as exc:
+        raise ConfigError(None, "--out", f"cannot write into {out}: {exc.strerror}") from None
+
+
+@contextlib.contextmanager
+def staged_outputs(out: Path) -> Iterator[Path]:
+    """A private folder in ``out`` to write a run's report files into; when the block ends
+    without an error they replace the earlier run's (:func:`publish`), else they are dropped.
+
+    Raises:
+        ConfigError: ``out`` cannot be written, or a file cannot be put in place.
+    """
+    try:
+        staging = Path(tempfile.mkdtemp(prefix=_STAGING, dir=out))
+    except OSError as exc:
+        raise ConfigError(None, "--out", f"cannot write into {out}: {exc.strerror}") from None
+    try:
+        try:
+            yield staging
+        except OSError as exc:  # a file that could not be written inside the private folder
+            name = Path(exc.filename).name if exc.filename else "a report file"
+            raise ConfigError(None, "--out", f"cannot write {out / name}: {exc.strerror}") from None
+        publish(staging, out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def publish(staging: Path, out: Path) -> None:
+    """Rename every file of ``staging`` into ``out``, over the file of the same name, and remove
+    the report and plot files of an earlier run that ``staging`` has no new one of.
+
+    Every place is checked before anything moves (a folder in the way fails here, with the
+    folder as it was); ``report.json``, what readers load, is renamed last, and the earlier run's
+    leftovers are removed only once all of this run's files are in.
+
+    Raises:
+        ConfigError: a file cannot be put in place or removed (named, with the reason).
+    """
+    made = sorted(path.name for path in staging.iterdir())
+    for name in made:
+        if (out / name).is_dir():
+            raise ConfigError(None, "--out", f"cannot put {out / name} in place: it is a folder")
+    made.sort(key=lambda name: name == "report.json")
+    for name in made:
+        try:
+            os.replace(staging / name, out / name)
+        except OSError as exc:
+            raise ConfigError(
+                None, "--out", f"cannot put {out / name} in place: {exc.strerror}"
+            ) from None
+    for name in sorted(OUTPUT_FILES - set(made)):
         path = out / name
         try:
             path.unlink()
@@ -44,21 +104,3 @@ def clear_outputs(out: Path) -> list[str]:
             raise ConfigError(
                 None, "--out", f"cannot remove {path} of an earlier run: {exc.strerror}"
             ) from None
-        removed.append(name)
-    return removed
-
-
-def write_output(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` whole: into a temporary file beside it, renamed over it.
-
-    Raises:
-        ConfigError: it cannot be written (the path and the reason named; no temporary left).
-    """
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    except OSError as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
-        raise ConfigError(None, "--out", f"cannot write {path}: {exc.strerror}") from None

@@ -349,8 +349,8 @@ def save_repeat(report: dict[str, Any], out: Path) -> None:
     import json
 
     from kubelet_sim.workloads.markdown import render_markdown
-    from kubelet_sim.workloads.outputs import clear_outputs, write_output
+    from kubelet_sim.workloads.outputs import staged_outputs
 
-    clear_outputs(out)
-    write_output(out / "report.json", json.dumps(report, indent=1) + "\n")
-    write_output(out / "report.md", repeat_markdown(report, render_markdown(report)))
+    with staged_outputs(out) as staging:
+        (staging / "report.json").write_text(json.dumps(report, indent=1) + "\n")
+        (staging / "report.md").write_text(repeat_markdown(report, render_markdown(report)))

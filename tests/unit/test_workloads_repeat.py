@@ -8,6 +8,7 @@ import copy
 import io
 import json
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,8 @@ from kubelet_sim.workloads.compare import (
     report_figures,
     verdict_summary,
 )
-from kubelet_sim.workloads.outputs import write_output
+from kubelet_sim.workloads.markdown import render_markdown
+from kubelet_sim.workloads.outputs import PLOT_FILES, check_writable
 from kubelet_sim.workloads.repeat import (
     aggregate_reports,
     figure_stats,
@@ -503,13 +505,41 @@ def _earlier_run(folder: Path) -> None:
         (folder / name).write_text(f"earlier {name}")
 
 
-def test_a_reused_run_folder_interrupted_before_its_report_keeps_nothing_of_the_earlier_run(
+def _files(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir())
+
+
+def test_a_repeat_that_fails_leaves_the_earlier_repeats_folders_as_they_were_and_names_them(
     one_run: dict[str, Any], tmp_path: Path
 ) -> None:
-    _earlier_run(tmp_path / "run-2")  # from an earlier --repeat, in this repeat's run 2
+    _earlier_run(tmp_path / "run-2")  # from an earlier --repeat 3
     _earlier_run(tmp_path / "run-3")
-    (tmp_path / "run-3" / "notes.txt").write_text("mine")  # not a bench's: left alone
-    _earlier_run(tmp_path)  # and the earlier repeat's own report
+    _earlier_run(tmp_path)  # and its repeat report
+
+    def run_once(out: Path) -> dict[str, Any]:
+        if out.name == "run-2":
+            raise ConfigError(None, "--registry", "not reachable")  # before anything ran
+        return copy.deepcopy(one_run)
+
+    console = _console()
+    with pytest.raises(ConfigError, match="not reachable"):
+        bench_command._repeat_runs(console, tmp_path, 3, run_once)
+    assert _files(tmp_path / "run-2") == _files(tmp_path / "run-3") == [
+        "pull-timeline.png", "registry-view.png", "report.json", "report.md"
+    ]  # fmt: skip
+    assert (tmp_path / "run-2" / "report.json").read_text() == "earlier report.json"
+    assert (tmp_path / "report.json").read_text() == "earlier report.json"
+    said = _said(console)
+    assert (
+        f"note: report.json, report.md, run-2, run-3 in {tmp_path} are from an earlier repeat, "
+        "not this one"
+    ) in said
+
+
+def test_ctrl_c_in_a_reused_run_folder_drops_the_run_and_names_the_folder_as_earlier(
+    one_run: dict[str, Any], tmp_path: Path
+) -> None:
+    _earlier_run(tmp_path / "run-2")
 
     def run_once(out: Path) -> dict[str, Any]:
         if out.name == "run-2":
@@ -519,22 +549,51 @@ def test_a_reused_run_folder_interrupted_before_its_report_keeps_nothing_of_the_
     console = _console()
     reports, interrupted = bench_command._repeat_runs(console, tmp_path, 3, run_once)
     assert (len(reports), interrupted) == (1, True)
-    assert not (tmp_path / "run-2").exists()  # only the earlier run's files were in it
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["run-1", "run-3"]
-    # run 3 was not reached: its folder is as the earlier repeat left it, and said to be
-    assert len(list((tmp_path / "run-3").iterdir())) == 5
-    assert f"note: run-3 in {tmp_path} are from an earlier repeat, not this one" in _said(console)
+    assert _files(tmp_path) == ["run-1", "run-2"]  # run 3 never started
+    said = _said(console)
+    assert "interrupted: run 2 is dropped (it wrote no report)" in said
+    assert f"note: run-2 in {tmp_path} are from an earlier repeat, not this one" in said
 
 
-def test_a_report_saved_without_plots_takes_the_earlier_runs_plots_away(
+def test_a_report_saved_without_plots_takes_the_earlier_runs_plots_and_links_away(
     one_run: dict[str, Any], tmp_path: Path
 ) -> None:
     _earlier_run(tmp_path)
     (tmp_path / "notes.txt").write_text("mine")
     report = bench_command._save(copy.deepcopy(one_run), tmp_path, plots=False)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt", "report.json", "report.md"]
+    assert _files(tmp_path) == ["notes.txt", "report.json", "report.md"]  # no staging left
     assert json.loads((tmp_path / "report.json").read_text()) == json.loads(json.dumps(report))
-    assert (tmp_path / "report.md").read_text().startswith("# ")
+    markdown = (tmp_path / "report.md").read_text()
+    assert ".png" not in markdown
+    assert "None drawn for this report (`--no-plots`)." in markdown
+
+
+def test_a_report_lists_only_the_plots_drawn_for_it(one_run: dict[str, Any]) -> None:
+    report = copy.deepcopy(one_run)
+    report["plots"] = ["pull-timeline.png", "bytes-over-time.png"]
+    markdown = render_markdown(report)
+    assert "![Pull timeline per node](pull-timeline.png)" in markdown
+    assert "![Bytes served over time](bytes-over-time.png)" in markdown
+    assert markdown.count(".png)") == 2
+
+
+def test_a_report_stopped_while_it_is_written_leaves_the_earlier_one_whole(
+    one_run: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _earlier_run(tmp_path)
+
+    def stopped(report: dict[str, Any], out: Path) -> list[Path]:
+        (out / "pull-timeline.png").write_text("half of this run's plots")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("kubelet_sim.workloads.plots.write_plots", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        bench_command._save(copy.deepcopy(one_run), tmp_path, plots=True)
+    assert _files(tmp_path) == ["pull-timeline.png", "registry-view.png", "report.json",
+                                "report.md"]  # fmt: skip
+    assert {(tmp_path / name).read_text() for name in _files(tmp_path)} == {
+        f"earlier {name}" for name in _files(tmp_path)
+    }
 
 
 def test_a_repeat_report_replaces_an_earlier_single_runs_report_and_plots(
@@ -543,18 +602,52 @@ def test_a_repeat_report_replaces_an_earlier_single_runs_report_and_plots(
     _earlier_run(tmp_path)
     report = aggregate_reports(_runs(one_run, [1.0, 2.0]), ["run-1", "run-2"])
     save_repeat(report, tmp_path)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["report.json", "report.md"]
+    assert _files(tmp_path) == ["report.json", "report.md"]
     assert load_report(tmp_path / "report.json")["repeat"]["runs"] == 2
 
 
-def test_a_report_that_cannot_be_written_is_named_and_leaves_no_temporary_file(
+def test_a_report_folder_that_cannot_be_written_is_named_before_the_run(tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("")
+    for out in (tmp_path / "a-file", tmp_path / "a-file" / "sub"):
+        with pytest.raises(ConfigError, match=rf"--out.*cannot write into {out}"):
+            check_writable(out)
+    check_writable(tmp_path / "new" / "folder")  # made, and left empty
+    assert _files(tmp_path / "new" / "folder") == []
+
+
+def test_a_report_file_that_cannot_be_put_in_place_is_named_and_nothing_is_half_done(
     one_run: dict[str, Any], tmp_path: Path
 ) -> None:
-    (tmp_path / "report.md").mkdir()  # in the way: not a file to remove
-    with pytest.raises(ConfigError, match=r"--out.*cannot remove .*report\.md of an earlier run"):
+    _earlier_run(tmp_path)
+    (tmp_path / "report.md").unlink()
+    (tmp_path / "report.md").mkdir()  # in the way: a file cannot be renamed over a folder
+    with pytest.raises(ConfigError, match=r"--out.*cannot put .*report\.md in place: it is a"):
         bench_command._save(copy.deepcopy(one_run), tmp_path, plots=False)
-    (tmp_path / "report.md").rmdir()
-    (tmp_path / "report.json").mkdir()  # a file cannot be renamed over a folder
-    with pytest.raises(ConfigError, match=r"--out.*cannot write .*report\.json: Is a directory"):
-        write_output(tmp_path / "report.json", "{}")
-    assert [p.name for p in tmp_path.iterdir()] == ["report.json"]  # no temporary file
+    # checked before anything moved: the earlier run's files as they were, no staging left
+    assert _files(tmp_path) == ["pull-timeline.png", "registry-view.png", "report.json",
+                                "report.md"]  # fmt: skip
+    assert (tmp_path / "report.json").read_text() == "earlier report.json"
+
+
+def test_report_json_goes_in_last_and_the_earlier_runs_leftovers_go_after_it(
+    one_run: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _earlier_run(tmp_path)
+    moves: list[str] = []
+    replace = os.replace
+
+    def recorded(src: Path, dst: Path) -> None:
+        moves.append(Path(dst).name)
+        replace(src, dst)
+
+    unlink = Path.unlink
+
+    def removed(path: Path, missing_ok: bool = False) -> None:
+        moves.append(f"-{path.name}")
+        unlink(path, missing_ok=missing_ok)
+
+    monkeypatch.setattr("kubelet_sim.workloads.outputs.os.replace", recorded)
+    monkeypatch.setattr(Path, "unlink", removed)
+    bench_command._save(copy.deepcopy(one_run), tmp_path, plots=False)
+    assert moves[:2] == ["report.md", "report.json"]
+    assert sorted(moves[2:]) == [f"-{name}" for name in sorted(PLOT_FILES.values())]

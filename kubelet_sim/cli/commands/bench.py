@@ -169,7 +169,7 @@ def _bench(args: argparse.Namespace) -> int:
         if repeat is not None:
             runs = _repeat_runs(console, out, repeat, run_once)
         else:
-            report = _fresh_run(out, run_once)
+            report = run_once(out)
     if repeat is not None:
         return _emit_repeat(args, console, out, repeat, *runs)
     return _emit(args, console, report, out)
@@ -219,62 +219,63 @@ def _repeat_runs(
     """``run_once`` into ``out/run-1`` ... ``out/run-COUNT``: the reports of the runs that wrote
     one, and whether a Ctrl-C stopped the repeat. A run that Ctrl-C ended with a partial report
     (a real run in this process) is kept; one stopped before its report (``--virtual``,
-    ``--shards``, or while seeding) is dropped."""
-    from kubelet_sim.workloads.outputs import clear_outputs
-
-    clear_outputs(out)  # an earlier repeat's report must not outlive this one stopped early
-    _note_earlier_runs(console, out, after=count)
+    ``--shards``, or while seeding) is dropped. However the repeat ends, the ``run-K`` folders
+    it did not write are named as an earlier repeat's."""
     reports: list[dict[str, Any]] = []
-    for k in range(1, count + 1):
-        run_out = out / f"run-{k}"
-        try:
-            run_out.mkdir(exist_ok=True)
-        except OSError as exc:
-            raise ConfigError(None, "--out", f"cannot make {run_out}: {exc.strerror}") from None
-        console.print(f"[bold]run {k} of {count}[/bold] -> {run_out}", highlight=False)
-        try:
-            report = _fresh_run(run_out, run_once)
-        except KeyboardInterrupt:
-            console.print(f"[yellow]interrupted: run {k} is dropped (it wrote no report)")
-            with contextlib.suppress(OSError):
-                run_out.rmdir()  # only if empty
-            _note_earlier_runs(console, out, after=k, upto=count)
-            return reports, True
-        reports.append(report)
-        s = report["summary"]
-        ttr = s["time_to_ready"]
+    returned = False  # with reports: this repeat's own repeat report will be written
+    try:
+        for k in range(1, count + 1):
+            run_out = out / f"run-{k}"
+            try:
+                run_out.mkdir(exist_ok=True)
+            except OSError as exc:
+                raise ConfigError(None, "--out", f"cannot make {run_out}: {exc.strerror}") from None
+            console.print(f"[bold]run {k} of {count}[/bold] -> {run_out}", highlight=False)
+            try:
+                report = run_once(run_out)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    run_out.rmdir()  # only if empty: nothing of an earlier repeat in it
+                raise
+            reports.append(report)
+            s = report["summary"]
+            ttr = s["time_to_ready"]
+            console.print(
+                f"run {k} of {count}: {s['pods_ready']}/{s['pods']} pods ready, time to ready p50 "
+                f"{_seconds(ttr['p50'])}, p99 {_seconds(ttr['p99'])}, makespan "
+                f"{_seconds(s['makespan'])}",
+                highlight=False,
+            )
+            if report["run"].get("interrupted"):
+                returned = True
+                return reports, True
+        returned = True
+        return reports, False
+    except KeyboardInterrupt:
         console.print(
-            f"run {k} of {count}: {s['pods_ready']}/{s['pods']} pods ready, time to ready p50 "
-            f"{_seconds(ttr['p50'])}, p99 {_seconds(ttr['p99'])}, makespan "
-            f"{_seconds(s['makespan'])}",
-            highlight=False,
+            f"[yellow]interrupted: run {len(reports) + 1} is dropped (it wrote no report)"
         )
-        if report["run"].get("interrupted"):
-            _note_earlier_runs(console, out, after=k, upto=count)
-            return reports, True
-    return reports, False
+        returned = True
+        return reports, True
+    finally:
+        _note_earlier_runs(console, out, written=len(reports), replaced=returned and bool(reports))
 
 
-def _note_earlier_runs(console: Console, out: Path, *, after: int, upto: int | None = None) -> None:
-    """Say which ``run-K`` folders of ``out`` (``after`` < K, up to ``upto``) this repeat did not
-    write: an earlier repeat's, not this one's."""
+def _note_earlier_runs(console: Console, out: Path, *, written: int, replaced: bool) -> None:
+    """Say what in ``out`` this repeat did not write: the ``run-K`` folders after ``run-WRITTEN``
+    and, unless its own repeat report is to replace it, the repeat report there."""
+    from kubelet_sim.workloads.outputs import REPORT_FILES
+
     numbers = (int(p.name[4:]) for p in out.glob("run-*") if p.name[4:].isdigit())
-    earlier = sorted(k for k in numbers if k > after and (upto is None or k <= upto))
+    earlier = [f"run-{k}" for k in sorted(k for k in numbers if k > written)]
+    if not replaced:
+        earlier[:0] = [name for name in REPORT_FILES if (out / name).exists()]
     if earlier:
-        names = ", ".join(f"run-{k}" for k in earlier)
+        names = ", ".join(earlier)
         console.print(
             f"[yellow]note: {names} in {out} are from an earlier repeat, not this one",
             highlight=False,
         )
-
-
-def _fresh_run(out: Path, run_once: Callable[[Path], dict[str, Any]]) -> dict[str, Any]:
-    """``run_once(out)`` once the files of an earlier run in ``out`` are gone, so that none of
-    them outlives this run if it stops before its own report (see :mod:`.workloads.outputs`)."""
-    from kubelet_sim.workloads.outputs import clear_outputs
-
-    clear_outputs(out)
-    return run_once(out)
 
 
 def _seconds(value: float | None) -> str:
@@ -313,9 +314,12 @@ def _console(*, stderr: bool = False) -> Console:
 
 
 def _out_dir(args: argparse.Namespace, name: str) -> Path:
-    """``--out``, else ``bench-results/NAME``; made if missing."""
+    """``--out``, else ``bench-results/NAME``; made if missing, and proven writable before the
+    run rather than after it."""
+    from kubelet_sim.workloads.outputs import check_writable
+
     out: Path = args.out or Path("bench-results") / name
-    out.mkdir(parents=True, exist_ok=True)
+    check_writable(out)
     return out
 
 
@@ -359,7 +363,7 @@ def _virtual(args: argparse.Namespace, path: Path, workload: Workload, repeat: i
     if repeat is not None:
         return _emit_repeat(args, console, out, repeat, *_repeat_runs(console, out, repeat,
                                                                       run_once))  # fmt: skip
-    return _emit(args, console, _fresh_run(out, run_once), out)
+    return _emit(args, console, run_once(out), out)
 
 
 def _virtual_run(
@@ -698,17 +702,19 @@ def _write(result: BenchResult, out: Path, *, plots: bool) -> dict[str, Any]:
 
 
 def _save(report: dict[str, Any], out: Path, *, plots: bool) -> dict[str, Any]:
-    """Write ``report`` (and its plots) into ``out``, in place of any earlier run's files."""
+    """Write ``report`` (and its plots) into ``out``, in place of an earlier run's files, all of
+    them or none (:func:`~kubelet_sim.workloads.outputs.staged_outputs`)."""
     from kubelet_sim.workloads import render_markdown
-    from kubelet_sim.workloads.outputs import clear_outputs, write_output
+    from kubelet_sim.workloads.outputs import staged_outputs
 
-    clear_outputs(out)
-    if plots:
-        from kubelet_sim.workloads.plots import write_plots
+    with staged_outputs(out) as staging:
+        report.pop("plots", None)
+        if plots:
+            from kubelet_sim.workloads.plots import write_plots
 
-        report["plots"] = [p.name for p in write_plots(report, out)]
-    write_output(out / "report.json", json.dumps(report, indent=1) + "\n")
-    write_output(out / "report.md", render_markdown(report))
+            report["plots"] = [p.name for p in write_plots(report, staging)]
+        (staging / "report.json").write_text(json.dumps(report, indent=1) + "\n")
+        (staging / "report.md").write_text(render_markdown(report))
     return report
 
 
@@ -765,7 +771,7 @@ def _print_summary(console: Console, report: dict[str, Any], out: Path) -> None:
         console.print(
             f"[yellow]stopped at the timeout: {s['pods_not_ready']} pods not ready ({reasons})"
         )
-    if "repeat" in report:  # the plots are the median run's, in its folder
+    if "repeat" in report or not report.get("plots"):  # a repeat's are its median run's
         console.print(f"report: {out / 'report.md'} (and report.json)")
     else:
         console.print(f"report: {out / 'report.md'} (and report.json, plots)")
