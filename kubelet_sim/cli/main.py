@@ -175,6 +175,10 @@ def _main(argv: Sequence[str] | None) -> tuple[int, bool]:
         return 1, at_once
     except KeyboardInterrupt:
         return 130, False
+    except BaseExceptionGroup as group:
+        if group.split(KeyboardInterrupt)[1] is not None:
+            raise
+        return 130, False  # Ctrl-C, handed on by task groups
     except BrokenPipeError:
         # The reader went away (`... | head`): stop quietly, as a shell tool does. Point stdout at
         # /dev/null so the interpreter's final flush does not raise again.

@@ -32,20 +32,36 @@ PLOT_FILES = {
 """Each plot's file name (:func:`kubelet_sim.workloads.plots.write_plots` draws them)."""
 
 OUTPUT_FILES = frozenset((*REPORT_FILES, *PLOT_FILES.values()))
-_STAGING = ".report-"
+_STAGING = ".report-"  # then the writing process's pid, then mkdtemp's random part
 
 
 def check_writable(out: Path) -> None:
-    """Make ``out`` if missing and prove a run can write there, before the run, not after it.
+    """Make ``out`` if missing and prove a run can write there, before the run, not after it;
+    remove the private folders that runs killed while writing (SIGKILL, SIGTERM) left there.
 
     Raises:
         ConfigError: it is not a folder, or cannot be made or written (named, with the reason).
     """
     try:
         out.mkdir(parents=True, exist_ok=True)
-        os.rmdir(tempfile.mkdtemp(prefix=_STAGING, dir=out))
+        probe = tempfile.mkdtemp(prefix=f"{_STAGING}{os.getpid()}-", dir=out)
     except OSError as exc:
         raise ConfigError(None, "--out", f"cannot write into {out}: {exc.strerror}") from None
+    shutil.rmtree(probe, ignore_errors=True)
+    for folder in out.glob(f"{_STAGING}*-*"):
+        pid = folder.name[len(_STAGING) :].split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)) and folder.is_dir() and not folder.is_symlink():
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
 
 
 @contextlib.contextmanager
@@ -57,15 +73,16 @@ def staged_outputs(out: Path) -> Iterator[Path]:
         ConfigError: ``out`` cannot be written, or a file cannot be put in place.
     """
     try:
-        staging = Path(tempfile.mkdtemp(prefix=_STAGING, dir=out))
+        staging = Path(tempfile.mkdtemp(prefix=f"{_STAGING}{os.getpid()}-", dir=out))
     except OSError as exc:
         raise ConfigError(None, "--out", f"cannot write into {out}: {exc.strerror}") from None
     try:
         try:
             yield staging
         except OSError as exc:  # a file that could not be written inside the private folder
-            name = Path(exc.filename).name if exc.filename else "a report file"
-            raise ConfigError(None, "--out", f"cannot write {out / name}: {exc.strerror}") from None
+            raise ConfigError(
+                None, "--out", f"cannot write the report into {out}: {exc.strerror}"
+            ) from None
         publish(staging, out)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -96,6 +113,8 @@ def publish(staging: Path, out: Path) -> None:
             ) from None
     for name in sorted(OUTPUT_FILES - set(made)):
         path = out / name
+        if not (path.is_file() or path.is_symlink()):
+            continue  # missing, or not a file a bench wrote (a folder of that name): left alone
         try:
             path.unlink()
         except FileNotFoundError:

@@ -137,11 +137,25 @@ def shard_file(out: Path, index: int, count: int) -> Path:
 
 
 def write_record(record: dict[str, Any], path: Path) -> None:
-    """Write ``record`` atomically (a reader never sees half a shard)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(record, separators=(",", ":")) + "\n")
-    os.replace(tmp, path)
+    """Write ``record`` atomically (a reader never sees half a shard): into a temporary file of
+    a name of its own beside ``path`` (never one planted there), renamed over it.
+
+    Raises:
+        ConfigError: it cannot be written (the path and the reason; no temporary file left).
+    """
+    tmp: str | None = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        with os.fdopen(fd, "w") as file:
+            file.write(json.dumps(record, separators=(",", ":")) + "\n")
+        os.chmod(tmp, 0o644)  # as a file written plainly would be, not mkstemp's 0600
+        os.replace(tmp, path)
+    except OSError as exc:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+        raise ConfigError(None, "--out", f"cannot write {path}: {exc.strerror}") from None
 
 
 def load_shard_records(paths: Sequence[Path]) -> list[dict[str, Any]]:

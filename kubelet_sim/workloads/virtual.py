@@ -124,9 +124,17 @@ def run_virtual(
         )  # fmt: skip
 
     with _seeded_scheduler(f"kubelet-sim:{workload.seed}:{shard[0]}/{shard[1]}"):
-        result: BenchResult = anyio.run(
-            main, backend="trio", backend_options={"clock": MockClock(autojump_threshold=0)}
-        )
+        try:
+            result: BenchResult = anyio.run(
+                main, backend="trio", backend_options={"clock": MockClock(autojump_threshold=0)}
+            )
+        except BaseExceptionGroup as group:
+            # Ctrl-C reaches trio's tasks, whose task groups hand it on wrapped: give it back
+            # as the KeyboardInterrupt it is, which every caller handles (bench's --repeat
+            # drops the run, the CLI exits 130), not a traceback.
+            if group.split(KeyboardInterrupt)[1] is None:
+                raise KeyboardInterrupt from None
+            raise
     return result
 
 

@@ -9,6 +9,8 @@ import io
 import json
 import math
 import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +31,7 @@ from kubelet_sim.workloads.compare import (
     verdict_summary,
 )
 from kubelet_sim.workloads.markdown import render_markdown
-from kubelet_sim.workloads.outputs import PLOT_FILES, check_writable
+from kubelet_sim.workloads.outputs import check_writable
 from kubelet_sim.workloads.repeat import (
     aggregate_reports,
     figure_stats,
@@ -473,10 +475,14 @@ def test_ctrl_c_before_a_run_wrote_its_report_drops_only_that_run(
     assert (len(reports), interrupted) == (2, True)
     assert calls == ["run-1", "run-2", "run-3"]
     assert not (tmp_path / "run-3").exists()  # empty: removed
+    assert "interrupted: run 3 is dropped (it wrote no report)" in _said(console)
+    args = argparse.Namespace(output="text")
+    bench_command._emit_repeat(args, console, tmp_path, 5, reports, True)
+    # named once the repeat report of runs 1-2 is in place, and the report not as an earlier one
     said = _said(console)
     assert f"note: run-7 in {tmp_path} are from an earlier repeat, not this one" in said
-    assert "interrupted: run 3 is dropped (it wrote no report)" in said
-    args = argparse.Namespace(output="text")
+    assert load_report(tmp_path / "report.json")["repeat"]["runs"] == 2
+    console = _console()
     assert bench_command._emit_repeat(args, console, tmp_path, 5, [], True) == 130
     assert "interrupted before any run wrote its report: no repeat report" in _said(console)
 
@@ -552,7 +558,10 @@ def test_ctrl_c_in_a_reused_run_folder_drops_the_run_and_names_the_folder_as_ear
     assert _files(tmp_path) == ["run-1", "run-2"]  # run 3 never started
     said = _said(console)
     assert "interrupted: run 2 is dropped (it wrote no report)" in said
-    assert f"note: run-2 in {tmp_path} are from an earlier repeat, not this one" in said
+    assert "note:" not in said  # not yet: once the repeat report of run 1 is in
+    bench_command._emit_repeat(argparse.Namespace(output="text"), console, tmp_path, 3, reports,
+                               interrupted)  # fmt: skip
+    assert f"note: run-2 in {tmp_path} are from an earlier repeat, not this one" in _said(console)
 
 
 def test_a_report_saved_without_plots_takes_the_earlier_runs_plots_and_links_away(
@@ -650,4 +659,44 @@ def test_report_json_goes_in_last_and_the_earlier_runs_leftovers_go_after_it(
     monkeypatch.setattr(Path, "unlink", removed)
     bench_command._save(copy.deepcopy(one_run), tmp_path, plots=False)
     assert moves[:2] == ["report.md", "report.json"]
-    assert sorted(moves[2:]) == [f"-{name}" for name in sorted(PLOT_FILES.values())]
+    assert sorted(moves[2:]) == ["-pull-timeline.png", "-registry-view.png"]  # what was there
+
+
+def test_a_repeat_report_that_cannot_be_saved_names_the_earlier_one_left_in_its_place(
+    one_run: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _earlier_run(tmp_path)  # an earlier repeat's report
+    (tmp_path / "run-3").mkdir()  # and its third run
+    (tmp_path / "run-4").write_text("a file, not a run folder")
+
+    def refused(report: dict[str, Any], out: Path) -> None:
+        raise ConfigError(None, "--out", "cannot write the report")
+
+    monkeypatch.setattr("kubelet_sim.workloads.repeat.save_repeat", refused)
+    console = _console()
+    runs = _runs(one_run, [1.0, 2.0])
+    with pytest.raises(ConfigError, match="cannot write the report"):
+        bench_command._emit_repeat(argparse.Namespace(output="text"), console, tmp_path, 2, runs,
+                                   False)  # fmt: skip
+    assert (
+        f"note: report.json, report.md, run-3 in {tmp_path} are from an earlier repeat, "
+        "not this one"
+    ) in _said(console)
+
+
+def test_a_killed_runs_private_folder_is_swept_and_a_live_ones_kept(tmp_path: Path) -> None:
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    (tmp_path / f".report-{dead.stdout.strip()}-abc123").mkdir()  # its process is gone
+    (tmp_path / f".report-{os.getpid()}-def456").mkdir()  # this process: still writing
+    (tmp_path / ".report-notes").mkdir()  # not a name a bench makes
+    check_writable(tmp_path)
+    assert _files(tmp_path) == sorted([".report-notes", f".report-{os.getpid()}-def456"])
+
+
+def test_a_folder_of_a_plots_name_is_not_an_earlier_runs_file(
+    one_run: dict[str, Any], tmp_path: Path
+) -> None:
+    (tmp_path / "registry-view.png").mkdir()  # somebody's folder, not a plot
+    bench_command._save(copy.deepcopy(one_run), tmp_path, plots=False)
+    assert _files(tmp_path) == ["registry-view.png", "report.json", "report.md"]

@@ -235,3 +235,30 @@ def test_a_start_instant_that_is_not_a_time_is_refused(tmp_path: Path) -> None:
                 "--start-at", value, "--registry", "127.0.0.1:1"]  # fmt: skip
         assert main(argv) == 1
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_shard_record_is_written_under_a_name_of_its_own_never_through_a_planted_link(
+    tmp_path: Path,
+) -> None:
+    victim = tmp_path / "victim.txt"
+    victim.write_text("not yours")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / ".shard-0-of-1.json.tmp").symlink_to(victim)  # the old fixed temporary name
+    write_record({"a": 1}, shard_file(out, 0, 1))
+    assert victim.read_text() == "not yours"
+    assert json.loads(shard_file(out, 0, 1).read_text()) == {"a": 1}
+    assert not shard_file(out, 0, 1).is_symlink()
+    assert sorted(p.name for p in out.iterdir()) == [".shard-0-of-1.json.tmp", "shard-0-of-1.json"]
+
+
+def test_a_shard_record_that_cannot_be_written_is_named_and_leaves_no_temporary_file(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "shard-0-of-1.json").mkdir()  # in the way
+    with pytest.raises(ConfigError, match=r"--out.*cannot write .*shard-0-of-1\.json"):
+        write_record({"a": 1}, shard_file(tmp_path, 0, 1))
+    assert [p.name for p in tmp_path.iterdir()] == ["shard-0-of-1.json"]
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(ConfigError, match=r"--out.*cannot write .*a-file/shard-0-of-1\.json"):
+        write_record({"a": 1}, shard_file(tmp_path / "a-file", 0, 1))

@@ -650,3 +650,15 @@ def test_virtual_and_real_shard_records_are_not_merged(tmp_path: Path) -> None:
     del second["registry_raw"]
     with pytest.raises(ConfigError, match="virtual and real shards cannot be merged"):
         merge_records([first, second])
+
+
+def test_ctrl_c_inside_a_virtual_run_comes_back_as_a_keyboard_interrupt(tmp_path: Path) -> None:
+    """trio's task groups hand a Ctrl-C on wrapped in an exception group; bench's --repeat (which
+    drops the run) and the CLI (which exits 130) know a KeyboardInterrupt, not a traceback."""
+    workload = parse_workload(TINY.replace("AUTH", "none"), "tiny.yaml")
+
+    def interrupted(snapshot: object) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_virtual(workload, tmp_path, on_tick=interrupted)

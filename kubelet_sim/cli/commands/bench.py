@@ -258,7 +258,8 @@ def _repeat_runs(
         returned = True
         return reports, True
     finally:
-        _note_earlier_runs(console, out, written=len(reports), replaced=returned and bool(reports))
+        if not (returned and reports):  # else _emit_repeat names them once its report is in
+            _note_earlier_runs(console, out, written=len(reports), replaced=False)
 
 
 def _note_earlier_runs(console: Console, out: Path, *, written: int, replaced: bool) -> None:
@@ -266,7 +267,7 @@ def _note_earlier_runs(console: Console, out: Path, *, written: int, replaced: b
     and, unless its own repeat report is to replace it, the repeat report there."""
     from kubelet_sim.workloads.outputs import REPORT_FILES
 
-    numbers = (int(p.name[4:]) for p in out.glob("run-*") if p.name[4:].isdigit())
+    numbers = (int(p.name[4:]) for p in out.glob("run-*") if p.name[4:].isdigit() and p.is_dir())
     earlier = [f"run-{k}" for k in sorted(k for k in numbers if k > written)]
     if not replaced:
         earlier[:0] = [name for name in REPORT_FILES if (out / name).exists()]
@@ -299,7 +300,12 @@ def _emit_repeat(
         return 130
     dirs = [f"run-{k}" for k in range(1, len(reports) + 1)]
     report = aggregate_reports(reports, dirs, planned=planned, interrupted=interrupted)
-    save_repeat(report, out)
+    try:
+        save_repeat(report, out)
+    except BaseException:
+        _note_earlier_runs(console, out, written=len(reports), replaced=False)
+        raise
+    _note_earlier_runs(console, out, written=len(reports), replaced=True)
     return _emit(args, console, report, out)
 
 
@@ -342,8 +348,7 @@ def _virtual(args: argparse.Namespace, path: Path, workload: Workload, repeat: i
         from kubelet_sim.workloads.shards import parse_shard, run_shard_of
 
         index, count = parse_shard(args.shard)
-        if args.out is None:
-            raise ConfigError(None, "--out", "--shard writes its records to --out DIR; give one")
+        _shard_out(args)
         record = run_shard_of(workload, "", (index, count), start_at=None, store="memory",
                               virtual=True)  # fmt: skip
         return _write_shard(args, record, (index, count), Console(stderr=True, quiet=args.quiet))
@@ -488,8 +493,7 @@ def _one_shard(args: argparse.Namespace, path: Path, workload: Workload, store: 
     from kubelet_sim.workloads.shards import parse_shard, run_shard_of
 
     index, count = parse_shard(args.shard)
-    if args.out is None:
-        raise ConfigError(None, "--out", "--shard writes its records to --out DIR; give one")
+    _shard_out(args)
     console = Console(stderr=True, quiet=args.quiet)
     with registry_for(args, console) as host:
         anyio.run(_prepare, workload, host, console, args.no_seed, args.docker_config)
@@ -510,6 +514,15 @@ def _retag_creds(workload: Workload, host: str, docker_config: Path | None) -> A
     from kubelet_sim.workloads.target import push_credentials
 
     return push_credentials(workload, host, docker_config)
+
+
+def _shard_out(args: argparse.Namespace) -> None:
+    """``--shard``'s ``--out``: given, and writable before the shard runs."""
+    from kubelet_sim.workloads.outputs import check_writable
+
+    if args.out is None:
+        raise ConfigError(None, "--out", "--shard writes its records to --out DIR; give one")
+    check_writable(args.out)
 
 
 def _write_shard(
