@@ -516,3 +516,38 @@ def test_the_mirror_recipe_load_tests_a_mirror_in_front_of_a_dead_upstream(
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert report["summary"]["pods_ready"] == 4
     assert report["summary"]["failure_causes"] == {}
+
+
+def test_sigterm_before_the_run_stops_the_local_registry_and_keeps_the_earlier_report(
+    tmp_path: Path,
+) -> None:
+    """SIGTERM while the bench seeds its own registry is Ctrl-C: the registry process and its
+    storage go with the bench (exit 130, no traceback), and the report folder is as it was."""
+    path = tmp_path / "w.yaml"
+    path.write_text(WORKLOAD.format(name="term", prefix="bench-term", timeout="60s", extra=""))
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "report.json").write_text('{"earlier": true}')
+    argv = [sys.executable, "-m", "kubelet_sim", "bench", str(path), "--out", str(out), "--quiet",
+            "--no-plots"]  # fmt: skip
+    with subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    ) as proc:
+        try:
+            deadline = time.monotonic() + 60
+            line = ""
+            while "local distribution registry on" not in line:
+                line = proc.stdout.readline() if proc.stdout else ""
+                assert line or proc.poll() is None, "bench ended before it started a registry"
+                assert time.monotonic() < deadline, "bench never started a registry"
+            storage = line.rsplit("(storage ", 1)[1].rstrip(")\n")
+            proc.send_signal(signal.SIGTERM)  # seeding now
+            said, _ = proc.communicate(timeout=60)
+        finally:
+            proc.kill()
+    assert proc.returncode == 130, said
+    assert "Traceback" not in said
+    assert not Path(storage).exists()
+    leftover = subprocess.run(["pgrep", "-f", storage], capture_output=True, check=False)
+    assert leftover.returncode == 1, leftover.stdout  # no process serving that storage
+    assert json.loads((out / "report.json").read_text()) == {"earlier": True}

@@ -43,6 +43,7 @@ import os
 import signal
 import sys
 import tempfile
+import threading
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import replace
@@ -110,7 +111,25 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="serve the fleet's Prometheus metrics (every node's series summed, and the run's "
         "own) at http://HOST:PORT/metrics while the run goes on",
     )
-    parser.set_defaults(func=_bench)
+    parser.set_defaults(func=_bench_until_stopped)
+
+
+def _bench_until_stopped(args: argparse.Namespace) -> int:
+    """:func:`_bench` with SIGTERM taken as Ctrl-C outside the run's own handling of both, so a
+    bench stopped while it seeds, checks or writes its report still stops the registry it
+    started and drops the report it was writing (exit 130), instead of dying with both left.
+    (A run's own handler, while it runs, makes the first SIGTERM a partial report as before.)"""
+
+    def interrupt(signum: int, frame: object) -> None:
+        signal.raise_signal(signal.SIGINT)  # handled as Ctrl-C is, by asyncio's runner or trio
+
+    if threading.current_thread() is not threading.main_thread():
+        return _bench(args)  # signal handlers belong to the main thread (a test's caller)
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        return _bench(args)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _bench(args: argparse.Namespace) -> int:
