@@ -55,12 +55,15 @@ def check_writable(out: Path) -> None:
 
 
 def _alive(pid: int) -> bool:
+    """Whether ``pid`` may still be writing (anything not a process known gone counts)."""
+    if pid <= 0:
+        return True  # not a pid a bench wrote: left alone
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:
-        return True  # another user's process
+    except (PermissionError, OverflowError):
+        return True  # another user's process; a number no pid can be
     return True
 
 

@@ -689,9 +689,11 @@ def test_a_killed_runs_private_folder_is_swept_and_a_live_ones_kept(tmp_path: Pa
                           capture_output=True, text=True, check=True)  # fmt: skip
     (tmp_path / f".report-{dead.stdout.strip()}-abc123").mkdir()  # its process is gone
     (tmp_path / f".report-{os.getpid()}-def456").mkdir()  # this process: still writing
-    (tmp_path / ".report-notes").mkdir()  # not a name a bench makes
+    kept = [".report-notes", ".report-0-x", ".report-99999999999999999999-x"]  # not a bench's
+    for name in kept:
+        (tmp_path / name).mkdir()
     check_writable(tmp_path)
-    assert _files(tmp_path) == sorted([".report-notes", f".report-{os.getpid()}-def456"])
+    assert _files(tmp_path) == sorted([*kept, f".report-{os.getpid()}-def456"])
 
 
 def test_a_folder_of_a_plots_name_is_not_an_earlier_runs_file(
