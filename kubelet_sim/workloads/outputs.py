@@ -44,14 +44,25 @@ def check_writable(out: Path) -> None:
     """
     try:
         out.mkdir(parents=True, exist_ok=True)
-        probe = tempfile.mkdtemp(prefix=f"{_STAGING}{os.getpid()}-", dir=out)
     except OSError as exc:
         raise ConfigError(None, "--out", f"cannot write into {out}: {exc.strerror}") from None
-    shutil.rmtree(probe, ignore_errors=True)
+    shutil.rmtree(_private_folder(out), ignore_errors=True)
     for folder in out.glob(f"{_STAGING}*-*"):
         pid = folder.name[len(_STAGING) :].split("-", 1)[0]
         if pid.isdigit() and not _alive(int(pid)) and folder.is_dir() and not folder.is_symlink():
             shutil.rmtree(folder, ignore_errors=True)
+
+
+def _private_folder(out: Path) -> Path:
+    """A new folder of this process's own in ``out`` (named for :func:`check_writable`'s sweep).
+
+    Raises:
+        ConfigError: ``out`` cannot be written (named, with the reason).
+    """
+    try:
+        return Path(tempfile.mkdtemp(prefix=f"{_STAGING}{os.getpid()}-", dir=out))
+    except OSError as exc:
+        raise ConfigError(None, "--out", f"cannot write into {out}: {exc.strerror}") from None
 
 
 def _alive(pid: int) -> bool:
@@ -75,10 +86,7 @@ def staged_outputs(out: Path) -> Iterator[Path]:
     Raises:
         ConfigError: ``out`` cannot be written, or a file cannot be put in place.
     """
-    try:
-        staging = Path(tempfile.mkdtemp(prefix=f"{_STAGING}{os.getpid()}-", dir=out))
-    except OSError as exc:
-        raise ConfigError(None, "--out", f"cannot write into {out}: {exc.strerror}") from None
+    staging = _private_folder(out)
     try:
         try:
             yield staging

@@ -241,7 +241,7 @@ def _repeat_runs(
     ``--shards``, or while seeding) is dropped. However the repeat ends, the ``run-K`` folders
     it did not write are named as an earlier repeat's."""
     reports: list[dict[str, Any]] = []
-    returned = False  # with reports: this repeat's own repeat report will be written
+    interrupted = False
     try:
         for k in range(1, count + 1):
             run_out = out / f"run-{k}"
@@ -266,19 +266,19 @@ def _repeat_runs(
                 highlight=False,
             )
             if report["run"].get("interrupted"):
-                returned = True
-                return reports, True
-        returned = True
-        return reports, False
+                interrupted = True
+                break
     except KeyboardInterrupt:
         console.print(
             f"[yellow]interrupted: run {len(reports) + 1} is dropped (it wrote no report)"
         )
-        returned = True
-        return reports, True
-    finally:
-        if not (returned and reports):  # else _emit_repeat names them once its report is in
-            _note_earlier_runs(console, out, written=len(reports), replaced=False)
+        interrupted = True
+    except BaseException:
+        _note_earlier_runs(console, out, written=len(reports), replaced=False)
+        raise
+    if not reports:  # no repeat report to come; with one, _emit_repeat names them once it is in
+        _note_earlier_runs(console, out, written=0, replaced=False)
+    return reports, interrupted
 
 
 def _note_earlier_runs(console: Console, out: Path, *, written: int, replaced: bool) -> None:
